@@ -1,0 +1,106 @@
+"""Command line: ``python -m gossip node ...`` runs one node until SIGTERM/SIGINT; ``python -m gossip demo``
+runs a small local cluster on loopback and narrates what it does."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import signal
+import sys
+
+from . import _accel
+from ._config import NodeConfig
+from ._node import Node
+from .errors import GossipError
+
+log = logging.getLogger("gossip")
+
+
+def endpoint(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected ADDR:PORT, got {text!r}")
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gossip", description="A gossip node accelerated with eBPF.")
+    sub = p.add_subparsers(dest="command", required=True)
+    n = sub.add_parser("node", help="run one node until SIGTERM/SIGINT")
+    n.add_argument("--name", required=True)
+    n.add_argument("--addr", default="127.0.0.1", help="IPv4 address to listen on (default 127.0.0.1)")
+    n.add_argument("--port", type=int, default=7946)
+    n.add_argument("--seed", type=endpoint, action="append", default=[], metavar="ADDR:PORT",
+                   help="a known node to contact (repeatable)")
+    n.add_argument("--protocol", choices=("udp", "tcp"), default="udp")
+    n.add_argument("--secret", action="append", default=[],
+                   help="cluster secret (repeatable: the first signs, all verify)")
+    n.add_argument("--cluster", default="gossip", help="cluster name (its hash is the cluster id)")
+    n.add_argument("--fanout", type=int, default=3)
+    n.add_argument("--cycle", type=float, default=1.0, metavar="SECONDS")
+    n.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+    n.add_argument("--buffer", type=int, default=1024, help="receive queue depth")
+    n.add_argument("--max-packet", type=int, default=1400, metavar="BYTES")
+    n.add_argument("--private", default="", help="free-form private data announced with this node")
+    n.add_argument("--http", type=endpoint, metavar="ADDR:PORT", help="serve the JSON control API here")
+    n.add_argument("--events", metavar="FILE", help="append one JSON line per event to FILE")
+    n.add_argument("--rng-seed", type=int, help="seed of the node's random generator (default: random)")
+    n.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    n.add_argument("--xdp", metavar="IFACE", help="attach the XDP fast path to IFACE (needs root and bcc)")
+    n.add_argument("--xdp-mode", choices=("native", "generic"), default="native")
+    n.add_argument("--xdp-pin", metavar="DIR", help="use fast-path maps pinned in DIR (attached by the testbed)")
+    n.add_argument("--broadcast", action="store_true",
+                   help="send rumors through the TC in-kernel broadcaster (UDP; with --xdp or --xdp-pin)")
+    sub.add_parser("demo", help="run a small local cluster on loopback and show it converge")
+    return p
+
+
+async def run_node(args) -> int:
+    config = NodeConfig(fanout=args.fanout, cycle_s=args.cycle, timeout_s=args.timeout, buffer=args.buffer,
+                        max_packet_bytes=args.max_packet,
+                        secrets=tuple(s.encode() for s in args.secret) or (b"",), cluster=args.cluster,
+                        protocol=args.protocol, listen_addr=args.addr, listen_port=args.port,
+                        log_level=args.log_level)
+    events = open(args.events, "a", buffering=1) if args.events else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with _accel.accelerators(args, config) as (fastpath, broadcaster):
+        node = Node(config, name=args.name, private=args.private.encode(), seeds=tuple(args.seed),
+                    rng=random.Random(args.rng_seed), events=events, fastpath=fastpath, broadcaster=broadcaster)
+        runner = None
+        try:
+            await node.join()
+            if args.http:
+                from ._http import serve
+                runner = await serve(node, *args.http)
+                log.info("HTTP API on http://%s:%d", *args.http)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            await node.close()
+            if events is not None:
+                events.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "node":
+            return asyncio.run(run_node(args))
+        from ._demo import demo
+        return demo()
+    except GossipError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,62 @@
+"""Node configuration: every knob with its unit in the name, validated on construction.
+
+A bad value raises `ConfigError` naming the field, so a CLI flag, an HTTP call or a scenario file can report
+exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+PROTOCOLS = ("udp", "tcp")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """How a node gossips. Times are seconds; sizes are bytes or entries as named."""
+
+    fanout: int = 3
+    cycle_s: float = 1.0
+    timeout_s: float = 5.0
+    buffer: int = 1024
+    max_packet_bytes: int = 1400
+    secrets: tuple[bytes, ...] = (b"",)
+    cluster: str = "gossip"
+    protocol: str = "udp"
+    listen_addr: str = "127.0.0.1"
+    listen_port: int = 7946
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check(self.fanout, "fanout", int, 1, 1024)
+        _check(self.cycle_s, "cycle_s", (int, float), 0.001, 3600.0)
+        _check(self.timeout_s, "timeout_s", (int, float), 0.001, 86400.0)
+        if self.timeout_s <= self.cycle_s:
+            raise ConfigError("timeout_s", f"must exceed cycle_s ({self.cycle_s}), got {self.timeout_s}")
+        _check(self.buffer, "buffer", int, 1, 1 << 20)
+        _check(self.max_packet_bytes, "max_packet_bytes", int, 576, 65507)
+        if not isinstance(self.secrets, tuple) or not self.secrets or \
+                not all(isinstance(s, bytes) and len(s) <= 64 for s in self.secrets):
+            raise ConfigError("secrets", "must be a non-empty tuple of byte strings of at most 64 bytes each")
+        if not isinstance(self.cluster, str) or not self.cluster:
+            raise ConfigError("cluster", "must be a non-empty string")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        try:
+            ipaddress.IPv4Address(self.listen_addr)
+        except (ipaddress.AddressValueError, ValueError):
+            raise ConfigError("listen_addr", f"must be an IPv4 address, got {self.listen_addr!r}") from None
+        _check(self.listen_port, "listen_port", int, 1, 65535)
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+
+
+def _check(value, field: str, types, lo, hi) -> None:
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ConfigError(field, f"must be a number, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(field, f"must be in [{lo}, {hi}], got {value!r}")

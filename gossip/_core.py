@@ -1,0 +1,370 @@
+"""The sans-IO gossip protocol core: membership by heartbeat rumors, metadata by rumors and anti-entropy swaps.
+
+The core takes datagrams and the current time in and gives datagrams to send, events and timer deadlines out.
+It never touches a socket, a clock or the module-level random generator: drivers pass ``now`` (seconds on a clock
+that keeps running across restarts: wall-clock time in a real node, virtual time in the simulator) and a seeded
+`random.Random`. The asyncio node (`gossip._node`) and the simulator (`testbed.sim`) are two drivers of this class.
+
+Protocol, in one place (see README and docs/wire-format.md):
+
+- Every ``cycle_s`` a node whose heartbeats run sends a heartbeat rumor about itself to up to ``fanout`` live
+  peers not in the rumor's infected set, adding them (and itself) to it. A receiver that accepts it (sequence newer
+  than any it accepted from that origin) refreshes the origin's entry and forwards it the same way. A rumor ends
+  when a holder finds no uninfected live peer.
+- Entries not refreshed for ``timeout_s`` are removed. Seeds that are not live get the heartbeat as well, so a
+  node that knows nobody (or a healed partition) finds its way back.
+- ``publish(data)`` makes a version newer than every version the node has seen and spreads it as a rumor; a node
+  keeps the highest version, ordered by (seq, origin).
+- Every cycle a node sends its version (and value) to one random live peer; the peer answers with its own value
+  when that is newer, and adopts the requester's when the requester's is newer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from . import _wire as wire
+from ._config import NodeConfig
+from ._events import (Accepted, Event, HeartbeatsChanged, MemberAdded, MemberRefreshed, MemberRemoved,
+                      MetadataAdopted, PacketDropped, Send)
+from .errors import ProtocolError, UsageError
+
+MAX_REMEMBERED_ORIGINS = 65536
+
+
+class Version(NamedTuple):
+    """A metadata version: totally ordered by (seq, origin). (0, 0) means "no metadata yet"."""
+
+    seq: int
+    origin: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberInfo:
+    """One entry of a node's list, as `get()` returns it."""
+
+    node_id: int
+    name: str
+    addr: str
+    port: int
+    private: bytes
+    seq: int
+    last_seen: float
+
+    def to_json(self) -> dict:
+        return {"id": self.node_id, "name": self.name, "addr": self.addr, "port": self.port,
+                "private": self.private.decode("utf-8", "replace"), "seq": self.seq,
+                "last_seen": self.last_seen}
+
+
+class _Entry:
+    __slots__ = ("identity", "seq", "last_seen")
+
+    def __init__(self, identity: wire.Identity, seq: int, last_seen: float) -> None:
+        self.identity, self.seq, self.last_seen = identity, seq, last_seen
+
+
+def _ms(now: float) -> int:
+    return max(0, int(now * 1000))
+
+
+class GossipCore:
+    """One node's protocol state. Not thread-safe; drive it from one task or thread."""
+
+    def __init__(self, *, config: NodeConfig, identity: wire.Identity, rng: random.Random, now: float,
+                 record_refreshes: bool = False) -> None:
+        if identity.addr != config.listen_addr or identity.port != config.listen_port:
+            raise UsageError("identity: addr/port must equal the config's listen_addr/listen_port")
+        self.config = config
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.cluster = wire.cluster_id(config.cluster)
+        self._rng = rng
+        self._record_refreshes = record_refreshes
+        self._entries: dict[int, _Entry] = {}
+        self._live_ids: list[int] = []  # same ids as _entries, for O(1) random picks
+        self._live_pos: dict[int, int] = {}
+        self._accepted_seq: dict[int, int] = {}  # highest heartbeat seq accepted per origin, kept after removal
+        self._seeds: dict[tuple[str, int], None] = {}
+        self._hb_seq = 0
+        self._version = Version(0, 0)
+        self._data = b""
+        self._heartbeats = True
+        self._next_cycle = now
+        self._events: list[Event] = []
+        self._sends: list[Send] = []
+        self._accepted: list[Accepted] = []
+        self.stats: Counter[str] = Counter()
+
+    # ---- public operations -------------------------------------------------------------------------------
+
+    def set(self, identity: wire.Identity, now: float) -> None:
+        """Add a known node (a seed). It is live until it has been silent for timeout_s."""
+        if identity.node_id == self.node_id:
+            return
+        self._seeds[identity.endpoint] = None
+        if identity.node_id not in self._entries:
+            self._add(identity, 0, now)
+
+    def stop(self) -> None:
+        """Stop this node's own heartbeats; it keeps receiving, forwarding and swapping."""
+        if self._heartbeats:
+            self._heartbeats = False
+            self._events.append(HeartbeatsChanged(running=False))
+
+    def start(self) -> None:
+        if not self._heartbeats:
+            self._heartbeats = True
+            self._events.append(HeartbeatsChanged(running=True))
+
+    @property
+    def heartbeats_running(self) -> bool:
+        return self._heartbeats
+
+    def publish(self, data: bytes, now: float) -> Version:
+        """Adopt DATA under a version newer than any seen here and spread it as a rumor."""
+        if not isinstance(data, bytes):
+            raise UsageError("data: must be bytes")
+        limit = wire.max_data_bytes(self.config.max_packet_bytes, self.identity)
+        if len(data) > limit:
+            raise UsageError(f"data: {len(data)} bytes exceeds the {limit} that fit in max_packet_bytes="
+                             f"{self.config.max_packet_bytes}")
+        version = Version(max(self._version.seq + 1, _ms(now)), self.node_id)
+        self._adopt(version, data, via="publish")
+        self._spread(wire.MetadataRumor(cluster=self.cluster, origin=self.node_id, version=version.seq, data=data),
+                     wire.Infected(ids=frozenset({self.node_id})))
+        return version
+
+    def read(self) -> tuple[Version, bytes]:
+        return self._version, self._data
+
+    def members(self) -> list[MemberInfo]:
+        """The live node list, this node included (first)."""
+        me = MemberInfo(node_id=self.node_id, name=self.identity.name, addr=self.identity.addr,
+                        port=self.identity.port, private=self.identity.private, seq=self._hb_seq, last_seen=0.0)
+        out = [me]
+        for nid, e in self._entries.items():
+            i = e.identity
+            out.append(MemberInfo(node_id=nid, name=i.name, addr=i.addr, port=i.port, private=i.private,
+                                  seq=e.seq, last_seen=e.last_seen))
+        return out
+
+    def live_ids(self) -> set[int]:
+        return set(self._entries)
+
+    # ---- driver interface --------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        """When `tick` next has work to do."""
+        oldest = min((e.last_seen for e in self._entries.values()), default=None)
+        if oldest is None:
+            return self._next_cycle
+        return min(self._next_cycle, oldest + self.config.timeout_s)
+
+    def tick(self, now: float) -> None:
+        """Run every timer due at NOW: expiry, then the cycle's heartbeat and swap."""
+        self._expire(now)
+        if now >= self._next_cycle:
+            cycle = self.config.cycle_s
+            self._next_cycle += cycle
+            if self._next_cycle <= now:  # fell behind (paused process, slow loop): do not burst to catch up
+                self._next_cycle = now + cycle
+            if self._heartbeats:
+                self._send_heartbeat(now)
+            self._send_swap()
+
+    def receive(self, datagram: bytes, now: float) -> None:
+        """Handle one datagram from a peer. Never raises on the peer's bytes: bad input is counted and dropped."""
+        self.stats["packets_in"] += 1
+        try:
+            msg = wire.decode(datagram, cluster=self.cluster, keys=self.config.secrets)
+        except ProtocolError as e:
+            self.note_drop(e.reason, e.detail)
+            return
+        self.receive_message(msg, now)
+
+    def receive_message(self, msg: wire.Message, now: float) -> None:
+        """Handle one already-verified message (the simulator's entry point; `receive` ends here too)."""
+        self._HANDLERS[type(msg)](self, msg, now)
+
+    def note_drop(self, reason: str, detail: str = "") -> None:
+        """Count a dropped packet (drivers use this for drops of their own, such as a full queue)."""
+        self.stats[f"dropped_{reason}"] += 1
+        self.stats["dropped"] += 1
+        self._events.append(PacketDropped(reason=reason, detail=detail))
+
+    def take_sends(self) -> list[Send]:
+        out, self._sends = self._sends, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def take_accepted(self) -> list[Accepted]:
+        out, self._accepted = self._accepted, []
+        return out
+
+    def encode(self, msg: wire.Message) -> bytes:
+        return wire.encode(msg, key=self.config.secrets[0], max_packet_bytes=self.config.max_packet_bytes)
+
+    # ---- handlers: one per message type ----------------------------------------------------------------------
+
+    def _on_heartbeat(self, msg: wire.Heartbeat, now: float) -> None:
+        origin = msg.origin
+        if origin == self.node_id:
+            return self.note_drop("duplicate", "own heartbeat")
+        if msg.identity.node_id != origin:
+            return self.note_drop("malformed", f"identity {msg.identity.addr}:{msg.identity.port} is not origin")
+        last = self._accepted_seq.get(origin)
+        if last is not None and msg.seq <= last:
+            return self.note_drop("duplicate" if msg.seq == last else "stale", f"heartbeat {origin:#010x}/{msg.seq}")
+        self._remember_seq(origin, msg.seq)
+        entry = self._entries.get(origin)
+        if entry is None:
+            self._add(msg.identity, msg.seq, now)
+        else:
+            entry.identity, entry.seq, entry.last_seen = msg.identity, msg.seq, now
+            if self._record_refreshes:
+                self._events.append(MemberRefreshed(node_id=origin, seq=msg.seq))
+        self.stats["accepted_heartbeat"] += 1
+        self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=origin, seq=msg.seq))
+        self._spread(msg, msg.infected.with_added((self.node_id,)))
+
+    def _on_metadata(self, msg: wire.MetadataRumor, now: float) -> None:
+        if not self._newer(Version(msg.version, msg.origin), "metadata"):
+            return
+        self._adopt(Version(msg.version, msg.origin), msg.data, via="rumor")
+        self._spread(msg, msg.infected.with_added((self.node_id,)))
+
+    def _on_swap_request(self, msg: wire.SwapRequest, now: float) -> None:
+        theirs = Version(msg.version, msg.origin)
+        if theirs == self._version:
+            return self.note_drop("duplicate", "swap request for the version held")
+        if theirs > self._version:
+            self._adopt(theirs, msg.data, via="swap")
+            return
+        self.stats["swap_answered"] += 1
+        self._emit(wire.SwapResponse(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
+                                     data=self._data), (msg.sender.endpoint,))
+
+    def _on_swap_response(self, msg: wire.SwapResponse, now: float) -> None:
+        if self._newer(Version(msg.version, msg.origin), "swap response"):
+            self._adopt(Version(msg.version, msg.origin), msg.data, via="swap")
+
+    _HANDLERS = {
+        wire.Heartbeat: _on_heartbeat,
+        wire.MetadataRumor: _on_metadata,
+        wire.SwapRequest: _on_swap_request,
+        wire.SwapResponse: _on_swap_response,
+    }
+
+    # ---- internals -------------------------------------------------------------------------------------------
+
+    def _newer(self, v: Version, what: str) -> bool:
+        if v > self._version:
+            return True
+        self.note_drop("duplicate" if v == self._version else "stale", f"{what} version {v.seq}/{v.origin:#010x}")
+        return False
+
+    def _adopt(self, version: Version, data: bytes, via: str) -> None:
+        self._version, self._data = version, data
+        self.stats[f"adopted_{via}"] += 1
+        self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via=via, size=len(data)))
+        self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=version.origin, seq=version.seq))
+
+    def _add(self, identity: wire.Identity, seq: int, now: float) -> None:
+        nid = identity.node_id
+        self._entries[nid] = _Entry(identity, seq, now)
+        self._live_pos[nid] = len(self._live_ids)
+        self._live_ids.append(nid)
+        self._events.append(MemberAdded(node_id=nid, name=identity.name, addr=identity.addr, port=identity.port))
+
+    def _remove(self, nid: int, reason: str) -> None:
+        entry = self._entries.pop(nid)
+        pos = self._live_pos.pop(nid)
+        last = self._live_ids.pop()
+        if last != nid:
+            self._live_ids[pos] = last
+            self._live_pos[last] = pos
+        self._events.append(MemberRemoved(node_id=nid, name=entry.identity.name, reason=reason))
+
+    def _remember_seq(self, origin: int, seq: int) -> None:
+        if origin not in self._accepted_seq and len(self._accepted_seq) >= MAX_REMEMBERED_ORIGINS:
+            # forget a remembered origin that is not live (oldest first); live ones are always kept
+            for old in self._accepted_seq:
+                if old not in self._entries:
+                    del self._accepted_seq[old]
+                    break
+        self._accepted_seq[origin] = seq
+
+    def _expire(self, now: float) -> None:
+        limit = now - self.config.timeout_s
+        for nid in [n for n, e in self._entries.items() if e.last_seen <= limit]:
+            self._remove(nid, "timeout")
+
+    def _pick(self, k: int, infected: wire.Infected, exclude: int) -> list[int]:
+        """Up to K random live peers that are not in INFECTED (nor EXCLUDE nor this node)."""
+        ids = self._live_ids
+        if k <= 0 or not ids:
+            return []
+        rng = self._rng
+        chosen: list[int] = []
+        # Random probes first: cheap while most peers are uninfected; a full scan when probes run dry.
+        for _ in range(3 * k):
+            nid = ids[rng.randrange(len(ids))]
+            if nid != exclude and nid not in chosen and nid not in infected:
+                chosen.append(nid)
+                if len(chosen) == k:
+                    return chosen
+        rest = [n for n in ids if n != exclude and n not in chosen and n not in infected]
+        need = k - len(chosen)
+        chosen.extend(rest if len(rest) <= need else rng.sample(rest, need))
+        return chosen
+
+    def _spread(self, msg, infected: wire.Infected) -> None:
+        """Send rumor MSG to up to fanout uninfected live peers, with them added to its infected set."""
+        targets = self._pick(self.config.fanout, infected, msg.origin)
+        extra = ()
+        if isinstance(msg, wire.Heartbeat) and msg.origin == self.node_id:
+            extra = self._lost_seed()
+        if not targets and not extra:
+            return
+        infected = infected.with_added(targets + [wire.node_id(*e) for e in extra])
+        if isinstance(msg, wire.Heartbeat):
+            msg = wire.Heartbeat(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity,
+                                 infected=infected)
+        else:
+            msg = wire.MetadataRumor(cluster=msg.cluster, origin=msg.origin, version=msg.version, data=msg.data,
+                                     infected=infected)
+        endpoints = tuple(self._entries[n].identity.endpoint for n in targets) + extra
+        self._emit(msg, endpoints)
+
+    def _lost_seed(self) -> tuple[tuple[str, int], ...]:
+        """One seed that is not live, if any: it gets our heartbeat too, so partitions and lone nodes rejoin."""
+        live = {e.identity.endpoint for e in self._entries.values()}
+        lost = [s for s in self._seeds if s not in live]
+        return (lost[self._rng.randrange(len(lost))],) if lost else ()
+
+    def _send_heartbeat(self, now: float) -> None:
+        self._hb_seq = max(self._hb_seq + 1, _ms(now))
+        hb = wire.Heartbeat(cluster=self.cluster, origin=self.node_id, seq=self._hb_seq, identity=self.identity)
+        self.stats["heartbeats_sent"] += 1
+        self._spread(hb, wire.Infected(ids=frozenset({self.node_id})))
+
+    def _send_swap(self) -> None:
+        ids = self._live_ids
+        if not ids:
+            return
+        peer = self._entries[ids[self._rng.randrange(len(ids))]].identity
+        self._emit(wire.SwapRequest(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
+                                    sender=self.identity, data=self._data), (peer.endpoint,))
+
+    def _emit(self, msg: wire.Message, targets: tuple[tuple[str, int], ...]) -> None:
+        body_fit = wire.fit(msg, self.config.max_packet_bytes)
+        self.stats["packets_out"] += len(targets)
+        self.stats[f"sent_{body_fit.type.name.lower()}"] += len(targets)
+        self._sends.append(Send(message=body_fit, targets=targets, encoder=self.encode))

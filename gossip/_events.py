@@ -1,0 +1,105 @@
+"""Events the protocol core records, and the outputs it asks its driver to perform.
+
+All are frozen, keyword-only dataclasses. Drivers turn events into JSON lines (`to_json`) for the testbed, which
+builds its infection and convergence curves from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    kind = "event"
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kind"] = self.kind
+        return d
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberAdded(Event):
+    kind = "member_added"
+    node_id: int
+    name: str
+    addr: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberRefreshed(Event):
+    kind = "member_refreshed"
+    node_id: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberRemoved(Event):
+    kind = "member_removed"
+    node_id: int
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataAdopted(Event):
+    """This node now holds metadata VERSION (published by ORIGIN); VIA is publish, rumor or swap."""
+
+    kind = "metadata_adopted"
+    version: int
+    origin: int
+    via: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PacketDropped(Event):
+    kind = "packet_dropped"
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatsChanged(Event):
+    """The node's own heartbeats were stopped or started."""
+
+    kind = "heartbeats"
+    running: bool
+
+
+# What the core asks its driver to do.
+
+class Send:
+    """Send one message, unchanged, to every endpoint in TARGETS (one rumor hop: a broadcast when len > 1).
+
+    The datagram (`payload`) is encoded on first use, so a driver that passes `message` objects directly (the
+    simulator) never pays for encoding and signing.
+    """
+
+    __slots__ = ("message", "targets", "_encoder", "_payload")
+
+    def __init__(self, *, message, targets: tuple[tuple[str, int], ...], encoder) -> None:
+        self.message, self.targets, self._encoder, self._payload = message, targets, encoder, None
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload = self._encoder(self.message)
+        return self._payload
+
+    def __repr__(self) -> str:
+        return f"Send({type(self.message).__name__}, targets={self.targets})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """The node accepted (verified and applied) a message: fast-path state may now drop its duplicates.
+
+    For HEARTBEAT, SEQ is the origin's heartbeat sequence; otherwise SEQ is the metadata version the node now holds.
+    """
+
+    type: int
+    origin: int
+    seq: int

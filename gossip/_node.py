@@ -1,0 +1,214 @@
+"""The asyncio gossip node: drives a `GossipCore` with a UDP or TCP transport, a timer and an event log.
+
+Everything protocol-related lives in the core; this module only moves bytes and time. Received datagrams go into
+a bounded queue of ``buffer`` entries (a full queue counts and drops) that one callback drains in batches.
+Optional accelerators (the XDP fast-path state writer and the TC broadcaster, from ``bpf/``) are plain objects
+passed in; without them the node behaves identically in pure userspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import random
+import time
+from typing import IO, Callable, Protocol
+
+from ._config import NodeConfig
+from ._core import GossipCore, MemberInfo, Version
+from ._events import Event
+from ._transport import TcpTransport, UdpTransport
+from ._wire import Identity, MsgType
+from .errors import UsageError
+
+log = logging.getLogger("gossip")
+
+_SEND_ERRORS = ("send_error", "send_queue_full")
+_ROUTINE_DROPS = ("duplicate", "stale")
+
+
+class FastPathSink(Protocol):
+    """Receives the node's accepted state so a kernel fast path can drop what the node would drop."""
+
+    def heartbeat_accepted(self, origin: int, seq: int) -> None: ...
+
+    def metadata_accepted(self, version: int, origin: int) -> None: ...
+
+
+class BroadcastSink(Protocol):
+    def send(self, sock, payload: bytes, targets: list[tuple[str, int]]) -> None: ...
+
+
+class Node:
+    """A gossip node. ``await join()`` binds and starts it; ``await close()`` shuts it down.
+
+    The other operations (`get`, `set`, `stop`, `start`, `publish`, `read`) are synchronous: they act on the
+    core at once and hand any resulting datagrams to the transport.
+    """
+
+    def __init__(self, config: NodeConfig, *, name: str, private: bytes = b"",
+                 seeds: tuple[tuple[str, int], ...] = (), rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.time, events: IO[str] | None = None,
+                 record_refreshes: bool = False, fastpath: FastPathSink | None = None,
+                 broadcaster: BroadcastSink | None = None, stats_every_cycle: bool = True) -> None:
+        if broadcaster is not None and config.protocol != "udp":
+            raise UsageError("broadcaster: the in-kernel broadcaster works with protocol udp only")
+        self.config = config
+        self.identity = Identity(name=name, addr=config.listen_addr, port=config.listen_port, private=private)
+        self._clock = clock
+        self.core = GossipCore(config=config, identity=self.identity, rng=rng or random.Random(), now=clock(),
+                               record_refreshes=record_refreshes)
+        self._seeds = seeds
+        self._events_out = events
+        self._fastpath = fastpath
+        self._broadcaster = broadcaster
+        self._stats_every_cycle = stats_every_cycle
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._drain_scheduled = False
+        self._transport: UdpTransport | TcpTransport | None = None
+        self._timer: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- the API ---------------------------------------------------------------------------------------------
+
+    async def join(self) -> None:
+        """Bind the listening socket, contact the seeds and start the background tasks."""
+        if self._transport is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        cfg = self.config
+        if cfg.protocol == "udp":
+            self._transport = await UdpTransport.open(cfg.listen_addr, cfg.listen_port, self._on_datagram,
+                                                      self._on_transport_error, rcvbuf=cfg.buffer * 2048)
+        else:
+            self._transport = await TcpTransport.open(cfg.listen_addr, cfg.listen_port, self._on_datagram,
+                                                      self._on_transport_error, queue_depth=cfg.buffer)
+        for addr, port in self._seeds:
+            self.set(Identity(name="", addr=addr, port=port))
+        self._record(self.core.take_events())
+        self._timer = self._loop.create_task(self._run_timer())
+        log.info("node %s (%08x) listening on %s:%d/%s", self.identity.name, self.core.node_id,
+                 cfg.listen_addr, cfg.listen_port, cfg.protocol)
+
+    async def close(self) -> None:
+        """Stop the timer and the transport. Idempotent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+            self._timer = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
+        if self._events_out is not None:
+            self._events_out.flush()
+
+    def get(self) -> list[MemberInfo]:
+        """The live node list, this node first."""
+        return self.core.members()
+
+    def set(self, node: Identity) -> None:
+        """Add a known node (a seed)."""
+        self.core.set(node, self._clock())
+        self._flush()
+
+    def stop(self) -> None:
+        """Stop sending heartbeats (the node keeps listening, forwarding and swapping)."""
+        self.core.stop()
+        self._flush()
+
+    def start(self) -> None:
+        """Resume heartbeats."""
+        self.core.start()
+        self._flush()
+
+    def publish(self, data: bytes) -> Version:
+        version = self.core.publish(data, self._clock())
+        self._flush()
+        return version
+
+    def read(self) -> tuple[Version, bytes]:
+        return self.core.read()
+
+    def stats(self) -> dict:
+        return dict(self.core.stats)
+
+    # ---- plumbing --------------------------------------------------------------------------------------------
+
+    def _on_datagram(self, data: bytes) -> None:
+        if len(self._queue) >= self.config.buffer:
+            self.core.note_drop("queue_full", f"{len(data)} bytes")
+            return
+        self._queue.append(data)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        queue, core = self._queue, self.core
+        now = self._clock()
+        while queue:
+            core.receive(queue.popleft(), now)
+        self._flush()
+
+    def _on_transport_error(self, reason: str, detail: str) -> None:
+        if reason in _SEND_ERRORS:
+            self.core.stats[reason] += 1
+        else:
+            self.core.note_drop(reason, detail)
+
+    async def _run_timer(self) -> None:
+        cycle = self.config.cycle_s
+        next_stats = self._clock()
+        while True:
+            now = self._clock()
+            self.core.tick(now)
+            if self._stats_every_cycle and now >= next_stats:
+                next_stats = now + cycle
+                self._write_event({"kind": "stats", **self.core.stats}, now)
+            self._flush()
+            delay = min(self.core.next_deadline(), next_stats) - self._clock()
+            await asyncio.sleep(min(max(delay, 0.001), cycle))
+
+    def _flush(self) -> None:
+        """Hand pending sends to the transport, accepted state to the fast path, events to the log."""
+        core = self.core
+        if self._fastpath is not None:
+            for a in core.take_accepted():
+                if a.type == MsgType.HEARTBEAT:
+                    self._fastpath.heartbeat_accepted(a.origin, a.seq)
+                else:
+                    self._fastpath.metadata_accepted(a.seq, a.origin)
+        else:
+            core.take_accepted()
+        transport = self._transport
+        for send in core.take_sends():
+            if transport is None:
+                continue
+            payload = send.payload
+            if self._broadcaster is not None and len(send.targets) > 1:
+                self._broadcaster.send(transport.socket, payload, list(send.targets))
+            else:
+                for endpoint in send.targets:
+                    transport.send(payload, endpoint)
+        self._record(core.take_events())
+
+    def _record(self, events: list[Event]) -> None:
+        if not events:
+            return
+        now = self._clock()
+        for ev in events:
+            if ev.kind == "packet_dropped":
+                log.debug("dropped packet: %s %s", ev.reason, ev.detail)
+                if ev.reason in _ROUTINE_DROPS:
+                    continue  # counted in the stats records; one line per duplicate would swamp the log
+            elif ev.kind in ("member_added", "member_removed", "metadata_adopted"):
+                log.info("%s", ev)
+            self._write_event(ev.to_json(), now)
+
+    def _write_event(self, record: dict, now: float) -> None:
+        if self._events_out is not None:
+            self._events_out.write(json.dumps({"t": round(now, 6), "node": self.identity.name, **record}) + "\n")

@@ -1,0 +1,357 @@
+"""The binary wire format (version 1): encode and decode gossip messages.
+
+The byte layout is specified in ``docs/wire-format.md``; this module is its only implementation, and the BPF
+programs in ``bpf/`` read the fixed header it writes. Decoding never raises anything but `ProtocolError`, whose
+``reason`` is the drop counter the packet is counted under. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import math
+import struct
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .errors import ProtocolError, UsageError
+
+MAGIC = 0x4750  # "GP"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("!HBBIIHHQ")  # magic, version, type, cluster, origin, flags, body_len, seq
+HEADER_BYTES = HEADER.size  # 24
+MAC_BYTES = 16
+IPV4_UDP_OVERHEAD = 28  # 20-byte IPv4 header + 8-byte UDP header: counted against max_packet_bytes
+MIN_BLOOM_BYTES = 64
+MAX_BLOOM_HASHES = 8
+_U32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B1
+
+_IDENT_FIXED = struct.Struct("!4sHB")  # addr, port, name_len
+_U16 = struct.Struct("!H")
+_U32S = struct.Struct("!I")
+
+
+class MsgType(enum.IntEnum):
+    HEARTBEAT = 1
+    METADATA = 2
+    SWAP_REQ = 3
+    SWAP_RESP = 4
+
+
+# Offsets of the header fields, for code that reads them without decoding (BPF mirrors these in C).
+OFF_MAGIC, OFF_VERSION, OFF_TYPE, OFF_CLUSTER, OFF_ORIGIN, OFF_FLAGS, OFF_BODY_LEN, OFF_SEQ = 0, 2, 3, 4, 8, 12, 14, 16
+
+
+@lru_cache(maxsize=4096)
+def cluster_id(cluster_name: str) -> int:
+    """The 32-bit cluster id carried in every header, derived from the cluster's name."""
+    return int.from_bytes(hashlib.blake2b(cluster_name.encode(), digest_size=32).digest()[:4], "big")
+
+
+@lru_cache(maxsize=65536)
+def node_id(addr: str, port: int) -> int:
+    """The 32-bit id of the node listening on ADDR:PORT; stable across restarts on the same address."""
+    return int.from_bytes(hashlib.blake2b(f"{addr}:{port}".encode(), digest_size=32).digest()[:4], "big")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Who a node is: its name, where it listens, and a small free-form private field."""
+
+    name: str
+    addr: str
+    port: int
+    private: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or len(self.name.encode()) > 255:
+            raise UsageError(f"name: must be a string of at most 255 UTF-8 bytes, got {self.name!r}")
+        try:
+            ipaddress.IPv4Address(self.addr)
+        except (ipaddress.AddressValueError, ValueError):
+            raise UsageError(f"addr: must be an IPv4 address, got {self.addr!r}") from None
+        if not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise UsageError(f"port: must be 1..65535, got {self.port!r}")
+        if not isinstance(self.private, bytes) or len(self.private) > 512:
+            raise UsageError("private: must be bytes of at most 512")
+
+    @property
+    def node_id(self) -> int:
+        return node_id(self.addr, self.port)
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        return (self.addr, self.port)
+
+    def encoded_size(self) -> int:
+        return _IDENT_FIXED.size + len(self.name.encode()) + 2 + len(self.private)
+
+
+def _bloom_positions(x: int, nbits: int, hashes: int) -> list[int]:
+    h2 = ((x * _GOLDEN) & _U32) | 1
+    return [(x + j * h2) % nbits for j in range(hashes)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Infected:
+    """The set of nodes a rumor has reached or been sent to: an exact set, or a Bloom filter once it is too big.
+
+    A Bloom filter may answer "infected" for a node that is not (so that node misses this copy of the rumor); it
+    never answers "not infected" for one that is.
+    """
+
+    ids: frozenset[int] = frozenset()
+    bloom: bytes | None = None
+    hashes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bloom is not None and (len(self.bloom) == 0 or not 1 <= self.hashes <= MAX_BLOOM_HASHES):
+            raise UsageError("infected: a Bloom filter needs bytes and 1..8 hashes")
+
+    def __contains__(self, x: int) -> bool:
+        if self.bloom is None:
+            return x in self.ids
+        bits = self.bloom
+        return all(bits[p >> 3] >> (p & 7) & 1 for p in _bloom_positions(x, len(bits) * 8, self.hashes))
+
+    def with_added(self, new_ids) -> "Infected":
+        if self.bloom is None:
+            return Infected(ids=self.ids | frozenset(new_ids))
+        bits = bytearray(self.bloom)
+        nbits = len(bits) * 8
+        for x in new_ids:
+            for p in _bloom_positions(x, nbits, self.hashes):
+                bits[p >> 3] |= 1 << (p & 7)
+        return Infected(bloom=bytes(bits), hashes=self.hashes)
+
+    def to_bloom(self, nbytes: int) -> "Infected":
+        """This set as a Bloom filter of NBYTES bytes (hashes chosen for the current size)."""
+        if self.bloom is not None:
+            return self
+        n = max(len(self.ids), 1)
+        hashes = max(1, min(MAX_BLOOM_HASHES, round(nbytes * 8 / n * math.log(2))))
+        return Infected(bloom=bytes(nbytes), hashes=hashes).with_added(self.ids)
+
+    def exact_size(self) -> int:
+        return 1 + 2 + 4 * len(self.ids) if self.bloom is None else 1 + 1 + 2 + len(self.bloom)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    cluster: int
+    origin: int
+    seq: int
+    identity: Identity
+    infected: Infected = field(default_factory=Infected)
+    type = MsgType.HEARTBEAT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataRumor:
+    cluster: int
+    origin: int
+    version: int
+    data: bytes
+    infected: Infected = field(default_factory=Infected)
+    type = MsgType.METADATA
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwapRequest:
+    cluster: int
+    origin: int
+    version: int
+    sender: Identity
+    data: bytes
+    type = MsgType.SWAP_REQ
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwapResponse:
+    cluster: int
+    origin: int
+    version: int
+    data: bytes
+    type = MsgType.SWAP_RESP
+
+
+Message = Heartbeat | MetadataRumor | SwapRequest | SwapResponse
+
+
+def mac(key: bytes, signed: bytes) -> bytes:
+    return hashlib.blake2b(signed, key=key, digest_size=MAC_BYTES).digest()
+
+
+def _identity_bytes(ident: Identity) -> bytes:
+    name = ident.name.encode()
+    return (_IDENT_FIXED.pack(ipaddress.IPv4Address(ident.addr).packed, ident.port, len(name)) + name
+            + _U16.pack(len(ident.private)) + ident.private)
+
+
+def _infected_bytes(inf: Infected) -> bytes:
+    if inf.bloom is None:
+        ids = sorted(inf.ids)
+        return b"\x00" + _U16.pack(len(ids)) + b"".join(_U32S.pack(x) for x in ids)
+    return b"\x01" + bytes([inf.hashes]) + _U16.pack(len(inf.bloom)) + inf.bloom
+
+
+def _data_bytes(data: bytes) -> bytes:
+    return _U16.pack(len(data)) + data
+
+
+def _fit_infected(prefix_len: int, inf: Infected, max_packet_bytes: int) -> Infected:
+    """Keep the exact set if the datagram fits, else a Bloom filter filling the space left."""
+    room = max_packet_bytes - IPV4_UDP_OVERHEAD - HEADER_BYTES - MAC_BYTES - prefix_len
+    if inf.exact_size() <= room:
+        return inf
+    nbytes = room - 4
+    if nbytes < MIN_BLOOM_BYTES:
+        raise UsageError(f"message does not fit in max_packet_bytes={max_packet_bytes}: "
+                         f"{prefix_len} body bytes leave {room} for the infected set")
+    return inf.to_bloom(nbytes)
+
+
+def max_data_bytes(max_packet_bytes: int, identity: Identity | None = None) -> int:
+    """The largest metadata value that fits in every message type under MAX_PACKET_BYTES."""
+    room = max_packet_bytes - IPV4_UDP_OVERHEAD - HEADER_BYTES - MAC_BYTES - 2
+    rumor_room = room - (1 + 1 + 2 + MIN_BLOOM_BYTES)
+    swap_room = room - (identity.encoded_size() if identity else 255 + 2 + 7 + 512)
+    return max(0, min(rumor_room, swap_room))
+
+
+def encode_body(msg: Message, max_packet_bytes: int) -> tuple[bytes, Message]:
+    """The body bytes of MSG, and MSG as encoded (its infected set may have become a Bloom filter)."""
+    if isinstance(msg, Heartbeat):
+        prefix = _identity_bytes(msg.identity)
+        inf = _fit_infected(len(prefix), msg.infected, max_packet_bytes)
+        if inf is not msg.infected:
+            msg = Heartbeat(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity, infected=inf)
+        return prefix + _infected_bytes(inf), msg
+    if isinstance(msg, MetadataRumor):
+        prefix = _data_bytes(msg.data)
+        inf = _fit_infected(len(prefix), msg.infected, max_packet_bytes)
+        if inf is not msg.infected:
+            msg = MetadataRumor(cluster=msg.cluster, origin=msg.origin, version=msg.version, data=msg.data,
+                                infected=inf)
+        return prefix + _infected_bytes(inf), msg
+    if isinstance(msg, SwapRequest):
+        return _identity_bytes(msg.sender) + _data_bytes(msg.data), msg
+    if isinstance(msg, SwapResponse):
+        return _data_bytes(msg.data), msg
+    raise UsageError(f"not a message: {msg!r}")
+
+
+def fit(msg: Message, max_packet_bytes: int) -> Message:
+    """MSG as it will be encoded under MAX_PACKET_BYTES: its infected set may become a Bloom filter."""
+    return encode_body(msg, max_packet_bytes)[1]
+
+
+def encode(msg: Message, *, key: bytes, max_packet_bytes: int = 1400, flags: int = 0) -> bytes:
+    """The datagram for MSG, signed with KEY. Raises `UsageError` if it cannot fit in MAX_PACKET_BYTES."""
+    body, msg = encode_body(msg, max_packet_bytes)
+    seq = msg.seq if isinstance(msg, Heartbeat) else msg.version
+    if not 0 <= seq < 1 << 64:
+        raise UsageError(f"seq/version out of range: {seq}")
+    head = HEADER.pack(MAGIC, FORMAT_VERSION, msg.type, msg.cluster, msg.origin, flags, len(body), seq)
+    signed = head + body
+    out = signed + mac(key, signed)
+    if len(out) + IPV4_UDP_OVERHEAD > max_packet_bytes:
+        raise UsageError(f"message of {len(out)} bytes exceeds max_packet_bytes={max_packet_bytes}")
+    return out
+
+
+class _Reader:
+    """A cursor over a body; every read checks bounds and raises ProtocolError('malformed') past the end."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf, self.pos = buf, 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.buf):
+            raise ProtocolError("malformed", f"body truncated at byte {self.pos} (need {n})")
+        out = self.buf[self.pos:end]
+        self.pos = end
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return _U16.unpack(self.take(2))[0]
+
+    def identity(self) -> Identity:
+        addr, port, name_len = _IDENT_FIXED.unpack(self.take(_IDENT_FIXED.size))
+        try:
+            name = self.take(name_len).decode()
+            private = self.take(self.u16())
+            return Identity(name=name, addr=str(ipaddress.IPv4Address(addr)), port=port, private=private)
+        except (UnicodeDecodeError, UsageError) as e:
+            raise ProtocolError("malformed", f"bad identity: {e}") from None
+
+    def data(self) -> bytes:
+        return self.take(self.u16())
+
+    def infected(self) -> Infected:
+        kind = self.u8()
+        if kind == 0:
+            count = self.u16()
+            raw = self.take(4 * count)
+            return Infected(ids=frozenset(x for (x,) in struct.iter_unpack("!I", raw)))
+        if kind == 1:
+            hashes, nbytes = self.u8(), self.u16()
+            if not 1 <= hashes <= MAX_BLOOM_HASHES or nbytes == 0:
+                raise ProtocolError("malformed", f"bad Bloom filter ({hashes} hashes, {nbytes} bytes)")
+            return Infected(bloom=self.take(nbytes), hashes=hashes)
+        raise ProtocolError("malformed", f"unknown infected-set kind {kind}")
+
+    def end(self) -> None:
+        if self.pos != len(self.buf):
+            raise ProtocolError("malformed", f"{len(self.buf) - self.pos} trailing body bytes")
+
+
+def peek_header(datagram: bytes) -> tuple[int, int, int, int, int, int, int, int]:
+    """The raw header fields (magic, version, type, cluster, origin, flags, body_len, seq), unverified."""
+    if len(datagram) < HEADER_BYTES:
+        raise ProtocolError("malformed", f"{len(datagram)} bytes is shorter than the header")
+    return HEADER.unpack_from(datagram)
+
+
+def decode(datagram: bytes, *, cluster: int, keys: tuple[bytes, ...]) -> Message:
+    """Verify and decode one datagram; raises `ProtocolError` (with the drop reason) for anything invalid."""
+    if len(datagram) < HEADER_BYTES + MAC_BYTES:
+        raise ProtocolError("malformed", f"{len(datagram)} bytes is shorter than header + MAC")
+    magic, version, mtype, clus, origin, _flags, body_len, seq = HEADER.unpack_from(datagram)
+    if magic != MAGIC:
+        raise ProtocolError("malformed", f"bad magic {magic:#06x}")
+    if version != FORMAT_VERSION:
+        raise ProtocolError("unknown_version", f"format version {version}")
+    if clus != cluster:
+        raise ProtocolError("foreign_cluster", f"cluster id {clus:#010x}")
+    if mtype not in _DECODERS:
+        raise ProtocolError("malformed", f"unknown message type {mtype}")
+    if HEADER_BYTES + body_len + MAC_BYTES != len(datagram):
+        raise ProtocolError("malformed", f"body_len {body_len} disagrees with datagram length {len(datagram)}")
+    signed, tag = datagram[:-MAC_BYTES], datagram[-MAC_BYTES:]
+    if not any(hmac.compare_digest(mac(k, signed), tag) for k in keys):
+        raise ProtocolError("bad_mac", f"from origin {origin:#010x}")
+    r = _Reader(signed[HEADER_BYTES:])
+    msg = _DECODERS[mtype](r, clus, origin, seq)
+    r.end()
+    return msg
+
+
+_DECODERS = {
+    MsgType.HEARTBEAT: lambda r, c, o, s: Heartbeat(cluster=c, origin=o, seq=s, identity=r.identity(),
+                                                    infected=r.infected()),
+    MsgType.METADATA: lambda r, c, o, s: MetadataRumor(cluster=c, origin=o, version=s, data=r.data(),
+                                                       infected=r.infected()),
+    MsgType.SWAP_REQ: lambda r, c, o, s: SwapRequest(cluster=c, origin=o, version=s, sender=r.identity(),
+                                                     data=r.data()),
+    MsgType.SWAP_RESP: lambda r, c, o, s: SwapResponse(cluster=c, origin=o, version=s, data=r.data()),
+}
