@@ -87,7 +87,16 @@ def make_app(node: Node) -> web.Application:
         node.start()
         return web.json_response({"heartbeats": True})
 
-    app = web.Application(client_max_size=64 * 1024)
+    @web.middleware
+    async def json_errors(req, handler):
+        try:
+            return await handler(req)
+        except web.HTTPException as e:  # unknown path, wrong method, body too large: same JSON shape
+            if e.status < 400:
+                raise
+            return _error(e.status, f"{req.method} {req.path}: {e.reason}")
+
+    app = web.Application(client_max_size=64 * 1024, middlewares=[json_errors])
     app.add_routes(routes)
     return app
 

@@ -1,0 +1,259 @@
+"""The protocol core, driven by hand: an injected clock, seeded RNGs, a fake instant network."""
+
+import pytest
+
+from gossip import Identity, MemberAdded, MemberRemoved, MetadataAdopted, PacketDropped, UsageError, Version
+from gossip import _wire as wire
+
+from fakenet import FakeNet, make_core
+
+
+def names(core):
+    return sorted(m.name for m in core.members())
+
+
+def test_heartbeat_rumor_carries_infected_set_and_is_forwarded_only_to_uninfected():
+    cores = [make_core(i, fanout=2) for i in range(6)]
+    for c in cores:
+        for o in cores:
+            c.set(o.identity, 1000.0)
+    a = cores[0]
+    a.tick(1000.0)
+    sends = [s for s in a.take_sends() if isinstance(s.message, wire.Heartbeat)]
+    assert len(sends) == 1 and len(sends[0].targets) == 2
+    hb = sends[0].message
+    target_ids = {wire.node_id(*t) for t in sends[0].targets}
+    assert set(hb.infected.ids) == target_ids | {a.node_id}
+    # a receiver forwards to 2 peers outside the infected set, and adds itself and them
+    b = next(c for c in cores if c.identity.endpoint == sends[0].targets[0])
+    b.receive(sends[0].payload, 1000.0)
+    fwd = b.take_sends()
+    assert len(fwd) == 1
+    fwd_ids = {wire.node_id(*t) for t in fwd[0].targets}
+    assert fwd_ids.isdisjoint(hb.infected.ids)
+    assert set(fwd[0].message.infected.ids) == set(hb.infected.ids) | {b.node_id} | fwd_ids
+    assert fwd[0].message.seq == hb.seq and fwd[0].message.origin == a.node_id
+
+
+def test_rumor_ends_when_everyone_is_infected_and_reaches_all():
+    cores = [make_core(i, fanout=2) for i in range(10)]
+    for c in cores:
+        for o in cores:
+            c.set(o.identity, 1000.0)
+    net = FakeNet(cores)
+    cores[3].tick(1000.0)
+    for c in cores:  # only node 3's heartbeat and swap: discard the others' cycle output
+        if c is not cores[3]:
+            c.take_sends()
+    net.pump(1000.0, [cores[3]])
+    hb_deliveries = [d for d in net.delivered if d[0] == "Heartbeat"]
+    receivers = {to for _, _, to in hb_deliveries}
+    assert receivers == {f"n{i}" for i in range(10)} - {"n3"}
+    # each holder forwards once, to at most fanout peers: the rumor ends after at most fanout * n deliveries,
+    # and every delivery beyond the first per node is dropped as a duplicate
+    assert len(hb_deliveries) <= 2 * 10
+    for c in cores:
+        if c is not cores[3]:
+            assert c.stats["accepted_heartbeat"] == 1
+    dup_heartbeats = [e for c in cores for e in c.take_events()
+                      if isinstance(e, PacketDropped) and e.detail.startswith("heartbeat")]
+    assert len(dup_heartbeats) == len(hb_deliveries) - 9
+
+
+def test_single_seed_cluster_converges_and_expires_a_silent_node_at_the_timeout():
+    cores = [make_core(i, cycle_s=1.0, timeout_s=3.0) for i in range(8)]
+    for c in cores[1:]:
+        c.set(cores[0].identity, 1000.0)
+    net = FakeNet(cores)
+    now = net.run(1000.0, 1005.0, 0.5)
+    assert all(names(c) == [f"n{i}" for i in range(8)] for c in cores)
+    dead = cores[7]
+    net.down.add(dead.identity.endpoint)
+    last_seen = max(m.last_seen for c in cores[:7] for m in c.members() if m.name == "n7")
+    now = net.run(now, last_seen + 3.0 - 0.25, 0.25)
+    assert all("n7" in names(c) for c in cores[:7])  # not yet: just before the timeout
+    net.run(now, last_seen + 3.0 + 0.25, 0.25)
+    for c in cores[:7]:
+        assert "n7" not in names(c)
+        assert any(isinstance(e, MemberRemoved) and e.name == "n7" and e.reason == "timeout"
+                   for e in c.take_events())
+
+
+def test_stop_halts_own_heartbeats_but_node_keeps_forwarding():
+    cores = [make_core(i, fanout=1, cycle_s=1.0, timeout_s=3.0) for i in range(3)]
+    for c in cores:
+        for o in cores:
+            c.set(o.identity, 1000.0)
+    net = FakeNet(cores)
+    cores[1].stop()
+    # the stopped node still accepts and forwards a rumor handed to it
+    hb = wire.Heartbeat(cluster=cores[0].cluster, origin=cores[0].node_id, seq=5, identity=cores[0].identity,
+                        infected=wire.Infected(ids=frozenset({cores[0].node_id, cores[1].node_id})))
+    cores[1].receive(cores[0].encode(hb), 1000.0)
+    assert [s.targets for s in cores[1].take_sends()] == [(cores[2].identity.endpoint,)]
+    now = net.run(1000.0, 1010.0, 0.5)
+    assert cores[1].stats["heartbeats_sent"] == 0
+    assert "n1" not in names(cores[0]) and "n1" not in names(cores[2])
+    cores[1].start()
+    net.run(now, now + 2.0, 0.5)
+    assert "n1" in names(cores[0]) and "n1" in names(cores[2])
+
+
+def test_concurrent_publishes_are_totally_ordered_and_the_highest_wins_everywhere():
+    cores = [make_core(i) for i in range(5)]
+    for c in cores:
+        for o in cores:
+            c.set(o.identity, 1000.0)
+    net = FakeNet(cores)
+    v1 = cores[1].publish(b"one", 1000.0)  # same instant, different nodes
+    v2 = cores[2].publish(b"two", 1000.0)
+    assert v1 != v2 and v1.seq == v2.seq == 1000000  # tie on time, broken by origin
+    net.pump(1000.0)
+    winner = max(v1, v2)
+    assert all(c.read()[0] == winner for c in cores)
+    # two publishes in the same millisecond on one node never tie either
+    a = cores[0].publish(b"x", 1000.0)
+    b = cores[0].publish(b"y", 1000.0)
+    assert b > a > winner
+
+
+def test_swap_request_moves_metadata_in_both_directions():
+    old, new = make_core(0), make_core(1)
+    for c, o in ((old, new), (new, old)):
+        c.set(o.identity, 1000.0)
+    new.publish(b"v2", 1000.0)
+    new.take_sends()  # the rumor is lost
+    # direction 1: the stale node asks; the newer node answers with its value
+    old.tick(1001.0)
+    req = [s for s in old.take_sends() if isinstance(s.message, wire.SwapRequest)][0]
+    new.receive(req.payload, 1001.0)
+    resp = new.take_sends()
+    assert [type(s.message) for s in resp] == [wire.SwapResponse]
+    old.receive(resp[0].payload, 1001.0)
+    assert old.read() == new.read()
+    assert any(isinstance(e, MetadataAdopted) and e.via == "swap" for e in old.take_events())
+    # direction 2: the newer node asks; the stale one adopts from the request and sends nothing
+    third = make_core(2)
+    third.set(new.identity, 1000.0)
+    new.set(third.identity, 1000.0)
+    third.publish(b"v3", 1002.0)
+    third.take_sends()
+    for s in new.take_sends():
+        pass
+    third.tick(1003.0)
+    req = [s for s in third.take_sends() if isinstance(s.message, wire.SwapRequest)][0]
+    new.receive(req.payload, 1003.0)
+    assert new.read()[1] == b"v3" and new.take_sends() == []
+
+
+def _drops(core):
+    return [(e.reason) for e in core.take_events() if isinstance(e, PacketDropped)]
+
+
+def test_every_drop_reason_is_counted_and_state_is_unchanged():
+    a, b = make_core(0, secrets=(b"k",)), make_core(1, secrets=(b"k",))
+    a.set(b.identity, 1000.0)
+    b.set(a.identity, 1000.0)
+    a.tick(1000.0)
+    hb = next(s for s in a.take_sends() if isinstance(s.message, wire.Heartbeat)).payload
+    before = b.members()
+    cases = {
+        "malformed": [b"", b"\x00" * 10, b"garbage" * 10, hb[:-1], hb[:30] + hb[31:]],
+        "unknown_version": [hb[:2] + b"\x07" + hb[3:]],
+        "foreign_cluster": [hb[:4] + b"\xde\xad\xbe\xef" + hb[8:]],
+        "bad_mac": [hb[:-1] + bytes([hb[-1] ^ 1]), wire.encode(wire.Heartbeat(
+            cluster=a.cluster, origin=a.node_id, seq=10 ** 13, identity=a.identity), key=b"wrong")],
+    }
+    for reason, packets in cases.items():
+        for p in packets:
+            b.receive(p, 1000.0)
+        assert _drops(b) == [reason] * len(packets), reason
+        assert b.stats[f"dropped_{reason}"] == len(packets)
+    assert [m.seq for m in b.members()] == [m.seq for m in before]
+    b.receive(hb, 1000.0)
+    b.take_events()
+    b.receive(hb, 1000.0)  # the same packet again
+    assert _drops(b) == ["duplicate"]
+    a.tick(1001.0)
+    hb2 = next(s for s in a.take_sends() if isinstance(s.message, wire.Heartbeat)).payload
+    b.receive(hb2, 1001.0)
+    b.take_events()
+    b.receive(hb, 1002.0)  # a replayed older heartbeat
+    assert _drops(b) == ["stale"]
+    assert b.stats["dropped"] == sum(len(p) for p in cases.values()) + 2
+
+
+def test_replayed_heartbeat_of_a_removed_node_does_not_resurrect_it():
+    a, b = make_core(0, cycle_s=1.0, timeout_s=2.0), make_core(1, cycle_s=1.0, timeout_s=2.0)
+    a.set(b.identity, 1000.0)
+    a.tick(1000.0)
+    hb = next(s for s in a.take_sends() if isinstance(s.message, wire.Heartbeat)).payload
+    b.receive(hb, 1000.0)
+    b.tick(1005.0)
+    assert "n0" not in names(b)
+    b.receive(hb, 1006.0)
+    assert "n0" not in names(b) and b.stats["dropped_stale"] + b.stats["dropped_duplicate"] == 1
+
+
+def test_secret_rotation_first_key_signs_all_keys_verify():
+    old = make_core(0, secrets=(b"old",))
+    rotated = make_core(1, secrets=(b"new", b"old"))
+    outsider = make_core(2, secrets=(b"new",))
+    old.set(rotated.identity, 1000.0)
+    old.tick(1000.0)
+    hb = next(s for s in old.take_sends() if isinstance(s.message, wire.Heartbeat)).payload
+    rotated.receive(hb, 1000.0)
+    outsider.receive(hb, 1000.0)
+    assert "n0" in names(rotated)
+    assert "n0" not in names(outsider) and outsider.stats["dropped_bad_mac"] == 1
+
+
+def test_big_cluster_switches_infected_set_to_bloom_and_never_exceeds_max_packet():
+    cores = [make_core(i, fanout=4, max_packet_bytes=600) for i in range(300)]
+    for c in cores[1:]:
+        cores[0].set(c.identity, 1000.0)
+    for c in cores[1:]:
+        c.set(cores[0].identity, 1000.0)
+    hb = wire.Heartbeat(cluster=cores[0].cluster, origin=cores[0].node_id, seq=5, identity=cores[0].identity,
+                        infected=wire.Infected(ids=frozenset(c.node_id for c in cores[:200])))
+    fitted = wire.fit(hb, 600)
+    assert fitted.infected.bloom is not None
+    assert all(c.node_id in fitted.infected for c in cores[:200])
+    payload = wire.encode(hb, key=b"", max_packet_bytes=600)
+    assert len(payload) + wire.IPV4_UDP_OVERHEAD <= 600
+    false_pos = sum(c.node_id in fitted.infected for c in cores[200:])
+    assert false_pos <= 10  # a Bloom filter sized to the space left stays selective
+
+
+def test_publish_rejects_data_that_cannot_fit():
+    c = make_core(0, max_packet_bytes=600)
+    with pytest.raises(UsageError, match="data: .* exceeds"):
+        c.publish(b"x" * 600, 1000.0)
+    assert c.read() == (Version(0, 0), b"")
+
+
+def test_restarted_node_continues_above_its_old_heartbeat_sequence():
+    a, b = make_core(0), make_core(1)
+    a.set(b.identity, 1000.0)
+    for t in (1000.0, 1001.0):
+        a.tick(t)
+        for s in a.take_sends():
+            if isinstance(s.message, wire.Heartbeat):
+                b.receive(s.payload, t)
+    fresh = make_core(0, now=1002.0)  # same address, new process
+    fresh.set(b.identity, 1002.0)
+    fresh.tick(1002.0)
+    hb = next(s for s in fresh.take_sends() if isinstance(s.message, wire.Heartbeat))
+    b.receive(hb.payload, 1002.0)
+    assert b.stats["accepted_heartbeat"] == 3
+
+
+def test_set_ignores_self_and_unknown_members_are_added_once():
+    a = make_core(0)
+    a.set(a.identity, 1000.0)
+    assert names(a) == ["n0"]
+    other = Identity(name="x", addr="127.0.0.1", port=9100)
+    a.set(other, 1000.0)
+    a.set(other, 1000.0)
+    assert names(a) == ["n0", "x"]
+    assert sum(isinstance(e, MemberAdded) for e in a.take_events()) == 1

@@ -1,0 +1,109 @@
+"""The in-process Python API and the HTTP API of a node, on loopback."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from gossip import Identity, NodeConfig, UsageError, ConfigError
+from gossip._local import LocalCluster, free_port
+from gossip._node import Node
+
+
+async def _cluster(n, protocol, **cfg):
+    nodes = []
+    for i in range(n):
+        config = NodeConfig(listen_port=free_port(), protocol=protocol, cycle_s=0.1, timeout_s=0.8, **cfg)
+        seeds = ((nodes[0].config.listen_addr, nodes[0].config.listen_port),) if nodes else ()
+        node = Node(config, name=f"p{i}", seeds=seeds)
+        await node.join()
+        nodes.append(node)
+    return nodes
+
+
+async def _until(pred, timeout_s):
+    for _ in range(int(timeout_s / 0.05)):
+        if pred():
+            return True
+        await asyncio.sleep(0.05)
+    return pred()
+
+
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_python_api_join_get_set_stop_start_publish_read(protocol):
+    async def main():
+        nodes = await _cluster(4, protocol)
+        # a seed that does not exist: on TCP its connects fail, and that must not stall anyone
+        nodes[1].set(Identity(name="ghost", addr="127.0.0.1", port=free_port()))
+        try:
+            names = {f"p{i}" for i in range(4)}
+            assert await _until(lambda: all({m.name for m in n.get()} == names for n in nodes), 10)
+            assert nodes[2].get()[0].name == "p2"  # itself first
+            v = nodes[3].publish(b"cfg=1")
+            assert await _until(lambda: all(n.read() == (v, b"cfg=1") for n in nodes), 5)
+            nodes[0].stop()
+            assert await _until(lambda: all("p0" not in {m.name for m in n.get()} for n in nodes[1:]), 5)
+            nodes[0].start()
+            assert await _until(lambda: all("p0" in {m.name for m in n.get()} for n in nodes[1:]), 5)
+            assert all("ghost" not in {m.name for m in n.get()} for n in nodes)
+            with pytest.raises(UsageError):
+                nodes[0].publish(b"x" * 5000)
+        finally:
+            for n in nodes:
+                await n.close()
+    asyncio.run(main())
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="fanout"):
+        NodeConfig(fanout=0)
+    with pytest.raises(ConfigError, match="timeout_s: must exceed cycle_s"):
+        NodeConfig(cycle_s=2.0, timeout_s=1.0)
+    with pytest.raises(ConfigError, match="protocol"):
+        NodeConfig(protocol="sctp")
+    with pytest.raises(ConfigError, match="listen_addr"):
+        NodeConfig(listen_addr="::1")
+
+
+def test_cli_rejects_bad_values_with_a_message_not_a_traceback():
+    r = subprocess.run([sys.executable, "-m", "gossip", "node", "--name", "x", "--fanout", "0"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "fanout" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "gossip", "node", "--name", "x", "--seed", "nohost"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "ADDR:PORT" in r.stderr
+
+
+def _http(node, method, path, body=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{node.http_port}{path}", data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=3) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_http_api_answers_and_rejects_bad_requests_with_4xx(tmp_path):
+    with LocalCluster(size=2, workdir=tmp_path, cycle_s=0.2, timeout_s=1.5) as cl:
+        n = cl.nodes[0]
+        assert _http(n, "POST", "/set", b"not json")[0] == 400
+        status, body = _http(n, "POST", "/set", b'{"addr": "127.0.0.1"}')
+        assert status == 400 and "port" in body["error"]
+        status, body = _http(n, "POST", "/set", b'{"addr": "nope", "port": 1}')
+        assert status == 400 and "addr" in body["error"]
+        status, body = _http(n, "POST", "/set", b'{"addr": "127.0.0.1", "port": 1, "colour": "red"}')
+        assert status == 400 and "colour" in body["error"]
+        assert _http(n, "POST", "/publish", b"x" * 3000)[0] == 413
+        assert _http(n, "GET", "/nothing-here", None)[0] == 404
+        status, body = _http(n, "POST", "/set", json.dumps({"addr": "127.0.0.1", "port": 9, "name": "z"}).encode())
+        assert status == 200 and "z" in n.names()
+        assert _http(n, "POST", "/stop")[1] == {"heartbeats": False}
+        assert _http(n, "POST", "/start")[1] == {"heartbeats": True}
+        status, stats = _http(n, "GET", "/stats")
+        assert status == 200 and stats["packets_in"] > 0 and stats["packets_out"] > 0
+        status, meta = _http(n, "GET", "/metadata")
+        assert meta == {"version": 0, "origin": 0, "data": ""}

@@ -1,0 +1,67 @@
+"""Codec round trips and decoder robustness (Hypothesis)."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossip import _wire as wire
+from gossip.errors import ProtocolError
+from fakenet import make_core
+
+CLUSTER = wire.cluster_id("test")
+KEYS = (b"k1", b"k0")
+
+u32 = st.integers(0, 2**32 - 1)
+ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+identities = st.builds(lambda n, a, p, priv: wire.Identity(name=n, addr=a, port=p, private=priv),
+                       st.text(max_size=20), ipv4, st.integers(1, 65535), st.binary(max_size=40))
+infected = st.one_of(
+    st.frozensets(u32, max_size=40).map(lambda s: wire.Infected(ids=s)),
+    st.tuples(st.binary(min_size=1, max_size=200), st.integers(1, 8)).map(
+        lambda t: wire.Infected(bloom=t[0], hashes=t[1])),
+)
+seqs = st.integers(0, 2**64 - 1)
+messages = st.one_of(
+    st.builds(lambda o, s, i, inf: wire.Heartbeat(cluster=CLUSTER, origin=o, seq=s, identity=i, infected=inf),
+              u32, seqs, identities, infected),
+    st.builds(lambda o, s, d, inf: wire.MetadataRumor(cluster=CLUSTER, origin=o, version=s, data=d, infected=inf),
+              u32, seqs, st.binary(max_size=300), infected),
+    st.builds(lambda o, s, i, d: wire.SwapRequest(cluster=CLUSTER, origin=o, version=s, sender=i, data=d),
+              u32, seqs, identities, st.binary(max_size=300)),
+    st.builds(lambda o, s, d: wire.SwapResponse(cluster=CLUSTER, origin=o, version=s, data=d),
+              u32, seqs, st.binary(max_size=300)),
+)
+
+
+@given(messages, st.sampled_from(KEYS))
+def test_round_trip(msg, key):
+    data = wire.encode(msg, key=key, max_packet_bytes=1400)
+    assert len(data) + wire.IPV4_UDP_OVERHEAD <= 1400
+    assert wire.decode(data, cluster=CLUSTER, keys=KEYS) == msg
+    head = wire.peek_header(data)
+    assert head[0] == wire.MAGIC and head[2] == msg.type and head[4] == msg.origin
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=1500))
+def test_arbitrary_bytes_never_raise_and_are_counted_as_dropped(data):
+    core = make_core(0)
+    before = core.members()
+    core.receive(data, 1000.0)
+    assert core.stats["dropped"] == 1 and core.stats["packets_in"] == 1
+    assert core.members() == before and core.take_sends() == []
+
+
+@settings(max_examples=300)
+@given(messages, st.integers(0, 1500), st.integers(0, 255))
+def test_single_byte_corruption_of_a_valid_packet_is_rejected(msg, pos, value):
+    data = bytearray(wire.encode(msg, key=KEYS[0]))
+    pos %= len(data)
+    if data[pos] == value:
+        return
+    data[pos] = value
+    try:
+        wire.decode(bytes(data), cluster=CLUSTER, keys=KEYS)
+    except ProtocolError as e:
+        assert e.reason in ("malformed", "unknown_version", "foreign_cluster", "bad_mac")
+    else:
+        raise AssertionError("a corrupted packet was accepted")
