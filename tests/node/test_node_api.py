@@ -90,6 +90,7 @@ def _http(node, method, path, body=None):
 def test_http_api_answers_and_rejects_bad_requests_with_4xx(tmp_path):
     with LocalCluster(size=2, workdir=tmp_path, cycle_s=0.2, timeout_s=1.5) as cl:
         n = cl.nodes[0]
+        assert cl.wait_for(lambda: n.names() == {"n0", "n1"}, 10)
         assert _http(n, "POST", "/set", b"not json")[0] == 400
         status, body = _http(n, "POST", "/set", b'{"addr": "127.0.0.1"}')
         assert status == 400 and "port" in body["error"]
