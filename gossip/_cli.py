@@ -18,6 +18,13 @@ from .errors import GossipError
 log = logging.getLogger("gossip")
 
 
+def http_address(text: str) -> tuple[str, int] | str:
+    """ADDR:PORT, or unix:PATH for a Unix socket."""
+    if text.startswith("unix:") and len(text) > 5:
+        return text[5:]
+    return endpoint(text)
+
+
 def endpoint(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -44,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--buffer", type=int, default=1024, help="receive queue depth")
     n.add_argument("--max-packet", type=int, default=1400, metavar="BYTES")
     n.add_argument("--private", default="", help="free-form private data announced with this node")
-    n.add_argument("--http", type=endpoint, metavar="ADDR:PORT", help="serve the JSON control API here")
+    n.add_argument("--http", type=http_address, metavar="ADDR:PORT|unix:PATH",
+                   help="serve the JSON control API here (TCP, or a Unix socket)")
     n.add_argument("--events", metavar="FILE", help="append one JSON line per event to FILE")
     n.add_argument("--rng-seed", type=int, help="seed of the node's random generator (default: random)")
     n.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
@@ -76,8 +84,8 @@ async def run_node(args) -> int:
             await node.join()
             if args.http:
                 from ._http import serve
-                runner = await serve(node, *args.http)
-                log.info("HTTP API on http://%s:%d", *args.http)
+                runner = await serve(node, args.http)
+                log.info("HTTP API on %s", args.http)
             await stop.wait()
             log.info("shutting down")
         finally:

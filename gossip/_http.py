@@ -101,8 +101,10 @@ def make_app(node: Node) -> web.Application:
     return app
 
 
-async def serve(node: Node, addr: str, port: int) -> web.AppRunner:
+async def serve(node: Node, where: tuple[str, int] | str) -> web.AppRunner:
+    """Serve the API on (ADDR, PORT), or on a Unix socket path (reachable from any network namespace)."""
     runner = web.AppRunner(make_app(node), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, addr, port).start()
+    site = web.UnixSite(runner, where) if isinstance(where, str) else web.TCPSite(runner, *where)
+    await site.start()
     return runner

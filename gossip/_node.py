@@ -12,6 +12,7 @@ import asyncio
 import collections
 import json
 import logging
+import os
 import random
 import time
 from typing import IO, Callable, Protocol
@@ -88,6 +89,8 @@ class Node:
                                                       self._on_transport_error, queue_depth=cfg.buffer)
         for addr, port in self._seeds:
             self.set(Identity(name="", addr=addr, port=port))
+        self._write_event({"kind": "started", "node_id": self.core.node_id, "addr": cfg.listen_addr,
+                           "port": cfg.listen_port, "pid": os.getpid()}, self._clock())
         self._record(self.core.take_events())
         self._timer = self._loop.create_task(self._run_timer())
         log.info("node %s (%08x) listening on %s:%d/%s", self.identity.name, self.core.node_id,
@@ -102,6 +105,9 @@ class Node:
         if self._transport is not None:
             await self._transport.close()
             self._transport = None
+            version, data = self.core.read()
+            self._write_event({"kind": "stopped", "members": sorted(m.name for m in self.core.members()),
+                               "version": version.seq, "origin": version.origin, **self.core.stats}, self._clock())
         if self._events_out is not None:
             self._events_out.flush()
 
