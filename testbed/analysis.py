@@ -1,0 +1,452 @@
+"""Analysis of recorded runs: pure functions of the history (events and fault windows), never of live state.
+
+A run directory holds ``events.jsonl`` (every node's records and the testbed's own, on one clock),
+``faults.jsonl`` (fault windows) and, once analysed, ``summary.json``. This module turns the history into
+per-node views over time, infection curves per published version, convergence times and check verdicts. The CLI,
+the plots, the tests and the notebooks all use it; none of them re-implements any of it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+# Records the testbed itself writes into the history (besides the nodes' own kinds).
+PROC = "proc"          # a node's process changed state: state = up | down | paused | resumed | heartbeats_off/on
+PUBLISH_OP = "publish_op"
+INJECTED = "injected"  # scapy injection: what, target, count, expect (the drop reason it must be counted under)
+XDP_STATS = "xdp_stats"
+FINAL = "final"        # final read of a node at the end of the run
+
+FAULT_KINDS_EXCUSING_DEATHS = ("crash", "pause", "churn", "partition", "loss", "delay")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultWindow:
+    name: str
+    kind: str
+    start: float
+    end: float
+    nodes: tuple[str, ...] = ()  # empty: every node
+
+    def covers(self, node: str) -> bool:
+        return not self.nodes or node in self.nodes
+
+    def overlaps(self, t0: float, t1: float) -> bool:
+        return self.start <= t1 and t0 <= self.end
+
+
+@dataclass(slots=True)
+class History:
+    events: list[dict]
+    faults: list[FaultWindow]
+    meta: dict = field(default_factory=dict)  # scenario name, run start, cycle_s, timeout_s, node names ...
+
+    @property
+    def t0(self) -> float:
+        return self.meta.get("t0", self.events[0]["t"] if self.events else 0.0)
+
+    def of_kind(self, *kinds: str) -> Iterable[dict]:
+        return (e for e in self.events if e["kind"] in kinds)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    out = []
+    if not path.exists():
+        return out
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a node killed mid-write leaves a torn last line: skip it
+    return out
+
+
+def load_history(run_dir: Path | str) -> History:
+    run_dir = Path(run_dir)
+    events = sorted(read_jsonl(run_dir / "events.jsonl"), key=lambda e: e["t"])
+    faults = [FaultWindow(name=f["name"], kind=f["kind"], start=f["start"], end=f["end"],
+                          nodes=tuple(f.get("nodes") or ())) for f in read_jsonl(run_dir / "faults.jsonl")]
+    meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").exists() else {}
+    return History(events=events, faults=faults, meta=meta)
+
+
+# ---- truth: which nodes were live when ----------------------------------------------------------------------
+
+class Liveness:
+    """The true state of every node over time, from the testbed's own `proc` records.
+
+    A node is *live* while its process runs, is not paused and sends heartbeats: that is the set every view
+    should converge to.
+    """
+
+    def __init__(self, history: History) -> None:
+        self.changes: dict[str, list[tuple[float, bool]]] = {}
+        state: dict[str, dict] = {}
+        for e in history.of_kind(PROC):
+            s = state.setdefault(e["node"], {"up": False, "paused": False, "hb": True})
+            st = e["state"]
+            if st == "up":
+                s.update(up=True, paused=False, hb=True)
+            elif st == "down":
+                s.update(up=False, paused=False)
+            elif st in ("paused", "resumed"):
+                s["paused"] = st == "paused"
+            elif st in ("heartbeats_off", "heartbeats_on"):
+                s["hb"] = st == "heartbeats_on"
+            live = s["up"] and not s["paused"] and s["hb"]
+            ch = self.changes.setdefault(e["node"], [])
+            if not ch or ch[-1][1] != live:
+                ch.append((e["t"], live))
+        self.nodes = sorted(self.changes, key=_node_order)
+
+    def is_live(self, node: str, t: float) -> bool:
+        ch = self.changes.get(node, [])
+        i = bisect.bisect_right(ch, (t, True)) - 1
+        return i >= 0 and ch[i][1]
+
+    def live_set(self, t: float) -> frozenset[str]:
+        return frozenset(n for n in self.nodes if self.is_live(n, t))
+
+    def live_throughout(self, node: str, t0: float, t1: float) -> bool:
+        if not self.is_live(node, t0):
+            return False
+        return all(live for t, live in self.changes.get(node, []) if t0 < t <= t1)
+
+    def change_times(self) -> list[float]:
+        return sorted(t for ch in self.changes.values() for t, _ in ch)
+
+
+def _node_order(name: str):
+    return (len(name), name)
+
+
+# ---- views ---------------------------------------------------------------------------------------------------
+
+class Views:
+    """Each node's member list over time, rebuilt from its own started / member_added / member_removed records."""
+
+    def __init__(self, history: History) -> None:
+        self.timeline: dict[str, list[tuple[float, frozenset[str]]]] = {}
+        current: dict[str, set[str]] = {}
+        for e in history.events:
+            k, n = e["kind"], e.get("node")
+            if k == "started":
+                current[n] = {n}
+            elif k == "member_added" and n in current:
+                current[n].add(e["name"] or f"{e['addr']}:{e['port']}")
+            elif k == "member_removed" and n in current:
+                current[n].discard(e["name"])
+            elif k == PROC and e["state"] == "down" and n in current:
+                del current[n]
+                self.timeline.setdefault(n, []).append((e["t"], frozenset()))
+                continue
+            else:
+                continue
+            if n in current:
+                self.timeline.setdefault(n, []).append((e["t"], frozenset(current[n])))
+
+    def view(self, node: str, t: float) -> frozenset[str]:
+        tl = self.timeline.get(node, [])
+        i = bisect.bisect_right([x[0] for x in tl], t) - 1
+        return tl[i][1] if i >= 0 else frozenset()
+
+    def change_times(self) -> list[float]:
+        return sorted(t for tl in self.timeline.values() for t, _ in tl)
+
+
+def convergence_curve(history: History, step_s: float = 0.25) -> list[tuple[float, float]]:
+    """(seconds since t0, fraction of live nodes whose view equals the live set)."""
+    live, views = Liveness(history), Views(history)
+    if not history.events:
+        return []
+    t0, t_end = history.t0, history.events[-1]["t"]
+    out = []
+    t = t0
+    while t <= t_end + 1e-9:
+        ls = live.live_set(t)
+        ok = sum(views.view(n, t) == ls for n in ls)
+        out.append((round(t - t0, 3), ok / len(ls) if ls else 1.0))
+        t += step_s
+    return out
+
+
+def converged_at(history: History, after: float) -> float | None:
+    """The first time >= AFTER at which every live node's view equals the live set (absolute time)."""
+    live, views = Liveness(history), Views(history)
+    times = [after] + [t for t in sorted(set(views.change_times() + live.change_times())) if t > after]
+    for t in times:
+        ls = live.live_set(t)
+        if ls and all(views.view(n, t) == ls for n in ls):
+            return t
+    return None
+
+
+# ---- rumors --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rumor:
+    version: int
+    origin: int
+    origin_node: str
+    published_at: float
+    coverage: tuple[tuple[float, float], ...]  # (seconds since publish, fraction of live nodes holding it or newer)
+    t50: float | None
+    t90: float | None
+    t100: float | None
+    messages: int
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "origin": self.origin, "origin_node": self.origin_node,
+                "published_at": self.published_at, "coverage": [list(p) for p in self.coverage],
+                "t50": self.t50, "t90": self.t90, "t100": self.t100, "messages": self.messages}
+
+
+def _vkey(e: dict) -> tuple[int, int]:
+    return (e["version"], e["origin"])
+
+
+def rumors(history: History) -> list[Rumor]:
+    """One infection curve per published version: who held it (or something newer) when."""
+    live = Liveness(history)
+    adoptions: dict[str, list[tuple[float, tuple[int, int]]]] = {}
+    for e in history.of_kind("metadata_adopted", "started"):
+        if e["kind"] == "started":
+            adoptions.setdefault(e["node"], []).append((e["t"], (0, 0)))  # a restarted node starts empty
+        else:
+            adoptions.setdefault(e["node"], []).append((e["t"], _vkey(e)))
+    stats = [e for e in history.of_kind("stats")]
+    out = []
+    for pub in (e for e in history.of_kind("metadata_adopted") if e["via"] == "publish"):
+        v, t_pub = _vkey(pub), pub["t"]
+        population = live.live_set(t_pub) | {pub["node"]}
+        first: dict[str, float] = {}
+        for n in population:
+            for t, held in adoptions.get(n, []):
+                if t >= t_pub - 1e-9 and held >= v:
+                    first[n] = t
+                    break
+        times = sorted(max(0.0, t - t_pub) for t in first.values())
+        # the denominator: nodes of the population still live at the end of the curve (crashed ones are excused)
+        t_last = t_pub + (times[-1] if times else 0.0)
+        denom = [n for n in population if n in first or live.is_live(n, t_last)] or list(population)
+        coverage = tuple((round(dt, 4), round((i + 1) / len(denom), 4)) for i, dt in enumerate(times))
+
+        def t_at(frac):
+            for dt, f in coverage:
+                if f >= frac - 1e-9:
+                    return dt
+            return None
+        t100 = t_at(1.0)
+        end = t_pub + (t100 if t100 is not None else 60.0)
+        msgs = _sent_between(stats, t_pub, end, ("sent_metadata",))
+        out.append(Rumor(version=v[0], origin=v[1], origin_node=pub["node"], published_at=t_pub,
+                         coverage=coverage, t50=t_at(0.5), t90=t_at(0.9), t100=t100, messages=msgs))
+    return out
+
+
+def _sent_between(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...]) -> int:
+    """Sum over nodes of the growth of counters KEYS between the stats records bracketing [t0, t1]."""
+    per_node: dict[str, list[dict]] = {}
+    for s in stats:
+        per_node.setdefault(s["node"], []).append(s)
+    total = 0
+    for recs in per_node.values():
+        before = [r for r in recs if r["t"] <= t0]
+        after = [r for r in recs if r["t"] >= t1] or recs[-1:]
+        if not after:
+            continue
+        a, b = (before[-1] if before else {}), after[0]
+        if b["t"] < t0:
+            continue
+        total += sum(max(0, b.get(k, 0) - a.get(k, 0)) for k in keys)
+    return total
+
+
+# ---- checks --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckResult:
+    name: str
+    passed: bool | None  # None: unknown (nothing to judge)
+    detail: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+def recovery_start(history: History) -> float:
+    return history.meta.get("recovery_start", max((f.end for f in history.faults), default=history.t0))
+
+
+def check_membership(history: History, within_s: float) -> CheckResult:
+    start = recovery_start(history)
+    at = converged_at(history, start)
+    if at is None:
+        return CheckResult(name="membership_converged", passed=False,
+                           detail=f"views never matched the live set after recovery began")
+    took = at - start
+    return CheckResult(name="membership_converged", passed=took <= within_s,
+                       detail=f"every live node's view equalled the live set {took:.2f} s after recovery began "
+                              f"(limit {within_s:g} s)")
+
+
+def _finals(history: History) -> dict[str, dict]:
+    return {e["node"]: e for e in history.of_kind(FINAL)}
+
+
+def check_metadata(history: History, within_s: float) -> CheckResult:
+    pubs = [e for e in history.of_kind("metadata_adopted") if e["via"] == "publish"]
+    if not pubs:
+        return CheckResult(name="metadata_converged", passed=None, detail="nothing was published")
+    last = max(pubs, key=_vkey)
+    live = Liveness(history)
+    end = history.events[-1]["t"]
+    holders = {}
+    for e in history.of_kind("metadata_adopted", "started"):
+        if e["kind"] == "started":
+            holders.pop(e["node"], None)
+        elif _vkey(e) >= _vkey(last):
+            holders.setdefault(e["node"], e["t"])
+    final_live = live.live_set(end)
+    missing = sorted(final_live - set(holders), key=_node_order)
+    if missing:
+        return CheckResult(name="metadata_converged", passed=False,
+                           detail=f"{len(missing)} live node(s) never got version {last['version']}: "
+                                  f"{', '.join(missing[:10])}")
+    since = max(last["t"], recovery_start(history))
+    took = max(0.0, max(holders[n] for n in final_live) - since)
+    return CheckResult(name="metadata_converged", passed=took <= within_s,
+                       detail=f"all {len(final_live)} live nodes held version {last['version']} {took:.2f} s after "
+                              f"it was published or recovery began (limit {within_s:g} s)")
+
+
+def check_false_deaths(history: History, timeout_s: float) -> CheckResult:
+    live = Liveness(history)
+    false = []
+    for e in history.of_kind("member_removed"):
+        x, y, t = e["name"], e["node"], e["t"]
+        t0 = t - timeout_s
+        if not live.live_throughout(x, t0, t):
+            continue
+        if any(f.kind in FAULT_KINDS_EXCUSING_DEATHS and f.overlaps(t0, t) and (f.covers(x) or f.covers(y))
+               for f in history.faults):
+            continue
+        false.append(f"{y} removed {x} at +{t - history.t0:.2f} s")
+    if false:
+        return CheckResult(name="no_false_deaths", passed=False,
+                           detail=f"{len(false)} false death(s): " + "; ".join(false[:5]))
+    n = sum(1 for _ in history.of_kind("member_removed"))
+    return CheckResult(name="no_false_deaths", passed=True,
+                       detail=f"all {n} removals were of nodes that were down, paused or cut off by a fault")
+
+
+def check_bad_packets(history: History, stats: dict) -> CheckResult:
+    injected: dict[str, int] = {}
+    for e in history.of_kind(INJECTED):
+        injected[e["expect"]] = injected.get(e["expect"], 0) + e["count"]
+    if not injected:
+        return CheckResult(name="bad_packets_dropped", passed=None, detail="no packets were injected")
+    dropped: dict[str, int] = {}
+    for node_stats in stats.get("nodes", {}).values():
+        for reason, n in node_stats.get("dropped", {}).items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        for reason, n in node_stats.get("xdp", {}).get("dropped", {}).items():
+            dropped[reason] = dropped.get(reason, 0) + n
+    short = {r: (n, dropped.get(r, 0)) for r, n in injected.items() if dropped.get(r, 0) < n}
+    dead = sorted(set(history.meta.get("unexpected_exits", [])))
+    if short or dead:
+        parts = [f"{r}: injected {n}, dropped {d}" for r, (n, d) in short.items()]
+        if dead:
+            parts.append(f"node(s) died: {', '.join(dead)}")
+        return CheckResult(name="bad_packets_dropped", passed=False, detail="; ".join(parts))
+    return CheckResult(name="bad_packets_dropped", passed=True,
+                       detail="; ".join(f"{r}: injected {n}, dropped {dropped.get(r, 0)}"
+                                        for r, n in sorted(injected.items())) + "; every node survived")
+
+
+def check_lost_update(history: History) -> CheckResult:
+    pubs = [e for e in history.of_kind("metadata_adopted") if e["via"] == "publish"]
+    finals = _finals(history)
+    if not pubs or not finals:
+        return CheckResult(name="no_lost_update", passed=None,
+                           detail="nothing was published" if not pubs else "no final reads")
+    top = max(_vkey(e) for e in pubs)
+    wrong = {n: (f["version"], f["origin"]) for n, f in finals.items() if (f["version"], f["origin"]) != top}
+    if wrong:
+        return CheckResult(name="no_lost_update", passed=False,
+                           detail=f"{len(wrong)} node(s) ended on an older version than the newest published "
+                                  f"{top[0]}: {', '.join(sorted(wrong, key=_node_order)[:10])}")
+    return CheckResult(name="no_lost_update", passed=True,
+                       detail=f"{len(pubs)} publish(es); all {len(finals)} live nodes ended on the newest, "
+                              f"version {top[0]}")
+
+
+def run_checks(history: History, checks: dict, stats: dict) -> list[CheckResult]:
+    meta = history.meta
+    default_within = meta.get("recovery_s", 20.0)
+    out = []
+    for name, params in checks.items():
+        within = params.get("within_s", default_within)
+        if name == "membership_converged":
+            out.append(check_membership(history, within))
+        elif name == "metadata_converged":
+            out.append(check_metadata(history, within))
+        elif name == "no_false_deaths":
+            out.append(check_false_deaths(history, meta.get("timeout_s", 5.0)))
+        elif name == "bad_packets_dropped":
+            out.append(check_bad_packets(history, stats))
+        elif name == "no_lost_update":
+            out.append(check_lost_update(history))
+    return out
+
+
+def summarize(history: History, checks: dict, stats: dict) -> dict:
+    results = run_checks(history, checks, stats)
+    windows = []
+    for f in history.faults:
+        at = converged_at(history, f.end)
+        windows.append({"fault": f.name, "kind": f.kind, "end": f.end,
+                        "converged_at": at, "seconds_after_end": None if at is None else round(at - f.end, 3)})
+    end_at = converged_at(history, recovery_start(history))
+    totals = {"packets_in": 0, "packets_out": 0, "dropped": 0, "xdp_dropped": 0, "xdp_passed": 0}
+    for s in stats.get("nodes", {}).values():
+        totals["packets_in"] += s.get("packets_in", 0)
+        totals["packets_out"] += s.get("packets_out", 0)
+        totals["dropped"] += sum(s.get("dropped", {}).values())
+        totals["xdp_dropped"] += sum(s.get("xdp", {}).get("dropped", {}).values())
+        totals["xdp_passed"] += s.get("xdp", {}).get("passed", 0)
+    return {
+        "scenario": history.meta.get("scenario"),
+        "backend": history.meta.get("backend"),
+        "nodes": history.meta.get("nodes"),
+        "seed": history.meta.get("seed"),
+        "xdp": history.meta.get("xdp"),
+        "passed": all(r.passed is not False for r in results),
+        "checks": [r.to_json() for r in results],
+        "rumors": [r.to_json() for r in rumors(history)],
+        "membership": {"windows": windows, "converged_at": end_at,
+                       "seconds_after_recovery": None if end_at is None else
+                       round(end_at - recovery_start(history), 3)},
+        "packets": totals,
+    }
+
+
+def ks_distance(a: list[float], b: list[float]) -> float:
+    """Kolmogorov–Smirnov distance between two samples (e.g. infection times of two runs)."""
+    if not a or not b:
+        return 1.0
+    a, b = sorted(a), sorted(b)
+    d = 0.0
+    for x in a + b:
+        fa = bisect.bisect_right(a, x) / len(a)
+        fb = bisect.bisect_right(b, x) / len(b)
+        d = max(d, abs(fa - fb))
+    return d
