@@ -87,10 +87,10 @@ class Node:
         else:
             self._transport = await TcpTransport.open(cfg.listen_addr, cfg.listen_port, self._on_datagram,
                                                       self._on_transport_error, queue_depth=cfg.buffer)
-        for addr, port in self._seeds:
-            self.set(Identity(name="", addr=addr, port=port))
         self._write_event({"kind": "started", "node_id": self.core.node_id, "addr": cfg.listen_addr,
                            "port": cfg.listen_port, "pid": os.getpid()}, self._clock())
+        for addr, port in self._seeds:
+            self.set(Identity(name="", addr=addr, port=port))
         self._record(self.core.take_events())
         self._timer = self._loop.create_task(self._run_timer())
         log.info("node %s (%08x) listening on %s:%d/%s", self.identity.name, self.core.node_id,
@@ -182,6 +182,7 @@ class Node:
     def _flush(self) -> None:
         """Hand pending sends to the transport, accepted state to the fast path, events to the log."""
         core = self.core
+        now = self._clock()  # events are stamped before their sends go out, so causes precede effects
         if self._fastpath is not None:
             for a in core.take_accepted():
                 if a.type == MsgType.HEARTBEAT:
@@ -200,12 +201,12 @@ class Node:
             else:
                 for endpoint in send.targets:
                     transport.send(payload, endpoint)
-        self._record(core.take_events())
+        self._record(core.take_events(), now)
 
-    def _record(self, events: list[Event]) -> None:
+    def _record(self, events: list[Event], now: float | None = None) -> None:
         if not events:
             return
-        now = self._clock()
+        now = self._clock() if now is None else now
         for ev in events:
             if ev.kind == "packet_dropped":
                 log.debug("dropped packet: %s %s", ev.reason, ev.detail)

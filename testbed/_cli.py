@@ -1,0 +1,111 @@
+"""``python -m testbed``: run a scenario, redraw a run's plots, or clean up what killed runs left behind."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import analysis, plots, scenario as scenario_mod
+from .errors import ScenarioError, TestbedError
+
+
+def _table(summary: dict) -> str:
+    lines = [f"scenario {summary['scenario']}  backend {summary['backend']}  nodes {summary['nodes']}  "
+             f"xdp {'on' if summary.get('xdp') else 'off'}", ""]
+    width = max((len(c["name"]) for c in summary["checks"]), default=10)
+    for c in summary["checks"]:
+        verdict = {True: "PASS", False: "FAIL", None: "----"}[c["passed"]]
+        lines.append(f"  {verdict}  {c['name']:<{width}}  {c['detail']}")
+    if summary["rumors"]:
+        lines.append("")
+        lines.append(f"  {'version':>15} {'origin':>6} {'t50 s':>7} {'t90 s':>7} {'t100 s':>7} {'msgs':>6}")
+        fmt = lambda v: f"{v:7.3f}" if v is not None else "      -"  # noqa: E731
+        for r in summary["rumors"]:
+            lines.append(f"  {r['version']:>15} {r['origin_node']:>6} {fmt(r['t50'])} {fmt(r['t90'])} "
+                         f"{fmt(r['t100'])} {r['messages']:>6}")
+    p = summary["packets"]
+    lines.append("")
+    lines.append(f"  packets: in {p['packets_in']}  out {p['packets_out']}  dropped by nodes {p['dropped']}  "
+                 f"dropped by XDP {p['xdp_dropped']}")
+    lines.append(f"  result: {'PASSED' if summary['passed'] else 'FAILED'}")
+    return "\n".join(lines)
+
+
+def cmd_run(args) -> int:
+    s = scenario_mod.load(args.scenario)
+    s = s.with_overrides(nodes=args.nodes, backend=args.backend, seed=args.seed,
+                         xdp=False if args.no_xdp else None)
+    if s.backend != "sim" and os.geteuid() != 0:
+        print(f"error: the {s.backend} backend needs root (namespaces, veth, BPF); try --backend sim",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("runs") / f"{s.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from .runner import run_scenario
+    summary = run_scenario(s, out, progress=not args.quiet)
+    print(_table(summary))
+    print(f"\nrun directory: {out}  (plots: {', '.join(p + '.png' for p in s.plots)})")
+    return 0 if summary["passed"] else 1
+
+
+def cmd_plot(args) -> int:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "events.jsonl").exists():
+        print(f"error: {run_dir} is not a run directory (no events.jsonl)", file=sys.stderr)
+        return 2
+    history = analysis.load_history(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for p in plots.draw_all(run_dir, history, summary):
+        print(p)
+    return 0
+
+
+def cmd_clean(args) -> int:
+    from ._cleanup import clean, find_leftovers
+    if args.dry_run:
+        found = find_leftovers(args.run_id)
+        print(found.summary() if found else "nothing left over")
+        return 0
+    removed = clean(args.run_id)
+    print(removed.summary() if removed else "nothing left over")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m testbed", description="Run gossip scenarios on real nodes.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a scenario and check it")
+    r.add_argument("scenario", help="a YAML file, or the name of one in scenarios/")
+    r.add_argument("--backend", choices=scenario_mod.BACKENDS)
+    r.add_argument("--nodes", type=int)
+    r.add_argument("--out", help="run directory (default runs/<scenario>-<timestamp>)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--no-xdp", action="store_true", help="run the nodes without the XDP fast path")
+    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.set_defaults(fn=cmd_run)
+    pl = sub.add_parser("plot", help="redraw the plots of a run directory")
+    pl.add_argument("run_dir")
+    pl.set_defaults(fn=cmd_plot)
+    c = sub.add_parser("clean", help="remove namespaces, links, BPF pins and processes left by killed runs")
+    c.add_argument("--run-id", help="only this run's leftovers")
+    c.add_argument("--dry-run", action="store_true", help="list, do not remove")
+    c.set_defaults(fn=cmd_clean)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TestbedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: everything the run created has been removed", file=sys.stderr)
+        return 130

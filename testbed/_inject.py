@@ -1,0 +1,135 @@
+"""Packet injections: scapy-built Ethernet frames sent straight into one node's namespace.
+
+Frames go out of the root-side end of the node's veth, so they arrive on the node's ``eth0`` as if a peer had sent
+them, and nowhere else. Every injection is bounded in count (and, for floods, in rate and time). Each kind says
+under which drop reason(s) the node or its XDP program must count it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from gossip import _wire as wire
+
+GOSSIP_PORT = 7946
+EXPECT = {
+    "forged": "bad_mac",
+    "malformed": "malformed",
+    "truncated": "malformed",
+    "foreign_cluster": "foreign_cluster",
+    "replay": "duplicate|stale",
+    "flood": "duplicate|stale",
+}
+FLOOD_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    ip: str
+    mac: str
+    root_veth: str
+
+
+def _frame(target: Target, src_ip: str, payload: bytes) -> bytes:
+    return bytes(Ether(src="02:ee:00:00:00:01", dst=target.mac) / IP(src=src_ip, dst=target.ip, ttl=64)
+                 / UDP(sport=GOSSIP_PORT, dport=GOSSIP_PORT) / payload)
+
+
+def capture(root_veth: str, dst_ip: str, want: int, timeout_s: float) -> list[bytes]:
+    """Up to WANT real gossip frames addressed to DST_IP, sniffed on ROOT_VETH within TIMEOUT_S."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    s.bind((root_veth, 0))
+    s.settimeout(0.2)
+    dst = socket.inet_aton(dst_ip)
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < want and time.monotonic() < deadline:
+            try:
+                frame, addr = s.recvfrom(65535)
+            except socket.timeout:
+                continue
+            if addr[2] != socket.PACKET_OUTGOING:  # outgoing from the root side = towards the node
+                continue
+            ihl = (frame[14] & 0x0F) * 4
+            if frame[23] == 17 and frame[30:34] == dst and \
+                    int.from_bytes(frame[14 + ihl + 2:14 + ihl + 4], "big") == GOSSIP_PORT and \
+                    frame[14 + ihl + 8:14 + ihl + 10] == wire.MAGIC.to_bytes(2, "big"):
+                out.append(frame)
+    finally:
+        s.close()
+    return out
+
+
+def build(kind: str, target: Target, *, src_ip: str, cluster: str, secret: bytes, count: int,
+          rng: random.Random) -> list[bytes]:
+    """COUNT frames of KIND for TARGET (replay and flood are built from captured traffic by `inject`)."""
+    ident = wire.Identity(name="intruder", addr=src_ip, port=GOSSIP_PORT)
+    cid = wire.cluster_id(cluster)
+    frames = []
+    for i in range(count):
+        hb = wire.Heartbeat(cluster=cid, origin=ident.node_id, seq=10**12 + i, identity=ident,
+                            infected=wire.Infected(ids=frozenset({ident.node_id})))
+        if kind == "forged":
+            payload = wire.encode(hb, key=b"not-the-secret-" + secret)
+        elif kind == "foreign_cluster":
+            payload = wire.encode(wire.Heartbeat(cluster=cid ^ 0x5A5A5A5A, origin=hb.origin, seq=hb.seq,
+                                                 identity=ident, infected=hb.infected), key=secret)
+        elif kind == "truncated":
+            full = wire.encode(hb, key=secret)
+            payload = full[:rng.randrange(1, wire.HEADER_BYTES)]
+        elif kind == "malformed":
+            body = rng.randbytes(rng.randrange(0, 200))
+            # body_len never matches what follows, so the packet can only be counted as malformed
+            head = wire.HEADER.pack(wire.MAGIC, wire.FORMAT_VERSION, rng.choice([1, 2, 3, 4, 9]), cid, hb.origin,
+                                    0, len(body) + 1 + rng.randrange(0, 4000), hb.seq)
+            payload = head + body
+        else:
+            raise ValueError(f"unknown injection {kind!r}")
+        frames.append(_frame(target, src_ip, payload))
+    return frames
+
+
+def send_frames(root_veth: str, frames: list[bytes], *, count: int, rate_pps: int | None) -> float:
+    """Send COUNT frames (cycling through FRAMES) out of ROOT_VETH; returns the seconds it took (bounded)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((root_veth, 0))
+    t0 = time.monotonic()
+    try:
+        for i in range(count):
+            s.send(frames[i % len(frames)])
+            if rate_pps and i % 64 == 63:
+                ahead = (i + 1) / rate_pps - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if time.monotonic() - t0 > FLOOD_MAX_S:
+                raise RuntimeError(f"injection stopped after {FLOOD_MAX_S:g} s at {i} of {count} frames")
+    finally:
+        s.close()
+    return time.monotonic() - t0
+
+
+def inject(kind: str, target: Target, *, src_ip: str, cluster: str, secret: bytes, count: int,
+           rate_pps: int | None, rng: random.Random) -> int:
+    """Inject COUNT packets of KIND into TARGET's namespace; returns how many were sent."""
+    if kind in ("replay", "flood"):
+        frames = capture(target.root_veth, target.ip, 1 if kind == "flood" else min(count, 16), timeout_s=5.0)
+        if not frames:
+            return 0
+        time.sleep(0.05)  # let the originals be accepted first: every copy sent now is a replay
+    else:
+        frames = build(kind, target, src_ip=src_ip, cluster=cluster, secret=secret, count=min(count, 256),
+                       rng=rng)
+    send_frames(target.root_veth, frames, count=count, rate_pps=rate_pps)
+    return count
+
+
+def os_can_inject() -> bool:
+    return os.geteuid() == 0
