@@ -10,6 +10,8 @@ import contextlib
 import logging
 import socket
 
+from ._wire import cluster_id
+
 log = logging.getLogger("gossip")
 
 
@@ -32,9 +34,16 @@ def accelerators(args, config):
         log.warning("XDP fast path unavailable: %s; running in pure userspace with identical semantics", why)
         yield None, None
         return
+    if config.protocol != "udp":
+        log.warning("the XDP fast path parses UDP only; with protocol %s the node runs in pure userspace",
+                    config.protocol)
+        yield None, None
+        return
     with contextlib.ExitStack() as stack:
         try:
-            fastpath, broadcaster = _open(stack, bpf, args, config)
+            with contextlib.ExitStack() as attempt:  # a failed attempt undoes its own partial attachments
+                fastpath, broadcaster = _open(attempt, bpf, args, config)
+                stack.push(attempt.pop_all())
         except (OSError, bpf.BpfError) as e:
             log.warning("XDP fast path unavailable: %s; running in pure userspace with identical semantics", e)
             fastpath, broadcaster = None, None
@@ -45,12 +54,23 @@ def _open(stack, bpf, args, config):
     iface = args.xdp or "eth0"
     ifindex = socket.if_nametoindex(iface)
     if args.xdp_pin:
-        fastpath = stack.enter_context(bpf.FastPathWriter.open_pinned(args.xdp_pin, ifindex))
-        broadcaster = bpf.BroadcastSender.open_pinned(args.xdp_pin, ifindex) if args.broadcast else None
-        log.info("XDP fast path: using maps pinned in %s for %s (ifindex %d)", args.xdp_pin, iface, ifindex)
-        return fastpath, broadcaster
-    fastpath = stack.enter_context(bpf.standalone_fastpath(ifindex, cluster=config.cluster,
-                                                           port=config.listen_port, mode=args.xdp_mode))
-    broadcaster = stack.enter_context(bpf.standalone_broadcaster(ifindex)) if args.broadcast else None
-    log.info("XDP fast path attached to %s (ifindex %d, %s mode)", iface, ifindex, args.xdp_mode)
+        fastpath = stack.enter_context(bpf.FastPathWriter(args.xdp_pin, ifindex))
+        log.info("XDP fast path: maps pinned in %s for %s (ifindex %d)", args.xdp_pin, iface, ifindex)
+    else:
+        prog = stack.enter_context(bpf.FastPath.compile())
+        stack.enter_context(prog.attach(ifindex, mode=args.xdp_mode))
+        prog.configure(ifindex, cluster_id(config.cluster), config.listen_port)
+        fastpath = stack.enter_context(prog.writer(ifindex))
+        log.info("XDP fast path attached to %s (ifindex %d, %s mode)", iface, ifindex, args.xdp_mode)
+    fastpath.reset()  # this process has accepted nothing yet: forget what an earlier one accepted
+    broadcaster = None
+    if args.broadcast:
+        if config.protocol != "udp":
+            log.warning("--broadcast works with UDP only; sending one datagram per target")
+        elif args.broadcast_pin:
+            broadcaster = stack.enter_context(bpf.BroadcastSender(args.broadcast_pin, ifindex))
+        else:
+            prog = stack.enter_context(bpf.Broadcaster.compile())
+            stack.enter_context(prog.attach(ifindex))
+            broadcaster = stack.enter_context(prog.sender(ifindex))
     return fastpath, broadcaster

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--xdp-mode", choices=("native", "generic"), default="native")
     n.add_argument("--xdp-pin", metavar="DIR", help="use fast-path maps pinned in DIR (attached by the testbed)")
     n.add_argument("--broadcast", action="store_true",
-                   help="send rumors through the TC in-kernel broadcaster (UDP; with --xdp or --xdp-pin)")
+                   help="send rumors through the TC in-kernel broadcaster (UDP; with --xdp)")
+    n.add_argument("--broadcast-pin", metavar="DIR", help="use broadcaster maps pinned in DIR (testbed)")
     sub.add_parser("demo", help="run a small local cluster on loopback and show it converge")
     return p
 

@@ -87,6 +87,9 @@ class Node:
         else:
             self._transport = await TcpTransport.open(cfg.listen_addr, cfg.listen_port, self._on_datagram,
                                                       self._on_transport_error, queue_depth=cfg.buffer)
+        if self._fastpath is not None:  # the version held at start (none: 0/0) lets XDP drop equal swap requests
+            version = self.core.read()[0]
+            self._fastpath.metadata_accepted(version.seq, version.origin)
         self._write_event({"kind": "started", "node_id": self.core.node_id, "addr": cfg.listen_addr,
                            "port": cfg.listen_port, "pid": os.getpid()}, self._clock())
         for addr, port in self._seeds:

@@ -198,8 +198,7 @@ class ScenarioRun:
         if self.fastpath is not None:
             argv += ["--xdp", "eth0", "--xdp-pin", self.fastpath.pin_dir]
         if self.broadcaster is not None:
-            argv += ["--broadcast", "--xdp-pin", self.broadcaster.pin_dir] if self.fastpath is None else \
-                ["--broadcast", "--broadcast-pin", self.broadcaster.pin_dir]
+            argv += ["--broadcast", "--broadcast-pin", self.broadcaster.pin_dir]
         return argv
 
     def _start_node(self, name: str, seeds: list[str] | None = None) -> None:
@@ -208,8 +207,6 @@ class ScenarioRun:
             node.argv = self._argv(node, seeds)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(node.control)
-        if self.fastpath is not None:  # a new process has accepted nothing yet
-            self.fastpath.writer(node.host.ifindex).reset()
         log = open(self.out / "events" / f"{name}.log", "ab")
         try:
             node.proc = node.host.popen(node.argv, stdout=log, stderr=subprocess.STDOUT,

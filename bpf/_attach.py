@@ -1,0 +1,187 @@
+"""Attaching a loaded program to an interface (XDP, or a clsact direct-action filter) and always detaching it.
+
+Each attachment is a context manager whose teardown runs in `finally` and leaves the interface as it found it: an
+XDP slot that is taken is refused rather than replaced, detaching removes only our own program, and a clsact
+qdisc is removed only if this process added it and no filter remains on it. Netlink goes through pyroute2; a
+handle opened inside a namespace keeps that namespace, so the caller's thread is moved only while opening it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import _sys
+from ._netns import entered, netns_path
+from .errors import AttachError, BpfUsageError
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_REPLACE = 1 << 4
+XDP_MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+
+TC_PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
+TC_DIRECTIONS = {"ingress": ("ingress",), "egress": ("egress",), "both": ("ingress", "egress")}
+
+# The filter priority of each program on a clsact hook: the broadcaster runs before the fault injector, so loss
+# and partitions apply to each copy it emits rather than to the whole broadcast.
+PRIO_BROADCAST = 10
+PRIO_FAULTS = 20
+_FILTER_HANDLE = 1
+
+# clsact qdiscs this process added, by (namespace inode, ifindex): how many of our filters still use each
+_clsact_users: dict[tuple[int, int], int] = {}
+_clsact_lock = threading.Lock()
+
+
+def open_iproute(netns: str | None) -> IPRoute:
+    """An IPRoute handle whose socket lives in NETNS (None: the calling thread's namespace)."""
+    with entered(netns):
+        return IPRoute()
+
+
+def _ns_key(netns: str | None, ifindex: int) -> tuple[int, int]:
+    path = netns_path(netns) if netns else "/proc/thread-self/ns/net"
+    return os.stat(path).st_ino, ifindex
+
+
+def _gone(e: NetlinkError) -> bool:
+    return e.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL)
+
+
+def xdp_prog_id(ifindex: int, netns: str | None = None) -> int:
+    """The id of the XDP program on the interface, 0 if none."""
+    ipr = open_iproute(netns)
+    try:
+        link = ipr.get_links(ifindex)[0]
+        xdp = link.get_attr("IFLA_XDP")
+        return (xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp is not None else 0
+    finally:
+        ipr.close()
+
+
+@contextlib.contextmanager
+def xdp_attached(prog_fd: int, ifindex: int, *, netns: str | None = None, mode: str = "native"):
+    """XDP program PROG_FD on interface IFINDEX (in NETNS) for the duration of the block."""
+    if mode not in XDP_MODES:
+        raise BpfUsageError(f"mode: must be one of {sorted(XDP_MODES)}, got {mode!r}")
+    flags = XDP_MODES[mode]
+    ipr = open_iproute(netns)
+    try:
+        try:
+            ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", prog_fd),
+                                                          ("IFLA_XDP_FLAGS", flags | XDP_FLAGS_UPDATE_IF_NOEXIST)]})
+        except NetlinkError as e:
+            why = "another XDP program is attached" if e.code == errno.EBUSY else os.strerror(e.code)
+            raise AttachError(f"XDP ({mode}) on ifindex {ifindex} in {netns or 'this namespace'}: {why}") from None
+        try:
+            yield
+        finally:
+            # REPLACE + EXPECTED_FD: remove the program only if it is still ours
+            try:
+                ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", -1),
+                                                              ("IFLA_XDP_FLAGS", flags | XDP_FLAGS_REPLACE),
+                                                              ("IFLA_XDP_EXPECTED_FD", prog_fd)]})
+            except NetlinkError as e:
+                if not _gone(e) and e.code != errno.EEXIST:
+                    raise AttachError(f"detaching XDP from ifindex {ifindex}: {os.strerror(e.code)}") from None
+    finally:
+        ipr.close()
+
+
+def _filters(ipr: IPRoute, ifindex: int, parent: int) -> list:
+    return [f for f in ipr.get_filters(index=ifindex, parent=parent) if f.get_attr("TCA_KIND")]
+
+
+def tc_filters(ifindex: int, netns: str | None = None) -> dict[str, int]:
+    """How many filters each clsact hook of the interface has (0 when there is no clsact)."""
+    ipr = open_iproute(netns)
+    try:
+        return {d: len(_filters(ipr, ifindex, p)) for d, p in TC_PARENTS.items()}
+    except NetlinkError:
+        return {d: 0 for d in TC_PARENTS}
+    finally:
+        ipr.close()
+
+
+@contextlib.contextmanager
+def tc_attached(prog_fds: dict[str, int], ifindex: int, *, netns: str | None = None, prio: int, name: str):
+    """Direct-action cls_bpf filters on the clsact hooks of IFINDEX: PROG_FDS maps "ingress"/"egress" to a fd."""
+    key = _ns_key(netns, ifindex)
+    ipr = open_iproute(netns)
+    added: list[int] = []
+    counted = False
+    try:
+        with _clsact_lock:
+            try:
+                ipr.tc("add", "clsact", index=ifindex)
+                _clsact_users[key] = 0
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise AttachError(f"clsact on ifindex {ifindex}: {os.strerror(e.code)}") from None
+            if key in _clsact_users:
+                _clsact_users[key] += 1
+                counted = True
+        for direction, fd in prog_fds.items():
+            parent = TC_PARENTS[direction]
+            try:
+                ipr.tc("add-filter", "bpf", index=ifindex, fd=fd, name=name, parent=parent, prio=prio,
+                       handle=_FILTER_HANDLE, classid=1, direct_action=True)
+            except NetlinkError as e:
+                raise AttachError(f"tc {direction} filter {name} (prio {prio}) on ifindex {ifindex}: "
+                                  f"{os.strerror(e.code)}") from None
+            added.append(parent)
+        yield
+    finally:
+        try:
+            for parent in added:
+                try:
+                    ipr.tc("del-filter", "bpf", index=ifindex, parent=parent, prio=prio, handle=_FILTER_HANDLE)
+                except NetlinkError as e:
+                    if not _gone(e):
+                        raise AttachError(f"removing tc filter {name} from ifindex {ifindex}: "
+                                          f"{os.strerror(e.code)}") from None
+            with _clsact_lock:
+                if counted:
+                    _clsact_users[key] -= 1
+                    if _clsact_users[key] == 0:
+                        del _clsact_users[key]
+                        try:
+                            if not any(_filters(ipr, ifindex, p) for p in TC_PARENTS.values()):
+                                ipr.tc("del", "clsact", index=ifindex)
+                        except NetlinkError as e:
+                            if not _gone(e):
+                                raise AttachError(f"removing clsact from ifindex {ifindex}: "
+                                                  f"{os.strerror(e.code)}") from None
+        finally:
+            ipr.close()
+
+
+def pin_maps(maps: dict[str, int], pin_dir: str) -> list[str]:
+    """Pin each map fd under PIN_DIR (which must be on a bpffs); returns the paths created."""
+    os.makedirs(pin_dir, mode=0o700, exist_ok=True)
+    paths = []
+    try:
+        for name, fd in maps.items():
+            path = os.path.join(pin_dir, name)
+            _sys.obj_pin(fd, path)
+            paths.append(path)
+    except BaseException:
+        unpin(paths, pin_dir)
+        raise
+    return paths
+
+
+def unpin(paths: list[str], pin_dir: str | None = None) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if pin_dir:
+        with contextlib.suppress(OSError):
+            os.rmdir(pin_dir)

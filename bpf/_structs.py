@@ -1,0 +1,98 @@
+"""ctypes mirrors of the structs and constants in gossip_common.h.
+
+Kept by hand beside the header; tests/bpf/test_structs.py compiles every program and compares each mirror's size
+and field offsets with the types bcc derives from the C, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+# wire format v1 (docs/wire-format.md); gossip._wire is the codec, these are what the C sees
+GOSSIP_MAGIC = 0x4750
+GOSSIP_FORMAT_VERSION = 1
+GOSSIP_HEADER_BYTES = 24
+GOSSIP_MAC_BYTES = 16
+
+
+class GossipHdr(ctypes.BigEndianStructure):
+    _fields_ = [("magic", ctypes.c_uint16), ("version", ctypes.c_uint8), ("type", ctypes.c_uint8),
+                ("cluster", ctypes.c_uint32), ("origin", ctypes.c_uint32), ("flags", ctypes.c_uint16),
+                ("body_len", ctypes.c_uint16), ("seq", ctypes.c_uint64)]
+
+
+# ---- XDP fast path ----
+FP_MAX_NODES = 4096
+FP_MAX_HEARTBEATS = 131072
+
+
+class FpConfig(ctypes.Structure):
+    _fields_ = [("cluster_id", ctypes.c_uint32), ("port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+class FpHbKey(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("origin", ctypes.c_uint32)]
+
+
+class FpVersion(ctypes.Structure):
+    _fields_ = [("seq", ctypes.c_uint64), ("origin", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+FP_STAT_NAMES = ("dropped_foreign_cluster", "dropped_unknown_version", "dropped_malformed", "dropped_duplicate",
+                 "dropped_stale", "passed_heartbeat", "passed_metadata", "passed_swap_req", "passed_swap_resp",
+                 "passed_other")
+
+
+class FpStats(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_uint64 * len(FP_STAT_NAMES))]
+
+
+# ---- TC broadcaster ----
+BC_MAX_TARGETS = 32
+BC_MAX_SLOTS = 1024
+BC_MARK = 0x42430001
+BC_IDLE, BC_ARMED, BC_DONE = 0, 1, 2
+
+
+class BcTarget(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint8 * 4), ("port", ctypes.c_uint8 * 2), ("mac", ctypes.c_uint8 * 6)]
+
+
+class BcSlot(ctypes.Structure):
+    _fields_ = [("state", ctypes.c_uint32), ("ifindex", ctypes.c_uint32), ("generation", ctypes.c_uint32),
+                ("failed", ctypes.c_uint32), ("sport", ctypes.c_uint8 * 2), ("count", ctypes.c_uint16),
+                ("enabled", ctypes.c_uint16), ("pad", ctypes.c_uint16),
+                ("targets", BcTarget * BC_MAX_TARGETS)]
+
+
+BC_STAT_NAMES = ("broadcasts", "copies", "clone_errors", "egress_drops", "mismatches", "passed")
+
+
+class BcStats(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_uint64 * len(BC_STAT_NAMES))]
+
+
+# ---- faults ----
+FT_MAX_RULES = 16384
+
+
+class FtLossKey(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32), ("peer", ctypes.c_uint8 * 4)]
+
+
+FT_STAT_NAMES = ("seen", "dropped_loss", "dropped_partition", "passed")
+
+
+class FtStats(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_uint64 * len(FT_STAT_NAMES))]
+
+
+# what each program's maps hold: (key type, value type), by map name; the struct test walks this
+MAP_TYPES = {
+    "xdp_fastpath.c": {"fp_config": (ctypes.c_uint32, FpConfig), "fp_heartbeat": (FpHbKey, ctypes.c_uint64),
+                       "fp_metadata": (ctypes.c_uint32, FpVersion), "fp_stats": (ctypes.c_uint32, FpStats)},
+    "tc_broadcast.c": {"bc_slots": (ctypes.c_uint32, BcSlot), "bc_ifslot": (ctypes.c_uint32, ctypes.c_uint32),
+                       "bc_stats": (ctypes.c_uint32, BcStats)},
+    "faults.c": {"ft_loss": (FtLossKey, ctypes.c_uint64), "ft_side": (ctypes.c_uint32, ctypes.c_uint32),
+                 "ft_stats": (ctypes.c_uint32, FtStats)},
+}

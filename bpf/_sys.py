@@ -1,0 +1,208 @@
+"""The few bpf(2) commands a process needs to share maps with a loaded program, through ctypes.
+
+A node process opens the maps an orchestrator pinned, reads and writes them, and never compiles anything (one bcc
+compile costs ~150 MB), so this module must never import bcc. Also here: mounting the bpffs the pins live on.
+Every failed call raises `MapError` naming the command and the errno.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import os
+import platform
+
+from .errors import MapError
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351, "riscv64": 280}
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_OBJ_GET_INFO_BY_FD = 15
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+
+BPF_FS_MAGIC = 0xCAFE4A11
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _MapElemAttr(ctypes.Structure):
+    _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("key", ctypes.c_uint64),
+                ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _ObjAttr(ctypes.Structure):
+    _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32), ("file_flags", ctypes.c_uint32),
+                ("path_fd", ctypes.c_int32), ("pad", ctypes.c_uint32)]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class MapInfo(ctypes.Structure):
+    """The head of `struct bpf_map_info` (the kernel fills what fits)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("name", ctypes.c_char * 16)]
+
+
+class ProgInfo(ctypes.Structure):
+    """The head of `struct bpf_prog_info`: enough for the program's id."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8)]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        raise MapError(f"bpf(2): unknown syscall number on {platform.machine()}", errno.ENOSYS)
+    ret = _libc.syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise MapError(f"{what}: {os.strerror(err)}", err)
+    return ret
+
+
+def _addr(obj) -> int:
+    return ctypes.addressof(obj)
+
+
+def obj_get(path: str) -> int:
+    """A new fd for the object pinned at PATH (read-write)."""
+    cpath = ctypes.create_string_buffer(os.fsencode(path))
+    return _bpf(BPF_OBJ_GET, _ObjAttr(pathname=_addr(cpath)), f"BPF_OBJ_GET {path}")
+
+
+def obj_pin(fd: int, path: str) -> None:
+    cpath = ctypes.create_string_buffer(os.fsencode(path))
+    _bpf(BPF_OBJ_PIN, _ObjAttr(pathname=_addr(cpath), bpf_fd=fd), f"BPF_OBJ_PIN {path}")
+
+
+def map_lookup(fd: int, key: ctypes._SimpleCData | ctypes.Structure, value) -> bool:
+    """Fill VALUE with the element at KEY; False when there is none."""
+    attr = _MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, attr, "BPF_MAP_LOOKUP_ELEM")
+    except MapError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_update(fd: int, key, value, flags: int = BPF_ANY) -> None:
+    _bpf(BPF_MAP_UPDATE_ELEM, _MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value), flags=flags),
+         "BPF_MAP_UPDATE_ELEM")
+
+
+def map_delete(fd: int, key) -> bool:
+    """Delete the element at KEY; False when there was none."""
+    try:
+        _bpf(BPF_MAP_DELETE_ELEM, _MapElemAttr(map_fd=fd, key=_addr(key)), "BPF_MAP_DELETE_ELEM")
+    except MapError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_keys(fd: int, key_type):
+    """Every key of the map (a snapshot walk; keys deleted meanwhile may be skipped)."""
+    keys = []
+    cur, nxt = key_type(), key_type()
+    first = True
+    while True:
+        attr = _MapElemAttr(map_fd=fd, key=0 if first else _addr(cur), value=_addr(nxt))
+        try:
+            _bpf(BPF_MAP_GET_NEXT_KEY, attr, "BPF_MAP_GET_NEXT_KEY")
+        except MapError as e:
+            if e.errno == errno.ENOENT:
+                return keys
+            raise
+        keys.append(key_type.from_buffer_copy(nxt))
+        ctypes.memmove(ctypes.addressof(cur), ctypes.addressof(nxt), ctypes.sizeof(cur))
+        first = False
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info)),
+         "BPF_OBJ_GET_INFO_BY_FD")
+    return info
+
+
+def prog_id(fd: int) -> int:
+    info = ProgInfo()
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info)),
+         "BPF_OBJ_GET_INFO_BY_FD")
+    return info.id
+
+
+@functools.cache
+def possible_cpus() -> int:
+    """How many values a per-CPU map holds per key (the kernel's possible CPUs, not the online ones)."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        spec = f.read().strip()
+    count = 0
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
+def percpu_lookup(fd: int, key, value_type) -> list | None:
+    """Each possible CPU's value at KEY, or None when there is none. Per-CPU values are 8-byte aligned."""
+    stride = (ctypes.sizeof(value_type) + 7) & ~7
+    ncpu = possible_cpus()
+    buf = (ctypes.c_uint8 * (stride * ncpu))()
+    if not map_lookup(fd, key, buf):
+        return None
+    return [value_type.from_buffer_copy(buf, i * stride) for i in range(ncpu)]
+
+
+def percpu_update(fd: int, key, value, flags: int = BPF_ANY) -> None:
+    """Set KEY to VALUE on every CPU."""
+    stride = (ctypes.sizeof(value) + 7) & ~7
+    ncpu = possible_cpus()
+    buf = (ctypes.c_uint8 * (stride * ncpu))()
+    raw = bytes(value)
+    for i in range(ncpu):
+        ctypes.memmove(ctypes.addressof(buf) + i * stride, raw, len(raw))
+    map_update(fd, key, buf, flags)
+
+
+def _mounted_bpffs(path: str) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[4] == real and fields[sep + 1] == "bpf":
+                return True
+    return False
+
+
+def ensure_bpffs(path: str) -> str:
+    """Mount a bpffs at PATH unless one is there already; returns PATH.
+
+    Pins live under /run rather than /sys/fs/bpf because `ip netns exec` remounts /sys and would hide them from
+    processes started inside a namespace.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if not _mounted_bpffs(path):
+        if _libc.mount(b"bpf", os.fsencode(path), b"bpf", 0, b"mode=0700") != 0:
+            err = ctypes.get_errno()
+            raise MapError(f"mount -t bpf {path}: {os.strerror(err)}", err)
+    return path

@@ -1,0 +1,387 @@
+"""Loader for the TC egress broadcaster (tc_broadcast.c) and the node-side sender that uses it.
+
+- `Broadcaster`, in the process that owns the testbed: compiles the program once, pins its maps, and attaches it
+  at clsact egress of each node's interface, giving that interface a slot in the shared, mmap-able slot array.
+- `BroadcastSender`, in a node: `send(sock, payload, targets)` writes the target list into the slot (plain
+  memory writes) and makes ONE sendto; the program emits the other copies. Without the program (not attached,
+  not available, a target whose MAC is not known yet) it falls back to one sendto per target; both paths put
+  identical datagrams on the wire. It never compiles anything and needs no bcc.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import mmap
+import os
+import secrets
+import socket
+import threading
+import time
+
+from . import _attach, _sys
+from ._compile import compile_program
+from ._netns import entered
+from ._structs import (BC_ARMED, BC_DONE, BC_IDLE, BC_MAX_SLOTS, BC_MAX_TARGETS, BC_STAT_NAMES, BcSlot, BcStats,
+                       BcTarget)
+from .errors import AttachError, BpfError, BpfUsageError
+
+PIN_ROOT = "/run/xdp-gossip/bpffs"
+C_FILE = "tc_broadcast.c"
+PROGRAM = "tc_broadcast"
+MAPS = ("bc_slots", "bc_ifslot", "bc_stats")
+_SLOT_BYTES = ctypes.sizeof(BcSlot)
+_MMAP_BYTES = -(-BC_MAX_SLOTS * _SLOT_BYTES // mmap.PAGESIZE) * mmap.PAGESIZE
+_TARGETS_OFFSET = BcSlot.targets.offset
+# neighbour states whose link-layer address can be used: reachable, stale, delay, probe, noarp, permanent
+_NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
+
+assert _SLOT_BYTES % 8 == 0, "array map values are 8-byte aligned in the mmap: BcSlot must be a multiple of 8"
+
+
+def read_stats(stats_fd: int, ifindex: int | None = None) -> dict[str, int]:
+    keys = [ctypes.c_uint32(ifindex)] if ifindex is not None else _sys.map_keys(stats_fd, ctypes.c_uint32)
+    totals = [0] * len(BC_STAT_NAMES)
+    for key in keys:
+        for value in _sys.percpu_lookup(stats_fd, key, BcStats) or ():
+            for i, n in enumerate(value.count):
+                totals[i] += n
+    return dict(zip(BC_STAT_NAMES, totals))
+
+
+class _SlotArray:
+    """The bc_slots map mapped into this process: slot i is a BcSlot living in shared memory."""
+
+    def __init__(self, map_fd: int) -> None:
+        self._mm = mmap.mmap(map_fd, _MMAP_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.slots = (BcSlot * BC_MAX_SLOTS).from_buffer(self._mm)
+        self.base = ctypes.addressof(self.slots)
+
+    def close(self) -> None:
+        self.slots = None  # release the buffer export before unmapping
+        self._mm.close()
+
+
+class Broadcaster:
+    """The compiled broadcaster. Use as a context manager: leaving it unpins the maps and releases the program."""
+
+    def __init__(self, bpf, prog_fd: int, pin_dir: str) -> None:
+        self._bpf = bpf
+        self.prog_fd = prog_fd
+        self.pin_dir = pin_dir
+        self.map_fds = {name: bpf[name.encode()].map_fd for name in MAPS}
+        self._slots = _SlotArray(self.map_fds["bc_slots"])
+        self._lock = threading.Lock()
+        self._pins: list[str] = []
+
+    @classmethod
+    def compile(cls, *, pin_dir: str | None = None) -> "Broadcaster":
+        """Compile and load the program once, and pin its maps to PIN_DIR (default: fresh, under /run)."""
+        bpf, fds = compile_program(C_FILE, {PROGRAM: "sched_cls"})
+        if pin_dir is None:
+            pin_dir = os.path.join(_sys.ensure_bpffs(PIN_ROOT), f"broadcast-{os.getpid()}-{secrets.token_hex(3)}")
+        else:
+            _sys.ensure_bpffs(os.path.dirname(os.path.abspath(pin_dir)))
+        self = cls(bpf, fds[PROGRAM], pin_dir)
+        try:
+            self._pins = _attach.pin_maps(self.map_fds, pin_dir)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> "Broadcaster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        _attach.unpin(self._pins, self.pin_dir)
+        self._pins = []
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    @contextlib.contextmanager
+    def attach(self, ifindex: int, *, netns: str | None = None):
+        """The broadcaster on egress of IFINDEX (inside NETNS) for the duration of the block."""
+        index = self._claim_slot(ifindex)
+        slot = self._slots.slots[index]
+        key = ctypes.c_uint32(ifindex)
+        try:
+            _sys.percpu_update(self.map_fds["bc_stats"], key, BcStats())
+            _sys.map_update(self.map_fds["bc_ifslot"], key, ctypes.c_uint32(index))
+            with _attach.tc_attached({"egress": self.prog_fd}, ifindex, netns=netns,
+                                     prio=_attach.PRIO_BROADCAST, name=PROGRAM):
+                slot.enabled = 1
+                try:
+                    yield index
+                finally:
+                    slot.enabled = 0
+        finally:
+            _sys.map_delete(self.map_fds["bc_ifslot"], key)
+            with self._lock:
+                slot.state = BC_IDLE
+                slot.ifindex = 0
+
+    def _claim_slot(self, ifindex: int) -> int:
+        with self._lock:
+            free = None
+            for i, slot in enumerate(self._slots.slots):
+                if slot.ifindex == ifindex:
+                    raise AttachError(f"the broadcaster is already attached to ifindex {ifindex}")
+                if slot.ifindex == 0 and free is None:
+                    free = i
+            if free is None:
+                raise AttachError(f"no free broadcaster slot ({BC_MAX_SLOTS} interfaces at most)")
+            ctypes.memset(ctypes.addressof(self._slots.slots[free]), 0, _SLOT_BYTES)
+            self._slots.slots[free].ifindex = ifindex
+            return free
+
+    def stats(self, ifindex: int | None = None) -> dict[str, int]:
+        """Counters of one interface or of all: broadcasts; copies that left (originals included); clone_errors
+        (copies the program could not make, resent by the sender); egress_drops (copies dropped after leaving the
+        program, e.g. by a fault filter, not resent: a sendto would have been dropped the same way); mismatches
+        (an armed slot saw another datagram); passed (everything else)."""
+        return read_stats(self.map_fds["bc_stats"], ifindex)
+
+    def sender(self, ifindex: int, *, netns: str | None = None, **options) -> "BroadcastSender":
+        """A sender for a node running in this process, on this process's map fds."""
+        return BroadcastSender.from_fds(ifindex, slots_fd=self.map_fds["bc_slots"],
+                                        ifslot_fd=self.map_fds["bc_ifslot"], netns=netns, **options)
+
+
+class _Neighbours:
+    """IPv4 -> MAC on one interface, from the kernel's neighbour table, cached.
+
+    pyroute2's synchronous API cannot run inside a running asyncio loop (the node's), so lookups run on one
+    helper thread, placed in the sender's namespace. A miss refreshes the whole table, at most every RETRY_S.
+    """
+
+    def __init__(self, ifindex: int, netns: str | None, ttl_s: float, retry_s: float) -> None:
+        self.ifindex, self.netns, self.ttl_s, self.retry_s = ifindex, netns, ttl_s, retry_s
+        self._macs: dict[str, bytes] = {}
+        self._loaded_at = -float("inf")
+        self.generation = 0  # bumped on every reload
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ipr = None
+        self.lookups = 0  # netlink dumps done (each a few syscalls)
+
+    def expired(self, now: float) -> bool:
+        return now - self._loaded_at > self.ttl_s
+
+    def mac(self, ip: str, now: float) -> bytes | None:
+        if ip not in self._macs and now - self._loaded_at > self.retry_s:
+            self.refresh(now)
+        return self._macs.get(ip)
+
+    def refresh(self, now: float) -> None:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neigh")
+        self._macs = self._pool.submit(self._dump).result()
+        self._loaded_at = now
+        self.generation += 1
+        self.lookups += 1
+
+    def _dump(self) -> dict[str, bytes]:
+        if self._ipr is None:
+            self._ipr = _attach.open_iproute(self.netns)
+        out = {}
+        for n in self._ipr.get_neighbours(ifindex=self.ifindex, family=socket.AF_INET):
+            dst, lladdr = n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")
+            if dst and lladdr and n["state"] & _NUD_USABLE:
+                out[dst] = bytes.fromhex(lladdr.replace(":", ""))
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            if self._ipr is not None:
+                self._pool.submit(self._ipr.close).result()
+            self._pool.shutdown()
+            self._pool = None
+
+
+class BroadcastSender:
+    """Sends one payload to many UDP targets with one syscall when the broadcaster is attached to IFINDEX.
+
+    Open it from the broadcaster's pin directory (`BroadcastSender(pin_dir, ifindex)`), or with pin_dir None for
+    plain sendto only. One sender per interface and one thread sending through it: the slot holds one pending
+    broadcast at a time. `sendto_calls` and `broadcasts` count what it did.
+    """
+
+    def __init__(self, pin_dir: str | None, ifindex: int, *, netns: str | None = None, mac_ttl_s: float = 30.0,
+                 mac_retry_s: float = 1.0) -> None:
+        slots_fd = ifslot_fd = None
+        if pin_dir is not None:
+            slots_fd = _sys.obj_get(os.path.join(pin_dir, "bc_slots"))
+            try:
+                ifslot_fd = _sys.obj_get(os.path.join(pin_dir, "bc_ifslot"))
+                info = _sys.map_info(slots_fd)
+                if info.value_size != _SLOT_BYTES or info.max_entries != BC_MAX_SLOTS:
+                    raise BpfError(f"{pin_dir}/bc_slots does not hold {BC_MAX_SLOTS} slots of {_SLOT_BYTES} bytes")
+            except BaseException:
+                os.close(slots_fd)
+                if ifslot_fd is not None:
+                    os.close(ifslot_fd)
+                raise
+        self._init(ifindex, slots_fd, ifslot_fd, netns, mac_ttl_s, mac_retry_s)
+
+    @classmethod
+    def from_fds(cls, ifindex: int, *, slots_fd: int, ifslot_fd: int, netns: str | None = None,
+                 mac_ttl_s: float = 30.0, mac_retry_s: float = 1.0) -> "BroadcastSender":
+        self = cls.__new__(cls)
+        self._init(ifindex, os.dup(slots_fd), os.dup(ifslot_fd), netns, mac_ttl_s, mac_retry_s)
+        return self
+
+    def _init(self, ifindex, slots_fd, ifslot_fd, netns, mac_ttl_s, mac_retry_s) -> None:
+        self.ifindex = ifindex
+        self._slots_fd, self._ifslot_fd = slots_fd, ifslot_fd
+        self._array = _SlotArray(slots_fd) if slots_fd is not None else None
+        self._slot: BcSlot | None = None
+        self._slot_addr = 0
+        self._slot_checked_at = -float("inf")
+        self._neigh = _Neighbours(ifindex, netns, mac_ttl_s, mac_retry_s)
+        self._records: dict[tuple[str, int], bytes] = {}  # (ip, port) -> packed BcTarget, for the current MACs
+        self._records_gen = None
+        self._sports: dict[int, bytes] = {}  # socket fd -> its bound port, packed
+        self.sendto_calls = 0
+        self.broadcasts = 0
+
+    def close(self) -> None:
+        self._slot = None
+        self._neigh.close()
+        if self._array is not None:
+            self._array.close()
+            self._array = None
+        for fd in (self._slots_fd, self._ifslot_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._slots_fd = self._ifslot_fd = None
+
+    def __enter__(self) -> "BroadcastSender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether the broadcaster is attached to this sender's interface right now."""
+        return self._usable_slot(time.monotonic()) is not None
+
+    def refresh(self) -> None:
+        """Reload the neighbour table now (e.g. after the caller resolved addresses)."""
+        self._neigh.refresh(time.monotonic())
+
+    def _usable_slot(self, now: float) -> BcSlot | None:
+        slot = self._slot
+        if slot is not None and slot.ifindex == self.ifindex and slot.enabled:
+            return slot
+        self._slot = None
+        if self._array is None or now - self._slot_checked_at < 1.0:
+            return None
+        # the slot may be assigned after this sender was made: look again, at most once a second
+        self._slot_checked_at = now
+        index = ctypes.c_uint32()
+        if _sys.map_lookup(self._ifslot_fd, ctypes.c_uint32(self.ifindex), index) and index.value < BC_MAX_SLOTS:
+            slot = self._array.slots[index.value]
+            if slot.ifindex == self.ifindex and slot.enabled:
+                self._slot = slot
+                self._slot_addr = ctypes.addressof(slot)
+        return self._slot
+
+    def _record(self, target: tuple[str, int], now: float) -> bytes | None:
+        """TARGET packed as a BcTarget with its MAC, or None while its MAC is unknown."""
+        if self._neigh.expired(now):
+            self._neigh.refresh(now)
+        if self._records_gen != self._neigh.generation:
+            self._records.clear()
+            self._records_gen = self._neigh.generation
+        record = self._records.get(target)
+        if record is None:
+            mac = self._neigh.mac(target[0], now)
+            if mac is None:
+                return None
+            if self._records_gen != self._neigh.generation:  # reloaded for this miss: older records may be stale
+                self._records.clear()
+                self._records_gen = self._neigh.generation
+            record = self._records[target] = bytes(BcTarget(
+                addr=(ctypes.c_uint8 * 4)(*socket.inet_aton(target[0])),
+                port=(ctypes.c_uint8 * 2)(*target[1].to_bytes(2, "big")),
+                mac=(ctypes.c_uint8 * 6)(*mac)))
+        return record
+
+    def _sport(self, sock: socket.socket) -> bytes | None:
+        fd = sock.fileno()
+        sport = self._sports.get(fd)
+        if sport is None:
+            port = sock.getsockname()[1]
+            if port == 0:
+                return None  # not bound yet: the first sendto binds it
+            sport = self._sports[fd] = port.to_bytes(2, "big")
+        return sport
+
+    def _sendto(self, sock: socket.socket, payload: bytes, target: tuple[str, int]) -> None:
+        self.sendto_calls += 1
+        sock.sendto(payload, target)
+
+    def send(self, sock: socket.socket, payload: bytes, targets: list[tuple[str, int]]) -> None:
+        """Send PAYLOAD from SOCK (a bound UDP socket on this interface) to every (ip, port) in TARGETS."""
+        if len(targets) < 2:
+            for target in targets:
+                self._sendto(sock, payload, target)
+            return
+        now = time.monotonic()
+        slot = self._usable_slot(now)
+        sport = self._sport(sock) if slot is not None else None
+        if sport is None:
+            for target in targets:
+                self._sendto(sock, payload, target)
+            return
+        records, targeted = [], []
+        for target in targets:
+            record = self._record(target, now)
+            if record is None:
+                self._sendto(sock, payload, target)  # MAC unknown: the kernel resolves it (ARP) for next time
+                continue
+            records.append(record)
+            targeted.append(target)
+        for start in range(0, len(records), BC_MAX_TARGETS):
+            batch = targeted[start:start + BC_MAX_TARGETS]
+            if len(batch) == 1:
+                self._sendto(sock, payload, batch[0])
+            else:
+                self._broadcast(slot, sock, sport, payload, records[start:start + BC_MAX_TARGETS], batch)
+
+    def _broadcast(self, slot: BcSlot, sock, sport: bytes, payload: bytes, records: list[bytes],
+                   targets: list[tuple[str, int]]) -> None:
+        packed = b"".join(records)
+        ctypes.memmove(self._slot_addr + _TARGETS_OFFSET, packed, len(packed))
+        slot.sport[0], slot.sport[1] = sport[0], sport[1]
+        slot.count = len(records)
+        slot.failed = 0
+        slot.generation = (slot.generation + 1) & 0xFFFFFFFF
+        slot.state = BC_ARMED  # last: the program ignores the slot until now
+        try:
+            self._sendto(sock, payload, targets[0])
+        except BaseException:
+            slot.state = BC_IDLE
+            raise
+        if slot.state == BC_DONE:
+            failed = slot.failed
+            slot.state = BC_IDLE
+            self.broadcasts += 1
+            for i, target in enumerate(targets):
+                if failed >> i & 1:
+                    self._sendto(sock, payload, target)
+        else:
+            # the program did not take it (detached meanwhile, or the datagram is waiting for ARP): send the rest
+            slot.state = BC_IDLE
+            for target in targets[1:]:
+                self._sendto(sock, payload, target)

@@ -1,0 +1,159 @@
+/* Shared between the BPF programs in this directory and their Python loaders.
+ *
+ * Every struct here has a ctypes mirror in bpf/_structs.py; the tests compile each program and compare sizes and
+ * field offsets, so a change here must be made there too. Integers are host order unless the field is __be*.
+ * This header holds no map definitions: each program declares its own maps (bcc wants them in the .c file).
+ */
+#ifndef GOSSIP_COMMON_H
+#define GOSSIP_COMMON_H
+
+#include <linux/types.h>
+
+/* ---- wire format v1 (docs/wire-format.md), fixed header at the start of the UDP payload ---- */
+#define GOSSIP_MAGIC          0x4750 /* "GP" */
+#define GOSSIP_FORMAT_VERSION 1
+#define GOSSIP_HEADER_BYTES   24
+#define GOSSIP_MAC_BYTES      16
+
+#define GOSSIP_OFF_MAGIC    0
+#define GOSSIP_OFF_VERSION  2
+#define GOSSIP_OFF_TYPE     3
+#define GOSSIP_OFF_CLUSTER  4
+#define GOSSIP_OFF_ORIGIN   8
+#define GOSSIP_OFF_FLAGS    12
+#define GOSSIP_OFF_BODY_LEN 14
+#define GOSSIP_OFF_SEQ      16
+
+enum gossip_type {
+    GOSSIP_HEARTBEAT = 1,
+    GOSSIP_METADATA = 2,
+    GOSSIP_SWAP_REQ = 3,
+    GOSSIP_SWAP_RESP = 4,
+};
+
+/* The header exactly as on the wire (naturally aligned, no padding). */
+struct gossip_hdr {
+    __be16 magic;
+    __u8 version;
+    __u8 type;
+    __be32 cluster;
+    __be32 origin;
+    __be16 flags;
+    __be16 body_len;
+    __be64 seq;
+};
+
+/* ---- XDP fast path (xdp_fastpath.c): every map is keyed by the ingress ifindex of a node's veth ---- */
+#define FP_MAX_NODES      4096
+#define FP_MAX_HEARTBEATS 131072 /* (node, origin) pairs; LRU: an evicted pair only means the next copy passes */
+
+/* fp_config: ifindex -> what the node on that interface listens for. No entry: the program passes everything. */
+struct fp_config {
+    __u32 cluster_id; /* the 32-bit cluster id from the header */
+    __u16 port;       /* the node's UDP port */
+    __u16 pad;
+};
+
+/* fp_heartbeat: (ifindex, origin) -> highest heartbeat seq the node accepted from origin */
+struct fp_hb_key {
+    __u32 ifindex;
+    __u32 origin;
+};
+
+/* fp_metadata: ifindex -> the metadata version the node holds; versions order by (seq, origin) */
+struct fp_version {
+    __u64 seq;
+    __u32 origin;
+    __u32 pad;
+};
+
+/* fp_stats (per-CPU): ifindex -> one counter per verdict. "passed" is the sum of the passed_<type> counters. */
+enum fp_stat {
+    FP_DROP_FOREIGN_CLUSTER = 0,
+    FP_DROP_UNKNOWN_VERSION,
+    FP_DROP_MALFORMED,
+    FP_DROP_DUPLICATE,
+    FP_DROP_STALE,
+    FP_PASS_HEARTBEAT,
+    FP_PASS_METADATA,
+    FP_PASS_SWAP_REQ,
+    FP_PASS_SWAP_RESP,
+    FP_PASS_OTHER, /* not gossip for this node: not IPv4/UDP, another port, a fragment, IP options */
+    FP_STAT_COUNT,
+};
+
+struct fp_stats {
+    __u64 count[FP_STAT_COUNT];
+};
+
+/* ---- TC egress broadcaster (tc_broadcast.c) ---- */
+#define BC_MAX_TARGETS 32
+#define BC_MAX_SLOTS   1024
+#define BC_MARK        0x42430001 /* skb->mark of a clone on its own pass through the program */
+
+enum bc_state {
+    BC_IDLE = 0,  /* nothing pending */
+    BC_ARMED = 1, /* userspace filled the targets and is about to send the packet to targets[0] */
+    BC_DONE = 2,  /* the program emitted the copies; "failed" says which clones did not go out */
+};
+
+struct bc_target {
+    __be32 addr;
+    __be16 port;
+    __u8 mac[6];
+};
+
+/* bc_slots: one slot per attached interface, in an mmap-able array shared with the sending process.
+ * Userspace writes the targets, then state = BC_ARMED, then sends one datagram to targets[0]; the program
+ * recognises it by (source port, destination address, destination port) and emits the other copies. */
+struct bc_slot {
+    __u32 state;      /* enum bc_state; written last by userspace, and by the program when done */
+    __u32 ifindex;    /* the interface owning the slot, 0 if free */
+    __u32 generation; /* bumped by userspace on each arm; helps when reading a slot by hand */
+    __u32 failed;     /* bit i set: no copy to targets[i] could be made (userspace resends it) */
+    __be16 sport;     /* UDP source port of the socket that sends the armed datagram */
+    __u16 count;      /* targets in use, 1..BC_MAX_TARGETS */
+    __u16 enabled;    /* 1 while the program is attached to ifindex */
+    __u16 pad;
+    struct bc_target targets[BC_MAX_TARGETS];
+};
+
+enum bc_stat {
+    BC_BROADCASTS = 0, /* armed datagrams turned into a broadcast */
+    BC_COPIES,         /* datagrams that left per broadcast, the original included */
+    BC_CLONE_ERRORS,   /* bpf_clone_redirect failed to make a copy: the sender resends it */
+    BC_EGRESS_DROPS,   /* a copy was dropped on egress (a fault filter, a full queue): not resent, like a sendto */
+    BC_MISMATCHES,     /* a slot was armed but the datagram was another one (passed unchanged) */
+    BC_PASSED,         /* everything else, passed unchanged */
+    BC_STAT_COUNT,
+};
+
+struct bc_stats {
+    __u64 count[BC_STAT_COUNT];
+};
+
+/* ---- fault injection (faults.c), attached at TC ingress and/or egress ---- */
+/* ft_loss: (ifindex, peer IPv4) -> drop threshold; peer 0 = any peer. Drop when prandom_u32 < threshold,
+ * so threshold = p * 2^32 (2^32 drops everything). A per-peer entry takes precedence over the wildcard. */
+struct ft_loss_key {
+    __u32 ifindex;
+    __be32 peer;
+};
+
+/* ft_side: IPv4 address -> partition side (>= 1). Drop when both ends have a side and the sides differ. */
+
+enum ft_stat {
+    FT_SEEN = 0,         /* IPv4 packets inspected */
+    FT_DROP_LOSS,
+    FT_DROP_PARTITION,
+    FT_PASSED,
+    FT_STAT_COUNT,
+};
+
+struct ft_stats {
+    __u64 count[FT_STAT_COUNT];
+};
+
+#define FT_MAX_RULES 16384
+
+#endif /* GOSSIP_COMMON_H */

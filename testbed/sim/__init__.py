@@ -1,0 +1,23 @@
+"""testbed.sim: simulate gossip clusters without root, sockets or wall-clock time.
+
+Two fidelities:
+
+- `Simulation` drives one real `gossip.GossipCore` per node on a virtual clock and network (latency models,
+  loss, partitions, crashes, pauses) and records the same events a real node writes. Exact, O(N^2) per cycle.
+- `disseminate` models the spread of ONE rumor over fixed membership views with numpy: the project's forwarding
+  rule and two textbook baselines, up to millions of nodes.
+
+`theory` holds the closed forms the baselines are checked against.
+"""
+
+from . import theory
+from ._dissemination import VARIANTS, DisseminationResult, disseminate
+from ._engine import DEFAULT_LATENCY, EPOCH_S, Simulation, first_times
+from ._errors import SimError
+from ._latency import Constant, Empirical, Exponential, Latency, LatencyModel, Uniform, latency_from_spec
+
+__all__ = [
+    "DEFAULT_LATENCY", "EPOCH_S", "VARIANTS", "Constant", "DisseminationResult", "Empirical", "Exponential",
+    "Latency", "LatencyModel", "SimError", "Simulation", "Uniform", "disseminate", "first_times",
+    "latency_from_spec", "theory",
+]

@@ -1,0 +1,364 @@
+"""Dissemination-only simulation of ONE rumor over fixed membership views, vectorised with numpy.
+
+Where the full engine (`Simulation`) runs every node's real protocol core, this module models only how one rumor
+spreads, for 10^5 .. 10^6 nodes in seconds. Membership is fixed: every node knows every other node, or each node
+knows a fixed random view of ``view_size`` others. Variants:
+
+``"protocol"`` -- the project's rule, as `GossipCore` implements it. The origin sends the rumor to ``fanout``
+    peers with the infected set {origin} + those targets. A node that receives it for the first time accepts it
+    and forwards it once, right away, to up to ``fanout`` peers of its view that are not in the message's infected
+    set; the copies carry that set plus the chosen targets. Later copies are dropped as duplicates. The rumor ends
+    where a holder finds no uninfected peer.
+
+    The infected set is represented exactly, without storing one set per message: a message sent by node x
+    carries {origin} united with the target sets chosen by x and by every ancestor of x on the path the rumor took
+    to reach x (its first-arrival path), because each hop adds exactly its own targets to the set it received.
+    So each node stores its parent and its own ``fanout`` targets (O(n * fanout) memory), and choosing targets
+    walks the ancestor chain: O(hops * fanout) per node, with hops ~ log_fanout(n). The set stays small
+    (1 + fanout * hops ids), which is also why the real wire keeps it an exact list rather than a Bloom filter
+    (``max_hops`` in the result lets you check: a 1400-byte datagram holds ~330 ids). What the model leaves out:
+    views change while the rumor spreads, nodes fail, anti-entropy swaps repair misses, and Bloom-filter false
+    positives (only past ~330 ids). `compare_with_engine` measures the difference against the real cores.
+
+``"infect_and_die"`` -- each node forwards once, on first receipt, to ``fanout`` distinct random peers of its view,
+    knowing nothing about who already has the rumor. Reaches a fraction pi = 1 - exp(-fanout * pi) of the nodes.
+
+``"push"`` -- round-based push: in every round each informed node pushes to ``fanout`` distinct random peers of its
+    view; latency is not used (time is the round number). With fanout 1 it informs everyone in
+    log2(n) + ln(n) + O(1) rounds (Pittel).
+
+Event-driven variants ("protocol", "infect_and_die") are exact discrete-event simulations processed in time
+windows as wide as the latency model's minimum ``min_s`` (the lookahead): a message sent in one window cannot
+arrive in the same window, so every window's arrivals are known when it starts, and each receiver accepts its
+earliest copy (ties broken uniformly at random). When the minimum latency is 0 (an exponential without floor) the
+window is mean/100 and a copy can be accepted up to one window after an earlier-timestamped copy that was
+generated inside the same window: an ordering error bounded by ``window_s``.
+
+This module must never import the protocol core or touch the full engine: it is a model, checked against the
+engine by `compare_with_engine`, not a driver.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._errors import SimError
+from ._latency import Constant, LatencyModel
+
+VARIANTS = ("protocol", "infect_and_die", "push")
+DEFAULT_LATENCY = Constant(delay_s=0.001)
+_SMALL_POOL = 16  # pools of at most this many + 4 * fanout peers are shuffled whole instead of sampled
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class DisseminationResult:
+    """One rumor's spread. ``informed_at[i]`` is when node i first received it (seconds after the origin
+    published; rounds for ``"push"``), ``inf`` if never."""
+
+    variant: str
+    n: int
+    fanout: int
+    loss: float
+    seed: int
+    view_size: int | None
+    origin: int
+    informed_at: np.ndarray
+    messages_sent: int
+    messages_lost: int
+    duplicates: int
+    max_hops: int
+    steps: int  # windows processed (event-driven variants) or rounds run ("push")
+    wall_s: float
+
+    @property
+    def informed(self) -> int:
+        return int(np.isfinite(self.informed_at).sum())
+
+    @property
+    def final_fraction(self) -> float:
+        return self.informed / self.n
+
+    def time_to(self, fraction: float) -> float | None:
+        """When at least FRACTION of all nodes held the rumor; None if that never happened."""
+        need = max(1, math.ceil(fraction * self.n - 1e-9))
+        if need > self.informed:
+            return None
+        return float(np.partition(self.informed_at, need - 1)[need - 1])
+
+    @property
+    def t50(self) -> float | None:
+        return self.time_to(0.5)
+
+    @property
+    def t90(self) -> float | None:
+        return self.time_to(0.9)
+
+    @property
+    def t100(self) -> float | None:
+        return self.time_to(1.0)
+
+    def coverage(self, points: int | None = 200) -> tuple[np.ndarray, np.ndarray]:
+        """The coverage curve: times (or rounds) and the fraction of all nodes informed by then.
+
+        With POINTS, at most that many points, evenly spaced in fraction; None gives one point per node (or per
+        round for ``"push"``).
+        """
+        times = np.sort(self.informed_at[np.isfinite(self.informed_at)])
+        fractions = np.arange(1, times.size + 1) / self.n
+        if self.variant == "push":
+            rounds, last = np.unique(times, return_index=False), None
+            last = np.searchsorted(times, rounds, side="right")
+            return rounds, last / self.n
+        if points is not None and times.size > points:
+            idx = np.unique(np.linspace(0, times.size - 1, points).round().astype(np.int64))
+            return times[idx], fractions[idx]
+        return times, fractions
+
+    def summary(self) -> dict:
+        """The figures of this run as a JSON-ready dict."""
+        return {"variant": self.variant, "n": self.n, "fanout": self.fanout, "loss": self.loss, "seed": self.seed,
+                "view_size": self.view_size, "informed": self.informed, "final_fraction": self.final_fraction,
+                "t50": self.t50, "t90": self.t90, "t100": self.t100, "messages_sent": self.messages_sent,
+                "messages_lost": self.messages_lost, "duplicates": self.duplicates, "max_hops": self.max_hops,
+                "steps": self.steps, "wall_s": self.wall_s}
+
+
+def disseminate(n: int, variant: str = "protocol", fanout: int = 3, latency: LatencyModel = DEFAULT_LATENCY,
+                loss: float = 0.0, seed: int = 0, *, view_size: int | None = None, origin: int = 0,
+                window_s: float | None = None, max_rounds: int | None = None) -> DisseminationResult:
+    """Spread one rumor from node ORIGIN over N nodes and return its coverage, times and message counts.
+
+    Arguments:
+        variant: ``"protocol"``, ``"infect_and_die"`` or ``"push"`` (see the module docstring).
+        fanout: targets per forward (per round for ``"push"``).
+        latency: one-way latency model of every message (not used by ``"push"``).
+        loss: probability that any one message is lost.
+        seed: seeds the numpy generator that makes every random choice (same seed, same result).
+        view_size: each node knows this many random other nodes (fixed); None means everyone knows everyone.
+        window_s: override the event window (default: the latency model's minimum, see the module docstring).
+        max_rounds: ``"push"`` only: give up after this many rounds (default: 20 * (log2 n + ln n) + 100).
+    """
+    if variant not in VARIANTS:
+        raise SimError(f"variant: must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    if not isinstance(n, int) or n < 2:
+        raise SimError(f"n: must be an integer >= 2, got {n!r}")
+    if not isinstance(fanout, int) or fanout < 1:
+        raise SimError(f"fanout: must be an integer >= 1, got {fanout!r}")
+    if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not 0.0 <= loss <= 1.0:
+        raise SimError(f"loss: must be a probability in [0, 1], got {loss!r}")
+    if view_size is not None and (not isinstance(view_size, int) or view_size < 1):
+        raise SimError(f"view_size: must be an integer >= 1 or None, got {view_size!r}")
+    if not isinstance(origin, int) or not 0 <= origin < n:
+        raise SimError(f"origin: must be a node index in [0, {n}), got {origin!r}")
+    if view_size is not None and view_size >= n - 1:
+        view_size = None  # a view of everyone else is the full view
+    started = time.perf_counter()
+    gen = np.random.default_rng(seed)
+    views = _random_views(gen, n, view_size) if view_size is not None else None
+    spread = _Spread(gen=gen, n=n, fanout=fanout, views=views, origin=origin)
+    if variant == "push":
+        steps = spread.push_rounds(loss, max_rounds if max_rounds is not None else
+                                   int(20 * (math.log2(n) + math.log(n))) + 100)
+    else:
+        steps = spread.events(variant == "protocol", latency, loss, window_s)
+    return DisseminationResult(variant=variant, n=n, fanout=fanout, loss=float(loss), seed=seed,
+                               view_size=view_size, origin=origin, informed_at=spread.informed_at,
+                               messages_sent=spread.sent, messages_lost=spread.lost, duplicates=spread.duplicates,
+                               max_hops=spread.max_hops, steps=steps, wall_s=time.perf_counter() - started)
+
+
+def _random_views(gen: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """Row i: K distinct nodes other than i, uniformly at random."""
+    views = gen.integers(0, n - 1, (n, k), dtype=np.int64)
+    views += views >= np.arange(n)[:, None]  # skip self
+    views = views.astype(np.int32)
+    while True:
+        views.sort(axis=1)
+        dup = np.zeros(views.shape, dtype=bool)
+        dup[:, 1:] = views[:, 1:] == views[:, :-1]
+        rows, cols = np.nonzero(dup)
+        if rows.size == 0:
+            return views
+        redraw = gen.integers(0, n - 1, rows.size, dtype=np.int64)
+        redraw += redraw >= rows
+        views[rows, cols] = redraw
+
+
+class _Spread:
+    """The state of one rumor: who holds it since when, from whom, and whom each holder sent it to."""
+
+    def __init__(self, *, gen: np.random.Generator, n: int, fanout: int, views: np.ndarray | None,
+                 origin: int) -> None:
+        self.gen, self.n, self.fanout, self.views, self.origin = gen, n, fanout, views, origin
+        self.pool = n - 1 if views is None else views.shape[1]
+        self.informed_at = np.full(n, np.inf)
+        self.parent = np.full(n, -1, dtype=np.int32)
+        self.depth = np.zeros(n, dtype=np.int32)
+        self.targets = np.full((n, fanout), -1, dtype=np.int32)
+        self.sent = self.lost = self.duplicates = self.max_hops = 0
+
+    # ---- choosing targets ----------------------------------------------------------------------------------
+
+    def pick(self, x: np.ndarray, walk: bool) -> np.ndarray:
+        """For each node in X: up to fanout distinct random peers of its view, excluding itself, the origin and
+        (with WALK) every node in the infected set it received. Returns (len(x), fanout), -1 where none."""
+        f = self.fanout
+        out = np.full((x.size, f), -1, dtype=np.int32)
+        filled = np.zeros(x.size, dtype=np.int64)
+        pending = np.arange(x.size)
+        whole = self.pool <= _SMALL_POOL + 4 * f
+        for attempt in range(4):
+            if pending.size == 0:
+                break
+            last = whole or attempt == 3
+            xs = x[pending]
+            cands = self._shuffled_pool(xs) if last else self._draw(xs, 2 * f + 4)
+            bad = (cands == xs[:, None]) | (cands == self.origin)
+            bad |= (cands[:, :, None] == out[pending][:, None, :]).any(2)  # chosen in an earlier attempt
+            if not last:
+                for j in range(1, cands.shape[1]):  # a repeat of an earlier candidate of the same row
+                    bad[:, j] |= (cands[:, :j] == cands[:, j:j + 1]).any(1)
+            if walk:
+                self._exclude_infected(xs, cands, bad)
+            valid = ~bad
+            rank = np.cumsum(valid, axis=1)
+            take = valid & (rank <= (f - filled[pending])[:, None])
+            r, c = np.nonzero(take)
+            out[pending[r], filled[pending][r] + rank[r, c] - 1] = cands[r, c]
+            filled[pending] += take.sum(1)
+            if last:
+                break
+            pending = pending[filled[pending] < f]
+        return out
+
+    def _draw(self, xs: np.ndarray, m: int) -> np.ndarray:
+        if self.views is None:
+            return self.gen.integers(0, self.n, (xs.size, m), dtype=np.int32)
+        return self.views[xs[:, None], self.gen.integers(0, self.pool, (xs.size, m))]
+
+    def _shuffled_pool(self, xs: np.ndarray) -> np.ndarray:
+        """Every peer of each row's pool in random order (the last resort, and the way for tiny pools)."""
+        if self.views is None:
+            out = np.empty((xs.size, self.n), dtype=np.int32)
+            for lo in range(0, xs.size, max(1, 2_000_000 // self.n)):  # bounded memory when n is large
+                hi = min(xs.size, lo + max(1, 2_000_000 // self.n))
+                out[lo:hi] = np.argsort(self.gen.random((hi - lo, self.n)), axis=1)
+            return out
+        order = np.argsort(self.gen.random((xs.size, self.pool)), axis=1)
+        return self.views[xs[:, None], order]
+
+    def _exclude_infected(self, xs: np.ndarray, cands: np.ndarray, bad: np.ndarray) -> None:
+        """Mark candidates in the infected set each X received: its ancestors' target sets (see the module
+        docstring; the origin and X itself are excluded by the caller)."""
+        rows = np.arange(xs.size)
+        a = self.parent[xs]
+        while True:
+            live = a >= 0
+            if not live.all():
+                rows, a = rows[live], a[live]
+            if rows.size == 0:
+                return
+            hit = (cands[rows][:, :, None] == self.targets[a][:, None, :]).any(2)
+            bad[rows] |= hit
+            a = self.parent[a]
+
+    # ---- round-based push ------------------------------------------------------------------------------------
+
+    def push_rounds(self, loss: float, max_rounds: int) -> int:
+        gen, n, f = self.gen, self.n, self.fanout
+        informed = np.zeros(n, dtype=bool)
+        informed[self.origin] = True
+        self.informed_at[self.origin] = 0
+        count, rounds = 1, 0
+        while count < n and rounds < max_rounds:
+            rounds += 1
+            senders = np.flatnonzero(informed)
+            if f == 1:
+                if self.views is None:
+                    tg = gen.integers(0, n - 1, senders.size)
+                    tg += tg >= senders
+                else:
+                    tg = self.views[senders, gen.integers(0, self.pool, senders.size)]
+            else:
+                tg = self.pick(senders, walk=False).ravel()
+                tg = tg[tg >= 0]
+            self.sent += tg.size
+            if loss > 0:
+                kept = gen.random(tg.size) >= loss
+                self.lost += int(tg.size - kept.sum())
+                tg = tg[kept]
+            new = np.unique(tg[~informed[tg]])
+            self.duplicates += int(tg.size - new.size)
+            informed[new] = True
+            self.informed_at[new] = rounds
+            count += new.size
+        self.max_hops = rounds
+        return rounds
+
+    # ---- event-driven variants -------------------------------------------------------------------------------
+
+    def events(self, walk: bool, latency: LatencyModel, loss: float, window_s: float | None) -> int:
+        gen = self.gen
+        exact = window_s is None and latency.min_s > 0
+        width = window_s if window_s is not None else latency.min_s
+        if not width > 0:
+            width = latency.mean_s / 100 if latency.mean_s > 0 else 1.0
+        buckets: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        pending: list[int] = []
+
+        def send(senders: np.ndarray, at: np.ndarray, window: int) -> None:
+            tg = self.pick(senders, walk)
+            self.targets[senders] = tg
+            rows, cols = np.nonzero(tg >= 0)
+            src, dst = senders[rows], tg[rows, cols]
+            self.sent += dst.size
+            if loss > 0:
+                kept = gen.random(dst.size) >= loss
+                self.lost += int(dst.size - kept.sum())
+                src, dst, rows = src[kept], dst[kept], rows[kept]
+            if dst.size == 0:
+                return
+            arrive = at[rows] + latency.sample_array(gen, dst.size)
+            win = np.floor(arrive / width).astype(np.int64)
+            np.maximum(win, window + 1 if exact else window, out=win)  # causality, whatever the rounding
+            order = np.argsort(win, kind="stable")
+            win, arrive, src, dst = win[order], arrive[order], src[order], dst[order]
+            keys, starts = np.unique(win, return_index=True)
+            bounds = list(starts[1:]) + [win.size]
+            for key, lo, hi in zip(keys.tolist(), starts.tolist(), bounds):
+                if key not in buckets:
+                    buckets[key] = []
+                    heapq.heappush(pending, key)
+                buckets[key].append((arrive[lo:hi], dst[lo:hi], src[lo:hi]))
+
+        origin = np.array([self.origin], dtype=np.int32)
+        self.informed_at[self.origin] = 0.0
+        send(origin, np.zeros(1), 0)
+        steps = 0
+        while pending:
+            window = heapq.heappop(pending)
+            chunks = buckets.pop(window)
+            steps += 1
+            arrive = np.concatenate([c[0] for c in chunks])
+            dst = np.concatenate([c[1] for c in chunks])
+            src = np.concatenate([c[2] for c in chunks])
+            fresh = ~np.isfinite(self.informed_at[dst])
+            arrive, dst, src = arrive[fresh], dst[fresh], src[fresh]
+            order = np.lexsort((gen.random(arrive.size), arrive))  # earliest first, ties at random
+            dst_sorted = dst[order]
+            new, first = np.unique(dst_sorted, return_index=True)
+            self.duplicates += int(fresh.size - new.size)
+            pick = order[first]
+            at = arrive[pick]
+            self.informed_at[new] = at
+            self.parent[new] = src[pick]
+            self.depth[new] = self.depth[src[pick]] + 1
+            if new.size:
+                self.max_hops = max(self.max_hops, int(self.depth[new].max()))
+                send(new.astype(np.int32), at, window)
+        return steps

@@ -1,0 +1,550 @@
+"""The full-fidelity simulator: one real `GossipCore` per node, a virtual clock and a virtual network.
+
+This is the second driver of the protocol core (the asyncio node in `gossip._node` is the first). It feeds the
+cores exactly what a real node feeds them -- decoded messages (or, with ``wire=True``, signed datagrams through the
+real codec), the current time, a seeded `random.Random` -- and records their events in the same JSON-lines format
+a node writes with ``--events``, so the testbed's checkers and plots read a simulated run like a real one.
+
+Time is virtual: a heap of (time, sequence, action) entries, processed in order; nothing ever sleeps. Every random
+choice comes from a generator derived from the run's seed (one per node incarnation, one for the network), so the
+same seed gives a byte-identical events file.
+
+This module must never touch a socket, the wall clock or the module-level random generator, and never reach into
+the core's private state: anything it needs from the core goes through the driver interface a real node uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import IO, Iterable, Sequence
+
+from gossip import GossipCore, Identity, NodeConfig, Version
+from gossip import node_id as wire_node_id
+
+from ._errors import SimError
+from ._latency import Constant, LatencyModel
+
+EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
+DEFAULT_LATENCY = Constant(delay_s=0.001)
+
+_UP, _PAUSED, _DOWN = "up", "paused", "down"
+_DELIVER, _TICK = 0, 1
+_ROUTINE_DROPS = ("duplicate", "stale")  # a real node leaves these out of its log too; they are in `stats`
+_SEEDINGS = ("tree", "first", "all", "none")
+
+
+class _SimNode:
+    """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
+
+    __slots__ = ("index", "name", "identity", "config", "seeds", "core", "state", "incarnation", "token",
+                 "queue", "next_stats", "loss")
+
+    def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
+        self.index, self.name, self.identity, self.config = index, name, identity, config
+        self.seeds: tuple[tuple[str, int], ...] = ()
+        self.core: GossipCore | None = None
+        self.state = _DOWN
+        self.incarnation = 0
+        self.token = 0  # bumped whenever the pending timer entry must be ignored (crash, pause, restart)
+        self.queue: list = []  # messages that arrived while paused, in arrival order
+        self.next_stats = 0.0
+        self.loss = 0.0
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _event_fields(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+class Simulation:
+    """A deterministic discrete-event run of many gossip nodes on one virtual network.
+
+    Times given to and returned by the methods are seconds since the start of the simulation (`time_s`); the
+    ``t`` of each event record is the virtual clock the cores see, ``epoch_s + time_s``, as a real node writes its
+    wall-clock time. Nodes are named; operations take names. Operations act at the current time: to do something
+    at t = 12 s, `run_until(12)` and then call it.
+
+    Arguments:
+        seed: the run's seed; every random choice derives from it.
+        config: the template `NodeConfig` for every node (``listen_addr`` is replaced by the node's virtual
+            address; ``listen_port`` is kept). `add_node` takes a per-node override.
+        latency: the default one-way latency model of every link (`set_latency` overrides per link).
+        loss: the probability that the network drops any one message.
+        wire: pass signed datagrams through the real codec instead of message objects (slower; for validation).
+        keep_events: keep the records in memory (`events`); turn off for very large runs.
+        events_path: also stream the records to this JSON-lines file as they happen.
+        record_kinds: record only these event kinds (``"stats"`` included); ``None`` records what a node records.
+        record_stats: write a ``stats`` record per node per cycle, as a node does by default.
+        record_refreshes: make the cores report every heartbeat refresh (``member_refreshed``).
+    """
+
+    def __init__(self, *, seed: int = 0, config: NodeConfig | None = None,
+                 latency: LatencyModel = DEFAULT_LATENCY, loss: float = 0.0, wire: bool = False,
+                 epoch_s: float = EPOCH_S, keep_events: bool = True, events_path: str | Path | None = None,
+                 record_kinds: Iterable[str] | None = None, record_stats: bool = True,
+                 record_refreshes: bool = False) -> None:
+        self.seed = seed
+        self.config = config if config is not None else NodeConfig()
+        self.wire = wire
+        self.epoch_s = float(epoch_s)
+        self._now = self.epoch_s
+        self._heap: list[tuple] = []
+        self._seq = itertools.count()
+        self._net_rng = random.Random(f"{seed}/network")
+        self._latency: LatencyModel = latency
+        self._links: dict[tuple[int, int], LatencyModel] = {}
+        self._nodes: list[_SimNode] = []
+        self._loss = 0.0
+        self._any_loss = False
+        self.set_loss(loss)
+        self._by_name: dict[str, _SimNode] = {}
+        self._by_endpoint: dict[tuple[str, int], int] = {}
+        self._name_by_id: dict[int, str] = {}
+        self._side: list[int] = []  # partition side of each node; messages cross only between equal sides
+        self._next_addr = 0
+        self._net: Counter[str] = Counter()
+        self._keep = keep_events
+        self._records: list[dict] = []
+        self._kinds = frozenset(record_kinds) if record_kinds is not None else None
+        self._record_stats = record_stats and (self._kinds is None or "stats" in self._kinds)
+        self._record_refreshes = record_refreshes
+        self._out: IO[str] | None = open(events_path, "w", encoding="utf-8") if events_path is not None else None
+
+    # ---- context -------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Simulation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the streamed events file, if any. Idempotent."""
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    # ---- nodes ---------------------------------------------------------------------------------------------
+
+    def add_node(self, name: str | None = None, *, seeds: Iterable[str | tuple[str, int]] = (),
+                 config: NodeConfig | None = None, private: bytes = b"") -> str:
+        """Start a new node now, knowing SEEDS (node names or (addr, port) endpoints); returns its name."""
+        node = self._allocate(name, config, private)
+        self._start(node, self._endpoints(seeds))
+        return node.name
+
+    def add_nodes(self, count: int, *, seeding: str = "tree", prefix: str = "n",
+                  config: NodeConfig | None = None) -> list[str]:
+        """Start COUNT nodes now, named PREFIX + index, seeded among themselves.
+
+        ``seeding``: ``"tree"`` (node i knows node (i-1)//2 of this batch, one seed each, like the loopback
+        cluster), ``"first"`` (all know the first), ``"all"`` (everyone knows everyone: full views at once) or
+        ``"none"``.
+        """
+        if seeding not in _SEEDINGS:
+            raise SimError(f"seeding: must be one of {', '.join(_SEEDINGS)}, got {seeding!r}")
+        if not isinstance(count, int) or count < 0:
+            raise SimError(f"count: must be an integer >= 0, got {count!r}")
+        base = len(self._nodes)
+        batch = [self._allocate(f"{prefix}{base + i}", config, b"") for i in range(count)]
+        every = tuple(n.identity.endpoint for n in batch)
+        for i, node in enumerate(batch):
+            if seeding == "tree":
+                seeds = (batch[(i - 1) // 2].identity.endpoint,) if i else ()
+            elif seeding == "first":
+                seeds = (every[0],) if i else ()
+            elif seeding == "all":
+                seeds = every[:i] + every[i + 1:]
+            else:
+                seeds = ()
+            self._start(node, seeds)
+        return [n.name for n in batch]
+
+    def crash(self, name: str) -> None:
+        """Kill the node (like SIGKILL): its core and anything queued for it are discarded."""
+        node = self._node(name, _UP, _PAUSED)
+        node.core, node.state, node.queue = None, _DOWN, []
+        node.token += 1
+
+    def restart(self, name: str) -> None:
+        """Start a crashed node again on the same endpoint: a fresh core (new random stream) that re-seeds."""
+        node = self._node(name, _DOWN)
+        node.incarnation += 1
+        self._start(node, node.seeds)
+
+    def leave(self, name: str) -> None:
+        """Graceful leave: stop the node's heartbeats, then stop the node."""
+        self.stop_heartbeats(name)
+        self.crash(name)
+
+    def pause(self, name: str) -> None:
+        """Freeze the node (like SIGSTOP): it ticks nothing; what arrives is queued, up to its ``buffer``."""
+        node = self._node(name, _UP)
+        node.state = _PAUSED
+        node.token += 1
+
+    def resume(self, name: str) -> None:
+        """Unfreeze the node: it processes its queued messages now, then runs its overdue timer."""
+        node = self._node(name, _PAUSED)
+        node.state = _UP
+        core, now, queue = node.core, self._now, node.queue
+        node.queue = []
+        for item in queue:
+            self._receive(core, item, now)
+        self._flush(node)
+        node.token += 1
+        self._schedule_tick(node, now)
+
+    def publish(self, name: str, data: bytes) -> Version:
+        """The node publishes DATA now; returns the version it chose."""
+        node = self._node(name, _UP)
+        version = node.core.publish(data, self._now)
+        self._flush(node)
+        return version
+
+    def stop_heartbeats(self, name: str) -> None:
+        node = self._node(name, _UP)
+        node.core.stop()
+        self._flush(node)
+
+    def start_heartbeats(self, name: str) -> None:
+        node = self._node(name, _UP)
+        node.core.start()
+        self._flush(node)
+
+    # ---- network -------------------------------------------------------------------------------------------
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the network: messages cross only between nodes of the same group. Nodes in no group (and nodes
+        added later) form one more group together. Replaces any earlier partition."""
+        side = [0] * len(self._nodes)
+        seen: set[str] = set()
+        for g, members in enumerate(groups, start=1):
+            for name in members:
+                if name in seen:
+                    raise SimError(f"partition: node {name!r} is in two groups")
+                seen.add(name)
+                side[self._node(name).index] = g
+        self._side = side
+
+    def heal(self) -> None:
+        """Remove the partition."""
+        self._side = [0] * len(self._nodes)
+
+    def set_loss(self, probability: float, node: str | None = None) -> None:
+        """Drop each message with PROBABILITY: on every link, or (with NODE) on messages to or from that node,
+        on top of the global loss."""
+        if isinstance(probability, bool) or not isinstance(probability, (int, float)) \
+                or not 0.0 <= probability <= 1.0:
+            raise SimError(f"loss: must be a probability in [0, 1], got {probability!r}")
+        if node is None:
+            self._loss = float(probability)
+        else:
+            self._node(node).loss = float(probability)
+        self._any_loss = self._loss > 0 or any(n.loss > 0 for n in self._nodes)
+
+    def set_latency(self, latency: LatencyModel, *, src: str | None = None, dst: str | None = None) -> None:
+        """Set the default latency model, or (with both SRC and DST) the model of the one link SRC -> DST."""
+        if src is None and dst is None:
+            self._latency = latency
+            return
+        if src is None or dst is None:
+            raise SimError("set_latency: give both src and dst for a link, or neither for the default")
+        self._links[(self._node(src).index, self._node(dst).index)] = latency
+
+    def network_stats(self) -> dict[str, int]:
+        """What the network did: messages sent, delivered, and dropped per reason (``loss``, ``partition``,
+        ``down``: the destination was not running, ``unknown``: no node at that endpoint,
+        ``paused_overflow``: the destination was paused and its queue full)."""
+        return dict(self._net)
+
+    # ---- time ----------------------------------------------------------------------------------------------
+
+    @property
+    def time_s(self) -> float:
+        """Seconds since the start of the simulation."""
+        return self._now - self.epoch_s
+
+    def run_until(self, t_s: float) -> None:
+        """Process everything due up to simulation time T_S (seconds since the start), then stand at T_S."""
+        end = self.epoch_s + t_s
+        if end < self._now:
+            raise SimError(f"run_until: {t_s} s is in the past (now {self.time_s} s)")
+        heap, nodes, pop = self._heap, self._nodes, heapq.heappop
+        wire, route, record = self.wire, self._route, self._record
+        delivered = queued_over = down = 0
+        try:
+            while heap and heap[0][0] <= end:
+                when, _, kind, idx, item = pop(heap)
+                self._now = when
+                node = nodes[idx]
+                if kind == _DELIVER:
+                    state = node.state
+                    if state is _UP:
+                        # `_receive` and `_flush`, inlined: this is the simulator's innermost loop
+                        delivered += 1
+                        core = node.core
+                        if wire:
+                            core.receive(item, when)
+                        else:
+                            core.stats["packets_in"] += 1
+                            core.receive_message(item, when)
+                        sends = core.take_sends()
+                        if sends:
+                            route(idx, sends)
+                        core.take_accepted()
+                        events = core.take_events()
+                        if events:
+                            record(node, events)
+                    elif state is _PAUSED:
+                        if len(node.queue) < node.config.buffer:
+                            node.queue.append(item)
+                        else:
+                            queued_over += 1
+                    else:
+                        down += 1
+                elif item == node.token and node.state is _UP:
+                    self._tick(node)
+        finally:
+            net = self._net
+            net["delivered"] += delivered
+            if queued_over:
+                net["dropped_paused_overflow"] += queued_over
+            if down:
+                net["dropped_down"] += down
+        self._now = end
+
+    def run_for(self, dt_s: float) -> None:
+        self.run_until(self.time_s + dt_s)
+
+    # ---- observation ---------------------------------------------------------------------------------------
+
+    @property
+    def events(self) -> list[dict]:
+        """Every record so far (with ``keep_events``), oldest first; the list is live, do not modify it."""
+        return self._records
+
+    def write_events(self, path: str | Path) -> None:
+        """Write the kept records to PATH as JSON lines, byte for byte as they were streamed."""
+        with open(path, "w", encoding="utf-8") as f:
+            for rec in self._records:
+                f.write(json.dumps(rec) + "\n")
+
+    @property
+    def node_names(self) -> list[str]:
+        """Every node ever added, in the order added."""
+        return [n.name for n in self._nodes]
+
+    def node_state(self, name: str) -> str:
+        """``"up"``, ``"paused"`` or ``"down"``."""
+        return self._node(name).state
+
+    def live_nodes(self) -> list[str]:
+        """The nodes whose process exists (up or paused), in the order added."""
+        return [n.name for n in self._nodes if n.state is not _DOWN]
+
+    def identity(self, name: str) -> Identity:
+        return self._node(name).identity
+
+    def core(self, name: str) -> GossipCore:
+        """The running core of node NAME, for inspection (driving it directly bypasses the simulator)."""
+        return self._node(name, _UP, _PAUSED).core
+
+    def views(self) -> dict[str, list[str]]:
+        """Each live node's member list (itself excluded) as node names, in the order nodes were added."""
+        order = {n.name: n.index for n in self._nodes}
+        out = {}
+        for n in self._nodes:
+            if n.state is _DOWN:
+                continue
+            names = [self._name_by_id.get(i, f"{i:#010x}") for i in n.core.live_ids()]
+            out[n.name] = sorted(names, key=lambda x: order.get(x, len(order)))
+        return out
+
+    def metadata(self) -> dict[str, tuple[Version, bytes]]:
+        """Each live node's metadata version and value."""
+        return {n.name: n.core.read() for n in self._nodes if n.state is not _DOWN}
+
+    def membership_converged(self) -> bool:
+        """True when every live node lists exactly the other live nodes."""
+        live = self.live_nodes()
+        everyone = set(live)
+        return all(set(view) == everyone - {name} for name, view in self.views().items())
+
+    # ---- internals -----------------------------------------------------------------------------------------
+
+    def _node(self, name: str, *states: str) -> _SimNode:
+        node = self._by_name.get(name)
+        if node is None:
+            raise SimError(f"no node named {name!r}")
+        if states and node.state not in states:
+            raise SimError(f"node {name!r} is {node.state}; this needs it {' or '.join(states)}")
+        return node
+
+    def _endpoints(self, seeds: Iterable[str | tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+        out = []
+        for s in seeds:
+            if isinstance(s, str):
+                out.append(self._node(s).identity.endpoint)
+            elif isinstance(s, tuple) and len(s) == 2:
+                out.append((str(s[0]), int(s[1])))
+            else:
+                raise SimError(f"seeds: expected a node name or an (addr, port) pair, got {s!r}")
+        return tuple(out)
+
+    def _allocate(self, name: str | None, config: NodeConfig | None, private: bytes) -> _SimNode:
+        """Reserve a name and an endpoint; the node does not run until `_start`."""
+        index = len(self._nodes)
+        name = f"n{index}" if name is None else name
+        if not isinstance(name, str) or not name:
+            raise SimError(f"name: must be a non-empty string, got {name!r}")
+        if name in self._by_name:
+            raise SimError(f"name: a node named {name!r} exists")
+        template = config if config is not None else self.config
+        while True:  # next free 10.x.y.z whose node id collides with no other node
+            self._next_addr += 1
+            a = self._next_addr
+            if a & 0xFF in (0, 255):
+                continue
+            addr = f"10.{(a >> 16) & 0xFF}.{(a >> 8) & 0xFF}.{a & 0xFF}"
+            nid = wire_node_id(addr, template.listen_port)
+            if nid not in self._name_by_id:
+                break
+        node_config = dataclasses.replace(template, listen_addr=addr)
+        try:
+            identity = Identity(name=name, addr=addr, port=node_config.listen_port, private=private)
+        except ValueError as e:
+            raise SimError(f"node {name!r}: {e}") from None
+        node = _SimNode(index, name, identity, node_config)
+        self._nodes.append(node)
+        self._by_name[name] = node
+        self._by_endpoint[identity.endpoint] = index
+        self._name_by_id[nid] = name
+        self._side.append(0)
+        return node
+
+    def _start(self, node: _SimNode, seeds: tuple[tuple[str, int], ...]) -> None:
+        """What `Node.join` does: a fresh core, the seeds, and the timer's first tick right away."""
+        now = self._now
+        rng = random.Random(f"{self.seed}/{node.name}/{node.incarnation}")
+        node.core = GossipCore(config=node.config, identity=node.identity, rng=rng, now=now,
+                               record_refreshes=self._record_refreshes)
+        node.state, node.queue, node.seeds = _UP, [], seeds
+        node.next_stats = now
+        for addr, port in seeds:
+            node.core.set(Identity(name="", addr=addr, port=port), now)
+        self._flush(node)
+        node.token += 1
+        self._schedule_tick(node, now)
+
+    def _schedule_tick(self, node: _SimNode, when: float) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), _TICK, node.index, node.token))
+
+    def _receive(self, core: GossipCore, item, now: float) -> None:
+        if self.wire:
+            core.receive(item, now)
+        else:
+            core.stats["packets_in"] += 1  # what `receive` counts before decoding, so stats match a real node
+            core.receive_message(item, now)
+
+    def _tick(self, node: _SimNode) -> None:
+        """One pass of `Node._run_timer`: tick, the stats record when due, flush, sleep until the next deadline."""
+        now, core, cycle = self._now, node.core, node.config.cycle_s
+        core.tick(now)
+        if now >= node.next_stats:
+            node.next_stats = now + cycle
+            if self._record_stats:
+                self._write({"t": round(now, 6), "node": node.name, "kind": "stats", **core.stats})
+        self._flush(node)
+        delay = min(core.next_deadline(), node.next_stats) - now
+        self._schedule_tick(node, now + min(max(delay, 0.001), cycle))
+
+    def _flush(self, node: _SimNode) -> None:
+        """What `Node._flush` does: sends go on the network, accepted state is dropped (no fast path), events
+        are recorded."""
+        core = node.core
+        sends = core.take_sends()
+        if sends:
+            self._route(node.index, sends)
+        core.take_accepted()
+        events = core.take_events()
+        if events:
+            self._record(node, events)
+
+    def _route(self, src: int, sends: list) -> None:
+        now, heap, push, seq = self._now, self._heap, heapq.heappush, self._seq
+        by_endpoint, side, src_side = self._by_endpoint, self._side, self._side[src]
+        rng, default, links, wire = self._net_rng, self._latency, self._links, self.wire
+        loss, nodes = self._any_loss, self._nodes
+        net = self._net
+        sent = unknown = partitioned = lost = 0
+        for send in sends:
+            item = send.payload if wire else send.message
+            for endpoint in send.targets:
+                sent += 1
+                dst = by_endpoint.get(endpoint)
+                if dst is None:
+                    unknown += 1
+                    continue
+                if side[dst] != src_side:
+                    partitioned += 1
+                    continue
+                if loss:
+                    keep = (1.0 - self._loss) * (1.0 - nodes[src].loss) * (1.0 - nodes[dst].loss)
+                    if keep < 1.0 and rng.random() >= keep:
+                        lost += 1
+                        continue
+                model = links.get((src, dst), default) if links else default
+                push(heap, (now + model.sample(rng), next(seq), _DELIVER, dst, item))
+        net["sent"] += sent
+        if unknown:
+            net["dropped_unknown"] += unknown
+        if partitioned:
+            net["dropped_partition"] += partitioned
+        if lost:
+            net["dropped_loss"] += lost
+
+    def _record(self, node: _SimNode, events: Sequence) -> None:
+        """What `Node._record` writes: one line per event except routine duplicate/stale drops."""
+        kinds, t = self._kinds, round(self._now, 6)
+        for ev in events:
+            kind = ev.kind
+            if kind == "packet_dropped" and ev.reason in _ROUTINE_DROPS:
+                continue
+            if kinds is not None and kind not in kinds:
+                continue
+            rec = {"t": t, "node": node.name}
+            for f in _event_fields(type(ev)):
+                rec[f] = getattr(ev, f)
+            rec["kind"] = kind
+            self._write(rec)
+
+    def _write(self, rec: dict) -> None:
+        if self._keep:
+            self._records.append(rec)
+        if self._out is not None:
+            self._out.write(json.dumps(rec) + "\n")
+
+
+def first_times(events: Iterable[dict], kind: str, **match) -> dict[str, float]:
+    """The earliest ``t`` at which each node recorded an event of KIND whose fields equal MATCH."""
+    out: dict[str, float] = {}
+    for rec in events:
+        if rec["kind"] != kind or any(rec.get(k) != v for k, v in match.items()):
+            continue
+        if rec["node"] not in out or rec["t"] < out[rec["node"]]:
+            out[rec["node"]] = rec["t"]
+    return out
+
+

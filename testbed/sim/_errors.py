@@ -1,0 +1,11 @@
+"""The simulator's error: raised when the caller misuses it (an unknown node, a bad parameter, an impossible op).
+
+A simulated peer can never raise: like a real node, the protocol core counts and drops bad input. So there is one
+family only, the "you misused the API" one.
+"""
+
+from __future__ import annotations
+
+
+class SimError(ValueError):
+    """The caller asked the simulator for something invalid; the message names the argument or node."""

@@ -1,0 +1,217 @@
+"""The TC broadcaster on a bridge of namespaces: exactly one copy per target, valid checksums, same bytes as sendto.
+
+Offloads are off on every veth so the stack computes full checksums and a wrong incremental update by the program
+would show. Frames leaving the sender are captured on the root-side end of its veth and checked with scapy.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from bpf import BroadcastSender
+from bpf_testnet import Testnet, drain, sh
+from gossip._wire import MetadataRumor, cluster_id, encode
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
+
+PORT = 7946
+RECEIVERS = 16
+OUTSIDERS = 2  # never targeted: must never receive anything
+PAYLOAD = encode(MetadataRumor(cluster=cluster_id("bc-test"), origin=1, version=7, data=b"hello"), key=b"k")
+
+
+@pytest.fixture(scope="module")
+def bridged():
+    with Testnet(1 + RECEIVERS + OUTSIDERS, bridge=True, offloads=False) as net:
+        sender = net.nodes[0]
+        for peer in net.nodes[1:]:
+            net.set_neighbour(sender, peer)
+        net.sender_sock = net.udp_socket(sender, PORT)
+        net.socks = {n.ip: net.udp_socket(n, PORT) for n in net.nodes[1:]}
+        yield net
+
+
+@pytest.fixture
+def net(bridged, no_leftovers):
+    no_leftovers(bridged)
+    for sock in bridged.socks.values():
+        drain(sock, timeout_s=0)
+    return bridged
+
+
+class Capture:
+    """Frames the sender puts on the wire, read on the root-side end of its veth."""
+
+    def __init__(self, net: Testnet) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.bind((net.nodes[0].host_if, 0))
+        self.sock.setblocking(False)
+        self.src = net.nodes[0].ip
+
+    def udp_frames(self) -> list[bytes]:
+        frames = []
+        time.sleep(0.05)
+        while True:
+            try:
+                frame = self.sock.recv(65535)
+            except BlockingIOError:
+                break
+            pkt = Ether(frame)
+            if UDP in pkt and pkt[IP].src == self.src:
+                frames.append(frame)
+        self.sock.close()
+        return frames
+
+
+def received(net: Testnet, expected: list[str] | tuple = ()) -> dict[str, list[bytes]]:
+    """What each receiver got: wait for a datagram per occurrence in EXPECTED, then collect any extras."""
+    got = {ip: [d for d, _ in drain(net.socks[ip], expect=list(expected).count(ip), quiet_s=0)]
+           for ip in set(expected)}
+    time.sleep(0.05)  # every copy leaves in the same syscall: extras would be in by now
+    for ip, sock in net.socks.items():
+        got.setdefault(ip, []).extend(d for d, _ in drain(sock, timeout_s=0))
+    return got
+
+
+def without_ip_id(frame: bytes) -> bytes:
+    """FRAME with the IPv4 identification and header checksum zeroed.
+
+    The kernel draws a new IP ID for every datagram it builds (these carry DF, so the ID has no meaning, RFC
+    6864); copies made by the broadcaster share the first one's. Everything else must be byte-identical.
+    """
+    return frame[:18] + b"\0\0" + frame[20:24] + b"\0\0" + frame[26:]
+
+
+def assert_valid_checksums(frame: bytes) -> None:
+    pkt = Ether(frame)
+    again = pkt.copy()
+    del again[IP].chksum
+    del again[UDP].chksum
+    again = Ether(bytes(again))
+    assert pkt[IP].chksum == again[IP].chksum, f"bad IP checksum to {pkt[IP].dst}"
+    assert pkt[UDP].chksum == again[UDP].chksum, f"bad UDP checksum to {pkt[IP].dst}"
+    assert pkt[UDP].chksum != 0
+
+
+@pytest.mark.parametrize("fanout", [1, 3, 8, 16])
+def test_exactly_one_copy_per_target_with_valid_checksums(net, broadcaster, fanout):
+    sender = net.nodes[0]
+    targets = net.nodes[1:1 + fanout]
+    with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+            broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+        before = broadcaster.stats(sender.ifindex)
+        capture = Capture(net)
+        bsend.send(net.sender_sock, PAYLOAD, [(t.ip, PORT) for t in targets])
+        got = received(net, [t.ip for t in targets])
+        frames = capture.udp_frames()
+        after = broadcaster.stats(sender.ifindex)
+
+    assert bsend.sendto_calls == 1  # one syscall, whatever the fanout
+    for t in targets:
+        assert [d for d in got.pop(t.ip)] == [PAYLOAD], f"{t.ip} did not get exactly one copy"
+    assert all(v == [] for v in got.values()), "a non-target received a copy"
+    assert len(frames) == fanout
+    assert sorted((Ether(f)[IP].dst, Ether(f).dst) for f in frames) == sorted((t.ip, t.mac) for t in targets)
+    for frame in frames:
+        assert_valid_checksums(frame)
+    if fanout > 1:
+        assert after["broadcasts"] - before["broadcasts"] == 1
+        assert after["copies"] - before["copies"] == fanout
+        assert after["clone_errors"] == before["clone_errors"]
+
+
+def test_same_bytes_on_the_wire_as_one_sendto_per_target(net, broadcaster):
+    sender = net.nodes[0]
+    targets = [(t.ip, PORT) for t in net.nodes[1:1 + 8]]
+
+    def wire(bsend) -> list[bytes]:
+        capture = Capture(net)
+        bsend.send(net.sender_sock, PAYLOAD, targets)
+        received(net)
+        return sorted(capture.udp_frames(), key=lambda f: Ether(f)[IP].dst)
+
+    with BroadcastSender(None, sender.ifindex) as plain:
+        by_sendto = wire(plain)
+    assert plain.sendto_calls == 8
+    with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+            broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+        by_broadcaster = wire(bsend)
+    assert bsend.sendto_calls == 1
+    assert len(by_sendto) == 8
+    for frame in by_broadcaster + by_sendto:
+        assert_valid_checksums(frame)
+    assert [without_ip_id(f) for f in by_broadcaster] == [without_ip_id(f) for f in by_sendto]
+
+
+def test_more_targets_than_a_slot_holds_go_in_batches(net, broadcaster):
+    """48 targets (each receiver three times) need two broadcasts of at most 32 copies."""
+    sender = net.nodes[0]
+    targets = [(t.ip, PORT) for t in net.nodes[1:1 + RECEIVERS]] * 3
+    with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+            broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+        before = broadcaster.stats(sender.ifindex)
+        bsend.send(net.sender_sock, PAYLOAD, targets)
+        got = received(net, [ip for ip, _ in targets])
+        after = broadcaster.stats(sender.ifindex)
+    assert bsend.sendto_calls == 2
+    assert after["copies"] - before["copies"] == 48
+    assert {ip: len(d) for ip, d in got.items()} == {t.ip: 3 if t in net.nodes[1:1 + RECEIVERS] else 0
+                                                      for t in net.nodes[1:]}
+    assert all(got[t.ip] == [] for t in net.nodes[1 + RECEIVERS:])
+
+
+def test_unknown_mac_is_sent_plainly_and_detached_falls_back(net, broadcaster):
+    sender = net.nodes[0]
+    stranger = net.nodes[-1]  # no neighbour entry yet: the sender falls back to sendto (the kernel ARPs)
+    sh("ip", "-n", sender.ns, "neigh", "del", stranger.ip, "dev", sender.ifname)
+    targets = [(t.ip, PORT) for t in net.nodes[1:4]] + [(stranger.ip, PORT)]
+    try:
+        with broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+            with broadcaster.attach(sender.ifindex, netns=sender.ns):
+                assert bsend.accelerated
+                bsend.send(net.sender_sock, PAYLOAD, targets)
+                got = received(net, [ip for ip, _ in targets])
+                assert bsend.sendto_calls == 2  # one for the broadcast, one for the stranger
+                assert all(len(got[ip]) == 1 for ip, _ in targets)
+            assert not bsend.accelerated
+            bsend.send(net.sender_sock, PAYLOAD, targets)  # detached: one sendto per target
+            got = received(net, [ip for ip, _ in targets])
+            assert bsend.sendto_calls == 2 + 4
+            assert all(len(got[ip]) == 1 for ip, _ in targets)
+    finally:
+        net.set_neighbour(sender, stranger)
+
+
+def test_the_sender_works_from_the_pins_alone(net, broadcaster):
+    sender = net.nodes[0]
+    targets = [(t.ip, PORT) for t in net.nodes[1:6]]
+    with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+            BroadcastSender(broadcaster.pin_dir, sender.ifindex, netns=sender.ns) as bsend:
+        bsend.send(net.sender_sock, PAYLOAD, targets)
+        got = received(net, [ip for ip, _ in targets])
+    assert bsend.sendto_calls == 1
+    assert all(len(got[ip]) == 1 for ip, _ in targets)
+
+
+def test_faults_after_the_broadcaster_judge_each_copy(net, broadcaster, faults):
+    """Egress loss of 100 % towards one peer drops that copy only: the fault filter runs after the broadcaster."""
+    sender = net.nodes[0]
+    targets = net.nodes[1:6]
+    with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+            faults.attach(sender.ifindex, netns=sender.ns, direction="egress"), \
+            broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+        faults.set_loss(sender.ifindex, 1.0, peer=targets[2].ip)
+        try:
+            bsend.send(net.sender_sock, PAYLOAD, [(t.ip, PORT) for t in targets])
+            got = received(net, [t.ip for i, t in enumerate(targets) if i != 2])
+        finally:
+            faults.heal()
+    assert bsend.sendto_calls == 1
+    assert [len(got[t.ip]) for t in targets] == [1, 1, 0, 1, 1]
+    assert faults.stats(sender.ifindex)["dropped_loss"] == 1
+    assert broadcaster.stats(sender.ifindex)["egress_drops"] == 1  # dropped like a sendto would be: not resent
