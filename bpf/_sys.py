@@ -184,14 +184,18 @@ def percpu_update(fd: int, key, value, flags: int = BPF_ANY) -> None:
 
 
 def _mounted_bpffs(path: str) -> bool:
+    """Whether PATH lies on a bpffs: the mount holding it (the longest mount point above it) is of type bpf."""
     real = os.path.realpath(path)
+    best, best_type = "", ""
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
+            point = fields[4]
             sep = fields.index("-")
-            if fields[4] == real and fields[sep + 1] == "bpf":
-                return True
-    return False
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, best_type = point, fields[sep + 1]
+    return best_type == "bpf"
 
 
 def ensure_bpffs(path: str) -> str:

@@ -19,6 +19,7 @@ from scapy.layers.l2 import Ether
 from gossip import _wire as wire
 
 GOSSIP_PORT = 7946
+ETH_P_ALL = 0x0003
 EXPECT = {
     "forged": "bad_mac",
     "malformed": "malformed",
@@ -44,8 +45,9 @@ def _frame(target: Target, src_ip: str, payload: bytes) -> bytes:
 
 def capture(root_veth: str, dst_ip: str, want: int, timeout_s: float) -> list[bytes]:
     """Up to WANT real gossip frames addressed to DST_IP, sniffed on ROOT_VETH within TIMEOUT_S."""
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-    s.bind((root_veth, 0))
+    # frames leaving an interface reach only ETH_P_ALL taps; Python converts the bind protocol to network order
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.bind((root_veth, ETH_P_ALL))
     s.settimeout(0.2)
     dst = socket.inet_aton(dst_ip)
     out: list[bytes] = []
@@ -57,6 +59,8 @@ def capture(root_veth: str, dst_ip: str, want: int, timeout_s: float) -> list[by
             except socket.timeout:
                 continue
             if addr[2] != socket.PACKET_OUTGOING:  # outgoing from the root side = towards the node
+                continue
+            if frame[12:14] != b"\x08\x00":
                 continue
             ihl = (frame[14] & 0x0F) * 4
             if frame[23] == 17 and frame[30:34] == dst and \
@@ -71,11 +75,12 @@ def capture(root_veth: str, dst_ip: str, want: int, timeout_s: float) -> list[by
 def build(kind: str, target: Target, *, src_ip: str, cluster: str, secret: bytes, count: int,
           rng: random.Random) -> list[bytes]:
     """COUNT frames of KIND for TARGET (replay and flood are built from captured traffic by `inject`)."""
-    ident = wire.Identity(name="intruder", addr=src_ip, port=GOSSIP_PORT)
+    ident = wire.Identity(name="intruder", addr=src_ip, port=GOSSIP_PORT)  # same id as the real node there
     cid = wire.cluster_id(cluster)
     frames = []
     for i in range(count):
-        hb = wire.Heartbeat(cluster=cid, origin=ident.node_id, seq=10**12 + i, identity=ident,
+        # claims to come from a real peer (SRC_IP) with a sequence far in the future: only the MAC tells
+        hb = wire.Heartbeat(cluster=cid, origin=ident.node_id, seq=2**62 + i, identity=ident,
                             infected=wire.Infected(ids=frozenset({ident.node_id})))
         if kind == "forged":
             payload = wire.encode(hb, key=b"not-the-secret-" + secret)

@@ -159,6 +159,7 @@ class ScenarioRun:
             self.cfg["broadcaster"] = False
             return
         pin_root = self.net.names.pin_dir
+        stack.callback(_remove_empty_tree, pin_root)  # runs after every program below has unpinned its maps
         t = time.monotonic()
         if wants_xdp:
             self.fastpath = stack.enter_context(bpf.FastPath.compile(pin_dir=f"{pin_root}/fastpath"))
@@ -639,6 +640,15 @@ class ScenarioRun:
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         plots.draw_all(self.out, history, summary, self.s.plots)
         return summary
+
+
+def _remove_empty_tree(path: str) -> None:
+    for root, dirs, _files in os.walk(path, topdown=False):
+        for d in dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(root, d))
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def run_scenario(scenario: Scenario, out_dir: Path, *, progress: bool = False) -> dict:

@@ -1,0 +1,115 @@
+"""Every scenario in this folder, run for real (netns backend; churn on Mininet too), judged by its summary.json.
+
+These need root: they build namespaces, attach BPF programs and start real node processes. Each run must also
+leave nothing behind: no namespace, link, pinned BPF object or process carrying its run id.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testbed import scenario as scenario_mod
+from testbed._cleanup import find_leftovers
+from testbed.runner import run_scenario
+
+HERE = Path(__file__).resolve().parent
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf, pytest.mark.slow]
+
+
+def run(name: str, tmp_path: Path, **overrides) -> tuple[dict, Path]:
+    s = scenario_mod.load(str(HERE / name)).with_overrides(**overrides)
+    out = tmp_path / s.name
+    summary = run_scenario(s, out)
+    meta = json.loads((out / "meta.json").read_text())
+    left = find_leftovers(meta["run_id"])
+    assert left.empty, f"run left resources behind: {left.summary()}"
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    for plot in s.plots:
+        assert (out / f"{plot}.png").stat().st_size > 10_000
+    return summary, out
+
+
+def checks(summary: dict) -> dict:
+    return {c["name"]: c for c in summary["checks"]}
+
+
+def assert_passed(summary: dict, *names: str) -> None:
+    got = checks(summary)
+    for n in names:
+        assert got[n]["passed"] is True, f"{n}: {got[n]['detail']}"
+    assert summary["passed"] is True
+
+
+def test_churn(tmp_path):
+    summary, out = run("churn.yaml", tmp_path)
+    assert_passed(summary, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
+    assert summary["nodes"] == 64 and summary["xdp"] is True
+    assert len(summary["rumors"]) == 4
+    assert all(r["t100"] is not None for r in summary["rumors"])
+    assert summary["packets"]["xdp_dropped"] > 0
+    faults = [json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines()]
+    assert any(f["kind"] == "churn" for f in faults)
+    events = (out / "events.jsonl").read_text()
+    assert events.count('"state": "down"') >= 3  # the churn really crashed nodes
+
+
+def test_churn_on_mininet(tmp_path):
+    summary, _ = run("churn.yaml", tmp_path, backend="mininet", nodes=24)
+    assert summary["backend"] == "mininet"
+    assert_passed(summary, "membership_converged", "metadata_converged", "no_lost_update")
+
+
+def test_partition_heals(tmp_path):
+    summary, out = run("partition.yaml", tmp_path)
+    assert_passed(summary, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
+    # during the split each side really dropped the other: removals happened inside the partition window
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    window = next(json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines()
+                  if '"partition"' in line)
+    removed = [e for e in events if e["kind"] == "member_removed" and window["start"] < e["t"] <= window["end"] + 1]
+    assert len(removed) >= 16 * 16  # every node of one half removed (almost) every node of the other
+    stats = json.loads((out / "stats.json").read_text())
+    assert sum(n["faults"]["dropped_partition"] for n in stats["nodes"].values()) > 0
+
+
+def test_loss_loses_no_update(tmp_path):
+    summary, out = run("loss.yaml", tmp_path)
+    assert_passed(summary, "metadata_converged", "no_lost_update")
+    assert len(summary["rumors"]) == 20
+    stats = json.loads((out / "stats.json").read_text())
+    lost = sum(n["faults"]["dropped_loss"] for n in stats["nodes"].values())
+    seen = sum(n["faults"]["seen"] for n in stats["nodes"].values())
+    assert 0.2 < lost / seen < 0.4, (lost, seen)  # 30 % of what crossed the ingress while the fault was on
+
+
+def test_attack_every_bad_packet_dropped(tmp_path):
+    summary, out = run("attack.yaml", tmp_path)
+    assert_passed(summary, "bad_packets_dropped", "membership_converged", "metadata_converged", "no_lost_update")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["nodes"]["n1"]["dropped"].get("bad_mac", 0) >= 50  # forged: only the node can verify a MAC
+    assert stats["nodes"]["n5"]["xdp"]["dropped"].get("foreign_cluster", 0) >= 50  # dropped in the kernel
+    flood = stats["nodes"]["n6"]
+    assert flood["xdp"]["dropped"].get("duplicate", 0) + flood["xdp"]["dropped"].get("stale", 0) >= 40_000
+
+
+def test_concurrent_publishes_converge_on_the_highest(tmp_path):
+    summary, _ = run("metadata.yaml", tmp_path)
+    assert_passed(summary, "metadata_converged", "no_lost_update")
+    assert len(summary["rumors"]) == 10
+    assert len({(r["version"], r["origin"]) for r in summary["rumors"]}) == 10  # no two publishes tie
+
+
+def test_scale_128_nodes(tmp_path):
+    summary, _ = run("scale.yaml", tmp_path)
+    assert_passed(summary, "membership_converged", "metadata_converged", "no_lost_update")
+    assert summary["nodes"] == 128
+
+
+def test_same_scenario_without_xdp_converges_the_same(tmp_path):
+    on, _ = run("basic.yaml", tmp_path / "on")
+    off, _ = run("basic.yaml", tmp_path / "off", xdp=False)
+    for s in (on, off):
+        assert_passed(s, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
+    assert on["xdp"] is True and off["xdp"] is False
+    assert off["packets"]["xdp_dropped"] == 0 and on["packets"]["xdp_dropped"] > 0
