@@ -14,6 +14,7 @@ calling process or its ancestors.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
 import time
@@ -35,6 +36,7 @@ from ._topology import (
 from .errors import CommandError, DeployError
 
 _ENV_KEY = RUN_ID_ENV.encode() + b"="
+_HOST_VETH_RE = re.compile(r"h\d+$")  # bridges end in b<j>, trunks in t<k>a/z
 NsId = tuple[int, int]  # (st_dev, st_ino) of a network namespace
 
 
@@ -98,7 +100,9 @@ def clean(run_id: str | None = None, *, timeout_s: float = 10.0) -> Leftovers:
     for name in found.namespaces:
         remove_netns(name)
     if found.links:
-        _wait_links_gone(found.links, timeout_s=min(timeout_s, 3.0))
+        # hosts' veths go with their namespaces, in one batch, if given a moment; bridges and trunks never do
+        host_veths = [name for name in found.links if _HOST_VETH_RE.search(name)]
+        _wait_links_gone(host_veths, timeout_s=min(timeout_s, 3.0))
         _delete_links(found.links)
     for table in found.nft_tables:
         family, name = table.split(" ", 1)
@@ -159,7 +163,7 @@ def _find_processes(run_id: str | None, ns_ids: Collection[NsId]) -> tuple[int, 
     for pid in _all_pids():
         if pid in spared or not _alive(pid):
             continue
-        value = _environ_run_id(pid)
+        value = environ_run_id(pid)
         if value is not None and (run_id is None or value == run_id):
             found.append(pid)
         elif ns_ids and netns_id(f"/proc/{pid}/ns/net") in ns_ids:
@@ -167,7 +171,8 @@ def _find_processes(run_id: str | None, ns_ids: Collection[NsId]) -> tuple[int, 
     return tuple(found)
 
 
-def _environ_run_id(pid: int) -> str | None:
+def environ_run_id(pid: int) -> str | None:
+    """The ``XG_RUN_ID`` in PID's environment, None if it has none (or is gone)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as fh:
             environ = fh.read()

@@ -10,8 +10,8 @@ narrows it to what the testbed needs:
 - the switch is `LinuxBridge` with ``brctl`` replaced by netlink (bridge-utils is not installed, and ``brctl``
   would only add ports whose names contain the bridge's name).
 
-Teardown runs in ``finally``: the processes left in the hosts, then ``net.stop()``, then a sweep of whatever still
-carries the run id (processes, root links), and a check that nothing stayed.
+Teardown runs in ``finally``: the processes left in the hosts, then ``net.stop()``, then a sweep of Mininet's
+shells and of the root links that carry the run id, and a check that nothing stayed.
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ class _RunHost(_RunIdShell, MnHost):
 class _RunBridge(_RunIdShell, LinuxBridge):
     """A Linux bridge configured over netlink; ``stp``/``prio`` keep LinuxBridge's meaning."""
 
-    def __init__(self, name: str, *, xg_run_id: str, xg_group: int, **params: Any) -> None:
+    def __init__(self, name: str, *, xg_run_id: str, xg_group: int, xg_topology: Topology, **params: Any) -> None:
         self.xg_run_id = xg_run_id
         self.xg_group = xg_group
+        self.xg_topology = xg_topology
         super().__init__(name, **params)
 
     @classmethod
@@ -85,7 +86,14 @@ class _RunBridge(_RunIdShell, LinuxBridge):
 
     def start(self, _controllers: Any) -> None:
         with IPRoute() as ipr:
-            index = add_bridge(ipr, self.name, stp=self.stp, priority=self.prio, group=self.xg_group)
+            index = add_bridge(
+                ipr,
+                self.name,
+                forward_delay_s=self.xg_topology.stp_forward_delay_s if self.stp else 0,
+                max_age_s=self.xg_topology.stp_max_age_s,
+                priority=self.prio,
+                group=self.xg_group,
+            )
             for intf in self.intfList():
                 if intf.name != "lo":
                     attach_port(ipr, intf.name, index, group=self.xg_group)
@@ -155,7 +163,7 @@ class MininetNetwork(Network):
 
     backend = "mininet"
 
-    def __init__(self, topology: Topology, run_id: str, *, settle_timeout_s: float = 30.0) -> None:
+    def __init__(self, topology: Topology, run_id: str, *, settle_timeout_s: float | None = None) -> None:
         super().__init__(topology, run_id, settle_timeout_s=settle_timeout_s)
         self._net: Mininet | None = None
         self._ns_ids: set[tuple[int, int]] = set()
@@ -173,7 +181,12 @@ class MininetNetwork(Network):
         group = link_group(self.run_id)
         self._net = net = Mininet(
             topo=_mininet_topo(self.topology, self.names),
-            switch=functools.partial(_RunBridge, xg_run_id=self.run_id, xg_group=group),
+            switch=functools.partial(
+                _RunBridge,
+                xg_run_id=self.run_id,
+                xg_group=group,
+                xg_topology=self.topology,
+            ),
             host=functools.partial(_RunHost, xg_run_id=self.run_id),
             link=_RunLink,
             controller=None,
@@ -184,8 +197,8 @@ class MininetNetwork(Network):
         try:
             net.build()
         finally:  # even half-built: remember what teardown must sweep
+            self._shell_pids.update(node.pid for node in net.hosts + net.switches if node.pid)
             for node in net.hosts:
-                self._shell_pids.add(node.pid)
                 ns_id = _cleanup.netns_id(node.netns_path)
                 if ns_id is not None:
                     self._ns_ids.add(ns_id)
@@ -194,7 +207,8 @@ class MininetNetwork(Network):
         for spec in self.topology.hosts:
             node = net.get(self.names.netns(spec.index))
             root_veth = self.names.host_veth(spec.index)
-            hosts.append(Host(spec=spec, netns=node.name, netns_path=node.netns_path, root_veth=root_veth, network=self))
+            host = Host(spec=spec, netns=node.name, netns_path=node.netns_path, root_veth=root_veth, network=self)
+            hosts.append(host)
         self._hosts = tuple(hosts)
         if self.topology.stp:
             with IPRoute() as ipr:
@@ -211,10 +225,11 @@ class MininetNetwork(Network):
                 if self._net is not None:
                     self._net.stop()
             finally:
-                # the hosts' namespaces are gone now and their ids may already name someone else's: by run id only
-                left = _cleanup.find_leftovers(self.run_id)
-                _cleanup.kill_processes(left.processes)
-                links = [name for name in left.links if names.owns_link(name)]
+                # Mininet's shells that outlived net.stop(); not by namespace: the hosts' namespaces are gone now and
+                # their ids may already name someone else's
+                shells = [pid for pid in self._shell_pids if _cleanup.environ_run_id(pid) == self.run_id]
+                _cleanup.kill_processes(shells)
+                links = [name for name in _cleanup.find_leftovers(self.run_id).links if names.owns_link(name)]
                 if links:
                     with IPRoute() as ipr:
                         delete_links(ipr, links, group=link_group(self.run_id), owns=names.owns_link)

@@ -41,10 +41,8 @@ T = TypeVar("T")
 Backend = Literal["netns", "mininet"]
 BACKENDS: tuple[str, ...] = ("netns", "mininet")
 
-# STP timers for ring topologies, in the kernel's clock_t (1/100 s); the kernel's minimums with STP on.
-_STP_FORWARD_DELAY = 200
-_STP_HELLO_TIME = 100
-_STP_MAX_AGE = 600
+_CLOCK_T_PER_S = 100  # the kernel's bridge timers are in clock_t
+_STP_HELLO_TIME_S = 1  # the kernel's minimum; forward delay and max age come from the topology
 _BRPORT_FORWARDING, _BRPORT_BLOCKING = 3, 4
 _BRIDGE_NF_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables", "bridge-nf-call-arptables")
 
@@ -84,7 +82,11 @@ class Host:
         return _shell.in_netns(self.netns_path, argv)
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start ARGV inside this host; KWARGS go to `subprocess.Popen` (``env`` gets ``XG_RUN_ID`` added)."""
+        """Start ARGV inside this host; KWARGS go to `subprocess.Popen` (``env`` gets ``XG_RUN_ID`` added).
+
+        The pid is ARGV's from the start, but for a moment it is still ``nsenter`` in the root namespace: wait for
+        the process to show a sign of life before reading its ``/proc/PID/ns/net``.
+        """
         self._network._require_up()
         env = dict(kwargs.pop("env", None) or os.environ)
         env[RUN_ID_ENV] = self.run_id
@@ -111,13 +113,14 @@ class Network(abc.ABC):
 
     backend: ClassVar[str]
 
-    def __init__(self, topology: Topology, run_id: str, *, settle_timeout_s: float = 30.0) -> None:
+    def __init__(self, topology: Topology, run_id: str, *, settle_timeout_s: float | None = None) -> None:
         if not isinstance(topology, Topology):
             raise TopologyError("topology", f"expected a Topology, not {type(topology).__name__}")
         self.topology = topology
         self.run_id = check_run_id(run_id)
         self.names = RunNames(run_id)
-        self.settle_timeout_s = settle_timeout_s
+        # STP needs 2 x forward delay; past that plus a margin, something is wrong (maybe a storming loop): give up
+        self.settle_timeout_s = settle_timeout_s or 2 * topology.stp_forward_delay_s + 10.0
         self._hosts: tuple[Host, ...] = ()
         self._state: Literal["new", "starting", "up", "down"] = "new"
         self._procs: list[subprocess.Popen[Any]] = []
@@ -213,8 +216,10 @@ def make_network(backend: Backend | str, topology: Topology, run_id: str, **kwar
     if backend == "netns":
         return NetnsNetwork(topology, run_id, **kwargs)
     if backend == "mininet":
-        from ._mininet import MininetNetwork  # imports Mininet: only when asked for
-
+        try:
+            from ._mininet import MininetNetwork  # imports Mininet: only when asked for
+        except ModuleNotFoundError as exc:
+            raise DeployError(f"the mininet backend needs Debian's mininet package: {exc}") from exc
         return MininetNetwork(topology, run_id, **kwargs)
     raise TopologyError("backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
 
@@ -224,7 +229,7 @@ class NetnsNetwork(Network):
 
     backend = "netns"
 
-    def __init__(self, topology: Topology, run_id: str, *, settle_timeout_s: float = 30.0) -> None:
+    def __init__(self, topology: Topology, run_id: str, *, settle_timeout_s: float | None = None) -> None:
         super().__init__(topology, run_id, settle_timeout_s=settle_timeout_s)
         self._ipr: IPRoute | None = None
         self._root_fd: int | None = None
@@ -240,8 +245,16 @@ class NetnsNetwork(Network):
         bridge_index = []
         for j in range(topo.bridges or 1):
             self._links.append(names.bridge(j))
-            priority = stp_priority(j)
-            bridge_index.append(add_bridge(ipr, names.bridge(j), stp=topo.stp, priority=priority, group=group))
+            bridge_index.append(
+                add_bridge(
+                    ipr,
+                    names.bridge(j),
+                    forward_delay_s=topo.stp_forward_delay_s,
+                    max_age_s=topo.stp_max_age_s,
+                    priority=stp_priority(j),
+                    group=group,
+                )
+            )
         for trunk in topo.trunks:
             a, z = names.trunk(trunk.index, "a"), names.trunk(trunk.index, "z")
             self._links.append(a)
@@ -262,9 +275,9 @@ class NetnsNetwork(Network):
             wait_stp_settled(ipr, self, timeout_s=self.settle_timeout_s)
 
     def _tear_down(self) -> None:
-        ns_ids = {_cleanup.netns_id(f"{NETNS_RUN_DIR}/{ns}") for ns in self._namespaces} - {None}
-        _cleanup.kill_processes(_cleanup.processes_in_netns(ns_ids))  # type: ignore[arg-type]
         try:
+            ns_ids = [_cleanup.netns_id(f"{NETNS_RUN_DIR}/{ns}") for ns in self._namespaces]
+            _cleanup.kill_processes(_cleanup.processes_in_netns({i for i in ns_ids if i is not None}))
             if self._ipr is not None and self._links:
                 delete_links(self._ipr, self._links, group=self.link_group, owns=self.names.owns_link)
             for ns in self._namespaces:
@@ -368,16 +381,21 @@ def stp_priority(bridge: int) -> int:
     return 0x1000 + bridge
 
 
-def add_bridge(ipr: IPRoute, name: str, *, stp: bool, priority: int, group: int) -> int:
-    """Create and bring up bridge NAME (no address, IPv6 off; spanning tree with PRIORITY if STP); its ifindex."""
+def add_bridge(
+    ipr: IPRoute, name: str, *, forward_delay_s: int, max_age_s: int, priority: int, group: int
+) -> int:
+    """Create and bring up bridge NAME (no address, IPv6 off); returns its ifindex.
+
+    With FORWARD_DELAY_S > 0 it runs spanning tree with these timers and bridge priority PRIORITY.
+    """
     options: dict[str, Any] = {"br_stp_state": 0}
-    if stp:
+    if forward_delay_s > 0:
         options = {
             "br_stp_state": 1,
             "br_priority": priority,
-            "br_forward_delay": _STP_FORWARD_DELAY,
-            "br_hello_time": _STP_HELLO_TIME,
-            "br_max_age": _STP_MAX_AGE,
+            "br_forward_delay": forward_delay_s * _CLOCK_T_PER_S,
+            "br_hello_time": _STP_HELLO_TIME_S * _CLOCK_T_PER_S,
+            "br_max_age": max_age_s * _CLOCK_T_PER_S,
         }
     _link_add(ipr, ifname=name, kind="bridge", group=group, **options)
     index = ipr.link_lookup(ifname=name)[0]
@@ -408,15 +426,23 @@ def wait_stp_settled(ipr: IPRoute, net: Network, *, timeout_s: float) -> None:
     trunk_ports = [end for pair in net.trunks for end in pair]
     deadline = time.monotonic() + timeout_s
     while True:
-        states = {name: _brport_state(ipr, name) for name in host_ports + trunk_ports}
-        hosts_ok = all(states[p] == _BRPORT_FORWARDING for p in host_ports)
-        trunk_states = [states[p] for p in trunk_ports]
+        # one dump per round: a lookup per port would cost more CPU than the bridges have to spare
+        states = {
+            link.get("ifname"): link.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA", "IFLA_BRPORT_STATE")
+            for link in ipr.get_links()
+            if net.names.owns_link(link.get("ifname") or "")
+        }
+        hosts_ok = all(states.get(p) == _BRPORT_FORWARDING for p in host_ports)
+        trunk_states = [states.get(p) for p in trunk_ports]
         trunks_ok = all(s in (_BRPORT_FORWARDING, _BRPORT_BLOCKING) for s in trunk_states)
         if hosts_ok and trunks_ok and _BRPORT_BLOCKING in trunk_states:
             return
         if time.monotonic() > deadline:
-            raise DeployError(f"spanning tree did not settle in {timeout_s} s: port states {states}")
-        time.sleep(0.1)
+            raise DeployError(
+                f"spanning tree did not settle in {timeout_s} s: trunk port states "
+                + ", ".join(f"{p}={states.get(p)}" for p in trunk_ports)
+            )
+        time.sleep(0.2)
 
 
 def delete_links(ipr: IPRoute, ifnames: Sequence[str], *, group: int, owns: Callable[[str], bool]) -> None:
@@ -461,13 +487,6 @@ def _link_add(ipr: IPRoute, **kwargs: Any) -> None:
     except NetlinkError as exc:
         hint = " (leftover of a run? `python -m testbed clean`)" if exc.code == errno.EEXIST else ""
         raise DeployError(f"cannot create {kwargs.get('kind')} {kwargs.get('ifname')}: {exc}{hint}") from exc
-
-
-def _brport_state(ipr: IPRoute, ifname: str) -> int | None:
-    links = ipr.get_links(ifname=ifname)
-    if not links:
-        return None
-    return links[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA", "IFLA_BRPORT_STATE")
 
 
 def _write_sysctl(path: str, value: str) -> None:

@@ -30,6 +30,7 @@ DEFAULT_SUBNET = "10.77.0.0/16"
 DEFAULT_IFINDEX_BASE = 1000
 MAX_NODES = 1024
 MAX_BRIDGES = 256
+MAX_RING_BRIDGES = 64  # STP's max age (<= 40 s in the kernel) must outlast a BPDU's trip round the ring
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL: names are at most 15 characters
 NODE_IFNAME = "eth0"
 
@@ -185,7 +186,8 @@ class Topology:
 
     ``bridge``: every host on one Linux bridge. ``line``: BRIDGES bridges in a chain, hosts spread over them in
     order (host 0 on the first, the last host on the last). ``ring``: the same chain closed into a loop, which the
-    bridges' spanning tree (STP) breaks; bring-up then waits a few seconds for STP to settle. ``tree``: a binary
+    bridges' spanning tree (STP) breaks; bring-up then waits for STP to settle (2 x `stp_forward_delay_s`: 4 s for
+    up to 4 bridges, 12 s for 16). ``tree``: a binary
     tree of bridges (bridge j's parent is (j-1)//2), hosts spread over all of them. BRIDGES defaults to 1 for
     ``bridge`` and to max(min(nodes, 3), ceil(nodes / 4)) otherwise.
 
@@ -213,6 +215,9 @@ class Topology:
         _check_int("bridges", bridges, 1, MAX_BRIDGES)
         if self.shape == "bridge" and bridges != 1:
             raise TopologyError("bridges", f"shape 'bridge' has exactly one bridge, not {bridges}")
+        if self.shape == "ring" and bridges > MAX_RING_BRIDGES:
+            raise TopologyError("bridges", f"a ring of {bridges} bridges is wider than STP's timers can span "
+                                f"(at most {MAX_RING_BRIDGES})")
         _check_int("ifindex_base", self.ifindex_base, 2, 2**31 - self.nodes)
         object.__setattr__(self, "bridges", bridges)
 
@@ -245,6 +250,31 @@ class Topology:
     def stp(self) -> bool:
         """Whether the bridges run spanning tree: only a ring has a loop to break."""
         return self.shape == "ring" and len(self.trunks) >= 3
+
+    @property
+    def stp_forward_delay_s(self) -> int:
+        """STP forward delay for this ring (0 without STP): a port forwards 2 x this after it comes up.
+
+        Until then the root's BPDUs must have gone round the ring and blocked one port, or the ring loops and
+        storms. That takes about a second for 16 bridges; the delay grows with the ring to keep a wide margin.
+        The kernel's minimum is 2 s.
+        """
+        if not self.stp:
+            return 0
+        bridges = self.bridges or 1
+        return 2 if bridges <= 4 else math.ceil(bridges / 4) + 2
+
+    @property
+    def stp_max_age_s(self) -> int:
+        """STP max age for this ring (0 without STP): how long a bridge keeps the root's information.
+
+        Each hop adds to a BPDU's age; on a big ring the kernel's minimum (6 s) is less than the age a BPDU reaches
+        at the far side, the information expires there and the blocked port starts forwarding: a loop. 802.1D's
+        rule max_age <= 2 x (forward_delay - 1) gives the largest value that is still consistent.
+        """
+        if not self.stp:
+            return 0
+        return max(6, 2 * (self.stp_forward_delay_s - 1))
 
     def host(self, key: int | str) -> HostSpec:
         """The host with index KEY (int) or name KEY (str, e.g. ``"h3"``)."""

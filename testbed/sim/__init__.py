@@ -7,7 +7,8 @@ Two fidelities:
 - `disseminate` models the spread of ONE rumor over fixed membership views with numpy: the project's forwarding
   rule and two textbook baselines, up to millions of nodes.
 
-`theory` holds the closed forms the baselines are checked against.
+`theory` holds the closed forms the baselines are checked against; `compare_with_engine` checks the model's
+protocol variant against the real cores.
 """
 
 from . import theory
@@ -15,9 +16,10 @@ from ._dissemination import VARIANTS, DisseminationResult, disseminate
 from ._engine import DEFAULT_LATENCY, EPOCH_S, Simulation, first_times
 from ._errors import SimError
 from ._latency import Constant, Empirical, Exponential, Latency, LatencyModel, Uniform, latency_from_spec
+from ._validate import Comparison, compare_with_engine
 
 __all__ = [
-    "DEFAULT_LATENCY", "EPOCH_S", "VARIANTS", "Constant", "DisseminationResult", "Empirical", "Exponential",
-    "Latency", "LatencyModel", "SimError", "Simulation", "Uniform", "disseminate", "first_times",
-    "latency_from_spec", "theory",
+    "DEFAULT_LATENCY", "EPOCH_S", "VARIANTS", "Comparison", "Constant", "DisseminationResult", "Empirical",
+    "Exponential", "Latency", "LatencyModel", "SimError", "Simulation", "Uniform", "compare_with_engine",
+    "disseminate", "first_times", "latency_from_spec", "theory",
 ]

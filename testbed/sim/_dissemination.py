@@ -109,11 +109,10 @@ class DisseminationResult:
         round for ``"push"``).
         """
         times = np.sort(self.informed_at[np.isfinite(self.informed_at)])
-        fractions = np.arange(1, times.size + 1) / self.n
         if self.variant == "push":
-            rounds, last = np.unique(times, return_index=False), None
-            last = np.searchsorted(times, rounds, side="right")
-            return rounds, last / self.n
+            rounds = np.arange(self.steps + 1, dtype=float)
+            return rounds, np.searchsorted(times, rounds, side="right") / self.n
+        fractions = np.arange(1, times.size + 1) / self.n
         if points is not None and times.size > points:
             idx = np.unique(np.linspace(0, times.size - 1, points).round().astype(np.int64))
             return times[idx], fractions[idx]

@@ -16,6 +16,7 @@ the core's private state: anything it needs from the core goes through the drive
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import itertools
 import json
@@ -34,7 +35,7 @@ EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that m
 DEFAULT_LATENCY = Constant(delay_s=0.001)
 
 _UP, _PAUSED, _DOWN = "up", "paused", "down"
-_DELIVER, _TICK = 0, 1
+_DELIVER, _TICK, _CALL = 0, 1, 2
 _ROUTINE_DROPS = ("duplicate", "stale")  # a real node leaves these out of its log too; they are in `stats`
 _SEEDINGS = ("tree", "first", "all", "none")
 
@@ -111,6 +112,7 @@ class Simulation:
         self._by_name: dict[str, _SimNode] = {}
         self._by_endpoint: dict[tuple[str, int], int] = {}
         self._name_by_id: dict[int, str] = {}
+        self._seed_identities: dict[tuple[str, int], Identity] = {}
         self._side: list[int] = []  # partition side of each node; messages cross only between equal sides
         self._next_addr = 0
         self._net: Counter[str] = Counter()
@@ -145,17 +147,20 @@ class Simulation:
         return node.name
 
     def add_nodes(self, count: int, *, seeding: str = "tree", prefix: str = "n",
-                  config: NodeConfig | None = None) -> list[str]:
-        """Start COUNT nodes now, named PREFIX + index, seeded among themselves.
+                  config: NodeConfig | None = None, stagger_s: float = 0.0) -> list[str]:
+        """Start COUNT nodes, named PREFIX + index, seeded among themselves; returns their names.
 
         ``seeding``: ``"tree"`` (node i knows node (i-1)//2 of this batch, one seed each, like the loopback
         cluster), ``"first"`` (all know the first), ``"all"`` (everyone knows everyone: full views at once) or
-        ``"none"``.
+        ``"none"``. ``stagger_s``: node i starts at now + i * stagger_s / count instead of now, as processes
+        launched one after another do; their cycles then do not tick in lockstep. A node not yet started is down.
         """
         if seeding not in _SEEDINGS:
             raise SimError(f"seeding: must be one of {', '.join(_SEEDINGS)}, got {seeding!r}")
         if not isinstance(count, int) or count < 0:
             raise SimError(f"count: must be an integer >= 0, got {count!r}")
+        if isinstance(stagger_s, bool) or not isinstance(stagger_s, (int, float)) or not stagger_s >= 0:
+            raise SimError(f"stagger_s: must be a number of seconds >= 0, got {stagger_s!r}")
         base = len(self._nodes)
         batch = [self._allocate(f"{prefix}{base + i}", config, b"") for i in range(count)]
         every = tuple(n.identity.endpoint for n in batch)
@@ -168,7 +173,10 @@ class Simulation:
                 seeds = every[:i] + every[i + 1:]
             else:
                 seeds = ()
-            self._start(node, seeds)
+            if stagger_s > 0 and i > 0:
+                self._call_at(self._now + stagger_s * i / count, functools.partial(self._start, node, seeds))
+            else:
+                self._start(node, seeds)
         return [n.name for n in batch]
 
     def crash(self, name: str) -> None:
@@ -288,8 +296,8 @@ class Simulation:
             while heap and heap[0][0] <= end:
                 when, _, kind, idx, item = pop(heap)
                 self._now = when
-                node = nodes[idx]
                 if kind == _DELIVER:
+                    node = nodes[idx]
                     state = node.state
                     if state is _UP:
                         # `_receive` and `_flush`, inlined: this is the simulator's innermost loop
@@ -314,8 +322,12 @@ class Simulation:
                             queued_over += 1
                     else:
                         down += 1
-                elif item == node.token and node.state is _UP:
-                    self._tick(node)
+                elif kind == _TICK:
+                    node = nodes[idx]
+                    if item == node.token and node.state is _UP:
+                        self._tick(node)
+                else:
+                    item()
         finally:
             net = self._net
             net["delivered"] += delivered
@@ -442,11 +454,26 @@ class Simulation:
                                record_refreshes=self._record_refreshes)
         node.state, node.queue, node.seeds = _UP, [], seeds
         node.next_stats = now
-        for addr, port in seeds:
-            node.core.set(Identity(name="", addr=addr, port=port), now)
+        for endpoint in seeds:
+            node.core.set(self._seed_identity(endpoint), now)
         self._flush(node)
         node.token += 1
         self._schedule_tick(node, now)
+
+    def _seed_identity(self, endpoint: tuple[str, int]) -> Identity:
+        """What `Node.join` passes to `set` for a seed: an anonymous identity; one shared object per endpoint
+        (identities are immutable, and validating a fresh one per seed per node is most of an all-knowing
+        cluster's start-up time)."""
+        ident = self._seed_identities.get(endpoint)
+        if ident is None:
+            try:
+                ident = self._seed_identities[endpoint] = Identity(name="", addr=endpoint[0], port=endpoint[1])
+            except ValueError as e:
+                raise SimError(f"seed {endpoint}: {e}") from None
+        return ident
+
+    def _call_at(self, when: float, fn) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), _CALL, -1, fn))
 
     def _schedule_tick(self, node: _SimNode, when: float) -> None:
         heapq.heappush(self._heap, (when, next(self._seq), _TICK, node.index, node.token))
@@ -517,14 +544,14 @@ class Simulation:
 
     def _record(self, node: _SimNode, events: Sequence) -> None:
         """What `Node._record` writes: one line per event except routine duplicate/stale drops."""
-        kinds, t = self._kinds, round(self._now, 6)
+        kinds = self._kinds
         for ev in events:
             kind = ev.kind
             if kind == "packet_dropped" and ev.reason in _ROUTINE_DROPS:
                 continue
             if kinds is not None and kind not in kinds:
                 continue
-            rec = {"t": t, "node": node.name}
+            rec = {"t": round(self._now, 6), "node": node.name}
             for f in _event_fields(type(ev)):
                 rec[f] = getattr(ev, f)
             rec["kind"] = kind

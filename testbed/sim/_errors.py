@@ -6,6 +6,8 @@ family only, the "you misused the API" one.
 
 from __future__ import annotations
 
+from ..errors import TestbedError
 
-class SimError(ValueError):
+
+class SimError(TestbedError, ValueError):
     """The caller asked the simulator for something invalid; the message names the argument or node."""

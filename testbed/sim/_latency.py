@@ -156,22 +156,37 @@ LatencyModel = Constant | Uniform | Exponential | Empirical
 
 
 def latency_from_spec(spec) -> LatencyModel:
-    """A latency model from a scenario-file value: a number of seconds (constant) or a mapping such as
-    ``{"kind": "uniform", "lo_s": 0.001, "hi_s": 0.003}``; the other keys are the model's field names."""
+    """A latency model from a scenario file's ``sim.latency`` mapping (milliseconds, as the scenario format spells
+    it), a number of seconds (constant), or a model (returned as is).
+
+    Mappings: ``{kind: constant, ms}``, ``{kind: uniform, low_ms, high_ms}``, ``{kind: exponential, mean_ms,
+    floor_ms}`` and ``{kind: measured, samples_ms: [...]}``; reading the samples out of a recorded run
+    (``run: DIR``) is the caller's job.
+    """
     if isinstance(spec, (Constant, Uniform, Exponential, Empirical)):
         return spec
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return Constant(delay_s=float(spec))
-    if not isinstance(spec, dict) or "kind" not in spec:
+    if not hasattr(spec, "get") or "kind" not in spec:
         raise SimError(f"latency: expected seconds or a mapping with 'kind', got {spec!r}")
-    kinds = {"constant": Constant, "uniform": Uniform, "exponential": Exponential, "empirical": Empirical}
-    cls = kinds.get(spec["kind"])
-    if cls is None:
-        raise SimError(f"latency.kind: must be one of {', '.join(kinds)}, got {spec['kind']!r}")
-    fields = {k: v for k, v in spec.items() if k != "kind"}
-    if cls is Empirical:
-        return Empirical.of(fields.get("samples_s", ()))
-    try:
-        return cls(**fields)
-    except TypeError as e:
-        raise SimError(f"latency ({spec['kind']}): {e}") from None
+    kind = spec["kind"]
+
+    def ms(field: str, default=None) -> float:
+        value = spec.get(field, default)
+        if value is None:
+            raise SimError(f"latency ({kind}): {field} is required")
+        _check_s(value, field)
+        return value / 1000.0
+
+    if kind == "constant":
+        return Constant(delay_s=ms("ms"))
+    if kind == "uniform":
+        return Uniform(lo_s=ms("low_ms"), hi_s=ms("high_ms"))
+    if kind == "exponential":
+        return Exponential(mean_extra_s=ms("mean_ms"), floor_s=ms("floor_ms", 0.0))
+    if kind == "measured":
+        samples = spec.get("samples_ms")
+        if not samples:
+            raise SimError("latency (measured): give samples_ms (load them from the recorded run first)")
+        return Empirical.of([x / 1000.0 for x in samples])
+    raise SimError(f"latency.kind: must be constant, uniform, exponential or measured, got {kind!r}")

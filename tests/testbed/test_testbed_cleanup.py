@@ -82,7 +82,11 @@ def assert_killed_run_is_cleaned(backend: str, run_id: str, tmp_path, *, namespa
     assert left.pin_dirs == (names.pin_dir,)
 
     removed = clean(run_id)
-    assert removed == left
+    if namespaces:
+        assert removed == left
+    else:  # Mininet hosts may still be dying from the SIGHUP: some of their links can be gone by now
+        assert set(removed.links) <= set(left.links)
+        assert (removed.nft_tables, removed.pin_dirs) == (left.nft_tables, left.pin_dirs)
     assert find_leftovers(run_id).empty
     assert not any(alive(pid) for pid in left.processes)
     assert not os.path.exists(names.pin_dir)

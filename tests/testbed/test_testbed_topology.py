@@ -62,6 +62,19 @@ def test_ring_closes_the_chain_and_runs_stp():
     assert not Topology(nodes=2, shape="ring").stp  # two bridges cannot form a ring
 
 
+def test_stp_timers_grow_with_the_ring_and_stay_within_the_kernels_limits():
+    assert (Topology(nodes=2).stp_forward_delay_s, Topology(nodes=2).stp_max_age_s) == (0, 0)
+    small = Topology(nodes=12, shape="ring")
+    assert (small.stp_forward_delay_s, small.stp_max_age_s) == (2, 6)
+    big = Topology(nodes=64, shape="ring")
+    assert big.bridges == 16 and (big.stp_forward_delay_s, big.stp_max_age_s) == (6, 10)
+    widest = Topology(nodes=MAX_NODES, shape="ring", bridges=64)
+    assert widest.stp_forward_delay_s <= 30 and widest.stp_max_age_s <= 40
+    assert 2 * (widest.stp_forward_delay_s - 1) >= widest.stp_max_age_s
+    with pytest.raises(TopologyError):
+        Topology(nodes=MAX_NODES, shape="ring", bridges=65)
+
+
 def test_tree_links_each_bridge_to_its_parent():
     topo = Topology(nodes=14, shape="tree", bridges=7)
     assert [(t.a, t.b) for t in topo.trunks] == [(0, 1), (0, 2), (1, 3), (1, 4), (2, 5), (2, 6)]
