@@ -91,7 +91,8 @@ async def run_node(args) -> int:
             log.info("shutting down")
         finally:
             if runner is not None:
-                await runner.cleanup()
+                runner.close()
+                await runner.wait_closed()
             await node.close()
             if events is not None:
                 events.close()
