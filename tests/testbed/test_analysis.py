@@ -1,0 +1,93 @@
+"""Checks and curves are pure functions of a history: here, small hand-written histories with known answers."""
+
+from testbed import analysis as A
+
+
+def hist(events, faults=(), **meta):
+    return A.History(events=sorted(events, key=lambda e: e["t"]),
+                     faults=[A.FaultWindow(**f) for f in faults], meta={"t0": 0.0, **meta})
+
+
+def started(t, node, nid):
+    return [{"t": t, "node": node, "kind": "proc", "state": "up"},
+            {"t": t + 0.01, "node": node, "kind": "started", "node_id": nid}]
+
+
+def added(t, node, nid):
+    return {"t": t, "node": node, "kind": "member_added", "node_id": nid, "name": "", "addr": "x", "port": 1}
+
+
+def removed(t, node, nid, name):
+    return {"t": t, "node": node, "kind": "member_removed", "node_id": nid, "name": name, "reason": "timeout"}
+
+
+def three_nodes():
+    ev = started(0, "n0", 10) + started(0, "n1", 11) + started(0, "n2", 12)
+    for n in ("n0", "n1", "n2"):
+        for other, nid in (("n0", 10), ("n1", 11), ("n2", 12)):
+            if other != n:
+                ev.append(added(1.0 + nid / 100, n, nid))
+    return ev
+
+
+def test_convergence_time_and_curve():
+    h = hist(three_nodes() + [{"t": 2.0, "node": "n0", "kind": "stats"}])
+    assert A.converged_at(h, 0.0) == 1.12  # the last member_added completes every view
+    curve = dict(A.convergence_curve(h, step_s=0.5))
+    assert curve[0.5] == 0.0 and curve[1.0] == 0.0 and curve[1.5] == 1.0
+
+
+def test_a_crashed_node_must_leave_every_view():
+    ev = three_nodes() + [{"t": 5.0, "node": "n2", "kind": "proc", "state": "down"},
+                          removed(9.0, "n0", 12, "n2"), removed(9.5, "n1", 12, "n2")]
+    h = hist(ev, [dict(name="crash n2", kind="crash", start=5.0, end=20.0, nodes=("n2",))], recovery_start=5.0)
+    assert A.converged_at(h, 5.0) == 9.5
+    r = A.check_membership(h, within_s=4.0)
+    assert r.passed is False and "4.50 s" in r.detail
+    assert A.check_membership(h, within_s=5.0).passed is True
+    assert A.check_false_deaths(h, timeout_s=3.0).passed is True  # n2 really was down
+
+
+def test_false_death_is_a_removal_of_a_live_reachable_node():
+    ev = three_nodes() + [removed(9.0, "n0", 11, "n1")]
+    r = A.check_false_deaths(hist(ev), timeout_s=3.0)
+    assert r.passed is False and "n0 removed n1" in r.detail
+    # the same removal inside a loss window is excused
+    faults = [dict(name="loss", kind="loss", start=7.0, end=12.0)]
+    assert A.check_false_deaths(hist(ev, faults), timeout_s=3.0).passed is True
+
+
+def test_rumor_coverage_counts_newer_versions_and_lost_updates_are_found():
+    ev = three_nodes() + [
+        {"t": 3.0, "node": "n0", "kind": "metadata_adopted", "version": 100, "origin": 10, "via": "publish", "size": 1},
+        {"t": 3.2, "node": "n1", "kind": "metadata_adopted", "version": 100, "origin": 10, "via": "rumor", "size": 1},
+        {"t": 3.5, "node": "n2", "kind": "metadata_adopted", "version": 200, "origin": 12, "via": "publish", "size": 1},
+    ]
+    rs = A.rumors(hist(ev))
+    first = next(r for r in rs if r.version == 100)
+    assert [f for _, f in first.coverage] == [0.3333, 0.6667, 1.0]  # n2 holds a newer version: covered
+    assert (first.t50, first.t100) == (0.2, 0.5)
+    finals = [{"t": 9.0, "node": n, "kind": "final", "version": v, "origin": o}
+              for n, v, o in (("n0", 200, 12), ("n1", 100, 10), ("n2", 200, 12))]
+    r = A.check_lost_update(hist(ev + finals))
+    assert r.passed is False and "n1" in r.detail
+    finals[1].update(version=200, origin=12)
+    assert A.check_lost_update(hist(ev + finals)).passed is True
+
+
+def test_bad_packets_must_all_be_counted_somewhere():
+    ev = three_nodes() + [{"t": 2.0, "node": "n1", "kind": "injected", "count": 50, "expect": "bad_mac"},
+                          {"t": 2.5, "node": "n2", "kind": "injected", "count": 10, "expect": "duplicate|stale"}]
+    stats = {"nodes": {"n1": {"dropped": {"bad_mac": 49}}, "n2": {"xdp": {"dropped": {"stale": 4, "duplicate": 6}}}}}
+    r = A.check_bad_packets(hist(ev), stats)
+    assert r.passed is False and "bad_mac: injected 50, dropped 49" in r.detail
+    stats["nodes"]["n1"]["dropped"]["bad_mac"] = 50
+    assert A.check_bad_packets(hist(ev), stats).passed is True
+    r = A.check_bad_packets(hist(ev, unexpected_exits=["n2"]), stats)
+    assert r.passed is False and "died: n2" in r.detail
+
+
+def test_ks_distance():
+    assert A.ks_distance([1, 2, 3], [1, 2, 3]) == 0.0
+    assert A.ks_distance([1, 2], [10, 20]) == 1.0
+    assert abs(A.ks_distance([1, 2, 3, 4], [3, 4, 5, 6]) - 0.5) < 1e-9

@@ -1,0 +1,103 @@
+"""Scenario validation: every mistake is an error naming file, line and field — before anything starts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import ScenarioError
+from testbed.scenario import load, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+name: t
+nodes: 4
+node:
+  fanout: 2
+  cycle_s: 0.5
+  timeout_s: 2
+duration_s: 10
+timeline:
+  - {at: 1, op: publish, node: n1, data: x}
+  - at: 2
+    fault: crash
+    node: n2
+    until: 5
+checks:
+  - membership_converged: {within_s: 5}
+  - no_lost_update
+"""
+
+
+def err(text: str) -> ScenarioError:
+    with pytest.raises(ScenarioError) as e:
+        parse(text, "s.yaml")
+    return e.value
+
+
+def test_a_good_scenario_parses_with_defaults():
+    s = parse(GOOD, "s.yaml")
+    assert (s.name, s.nodes, s.backend, s.node["fanout"], s.node["protocol"]) == ("t", 4, "netns", 2, "udp")
+    assert [st.action for st in s.timeline] == ["publish", "crash"]
+    assert s.timeline[1].until_s == 5 and s.timeline[1].line == 10
+    assert dict(s.checks) == {"membership_converged": {"within_s": 5}, "no_lost_update": {}}
+
+
+@pytest.mark.parametrize("old,new,line,field,words", [
+    ("  fanout: 2", "  fanout: two", 4, "node.fanout", "must be an integer"),
+    ("  fanout: 2", "  fanot: 2", 4, "node.fanot", "unknown key"),
+    ("  fanout: 2", "  fanout: 0", 4, "node.fanout", "1..1024"),
+    ("  timeout_s: 2", "  timeout_s: 0.25", 6, "node.timeout_s", "must exceed cycle_s"),
+    ("nodes: 4", "nodes: -1", 2, "nodes", "1..1024"),
+    ("nodes: 4", "nodes: true", 2, "nodes", "must be an integer"),
+    ("    node: n2", "    node: n9", 10, "timeline[1].node", "unknown node 'n9'"),
+    ("    until: 5", "    until: 1", 13, "timeline[1].until", "must be after at"),
+    ("    until: 5", "    until: 50", 13, "timeline[1].until", "at most duration_s"),
+    ("    fault: crash", "    fault: meteor", 11, "timeline[1].fault", "unknown fault 'meteor'"),
+    ("  - no_lost_update", "  - no_bugs", 16, "checks[1]", "unknown check"),
+    ("name: t", "name: t\nname: u", 2, "name", "duplicate key"),
+])
+def test_errors_name_file_line_and_field(old, new, line, field, words):
+    e = err(GOOD.replace(old, new))
+    assert (e.file, e.line, e.field) == ("s.yaml", line, field), str(e)
+    assert words in e.message
+    assert str(e).startswith(f"s.yaml:{line}: {field}: ")
+
+
+def test_missing_required_keys_and_bad_yaml():
+    assert err("nodes: 3\n").field == "scenario" and "'name'" in err("nodes: 3\n").message
+    e = err("name: t\nnodes: [1,\n")
+    assert e.field == "yaml" and e.line is not None
+    assert err("").message == "the file is empty"
+    e = err(GOOD.replace("  - {at: 1, op: publish, node: n1, data: x}", "  - {at: 1}"))
+    assert (e.line, e.field) == (9, "timeline[0]") and "exactly one of" in e.message
+
+
+def test_partition_needs_groups_or_split_and_injection_counts_are_bounded():
+    base = "name: t\nnodes: 4\nduration_s: 9\ntimeline:\n"
+    e = err(base + "  - {at: 1, fault: partition, until: 3}\n")
+    assert e.line == 5 and "exactly one of 'groups'" in e.message
+    e = err(base + "  - {at: 1, inject: flood, count: 100000000}\n")
+    assert e.field == "timeline[0].count" and "1..1000000" in e.message
+
+
+def test_every_shipped_scenario_is_valid():
+    files = sorted((ROOT / "scenarios").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"churn", "partition", "loss", "attack", "metadata", "scale"}
+    for f in files:
+        s = load(str(f))
+        assert s.name == f.stem and s.nodes >= 1
+
+
+def test_cli_reports_a_bad_file_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("  fanout: 2", "  fanout: lots"))
+    r = subprocess.run([sys.executable, "-m", "testbed", "run", str(bad), "--backend", "sim"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2
+    assert f"{bad}:4: node.fanout: must be an integer" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "testbed", "run", "no-such-scenario.yaml"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "no such file" in r.stderr
