@@ -7,7 +7,7 @@ install:
 	@bash scripts/install.sh
 
 demo: install
-	$(PY) -m gossip demo
+	$(PY) -m testbed run scenarios/churn.yaml
 
 test: install
 	$(PY) -m pytest -q

@@ -1,0 +1,24 @@
+"""Every benchmark runs to completion in its bounded smoke mode and prints its figures (no timing assertions)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+from run_all import BENCHMARKS  # noqa: E402
+
+
+@pytest.mark.parametrize("script,quick,needs_root", [(s, q, r) for s, _, q, r in BENCHMARKS], ids=lambda v: str(v))
+def test_benchmark_smoke_run(script, quick, needs_root):
+    if needs_root and os.geteuid() != 0:
+        pytest.skip("needs root (CI runs as root)")
+    if not (BENCH / script).exists():
+        pytest.fail(f"{script} is listed in run_all.py but missing")
+    r = subprocess.run([sys.executable, str(BENCH / script), *quick], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert re.search(r"\d", r.stdout), "a benchmark must print figures"
