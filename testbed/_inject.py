@@ -72,12 +72,11 @@ def capture(root_veth: str, dst_ip: str, want: int, timeout_s: float) -> list[by
     return out
 
 
-def build(kind: str, target: Target, *, src_ip: str, cluster: str, secret: bytes, count: int,
-          rng: random.Random) -> list[bytes]:
-    """COUNT frames of KIND for TARGET (replay and flood are built from captured traffic by `inject`)."""
+def payloads(kind: str, *, src_ip: str, cluster: str, secret: bytes, count: int, rng: random.Random) -> list[bytes]:
+    """COUNT UDP payloads of KIND (forged, foreign_cluster, truncated, malformed) as if sent from SRC_IP."""
     ident = wire.Identity(name="intruder", addr=src_ip, port=GOSSIP_PORT)  # same id as the real node there
     cid = wire.cluster_id(cluster)
-    frames = []
+    out = []
     for i in range(count):
         # claims to come from a real peer (SRC_IP) with a sequence far in the future: only the MAC tells
         hb = wire.Heartbeat(cluster=cid, origin=ident.node_id, seq=2**62 + i, identity=ident,
@@ -98,8 +97,15 @@ def build(kind: str, target: Target, *, src_ip: str, cluster: str, secret: bytes
             payload = head + body
         else:
             raise ValueError(f"unknown injection {kind!r}")
-        frames.append(_frame(target, src_ip, payload))
-    return frames
+        out.append(payload)
+    return out
+
+
+def build(kind: str, target: Target, *, src_ip: str, cluster: str, secret: bytes, count: int,
+          rng: random.Random) -> list[bytes]:
+    """COUNT Ethernet frames of KIND for TARGET (replay and flood are built from captured traffic by `inject`)."""
+    return [_frame(target, src_ip, p) for p in payloads(kind, src_ip=src_ip, cluster=cluster, secret=secret,
+                                                        count=count, rng=rng)]
 
 
 def send_frames(root_veth: str, frames: list[bytes], *, count: int, rate_pps: int | None) -> float:

@@ -654,5 +654,5 @@ def _remove_empty_tree(path: str) -> None:
 def run_scenario(scenario: Scenario, out_dir: Path, *, progress: bool = False) -> dict:
     if scenario.backend == "sim":
         from .sim_runner import run_sim
-        return run_sim(scenario, out_dir, progress=Progress(progress))
+        return run_sim(scenario, out_dir)
     return ScenarioRun(scenario, out_dir, progress=Progress(progress)).run()
