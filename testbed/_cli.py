@@ -63,6 +63,22 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    for d in (args.run_a, args.run_b):
+        if not (Path(d) / "summary.json").exists():
+            print(f"error: {d} is not an analysed run directory (no summary.json)", file=sys.stderr)
+            return 2
+    result = analysis.compare_runs(args.run_a, args.run_b, args.rumor)
+    a, b = result["a"], result["b"]
+    print(f"A: {args.run_a} ({a['backend']}, {a['nodes']} nodes, t50 {a['t50']}, t100 {a['t100']})")
+    print(f"B: {args.run_b} ({b['backend']}, {b['nodes']} nodes, t50 {b['t50']}, t100 {b['t100']})")
+    print(f"Kolmogorov-Smirnov distance between the infection curves: {result['ks']:.3f}")
+    out = Path(args.out) if args.out else Path(args.run_b) / "compare.png"
+    plots.compare([args.run_a, args.run_b], out, index=args.rumor, title=f"KS distance {result['ks']:.3f}")
+    print(f"plot: {out}")
+    return 0
+
+
 def cmd_clean(args) -> int:
     from ._cleanup import clean, find_leftovers
     if args.dry_run:
@@ -89,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="redraw the plots of a run directory")
     pl.add_argument("run_dir")
     pl.set_defaults(fn=cmd_plot)
+    cp = sub.add_parser("compare", help="KS distance between two runs' infection curves, and both on one plot")
+    cp.add_argument("run_a")
+    cp.add_argument("run_b")
+    cp.add_argument("--rumor", type=int, default=0, help="which published version (0: the first)")
+    cp.add_argument("--out", help="plot file (default RUN_B/compare.png)")
+    cp.set_defaults(fn=cmd_compare)
     c = sub.add_parser("clean", help="remove namespaces, links, BPF pins and processes left by killed runs")
     c.add_argument("--run-id", help="only this run's leftovers")
     c.add_argument("--dry-run", action="store_true", help="list, do not remove")

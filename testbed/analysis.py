@@ -458,3 +458,52 @@ def ks_distance(a: list[float], b: list[float]) -> float:
         fb = bisect.bisect_right(b, x) / len(b)
         d = max(d, abs(fa - fb))
     return d
+
+
+# ---- runs as data (the API notebooks and the CLI share) --------------------------------------------------------
+
+def load_summary(run_dir: Path | str) -> dict:
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def infection_times(summary: dict, index: int = 0) -> list[float]:
+    """Seconds from publish to each node's first holding of rumor INDEX (the samples its curve is made of)."""
+    rumor = summary["rumors"][index]
+    return [dt for dt, _ in rumor["coverage"]]
+
+
+def compare_runs(run_a: Path | str, run_b: Path | str, index: int = 0) -> dict:
+    """Kolmogorov–Smirnov distance between the infection-time distributions of rumor INDEX in two runs."""
+    a, b = load_summary(run_a), load_summary(run_b)
+    ta, tb = infection_times(a, index), infection_times(b, index)
+    return {"ks": ks_distance(ta, tb), "a": {"backend": a["backend"], "nodes": a["nodes"], "t50": a["rumors"][index]["t50"],
+                                             "t100": a["rumors"][index]["t100"], "samples": len(ta)},
+            "b": {"backend": b["backend"], "nodes": b["nodes"], "t50": b["rumors"][index]["t50"],
+                  "t100": b["rumors"][index]["t100"], "samples": len(tb)}}
+
+
+def hop_latency_samples_ms(run_dir: Path | str) -> list[float]:
+    """One-hop delivery latencies measured in a recorded run, in milliseconds.
+
+    After each publish, the first ``fanout`` adoptions are the publisher's direct targets: each gap from the
+    publish to one of them is one hop end to end (send, wire, receive, verify, apply) on that machine.
+    """
+    history = load_history(run_dir)
+    fanout = int(history.meta.get("fanout", 3))
+    out = []
+    for r in rumors(history):
+        out.extend(1000.0 * dt for dt, _ in r.coverage[1:1 + fanout] if dt > 0)
+    return out
+
+
+def coverage_frame(run_dirs):
+    """A tidy pandas DataFrame of every rumor's coverage in RUN_DIRS: run, backend, version, seconds, fraction."""
+    import pandas as pd
+    rows = []
+    for d in run_dirs:
+        s = load_summary(d)
+        for i, r in enumerate(s["rumors"]):
+            for dt, f in r["coverage"]:
+                rows.append({"run": str(d), "backend": s["backend"], "nodes": s["nodes"], "rumor": i,
+                             "version": r["version"], "seconds": dt, "fraction": f})
+    return pd.DataFrame(rows)

@@ -110,6 +110,23 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def compare(run_dirs, path: Path, *, index: int = 0, title: str = "") -> None:
+    """The infection curve of rumor INDEX of several runs on one figure (seconds since each publish)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for d in run_dirs:
+        s = analysis.load_summary(d)
+        r = s["rumors"][index]
+        xs = [0.0] + [dt for dt, _ in r["coverage"]]
+        ys = [0.0] + [f for _, f in r["coverage"]]
+        ax.step(xs, ys, where="post", lw=1.4, label=f"{s['backend']} — {Path(d).name} ({s['nodes']} nodes)")
+    ax.set_xlabel("seconds since publish")
+    ax.set_ylabel("fraction of live nodes holding the version")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Infection curves" + (f" — {title}" if title else ""))
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
 PLOTTERS = {"infection": infection, "convergence": convergence, "messages": messages}
 
 

@@ -630,6 +630,7 @@ class ScenarioRun:
         meta = {"scenario": self.s.name, "backend": self.s.backend, "nodes": self.s.nodes, "seed": self.s.seed,
                 "run_id": self.run_id, "t0": self.t0, "recovery_start": self.recovery_start,
                 "recovery_s": self.s.recovery_s, "cycle_s": self.cfg["cycle_s"], "timeout_s": self.cfg["timeout_s"],
+                "fanout": self.cfg["fanout"],
                 "xdp": bool(self.fastpath), "broadcaster": bool(self.broadcaster),
                 "unexpected_exits": self.unexpected_exits, "file": self.s.file}
         (self.out / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -36,19 +36,11 @@ def _latency(s: Scenario):
 
 
 def measured_latency_ms(run_dir: str) -> list[float]:
-    """One-way delivery latencies of metadata rumor hops in a recorded run, from its infection curves.
-
-    The gaps between consecutive first adoptions of a rumor are what a hop costs end to end on that testbed
-    (send, wire, receive, processing): the simulator samples them as its link latency.
-    """
-    history = analysis.load_history(run_dir)
-    gaps: list[float] = []
-    for r in analysis.rumors(history):
-        times = [dt for dt, _ in r.coverage]
-        gaps.extend(1000.0 * (b - a) for a, b in zip(times, times[1:]) if b > a)
-    if not gaps:
+    """Per-hop latencies measured on a recorded testbed run (see `analysis.hop_latency_samples_ms`)."""
+    samples = analysis.hop_latency_samples_ms(run_dir)
+    if not samples:
         raise ValueError(f"{run_dir}: no rumor hops recorded to measure latency from")
-    return sorted(gaps)
+    return sorted(samples)
 
 
 class SimRun:
@@ -345,7 +337,7 @@ class SimRun:
         (self.out / "stats.json").write_text(json.dumps(stats, indent=1))
         meta = {"scenario": s.name, "backend": "sim", "nodes": s.nodes, "seed": s.seed, "t0": self.sim.epoch_s,
                 "recovery_start": recovery_start, "recovery_s": s.recovery_s, "cycle_s": self.config.cycle_s,
-                "timeout_s": self.config.timeout_s, "xdp": False, "broadcaster": False, "unexpected_exits": [],
+                "timeout_s": self.config.timeout_s, "fanout": self.config.fanout, "xdp": False, "broadcaster": False, "unexpected_exits": [],
                 "file": s.file, "fidelity": "full"}
         (self.out / "meta.json").write_text(json.dumps(meta, indent=1))
 

@@ -44,7 +44,7 @@ class _SimNode:
     """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
 
     __slots__ = ("index", "name", "identity", "config", "seeds", "core", "state", "incarnation", "token",
-                 "queue", "next_stats", "loss")
+                 "queue", "next_stats", "loss", "delay", "pending")
 
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
@@ -56,6 +56,8 @@ class _SimNode:
         self.queue: list = []  # messages that arrived while paused, in arrival order
         self.next_stats = 0.0
         self.loss = 0.0
+        self.delay: LatencyModel | None = None  # extra latency of every message delivered to this node
+        self.pending = True  # allocated, not started yet (a staggered start)
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -108,6 +110,7 @@ class Simulation:
         self._nodes: list[_SimNode] = []
         self._loss = 0.0
         self._any_loss = False
+        self._any_delay = False
         self.set_loss(loss)
         self._by_name: dict[str, _SimNode] = {}
         self._by_endpoint: dict[tuple[str, int], int] = {}
@@ -174,7 +177,7 @@ class Simulation:
             else:
                 seeds = ()
             if stagger_s > 0 and i > 0:
-                self._call_at(self._now + stagger_s * i / count, functools.partial(self._start, node, seeds))
+                self._call_at(self._now + stagger_s * i / count, functools.partial(self._start_pending, node, seeds))
             else:
                 self._start(node, seeds)
         return [n.name for n in batch]
@@ -188,6 +191,8 @@ class Simulation:
     def restart(self, name: str) -> None:
         """Start a crashed node again on the same endpoint: a fresh core (new random stream) that re-seeds."""
         node = self._node(name, _DOWN)
+        if node.pending:
+            raise SimError(f"node {name!r} has not started yet")
         node.incarnation += 1
         self._start(node, node.seeds)
 
@@ -270,6 +275,12 @@ class Simulation:
         if src is None or dst is None:
             raise SimError("set_latency: give both src and dst for a link, or neither for the default")
         self._links[(self._node(src).index, self._node(dst).index)] = latency
+
+    def set_ingress_delay(self, name: str, delay: LatencyModel | None) -> None:
+        """Add DELAY (a latency model) to every message delivered to node NAME, on top of the link latency, as a
+        netem qdisc on the network side of the node's interface does; None removes it."""
+        self._node(name).delay = delay
+        self._any_delay = any(n.delay is not None for n in self._nodes)
 
     def network_stats(self) -> dict[str, int]:
         """What the network did: messages sent, delivered, and dropped per reason (``loss``, ``partition``,
@@ -446,9 +457,14 @@ class Simulation:
         self._side.append(0)
         return node
 
+    def _start_pending(self, node: _SimNode, seeds: tuple[tuple[str, int], ...]) -> None:
+        if node.pending:
+            self._start(node, seeds)
+
     def _start(self, node: _SimNode, seeds: tuple[tuple[str, int], ...]) -> None:
         """What `Node.join` does: a fresh core, the seeds, and the timer's first tick right away."""
         now = self._now
+        node.pending = False
         rng = random.Random(f"{self.seed}/{node.name}/{node.incarnation}")
         node.core = GossipCore(config=node.config, identity=node.identity, rng=rng, now=now,
                                record_refreshes=self._record_refreshes)
@@ -513,7 +529,7 @@ class Simulation:
         now, heap, push, seq = self._now, self._heap, heapq.heappush, self._seq
         by_endpoint, side, src_side = self._by_endpoint, self._side, self._side[src]
         rng, default, links, wire = self._net_rng, self._latency, self._links, self.wire
-        loss, nodes = self._any_loss, self._nodes
+        loss, delay, nodes = self._any_loss, self._any_delay, self._nodes
         net = self._net
         sent = unknown = partitioned = lost = 0
         for send in sends:
@@ -533,7 +549,10 @@ class Simulation:
                         lost += 1
                         continue
                 model = links.get((src, dst), default) if links else default
-                push(heap, (now + model.sample(rng), next(seq), _DELIVER, dst, item))
+                latency = model.sample(rng)
+                if delay and nodes[dst].delay is not None:
+                    latency += nodes[dst].delay.sample(rng)
+                push(heap, (now + latency, next(seq), _DELIVER, dst, item))
         net["sent"] += sent
         if unknown:
             net["dropped_unknown"] += unknown
