@@ -79,6 +79,19 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from . import sweep as sweep_mod
+    spec = sweep_mod.load(args.sweep)
+    if args.seeds:
+        spec["seeds"] = args.seeds
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    df = sweep_mod.run(spec, out, progress=not args.quiet)
+    cols = [c for c in ("variant", "nodes", "fanout", "loss") if c in df.columns]
+    print(df.groupby(cols)[["t50", "t90", "t100", "messages_per_node", "fraction"]].mean().round(3).to_string())
+    print(f"\nresults: {out / 'results.csv'}  plots: {out}")
+    return 0
+
+
 def cmd_clean(args) -> int:
     from ._cleanup import clean, find_leftovers
     if args.dry_run:
@@ -111,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--rumor", type=int, default=0, help="which published version (0: the first)")
     cp.add_argument("--out", help="plot file (default RUN_B/compare.png)")
     cp.set_defaults(fn=cmd_compare)
+    sw = sub.add_parser("sweep", help="run a grid of simulator runs on all cores and tabulate them")
+    sw.add_argument("sweep", help="a sweep YAML file")
+    sw.add_argument("--out", help="result directory (default runs/sweep-<name>-<timestamp>)")
+    sw.add_argument("--seeds", type=int, help="override the number of seeds")
+    sw.add_argument("--quiet", action="store_true")
+    sw.set_defaults(fn=cmd_sweep)
     c = sub.add_parser("clean", help="remove namespaces, links, BPF pins and processes left by killed runs")
     c.add_argument("--run-id", help="only this run's leftovers")
     c.add_argument("--dry-run", action="store_true", help="list, do not remove")
