@@ -657,3 +657,23 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, progress: bool = False) -
         from .sim_runner import run_sim
         return run_sim(scenario, out_dir)
     return ScenarioRun(scenario, out_dir, progress=Progress(progress)).run()
+
+
+def run_subprocess(scenario: str, out_dir: Path | str, *, backend: str | None = None, nodes: int | None = None,
+                   seed: int | None = None, xdp: bool = True) -> dict:
+    """Run a scenario in a child ``python -m testbed run`` and return its summary.
+
+    For callers that already run an event loop (a Jupyter kernel): the netlink library the network layer uses
+    drives its own loop and cannot nest in a running one.
+    """
+    argv = [sys.executable, "-m", "testbed", "run", str(scenario), "--out", str(out_dir), "--quiet"]
+    for flag, value in (("--backend", backend), ("--nodes", nodes), ("--seed", seed)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if not xdp:
+        argv.append("--no-xdp")
+    r = subprocess.run(argv, capture_output=True, text=True)
+    summary = Path(out_dir) / "summary.json"
+    if not summary.exists():
+        raise TestbedError(f"`{' '.join(argv)}` produced no summary (exit {r.returncode}):\n{r.stderr[-2000:]}")
+    return json.loads(summary.read_text())

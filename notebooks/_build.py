@@ -1,0 +1,120 @@
+"""Writes the notebooks in this folder from the cells below (run it after editing them; the .ipynb files are
+what users open and what the tests execute)."""
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+QUICK = """import os
+QUICK = os.environ.get("XG_NOTEBOOK_QUICK") == "1"  # the test suite runs the notebooks small"""
+
+NOTEBOOKS = {
+    "quickstart.ipynb": [
+        new_markdown_cell("# Quickstart: a scenario on the simulator\n\nRuns `scenarios/basic.yaml` on the "
+                          "discrete-event simulator (no root needed), loads the run directory into pandas and "
+                          "plots the infection curve of one rumor, next to the theory for a single rumor "
+                          "(infect-and-die's final fraction)."),
+        new_code_cell(QUICK + """
+import tempfile, pathlib
+from testbed import scenario, analysis
+from testbed.runner import run_scenario
+
+s = scenario.load("basic.yaml").with_overrides(backend="sim", nodes=16 if QUICK else 64)
+out = pathlib.Path(tempfile.mkdtemp(prefix="quickstart-")) / "run"
+summary = run_scenario(s, out)
+print("passed:", summary["passed"])
+for c in summary["checks"]:
+    print(f"  {c['name']:<22} {c['passed']}  {c['detail']}")"""),
+        new_code_cell("""df = analysis.coverage_frame([out])
+df.head()"""),
+        new_code_cell("""import matplotlib.pyplot as plt
+from testbed.sim import disseminate, theory
+
+fig, ax = plt.subplots(figsize=(7, 4))
+for rumor, g in df.groupby("rumor"):
+    ax.step(g["seconds"] * 1000, g["fraction"], where="post", label=f"rumor {rumor} (full protocol, sim)")
+one = disseminate(10_000, "protocol", fanout=3, seed=1)
+ax.axhline(theory.infect_and_die_fraction(3), ls="--", color="gray",
+           label="infect-and-die limit, f=3 (rumor alone, no anti-entropy)")
+ax.axhline(one.final_fraction, ls=":", color="black", label="forwarding rule alone, n=10,000")
+ax.set_xlabel("ms since publish"); ax.set_ylabel("fraction of live nodes"); ax.legend(fontsize=7)
+assert summary["passed"] and df["fraction"].max() == 1.0
+fig"""),
+    ],
+    "testbed.ipynb": [
+        new_markdown_cell("# The real testbed: churn with XDP on and off\n\nRuns `scenarios/churn.yaml` on "
+                          "real nodes in network namespaces (needs root), once with the XDP fast path and once "
+                          "without, then compares their infection curves and the CPU the nodes spent."),
+        new_code_cell(QUICK + """
+import tempfile, pathlib, json
+from testbed import analysis
+from testbed.runner import run_subprocess
+
+base = pathlib.Path(tempfile.mkdtemp(prefix="testbed-nb-"))
+runs = {}
+for xdp in (True, False):
+    out = base / ("xdp-on" if xdp else "xdp-off")
+    runs[xdp] = run_subprocess("churn.yaml", out, nodes=16 if QUICK else 64, xdp=xdp)
+    print(f"XDP {'on ' if xdp else 'off'}: passed={runs[xdp]['passed']}  packets={runs[xdp]['packets']}")"""),
+        new_code_cell("""import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(7, 4))
+for xdp, summary in runs.items():
+    r = summary["rumors"][0]
+    ax.step([0] + [dt for dt, _ in r["coverage"]], [0] + [f for _, f in r["coverage"]], where="post",
+            label=f"XDP {'on' if xdp else 'off'} (t100 {r['t100']} s)")
+ax.set_xlabel("seconds since publish"); ax.set_ylabel("fraction of live nodes"); ax.legend()
+print("KS distance between the two first rumors:", round(analysis.compare_runs(base / "xdp-on", base / "xdp-off")["ks"], 3))
+fig"""),
+        new_code_cell("""def node_cpu(run_dir):
+    # userspace work per node: packets that reached the node (the rest XDP dropped in the kernel)
+    stats = json.loads((run_dir / "stats.json").read_text())["nodes"]
+    return sum(n["packets_in"] for n in stats.values()), sum(sum(n.get("xdp", {}).get("dropped", {}).values()) for n in stats.values())
+
+for name in ("xdp-on", "xdp-off"):
+    into_userspace, xdp_dropped = node_cpu(base / name)
+    print(f"{name}: packets reaching userspace {into_userspace}, dropped in the kernel {xdp_dropped}")
+assert runs[True]["packets"]["xdp_dropped"] > 0 and runs[False]["packets"]["xdp_dropped"] == 0"""),
+    ],
+    "validation.ipynb": [
+        new_markdown_cell("# Validation: the simulator against theory and against the testbed\n\n"
+                          "1. Round-based push with fanout 1 needs log2(n) + ln(n) rounds on average (Pittel).\n"
+                          "2. Infect-and-die with fanout f reaches the fraction π solving π = 1 − e^(−fπ).\n"
+                          "3. The same 64-node scenario on the testbed (needs root) and on the simulator, with "
+                          "the per-hop latency measured on the testbed: KS distance of the infection curves."),
+        new_code_cell(QUICK + """
+import numpy as np
+from testbed.sim import disseminate, theory
+
+n, seeds = 10_000, (10 if QUICK else 50)
+rounds = [disseminate(n, "push", fanout=1, seed=s).informed_at.max() for s in range(seeds)]
+print(f"push, f=1, n={n}: mean rounds {np.mean(rounds):.2f}  theory {theory.push_rounds(n):.2f}")
+for f in (2, 3, 4):
+    frac = np.mean([disseminate(n, "infect_and_die", fanout=f, seed=s).final_fraction for s in range(seeds)])
+    print(f"infect-and-die, f={f}: {frac:.4f}  theory {theory.infect_and_die_fraction(f):.4f}")
+assert abs(np.mean(rounds) - theory.push_rounds(n)) <= 2"""),
+        new_code_cell("""import os, tempfile, pathlib
+from testbed import scenario, analysis
+from testbed.runner import run_subprocess
+
+if os.geteuid() != 0:
+    print("the testbed half needs root: skipped")
+else:
+    base = pathlib.Path(tempfile.mkdtemp(prefix="validation-nb-"))
+    nodes = 32 if QUICK else 64
+    run_subprocess("validation.yaml", base / "netns", nodes=nodes)
+    sim_file = base / "validation-sim.yaml"  # the same scenario, with the latency measured on the testbed
+    sim_file.write_text(pathlib.Path(scenario.find("validation.yaml")).read_text()
+                        + f"\\nsim:\\n  latency: {{kind: measured, run: {base / 'netns'}}}\\n")
+    run_subprocess(sim_file, base / "sim", backend="sim", nodes=nodes)
+    pooled = lambda d: sum((analysis.infection_times(analysis.load_summary(d), i) for i in range(3)), [])
+    ks = analysis.ks_distance(pooled(base / "netns"), pooled(base / "sim"))
+    print(f"KS distance, netns vs sim (all three rumors pooled): {ks:.3f}")
+    from testbed import plots
+    plots.compare([base / "netns", base / "sim"], base / "compare.png", title=f"KS {ks:.3f}")"""),
+    ],
+}
+
+for name, cells in NOTEBOOKS.items():
+    nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                            "language": "python"}})
+    nbformat.write(nb, name)
+    print("wrote", name)
