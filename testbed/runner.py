@@ -86,6 +86,9 @@ class ScenarioRun:
         self._leavers: set[str] = set()
         self.recovery_start: float | None = None
         self.start_mono = 0.0
+        self.timings: dict[str, float] = {}  # bring-up and teardown phases, seconds
+        self.memory: dict[str, int] = {}  # node -> unique set size (bytes), read at the end of the timeline
+        self._teardown_started = 0.0
         self.fastpath = self.faults_prog = self.broadcaster = None
         self.net = None
         self.t0 = 0.0
@@ -128,6 +131,8 @@ class ScenarioRun:
         t = time.monotonic()
         self.progress.say(f"run {self.run_id}: building {s.backend} network of {total} hosts ({shape})")
         self.net = stack.enter_context(make_network(s.backend, topo, self.run_id))
+        stack.callback(self._time_teardown)  # runs last: after the network itself is gone
+        self.timings["network_s"] = round(time.monotonic() - t, 3)
         self.progress.say(f"network up in {time.monotonic() - t:.1f} s")
         self._setup_bpf(stack)
         for i, host in enumerate(self.net.hosts):
@@ -140,6 +145,7 @@ class ScenarioRun:
         for i in range(s.nodes):
             self._start_node(f"n{i}", seeds=self._initial_seeds(i))
         self._wait_up([f"n{i}" for i in range(s.nodes)], timeout_s=60 + total * 0.5)
+        self.timings["nodes_up_s"] = round(time.monotonic() - t, 3)
         self.progress.say(f"{s.nodes} nodes up in {time.monotonic() - t:.1f} s")
 
     def _setup_bpf(self, stack: contextlib.ExitStack) -> None:
@@ -175,6 +181,7 @@ class ScenarioRun:
             self.faults_prog = stack.enter_context(bpf.Faults.compile())
             for h in self.net.hosts:
                 stack.enter_context(self.faults_prog.attach(h.ifindex, netns=h.netns_path, direction="ingress"))
+        self.timings["bpf_s"] = round(time.monotonic() - t, 3)
         self.progress.say(f"BPF compiled once and attached to {len(self.net.hosts)} interfaces in "
                           f"{time.monotonic() - t:.1f} s")
 
@@ -569,6 +576,7 @@ class ScenarioRun:
             time.sleep(0.25)
         time.sleep(min(self.cfg["cycle_s"], 1.0))
         self._sample_xdp()
+        self._measure_memory()
         # 3. final reads
         for node in self.nodes.values():
             if node.state != "up":
@@ -593,10 +601,23 @@ class ScenarioRun:
             if self.broadcaster is not None:
                 entry["broadcast"] = self.broadcaster.stats(node.host.ifindex)
             stats["nodes"][node.name] = entry
+        self._teardown_started = time.monotonic()
         self._stop_all_processes()
         for node in self.nodes.values():
             if node.state in ("up", "paused"):
                 node.state = "down"
+
+    def _time_teardown(self) -> None:
+        if self._teardown_started:
+            self.timings["teardown_s"] = round(time.monotonic() - self._teardown_started, 3)
+
+    def _measure_memory(self) -> None:
+        import psutil
+        for node in self.nodes.values():
+            if node.state == "up":
+                # the process is nsenter's child: measure the node itself (nsenter execs it, same pid)
+                with contextlib.suppress(psutil.Error):
+                    self.memory[node.name] = psutil.Process(node.proc.pid).memory_full_info().uss
 
     def _recovered(self) -> bool:
         live = set(self._live_names())
@@ -632,7 +653,8 @@ class ScenarioRun:
                 "recovery_s": self.s.recovery_s, "cycle_s": self.cfg["cycle_s"], "timeout_s": self.cfg["timeout_s"],
                 "fanout": self.cfg["fanout"],
                 "xdp": bool(self.fastpath), "broadcaster": bool(self.broadcaster),
-                "unexpected_exits": self.unexpected_exits, "file": self.s.file}
+                "unexpected_exits": self.unexpected_exits, "file": self.s.file, "timings": self.timings,
+                "node_memory_bytes": self.memory}
         (self.out / "meta.json").write_text(json.dumps(meta, indent=1))
 
     def _analyse(self, stats: dict) -> dict:
