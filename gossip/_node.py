@@ -175,9 +175,10 @@ class Node:
         while True:
             now = self._clock()
             self.core.tick(now)
-            if self._stats_every_cycle and now >= next_stats:
+            if now >= next_stats:
                 next_stats = now + cycle
-                self._write_event({"kind": "stats", **self.core.stats}, now)
+                if self._stats_every_cycle:
+                    self._write_event({"kind": "stats", **self.core.stats}, now)
             self._flush()
             delay = min(self.core.next_deadline(), next_stats) - self._clock()
             await asyncio.sleep(min(max(delay, 0.001), cycle))

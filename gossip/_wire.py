@@ -87,7 +87,7 @@ class Identity:
         return (self.addr, self.port)
 
     def encoded_size(self) -> int:
-        return _IDENT_FIXED.size + len(self.name.encode()) + 2 + len(self.private)
+        return _IDENT_FIXED.size + len(self.name.encode()) + 2 + len(self.private)  # must match _identity_bytes
 
 
 def _bloom_positions(x: int, nbits: int, hashes: int) -> list[int]:
@@ -245,8 +245,22 @@ def encode_body(msg: Message, max_packet_bytes: int) -> tuple[bytes, Message]:
 
 
 def fit(msg: Message, max_packet_bytes: int) -> Message:
-    """MSG as it will be encoded under MAX_PACKET_BYTES: its infected set may become a Bloom filter."""
-    return encode_body(msg, max_packet_bytes)[1]
+    """MSG as it will be encoded under MAX_PACKET_BYTES: its infected set may become a Bloom filter.
+
+    Computed from sizes alone (no encoding): this runs for every message a node sends.
+    """
+    if isinstance(msg, Heartbeat):
+        prefix = msg.identity.encoded_size()
+    elif isinstance(msg, MetadataRumor):
+        prefix = 2 + len(msg.data)
+    else:
+        return msg
+    inf = _fit_infected(prefix, msg.infected, max_packet_bytes)
+    if inf is msg.infected:
+        return msg
+    if isinstance(msg, Heartbeat):
+        return Heartbeat(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity, infected=inf)
+    return MetadataRumor(cluster=msg.cluster, origin=msg.origin, version=msg.version, data=msg.data, infected=inf)
 
 
 def encode(msg: Message, *, key: bytes, max_packet_bytes: int = 1400, flags: int = 0) -> bytes:

@@ -69,8 +69,7 @@ class SimRun:
                              **fields})
 
     def _up(self, name: str) -> None:
-        self._rec(name, analysis.PROC, state="up")
-        self._rec(name, "started", node_id=self.sim.identity(name).node_id)
+        self._rec(name, analysis.PROC, state="up")  # the engine writes the node's own `started` record
 
     def _live(self) -> list[str]:
         return [n for n in self.sim.live_nodes() if self.sim.node_state(n) == "up"]

@@ -50,10 +50,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._errors import SimError
-from ._latency import Constant, LatencyModel
+from ._latency import DEFAULT_LATENCY, LatencyModel
 
 VARIANTS = ("protocol", "infect_and_die", "push")
-DEFAULT_LATENCY = Constant(delay_s=0.001)
 _SMALL_POOL = 16  # pools of at most this many + 4 * fanout peers are shuffled whole instead of sampled
 
 

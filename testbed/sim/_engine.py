@@ -29,10 +29,9 @@ from gossip import GossipCore, Identity, NodeConfig, Version
 from gossip import node_id as wire_node_id
 
 from ._errors import SimError
-from ._latency import Constant, LatencyModel
+from ._latency import DEFAULT_LATENCY, LatencyModel
 
 EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
-DEFAULT_LATENCY = Constant(delay_s=0.001)
 
 _UP, _PAUSED, _DOWN = "up", "paused", "down"
 _DELIVER, _TICK, _CALL = 0, 1, 2
@@ -87,7 +86,8 @@ class Simulation:
         wire: pass signed datagrams through the real codec instead of message objects (slower; for validation).
         keep_events: keep the records in memory (`events`); turn off for very large runs.
         events_path: also stream the records to this JSON-lines file as they happen.
-        record_kinds: record only these event kinds (``"stats"`` included); ``None`` records what a node records.
+        record_kinds: record only these kinds (the driver's own ``started``, ``stats`` and ``stopped`` included);
+            ``None`` records what a node records.
         record_stats: write a ``stats`` record per node per cycle, as a node does by default.
         record_refreshes: make the cores report every heartbeat refresh (``member_refreshed``).
     """
@@ -197,8 +197,13 @@ class Simulation:
         self._start(node, node.seeds)
 
     def leave(self, name: str) -> None:
-        """Graceful leave: stop the node's heartbeats, then stop the node."""
+        """Graceful leave: stop the node's heartbeats, then stop the node (which, like `Node.close`, writes a
+        ``stopped`` record)."""
         self.stop_heartbeats(name)
+        node = self._node(name)
+        version, _ = node.core.read()
+        self._driver_record(node, "stopped", {"members": sorted(m.name for m in node.core.members()),
+                                              "version": version.seq, "origin": version.origin, **node.core.stats})
         self.crash(name)
 
     def pause(self, name: str) -> None:
@@ -470,6 +475,9 @@ class Simulation:
                                record_refreshes=self._record_refreshes)
         node.state, node.queue, node.seeds = _UP, [], seeds
         node.next_stats = now
+        # a real node also writes its pid; a simulated process has none
+        self._driver_record(node, "started", {"node_id": node.identity.node_id, "addr": node.identity.addr,
+                                              "port": node.identity.port})
         for endpoint in seeds:
             node.core.set(self._seed_identity(endpoint), now)
         self._flush(node)
@@ -508,7 +516,7 @@ class Simulation:
         if now >= node.next_stats:
             node.next_stats = now + cycle
             if self._record_stats:
-                self._write({"t": round(now, 6), "node": node.name, "kind": "stats", **core.stats})
+                self._driver_record(node, "stats", core.stats)
         self._flush(node)
         delay = min(core.next_deadline(), node.next_stats) - now
         self._schedule_tick(node, now + min(max(delay, 0.001), cycle))
@@ -575,6 +583,11 @@ class Simulation:
                 rec[f] = getattr(ev, f)
             rec["kind"] = kind
             self._write(rec)
+
+    def _driver_record(self, node: _SimNode, kind: str, fields) -> None:
+        """A record the node driver writes itself (``started``, ``stats``, ``stopped``), as `Node._write_event`."""
+        if self._kinds is None or kind in self._kinds:
+            self._write({"t": round(self._now, 6), "node": node.name, "kind": kind, **fields})
 
     def _write(self, rec: dict) -> None:
         if self._keep:

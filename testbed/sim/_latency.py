@@ -153,6 +153,7 @@ class Empirical:
 
 
 LatencyModel = Constant | Uniform | Exponential | Empirical
+DEFAULT_LATENCY = Constant(delay_s=0.001)  # a LAN hop: what both engines use unless told otherwise
 
 
 def latency_from_spec(spec) -> LatencyModel:

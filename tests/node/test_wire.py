@@ -65,3 +65,12 @@ def test_single_byte_corruption_of_a_valid_packet_is_rejected(msg, pos, value):
         assert e.reason in ("malformed", "unknown_version", "foreign_cluster", "bad_mac")
     else:
         raise AssertionError("a corrupted packet was accepted")
+
+
+@given(messages, st.integers(600, 1400))
+def test_fit_from_sizes_agrees_with_encoding(msg, max_packet):
+    try:
+        by_encoding = wire.encode_body(msg, max_packet)[1]
+    except wire.UsageError:
+        return
+    assert wire.fit(msg, max_packet) == by_encoding
