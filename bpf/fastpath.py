@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import secrets
 
-from . import _attach, _sys
+from . import _sys  # _attach (netlink) is imported where used: a node's writer never needs it
 from ._compile import compile_program
 from ._structs import FP_STAT_NAMES, FpConfig, FpHbKey, FpStats, FpVersion
 from .errors import BpfError, BpfUsageError, MapError
 
-PIN_ROOT = "/run/xdp-gossip/bpffs"
+PIN_ROOT = _sys.PIN_ROOT
 C_FILE = "xdp_fastpath.c"
 PROGRAM = "xdp_fastpath"
 # pinned file name -> (key type, value type)
@@ -80,11 +79,12 @@ class FastPath:
         """
         bpf, fds = compile_program(C_FILE, {PROGRAM: "xdp"})
         if pin_dir is None:
-            pin_dir = os.path.join(_sys.ensure_bpffs(PIN_ROOT), f"fastpath-{os.getpid()}-{secrets.token_hex(3)}")
+            pin_dir = os.path.join(_sys.ensure_bpffs(PIN_ROOT), _sys.pin_dir_name("fastpath"))
         else:
             _sys.ensure_bpffs(os.path.dirname(os.path.abspath(pin_dir)))
         self = cls(bpf, fds[PROGRAM], pin_dir)
         try:
+            from . import _attach
             self._pins = _attach.pin_maps(self.map_fds, pin_dir)
         except BaseException:
             self._bpf.cleanup()
@@ -99,7 +99,7 @@ class FastPath:
 
     def close(self) -> None:
         """Unpin the maps and release the program (it stays loaded while still attached somewhere)."""
-        _attach.unpin(self._pins, self.pin_dir)
+        _sys.unpin(self._pins, self.pin_dir)
         self._pins = []
         if self._bpf is not None:
             self._bpf.cleanup()
@@ -110,6 +110,7 @@ class FastPath:
 
         Refuses an interface that already has an XDP program; on exit removes ours and nothing else.
         """
+        from . import _attach
         return _attach.xdp_attached(self.prog_fd, ifindex, netns=netns, mode=mode)
 
     def configure(self, ifindex: int, cluster_id: int, port: int) -> None:
