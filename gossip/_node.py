@@ -53,14 +53,19 @@ class Node:
                  seeds: tuple[tuple[str, int], ...] = (), rng: random.Random | None = None,
                  clock: Callable[[], float] = time.time, events: IO[str] | None = None,
                  record_refreshes: bool = False, fastpath: FastPathSink | None = None,
-                 broadcaster: BroadcastSink | None = None, stats_every_cycle: bool = True) -> None:
+                 broadcaster: BroadcastSink | None = None, stats_every_cycle: bool = True,
+                 trace: IO[str] | None = None) -> None:
         if broadcaster is not None and config.protocol != "udp":
             raise UsageError("broadcaster: the in-kernel broadcaster works with protocol udp only")
         self.config = config
         self.identity = Identity(name=name, addr=config.listen_addr, port=config.listen_port, private=private)
         self._clock = clock
-        self.core = GossipCore(config=config, identity=self.identity, rng=rng or random.Random(), now=clock(),
+        now = clock()
+        self.core = GossipCore(config=config, identity=self.identity, rng=rng or random.Random(), now=now,
                                record_refreshes=record_refreshes)
+        # every input the core gets, in order: replaying it into a core with the same seed gives the same events
+        self._trace = trace
+        self._trace_op("init", now)
         self._seeds = seeds
         self._events_out = events
         self._fastpath = fastpath
@@ -120,21 +125,27 @@ class Node:
 
     def set(self, node: Identity) -> None:
         """Add a known node (a seed)."""
-        self.core.set(node, self._clock())
+        now = self._clock()
+        self._trace_op("set", now, name=node.name, addr=node.addr, port=node.port, private=node.private.hex())
+        self.core.set(node, now)
         self._flush()
 
     def stop(self) -> None:
         """Stop sending heartbeats (the node keeps listening, forwarding and swapping)."""
+        self._trace_op("stop", 0.0)
         self.core.stop()
         self._flush()
 
     def start(self) -> None:
         """Resume heartbeats."""
+        self._trace_op("start", 0.0)
         self.core.start()
         self._flush()
 
     def publish(self, data: bytes) -> Version:
-        version = self.core.publish(data, self._clock())
+        now = self._clock()
+        self._trace_op("publish", now, data=data.hex())
+        version = self.core.publish(data, now)
         self._flush()
         return version
 
@@ -148,6 +159,7 @@ class Node:
 
     def _on_datagram(self, data: bytes) -> None:
         if len(self._queue) >= self.config.buffer:
+            self._trace_op("drop", 0.0, reason="queue_full", detail=f"{len(data)} bytes")
             self.core.note_drop("queue_full", f"{len(data)} bytes")
             return
         self._queue.append(data)
@@ -160,13 +172,17 @@ class Node:
         queue, core = self._queue, self.core
         now = self._clock()
         while queue:
-            core.receive(queue.popleft(), now)
+            data = queue.popleft()
+            if self._trace is not None:
+                self._trace_op("rx", now, data=data.hex())
+            core.receive(data, now)
         self._flush()
 
     def _on_transport_error(self, reason: str, detail: str) -> None:
         if reason in _SEND_ERRORS:
             self.core.stats[reason] += 1
         else:
+            self._trace_op("drop", 0.0, reason=reason, detail=detail)
             self.core.note_drop(reason, detail)
 
     async def _run_timer(self) -> None:
@@ -174,6 +190,7 @@ class Node:
         next_stats = self._clock()
         while True:
             now = self._clock()
+            self._trace_op("tick", now)
             self.core.tick(now)
             if now >= next_stats:
                 next_stats = now + cycle
@@ -219,6 +236,10 @@ class Node:
             elif ev.kind in ("member_added", "member_removed", "metadata_adopted"):
                 log.info("%s", ev)
             self._write_event(ev.to_json(), now)
+
+    def _trace_op(self, op: str, now: float, **fields) -> None:
+        if self._trace is not None:
+            self._trace.write(json.dumps({"op": op, "t": now, **fields}) + "\n")
 
     def _write_event(self, record: dict, now: float) -> None:
         if self._events_out is not None:
