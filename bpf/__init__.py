@@ -7,6 +7,7 @@ package imports neither bcc nor pyroute2: the submodules load them when used.
 
 from __future__ import annotations
 
+from ._sys import PIN_ROOT, remove_stale_pins
 from ._compile import available
 from .errors import AttachError, BpfError, BpfUsageError, CompileError, MapError, UnavailableError
 
@@ -26,5 +27,6 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
-__all__ = ["available", "FastPath", "FastPathWriter", "Broadcaster", "BroadcastSender", "Faults",
-           "AttachError", "BpfError", "BpfUsageError", "CompileError", "MapError", "UnavailableError"]
+__all__ = ["available", "remove_stale_pins", "PIN_ROOT", "FastPath", "FastPathWriter", "Broadcaster",
+           "BroadcastSender", "Faults", "AttachError", "BpfError", "BpfUsageError", "CompileError", "MapError",
+           "UnavailableError"]

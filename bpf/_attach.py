@@ -173,15 +173,6 @@ def pin_maps(maps: dict[str, int], pin_dir: str) -> list[str]:
             _sys.obj_pin(fd, path)
             paths.append(path)
     except BaseException:
-        unpin(paths, pin_dir)
+        _sys.unpin(paths, pin_dir)
         raise
     return paths
-
-
-def unpin(paths: list[str], pin_dir: str | None = None) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    if pin_dir:
-        with contextlib.suppress(OSError):
-            os.rmdir(pin_dir)

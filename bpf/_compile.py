@@ -67,7 +67,8 @@ def compile_program(c_file: str, functions: dict[str, str]):
     kinds = {"xdp": bcc.BPF.XDP, "sched_cls": bcc.BPF.SCHED_CLS}
     with _captured_stderr() as log:
         try:
-            b = bcc.BPF(src_file=str(HERE / c_file).encode(), cflags=[f"-I{HERE}", "-Wno-compare-distinct-pointer-types"])
+            b = bcc.BPF(src_file=str(HERE / c_file).encode(),
+                        cflags=[f"-I{HERE}", "-Wno-compare-distinct-pointer-types"])
             fds = {name: b.load_func(name.encode(), kinds[kind]).fd for name, kind in functions.items()}
         except Exception as e:
             err = e

@@ -7,12 +7,15 @@ Every failed call raises `MapError` naming the command and the errno.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import functools
 import os
 import platform
+import re
+import secrets
 
 from .errors import MapError
 
@@ -31,6 +34,7 @@ BPF_NOEXIST = 1
 BPF_EXIST = 2
 
 BPF_FS_MAGIC = 0xCAFE4A11
+PIN_ROOT = "/run/xdp-gossip/bpffs"  # not /sys/fs/bpf: `ip netns exec` hides that from processes it starts
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -210,3 +214,32 @@ def ensure_bpffs(path: str) -> str:
             err = ctypes.get_errno()
             raise MapError(f"mount -t bpf {path}: {os.strerror(err)}", err)
     return path
+
+
+def pin_dir_name(kind: str) -> str:
+    """A fresh pin directory name; the pid in it lets `remove_stale_pins` find pins of dead processes."""
+    return f"{kind}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def remove_stale_pins(root: str = PIN_ROOT) -> list[str]:
+    """Remove pin directories under ROOT left by processes that died without closing (their maps are freed once
+    nothing else holds them). Returns the directories removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(root):
+            m = re.fullmatch(r"(fastpath|broadcast)-(\d+)-[0-9a-f]+", name)
+            if not m or os.path.exists(f"/proc/{m[2]}"):
+                continue
+            path = os.path.join(root, name)
+            unpin([os.path.join(path, f) for f in os.listdir(path)], path)
+            removed.append(path)
+    return removed
+
+
+def unpin(paths: list[str], pin_dir: str | None = None) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if pin_dir:
+        with contextlib.suppress(OSError):
+            os.rmdir(pin_dir)

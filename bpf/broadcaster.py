@@ -15,25 +15,27 @@ import contextlib
 import ctypes
 import mmap
 import os
-import secrets
 import socket
+import struct
 import threading
 import time
 
 from . import _attach, _sys
 from ._compile import compile_program
-from ._netns import entered
 from ._structs import (BC_ARMED, BC_DONE, BC_IDLE, BC_MAX_SLOTS, BC_MAX_TARGETS, BC_STAT_NAMES, BcSlot, BcStats,
                        BcTarget)
-from .errors import AttachError, BpfError, BpfUsageError
+from .errors import AttachError, BpfError
 
-PIN_ROOT = "/run/xdp-gossip/bpffs"
+PIN_ROOT = _sys.PIN_ROOT
 C_FILE = "tc_broadcast.c"
 PROGRAM = "tc_broadcast"
 MAPS = ("bc_slots", "bc_ifslot", "bc_stats")
 _SLOT_BYTES = ctypes.sizeof(BcSlot)
 _MMAP_BYTES = -(-BC_MAX_SLOTS * _SLOT_BYTES // mmap.PAGESIZE) * mmap.PAGESIZE
 _TARGETS_OFFSET = BcSlot.targets.offset
+_ARM_HEAD = struct.Struct("=I2sH")
+_ARM_HEAD_OFFSET = BcSlot.failed.offset
+assert BcSlot.sport.offset == _ARM_HEAD_OFFSET + 4 and BcSlot.count.offset == _ARM_HEAD_OFFSET + 6
 # neighbour states whose link-layer address can be used: reachable, stale, delay, probe, noarp, permanent
 _NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
 
@@ -80,7 +82,7 @@ class Broadcaster:
         """Compile and load the program once, and pin its maps to PIN_DIR (default: fresh, under /run)."""
         bpf, fds = compile_program(C_FILE, {PROGRAM: "sched_cls"})
         if pin_dir is None:
-            pin_dir = os.path.join(_sys.ensure_bpffs(PIN_ROOT), f"broadcast-{os.getpid()}-{secrets.token_hex(3)}")
+            pin_dir = os.path.join(_sys.ensure_bpffs(PIN_ROOT), _sys.pin_dir_name("broadcast"))
         else:
             _sys.ensure_bpffs(os.path.dirname(os.path.abspath(pin_dir)))
         self = cls(bpf, fds[PROGRAM], pin_dir)
@@ -98,7 +100,7 @@ class Broadcaster:
         self.close()
 
     def close(self) -> None:
-        _attach.unpin(self._pins, self.pin_dir)
+        _sys.unpin(self._pins, self.pin_dir)
         self._pins = []
         if self._slots is not None:
             self._slots.close()
@@ -183,7 +185,11 @@ class _Neighbours:
     def refresh(self, now: float) -> None:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neigh")
-        self._macs = self._pool.submit(self._dump).result()
+        try:
+            self._macs = self._pool.submit(self._dump).result()
+        except Exception:  # netlink trouble must not break sending: no MAC known means plain sendto
+            self._macs = {}
+            self._ipr = None
         self._loaded_at = now
         self.generation += 1
         self.lookups += 1
@@ -249,11 +255,15 @@ class BroadcastSender:
         self._records: dict[tuple[str, int], bytes] = {}  # (ip, port) -> packed BcTarget, for the current MACs
         self._records_gen = None
         self._sports: dict[int, bytes] = {}  # socket fd -> its bound port, packed
+        self._dups: dict[int, socket.socket] = {}  # fd of a wrapped socket -> our duplicate of it
         self.sendto_calls = 0
         self.broadcasts = 0
 
     def close(self) -> None:
         self._slot = None
+        for dup in self._dups.values():
+            dup.close()
+        self._dups.clear()
         self._neigh.close()
         if self._array is not None:
             self._array.close()
@@ -327,12 +337,26 @@ class BroadcastSender:
             sport = self._sports[fd] = port.to_bytes(2, "big")
         return sport
 
+    def _socket(self, sock) -> socket.socket:
+        """SOCK itself, or for a socket-like wrapper without sendto (asyncio's TransportSocket) a duplicate of its
+        descriptor: the same socket, written to directly, bypassing the transport's buffer."""
+        if isinstance(sock, socket.socket):
+            return sock
+        fd = sock.fileno()
+        dup = self._dups.get(fd)
+        if dup is None:
+            dup = self._dups[fd] = socket.fromfd(fd, sock.family, sock.type)
+            dup.setblocking(False)
+        return dup
+
     def _sendto(self, sock: socket.socket, payload: bytes, target: tuple[str, int]) -> None:
         self.sendto_calls += 1
         sock.sendto(payload, target)
 
     def send(self, sock: socket.socket, payload: bytes, targets: list[tuple[str, int]]) -> None:
-        """Send PAYLOAD from SOCK (a bound UDP socket on this interface) to every (ip, port) in TARGETS."""
+        """Send PAYLOAD from SOCK (a bound UDP socket on this interface, or asyncio's wrapper of one) to every
+        (ip, port) in TARGETS. Errors of sendto (e.g. BlockingIOError) propagate; the slot is left idle."""
+        sock = self._socket(sock)
         if len(targets) < 2:
             for target in targets:
                 self._sendto(sock, payload, target)
@@ -363,9 +387,8 @@ class BroadcastSender:
                    targets: list[tuple[str, int]]) -> None:
         packed = b"".join(records)
         ctypes.memmove(self._slot_addr + _TARGETS_OFFSET, packed, len(packed))
-        slot.sport[0], slot.sport[1] = sport[0], sport[1]
-        slot.count = len(records)
-        slot.failed = 0
+        head = _ARM_HEAD.pack(0, sport, len(records))  # failed, sport, count: adjacent, written at once
+        ctypes.memmove(self._slot_addr + _ARM_HEAD_OFFSET, head, len(head))
         slot.generation = (slot.generation + 1) & 0xFFFFFFFF
         slot.state = BC_ARMED  # last: the program ignores the slot until now
         try:

@@ -8,6 +8,7 @@
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/ip.h>
 
 #include "gossip_common.h"
@@ -60,10 +61,13 @@ static __always_inline int lost(__u32 ifindex, __be32 peer)
 /* PEER_IS_SOURCE: at ingress the peer is the sender, at egress the receiver. */
 static __always_inline enum ft_stat judge(struct __sk_buff *skb, __u32 ifindex, int peer_is_source)
 {
+    /* a frame for another host (a bridge flooding an unknown MAC) is discarded by the stack anyway */
+    if (peer_is_source && skb->pkt_type == PACKET_OTHERHOST)
+        return FT_STAT_COUNT; /* not judged, not counted */
     struct cursor c = {.pos = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
     struct ethhdr *eth = parse_eth(&c);
     if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
-        return FT_STAT_COUNT; /* not judged, not counted */
+        return FT_STAT_COUNT;
     struct iphdr *ip = parse_ipv4(&c);
     if (!ip)
         return FT_STAT_COUNT;

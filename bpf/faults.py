@@ -35,7 +35,7 @@ def _ip_key(ip: str) -> ctypes.c_uint32:
 def _loss_key(ifindex: int, peer: str | None) -> FtLossKey:
     key = FtLossKey(ifindex=ifindex)
     if peer is not None:
-        key.peer[:] = list(ipaddress.IPv4Address(peer).packed)
+        ctypes.memmove(key.peer, bytes(_ip_key(peer)), 4)
     return key
 
 

@@ -147,7 +147,7 @@ static __always_inline enum bc_stat broadcast(struct __sk_buff *skb, __u32 ifind
         }
     }
     skb->mark = mark;
-    if (!broken && retarget(skb, &cur, &orig)) {
+    if (!broken && n > 1 && retarget(skb, &cur, &orig)) {
         broken = 1;
         failed |= 1u;
     }

@@ -10,7 +10,7 @@ ROOT=$(pwd)
 
 APT_PKGS=(python3-bpfcc bpfcc-tools libbpf-dev mininet iproute2 nftables iptables tcpdump ethtool
           iputils-ping linux-headers-amd64 python3-venv python3-dev gcc make procps psmisc
-          libnetfilter-queue-dev)
+          libnetfilter-queue-dev strace)
 
 log() { printf '[install] %s\n' "$*"; }
 

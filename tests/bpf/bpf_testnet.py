@@ -1,4 +1,4 @@
-"""Throwaway network topologies for the BPF tests: namespaces, veth pairs and a bridge, all named with a run id.
+"""Throwaway network topologies for the BPF tests: namespaces (xgt-RUNID-K), veth pairs and a bridge (xtRUNID...).
 
 `Testnet` is a context manager: its teardown (in `finally`) first checks that no XDP program or tc filter is left
 on any interface it made, then deletes everything, so a failing test still leaves nothing behind. The shell
@@ -84,7 +84,7 @@ class Testnet:
 
     def _build(self) -> None:
         if self.with_bridge:
-            self.bridge = f"xg{self.run_id}br"
+            self.bridge = f"xt{self.run_id}br"
             sh("ip", "link", "add", self.bridge, "type", "bridge")
             self._links.append(self.bridge)
             write_sysctl(None, f"net.ipv6.conf.{self.bridge}.disable_ipv6", "1")
@@ -94,7 +94,7 @@ class Testnet:
         hosts = list(SUBNET.hosts())
         for k in range(self.n):
             ns = f"xgt-{self.run_id}-{k}"
-            host_if, node_if = f"xg{self.run_id}r{k}", f"xg{self.run_id}n{k}"
+            host_if, node_if = f"xt{self.run_id}r{k}", f"xt{self.run_id}n{k}"
             sh("ip", "netns", "add", ns)
             self._namespaces.append(ns)
             for key in ("all", "default"):

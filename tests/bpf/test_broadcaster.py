@@ -6,6 +6,7 @@ would show. Frames leaving the sender are captured on the root-side end of its v
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -14,6 +15,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from bpf import BroadcastSender
+from bpf._netns import entered
 from bpf_testnet import Testnet, drain, sh
 from gossip._wire import MetadataRumor, cluster_id, encode
 
@@ -215,3 +217,28 @@ def test_faults_after_the_broadcaster_judge_each_copy(net, broadcaster, faults):
     assert [len(got[t.ip]) for t in targets] == [1, 1, 0, 1, 1]
     assert faults.stats(sender.ifindex)["dropped_loss"] == 1
     assert broadcaster.stats(sender.ifindex)["egress_drops"] == 1  # dropped like a sendto would be: not resent
+
+
+def test_send_from_a_running_asyncio_loop_through_its_transport_socket(net, broadcaster):
+    """What a node does: the neighbour lookup (netlink) and the send happen inside a running event loop, on the
+    wrapper asyncio hands out for a datagram transport's socket."""
+    sender = net.nodes[0]
+    targets = [(t.ip, PORT) for t in net.nodes[1:6]]
+
+    async def node_sends(bsend) -> None:
+        with entered(sender.ns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((sender.ip, PORT + 1))
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                                                 sock=sock)
+        try:
+            bsend.send(transport.get_extra_info("socket"), PAYLOAD, targets)
+        finally:
+            transport.close()
+
+    with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+            broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+        asyncio.run(node_sends(bsend))
+        got = received(net, [ip for ip, _ in targets])
+    assert bsend.sendto_calls == 1
+    assert all(got[ip] == [PAYLOAD] for ip, _ in targets)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import bpf
 from bpf import AttachError, FastPathWriter, _sys
 from bpf._attach import xdp_prog_id
 from bpf._structs import FpHbKey
-from bpf_testnet import drain
+from bpf_testnet import Testnet, drain
 from gossip._wire import (Heartbeat, Identity, MetadataRumor, SwapRequest, SwapResponse, cluster_id, decode,
                           encode)
 from gossip.errors import ProtocolError
@@ -221,3 +222,49 @@ def test_attach_refuses_a_taken_interface_and_restores_it(one_node, fastpath):
         with fastpath.attach(node.ifindex, netns=node.ns, mode="native"):
             pass
     assert xdp_prog_id(node.ifindex, node.ns) != 0  # the refused attach did not remove the first one
+
+
+def test_testnet_reports_a_program_left_attached_and_still_cleans_up(fastpath):
+    net = Testnet(1)
+    with pytest.raises(AssertionError, match="XDP"):
+        with net:
+            node = net.nodes[0]
+            left = fastpath.attach(node.ifindex, netns=node.ns)
+            left.__enter__()  # deliberately never exited
+    assert not os.path.exists(f"/var/run/netns/{node.ns}")
+    assert not os.path.exists(f"/sys/class/net/{node.host_if}")
+    left.__exit__(None, None, None)  # the interface is gone: detaching is a no-op
+
+
+def test_verdicts_on_mutated_datagrams_agree_with_the_decoder(one_node):
+    """Seeded random damage to valid datagrams: XDP drops exactly those the decoder rejects on the header
+    (with the same reason), and passes the rest (the node then rejects them on the MAC or the body)."""
+    rng = random.Random(1234)
+    valid = [heartbeat(9, 5), metadata(5, 9), swap_req(5, 9), swap_resp(5, 9)]
+    mutated = []
+    for _ in range(300):
+        d = bytearray(rng.choice(valid))
+        how = rng.randrange(4)
+        if how == 0:
+            d[rng.randrange(24)] = rng.randrange(256)  # anywhere in the header
+        elif how == 1:
+            d = d[:rng.randrange(len(d))]  # truncated
+        elif how == 2:
+            d += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8)))  # trailing bytes
+        else:
+            d[rng.choice([2, 3])] = rng.choice([0, 1, 2, 4, 5, 255])  # version or type
+        mutated.append(bytes(d))
+    expected: dict[str, int] = {}
+    passes = []
+    for d in mutated:
+        try:
+            decode(d, cluster=CLUSTER, keys=(KEY,))
+            passes.append(d)
+        except ProtocolError as e:
+            if e.reason in ("malformed", "unknown_version", "foreign_cluster"):
+                expected[f"dropped_{e.reason}"] = expected.get(f"dropped_{e.reason}", 0) + 1
+            else:
+                passes.append(d)
+    got, counted = one_node.exchange(*mutated)
+    assert sorted(got) == sorted(passes)
+    assert {k: v for k, v in counted.items() if k.startswith("dropped_")} == expected

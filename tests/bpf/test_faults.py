@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import time
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -41,7 +42,9 @@ def test_loss_within_binomial_bounds(faults, testnet_factory, p):
         try:
             for frame in flood:
                 raw.send(frame)
-            stats = faults.stats(node.ifindex)
+            deadline = time.monotonic() + 5
+            while (stats := faults.stats(node.ifindex))["seen"] < FLOOD and time.monotonic() < deadline:
+                time.sleep(0.01)  # frames still in the veth's backlog
             delivered = len(drain(sock, expect=stats["passed"], timeout_s=2))
         finally:
             faults.heal()
@@ -92,6 +95,7 @@ def test_partition_drops_only_cross_side_traffic(faults, testnet_factory, where)
     cross = {(x.ip, y.ip) for x, y in itertools.permutations([a, b, c], 2) if (x is c) != (y is c)}
     hooks = [(n.ifindex, n.ns, "ingress") if where == "node ingress" else (n.host_ifindex, None, "egress")
              for n in net.nodes]
+    assert exchange() == everything  # also teaches the bridge every MAC, so nothing is flooded below
     with contextlib.ExitStack() as stack:
         for ifindex, ns, direction in hooks:
             stack.enter_context(faults.attach(ifindex, netns=ns, direction=direction))
