@@ -113,3 +113,11 @@ def test_same_scenario_without_xdp_converges_the_same(tmp_path):
         assert_passed(s, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
     assert on["xdp"] is True and off["xdp"] is False
     assert off["packets"]["xdp_dropped"] == 0 and on["packets"]["xdp_dropped"] > 0
+
+
+def test_delay_slows_rumors_only_while_it_lasts(tmp_path):
+    summary, _ = run("delay.yaml", tmp_path)
+    assert_passed(summary, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
+    slow, fast = summary["rumors"]
+    assert slow["t50"] >= 0.05  # at least one 50 ms hop before half the nodes hold it
+    assert fast["t50"] < 0.05 and fast["t50"] < slow["t50"]

@@ -68,13 +68,15 @@ def cmd_compare(args) -> int:
         if not (Path(d) / "summary.json").exists():
             print(f"error: {d} is not an analysed run directory (no summary.json)", file=sys.stderr)
             return 2
-    result = analysis.compare_runs(args.run_a, args.run_b, args.rumor)
+    index = None if args.rumor == "all" else int(args.rumor)
+    result = analysis.compare_runs(args.run_a, args.run_b, index)
     a, b = result["a"], result["b"]
-    print(f"A: {args.run_a} ({a['backend']}, {a['nodes']} nodes, t50 {a['t50']}, t100 {a['t100']})")
-    print(f"B: {args.run_b} ({b['backend']}, {b['nodes']} nodes, t50 {b['t50']}, t100 {b['t100']})")
+    for tag, d, r in (("A", args.run_a, a), ("B", args.run_b, b)):
+        print(f"{tag}: {d} ({r['backend']}, {r['nodes']} nodes, {r['rumors']} rumor(s), {r['samples']} samples, "
+              f"median t50 {r['t50']} s, t100 {r['t100']} s)")
     print(f"Kolmogorov-Smirnov distance between the infection curves: {result['ks']:.3f}")
     out = Path(args.out) if args.out else Path(args.run_b) / "compare.png"
-    plots.compare([args.run_a, args.run_b], out, index=args.rumor, title=f"KS distance {result['ks']:.3f}")
+    plots.compare([args.run_a, args.run_b], out, index=index or 0, title=f"KS distance {result['ks']:.3f}")
     print(f"plot: {out}")
     return 0
 
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="KS distance between two runs' infection curves, and both on one plot")
     cp.add_argument("run_a")
     cp.add_argument("run_b")
-    cp.add_argument("--rumor", type=int, default=0, help="which published version (0: the first)")
+    cp.add_argument("--rumor", default="0", help="which published version (0: the first; all: pool them)")
     cp.add_argument("--out", help="plot file (default RUN_B/compare.png)")
     cp.set_defaults(fn=cmd_compare)
     sw = sub.add_parser("sweep", help="run a grid of simulator runs on all cores and tabulate them")

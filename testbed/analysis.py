@@ -472,14 +472,28 @@ def infection_times(summary: dict, index: int = 0) -> list[float]:
     return [dt for dt, _ in rumor["coverage"]]
 
 
-def compare_runs(run_a: Path | str, run_b: Path | str, index: int = 0) -> dict:
-    """Kolmogorov–Smirnov distance between the infection-time distributions of rumor INDEX in two runs."""
+def compare_runs(run_a: Path | str, run_b: Path | str, index: int | None = 0) -> dict:
+    """Kolmogorov–Smirnov distance between the infection-time distributions of rumor INDEX in two runs.
+
+    With INDEX None, every rumor's infection times are pooled (for runs that published the same number of times).
+    """
     a, b = load_summary(run_a), load_summary(run_b)
-    ta, tb = infection_times(a, index), infection_times(b, index)
-    return {"ks": ks_distance(ta, tb), "a": {"backend": a["backend"], "nodes": a["nodes"], "t50": a["rumors"][index]["t50"],
-                                             "t100": a["rumors"][index]["t100"], "samples": len(ta)},
-            "b": {"backend": b["backend"], "nodes": b["nodes"], "t50": b["rumors"][index]["t50"],
-                  "t100": b["rumors"][index]["t100"], "samples": len(tb)}}
+
+    def times(s):
+        picks = range(len(s["rumors"])) if index is None else [index]
+        return [t for i in picks for t in infection_times(s, i)]
+
+    def about(s, samples):
+        rs = s["rumors"] if index is None else [s["rumors"][index]]
+        return {"backend": s["backend"], "nodes": s["nodes"], "rumors": len(rs), "samples": len(samples),
+                "t50": _median([r["t50"] for r in rs]), "t100": _median([r["t100"] for r in rs])}
+    ta, tb = times(a), times(b)
+    return {"ks": ks_distance(ta, tb), "a": about(a, ta), "b": about(b, tb)}
+
+
+def _median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else None
 
 
 def hop_latency_samples_ms(run_dir: Path | str) -> list[float]:

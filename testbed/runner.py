@@ -84,6 +84,8 @@ class ScenarioRun:
         self._step_keys: dict[int, str] = {}  # id(step) -> open fault key
         self._nft_tables: set[str] = set()
         self._leavers: set[str] = set()
+        self._delays: dict[str, object] = {}  # open delay fault key -> its Delay (owned by the run's stack)
+        self._stack: contextlib.ExitStack | None = None
         self.recovery_start: float | None = None
         self.start_mono = 0.0
         self.timings: dict[str, float] = {}  # bring-up and teardown phases, seconds
@@ -106,6 +108,7 @@ class ScenarioRun:
         interrupted = None
         try:
             with stack:
+                self._stack = stack
                 self._deploy(stack)
                 try:
                     self._drive()
@@ -361,7 +364,7 @@ class ScenarioRun:
             names = self._pick(p.get("node", "all"))
             self._open_fault(key, "delay", f"delay {p['ms']:g} ms", [] if p.get("node", "all") == "all" else names)
             self._fault_nodes[key] = names
-            self._delay(names, p)
+            self._delay(key, names, p)
         self._step_keys[id(step)] = key
 
     def _finish(self, step) -> None:
@@ -383,7 +386,7 @@ class ScenarioRun:
             for n in targets:
                 self.faults_prog.set_loss(self.nodes[n].host.ifindex, 0.0)
         elif a == "delay":
-            self._undelay(targets)
+            self._undelay(key)
         self._close_fault(key)
 
     # -- operations
@@ -501,21 +504,18 @@ class ScenarioRun:
             _shell.run(["nft", "delete", "table", "bridge", table], check=False)
             self._nft_tables.discard(table)
 
-    def _delay(self, names: list[str], p) -> None:
-        jitter = float(p.get("jitter_ms", 0))
-        for n in names:
-            dev = self.nodes[n].host.root_veth  # the root end's egress is the node's ingress
-            argv = ["tc", "qdisc", "replace", "dev", dev, "root", "netem", "delay", f"{p['ms']}ms"]
-            if jitter:
-                argv.append(f"{jitter}ms")
-            r = _shell.run(argv, check=False)
-            if r.returncode != 0:
-                raise DeployError(f"delay needs the netem qdisc, which this kernel lacks ({r.stderr.strip()}); "
-                                  "the NFQUEUE fallback is not available in this build")
+    def _delay(self, key: str, names: list[str], p) -> None:
+        """Delay every packet arriving at NAMES: netem where the kernel has it, else an NFQUEUE handler per host."""
+        from ._delay import Delay
+        d = self._stack.enter_context(Delay([self.nodes[n].host for n in names], run_id=self.run_id,
+                                            log_dir=self.out / "events"))
+        d.set(float(p["ms"]), jitter_ms=float(p.get("jitter_ms", 0.0)))
+        self._delays[key] = d
 
-    def _undelay(self, names: list[str]) -> None:
-        for n in names:
-            _shell.run(["tc", "qdisc", "del", "dev", self.nodes[n].host.root_veth, "root"], check=False)
+    def _undelay(self, key: str) -> None:
+        d = self._delays.pop(key, None)
+        if d is not None:
+            d.clear()
 
     def _inject(self, step) -> None:
         p = step.params

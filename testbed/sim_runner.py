@@ -88,8 +88,9 @@ class SimRun:
         s, sim = self.s, self.sim
         names = [f"n{i}" for i in range(s.nodes)]
         for i, name in enumerate(names):
-            seeds = [names[0]] if i else []
-            sim.add_node(name, seeds=seeds)
+            # processes launched one after another: their cycles do not tick in lockstep (as on the testbed)
+            sim.run_until(i * self.config.cycle_s / len(names))
+            sim.add_node(name, seeds=[names[0]] if i else [])
             self._up(name)
         actions: list[tuple[float, int, object]] = []
         for k, st in enumerate(s.timeline):
