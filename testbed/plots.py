@@ -32,13 +32,13 @@ def shade_faults(ax, history: analysis.History, *, relative_to: float) -> None:
 def infection(history: analysis.History, summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     t0 = history.t0
-    for r in summary["rumors"]:
+    for i, r in enumerate(summary["rumors"]):
         xs = [r["published_at"] - t0] + [r["published_at"] - t0 + dt for dt, _ in r["coverage"]]
         ys = [0.0] + [f for _, f in r["coverage"]]
-        ax.step(xs, ys, where="post", lw=1.4, label=f"v{r['version'] % 100000} from {r['origin_node']}"
+        ax.step(xs, ys, where="post", lw=1.4, label=f"publish #{i + 1} on {r['origin_node']}"
                 + (f" (t100 {r['t100']:.2f} s)" if r["t100"] is not None else " (incomplete)"))
     shade_faults(ax, history, relative_to=t0)
-    ax.set_xlabel("time since run start (s)")
+    ax.set_xlabel("time since the timeline started (s)")
     ax.set_ylabel("fraction of live nodes holding the version")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Metadata infection — {summary['scenario']} ({summary['nodes']} nodes, {summary['backend']})")
@@ -51,7 +51,7 @@ def convergence(history: analysis.History, summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot([t for t, _ in curve], [f for _, f in curve], lw=1.4, color="#1f77b4", label="views = live set")
     shade_faults(ax, history, relative_to=history.t0)
-    ax.set_xlabel("time since run start (s)")
+    ax.set_xlabel("time since the timeline started (s)")
     ax.set_ylabel("fraction of live nodes with a correct view")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Membership convergence — {summary['scenario']} ({summary['nodes']} nodes)")
@@ -61,17 +61,19 @@ def convergence(history: analysis.History, summary: dict, path: Path) -> None:
 
 def _rates(records: list[dict], key_fn, t0: float, bin_s: float) -> dict[str, dict[int, float]]:
     """Per-series packets/s in bins, from cumulative per-node counters."""
-    last: dict[tuple[str, str], float] = {}
+    last: dict[tuple[str, str], tuple[float, float]] = {}
     out: dict[str, dict[int, float]] = {}
     for r in records:
         for series, value in key_fn(r).items():
             k = (r["node"], series)
             prev = last.get(k)
-            last[k] = value
-            if prev is None or value < prev:  # first sample, or a restarted node's counters
+            last[k] = (r["t"], value)
+            if prev is None or value < prev[1]:  # first sample, or a restarted node's counters
                 continue
+            # a long gap between samples is spread over its length, not piled into one bin
+            rate = (value - prev[1]) / max(bin_s, r["t"] - prev[0])
             b = int((r["t"] - t0) // bin_s)
-            out.setdefault(series, {})[b] = out.setdefault(series, {}).get(b, 0.0) + (value - prev) / bin_s
+            out.setdefault(series, {})[b] = out.setdefault(series, {}).get(b, 0.0) + rate
     return out
 
 
@@ -90,7 +92,7 @@ def messages(history: analysis.History, summary: dict, path: Path, bin_s: float 
         ax.plot([x * bin_s for x in xs], [bins[x] for x in xs], lw=1.2, label=name,
                 ls="--" if name.startswith("XDP") else "-")
     shade_faults(ax, history, relative_to=t0)
-    ax.set_xlabel("time since run start (s)")
+    ax.set_xlabel("time since the timeline started (s)")
     ax.set_ylabel("packets per second (all nodes)")
     ax.set_yscale("symlog", linthresh=10)
     ax.set_title(f"Messages — {summary['scenario']} ({summary['nodes']} nodes, XDP {'on' if summary.get('xdp') else 'off'})")

@@ -144,7 +144,6 @@ class ScenarioRun:
                 self.out / "control" / f"{name}.sock"))
         stack.callback(self._stop_all_processes)
         t = time.monotonic()
-        self.t0 = time.time()
         for i in range(s.nodes):
             self._start_node(f"n{i}", seeds=self._initial_seeds(i))
         self._wait_up([f"n{i}" for i in range(s.nodes)], timeout_s=60 + total * 0.5)
@@ -298,6 +297,7 @@ class ScenarioRun:
         s = self.s
         start = time.monotonic()
         self.start_mono = start
+        self.t0 = time.time()  # the timeline's zero: a step "at: 8" happens at t0 + 8 s
         for step in s.timeline:
             self._at(step.at_s, step.label, lambda step=step: self._begin(step))
             if step.until_s is not None and step.action != "churn":
@@ -572,6 +572,7 @@ class ScenarioRun:
             self._watch_processes()
             if self._recovered():
                 break
+            self._sample_xdp()
             self.progress.tick("recovery", deadline - time.monotonic(), len(self._live_names()), len(self.nodes))
             time.sleep(0.25)
         time.sleep(min(self.cfg["cycle_s"], 1.0))
