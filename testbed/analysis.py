@@ -289,7 +289,12 @@ class CheckResult:
 
 
 def recovery_start(history: History) -> float:
-    return history.meta.get("recovery_start", max((f.end for f in history.faults), default=history.t0))
+    """When recovery began: the end of the last fault window (injections are instants, not windows), or, with no
+    fault at all, the end of the timeline. Convergence limits (`within_s`) count from here."""
+    ends = [f.end for f in history.faults if f.kind != "inject"]
+    if ends:
+        return max(ends)
+    return history.meta.get("recovery_start") or history.t0
 
 
 def check_membership(history: History, within_s: float) -> CheckResult:
@@ -297,7 +302,7 @@ def check_membership(history: History, within_s: float) -> CheckResult:
     at = converged_at(history, start)
     if at is None:
         return CheckResult(name="membership_converged", passed=False,
-                           detail=f"views never matched the live set after recovery began")
+                           detail="views never matched the live set after recovery began")
     took = at - start
     return CheckResult(name="membership_converged", passed=took <= within_s,
                        detail=f"every live node's view equalled the live set {took:.2f} s after recovery began "
