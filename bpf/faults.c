@@ -12,33 +12,11 @@
 #include <linux/ip.h>
 
 #include "gossip_common.h"
+#include "parse_helpers.h"
 
 BPF_TABLE("hash", struct ft_loss_key, __u64, ft_loss, FT_MAX_RULES);
 BPF_TABLE("hash", __be32, __u32, ft_side, FT_MAX_RULES);
 BPF_TABLE("percpu_hash", __u32, struct ft_stats, ft_stats, FT_MAX_RULES);
-
-struct cursor {
-    void *pos;
-    void *end;
-};
-
-static __always_inline struct ethhdr *parse_eth(struct cursor *c)
-{
-    struct ethhdr *eth = c->pos;
-    if ((void *)(eth + 1) > c->end)
-        return NULL;
-    c->pos = eth + 1;
-    return eth;
-}
-
-static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
-{
-    struct iphdr *ip = c->pos;
-    if ((void *)(ip + 1) > c->end)
-        return NULL;
-    c->pos = ip + 1;
-    return ip;
-}
 
 static __always_inline int partitioned(__be32 a, __be32 b)
 {

@@ -18,6 +18,7 @@
 #include <linux/udp.h>
 
 #include "gossip_common.h"
+#include "parse_helpers.h"
 
 BPF_F_TABLE("array", __u32, struct bc_slot, bc_slots, BC_MAX_SLOTS, BPF_F_MMAPABLE);
 BPF_TABLE("hash", __u32, __u32, bc_ifslot, BC_MAX_SLOTS);
@@ -29,38 +30,6 @@ BPF_TABLE("percpu_hash", __u32, struct bc_stats, bc_stats, BC_MAX_SLOTS);
 #define UDP_OFF      (IP_OFF + sizeof(struct iphdr))
 #define UDP_DPORT_OFF (UDP_OFF + __builtin_offsetof(struct udphdr, dest))
 #define UDP_CSUM_OFF (UDP_OFF + __builtin_offsetof(struct udphdr, check))
-
-struct cursor {
-    void *pos;
-    void *end;
-};
-
-static __always_inline struct ethhdr *parse_eth(struct cursor *c)
-{
-    struct ethhdr *eth = c->pos;
-    if ((void *)(eth + 1) > c->end)
-        return NULL;
-    c->pos = eth + 1;
-    return eth;
-}
-
-static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
-{
-    struct iphdr *ip = c->pos;
-    if ((void *)(ip + 1) > c->end)
-        return NULL;
-    c->pos = ip + 1;
-    return ip;
-}
-
-static __always_inline struct udphdr *parse_udp(struct cursor *c)
-{
-    struct udphdr *udp = c->pos;
-    if ((void *)(udp + 1) > c->end)
-        return NULL;
-    c->pos = udp + 1;
-    return udp;
-}
 
 struct dest {
     __be32 addr;

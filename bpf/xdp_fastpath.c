@@ -12,45 +12,12 @@
 #include <linux/udp.h>
 
 #include "gossip_common.h"
+#include "parse_helpers.h"
 
 BPF_TABLE("hash", __u32, struct fp_config, fp_config, FP_MAX_NODES);
 BPF_TABLE("lru_hash", struct fp_hb_key, __u64, fp_heartbeat, FP_MAX_HEARTBEATS);
 BPF_TABLE("hash", __u32, struct fp_version, fp_metadata, FP_MAX_NODES);
 BPF_TABLE("percpu_hash", __u32, struct fp_stats, fp_stats, FP_MAX_NODES);
-
-struct cursor {
-    void *pos;
-    void *end;
-};
-
-/* Each parser does one bounds check and advances the cursor past its header; NULL when it does not fit. */
-static __always_inline struct ethhdr *parse_eth(struct cursor *c)
-{
-    struct ethhdr *eth = c->pos;
-    if ((void *)(eth + 1) > c->end)
-        return NULL;
-    c->pos = eth + 1;
-    return eth;
-}
-
-/* Only option-less headers: a sender of ours never sets IP options, so anything else goes to the stack. */
-static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
-{
-    struct iphdr *ip = c->pos;
-    if ((void *)(ip + 1) > c->end)
-        return NULL;
-    c->pos = ip + 1;
-    return ip;
-}
-
-static __always_inline struct udphdr *parse_udp(struct cursor *c)
-{
-    struct udphdr *udp = c->pos;
-    if ((void *)(udp + 1) > c->end)
-        return NULL;
-    c->pos = udp + 1;
-    return udp;
-}
 
 static __always_inline struct gossip_hdr *parse_gossip(struct cursor *c)
 {
