@@ -221,6 +221,14 @@ def pin_dir_name(kind: str) -> str:
     return f"{kind}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def prepare_pin_dir(pin_dir: str | None, kind: str) -> str:
+    """The directory to pin a program's maps in: PIN_DIR, or a fresh one under PIN_ROOT; its bpffs is mounted."""
+    if pin_dir is None:
+        return os.path.join(ensure_bpffs(PIN_ROOT), pin_dir_name(kind))
+    ensure_bpffs(os.path.dirname(os.path.abspath(pin_dir)))
+    return pin_dir
+
+
 def remove_stale_pins(root: str = PIN_ROOT) -> list[str]:
     """Remove pin directories under ROOT left by processes that died without closing (their maps are freed once
     nothing else holds them). Returns the directories removed."""

@@ -81,10 +81,7 @@ class Broadcaster:
     def compile(cls, *, pin_dir: str | None = None) -> "Broadcaster":
         """Compile and load the program once, and pin its maps to PIN_DIR (default: fresh, under /run)."""
         bpf, fds = compile_program(C_FILE, {PROGRAM: "sched_cls"})
-        if pin_dir is None:
-            pin_dir = os.path.join(_sys.ensure_bpffs(PIN_ROOT), _sys.pin_dir_name("broadcast"))
-        else:
-            _sys.ensure_bpffs(os.path.dirname(os.path.abspath(pin_dir)))
+        pin_dir = _sys.prepare_pin_dir(pin_dir, "broadcast")
         self = cls(bpf, fds[PROGRAM], pin_dir)
         try:
             self._pins = _attach.pin_maps(self.map_fds, pin_dir)

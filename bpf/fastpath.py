@@ -78,10 +78,7 @@ class FastPath:
         PIN_DIR defaults to a fresh directory under /run/xdp-gossip/bpffs (a bpffs mounted there if needed).
         """
         bpf, fds = compile_program(C_FILE, {PROGRAM: "xdp"})
-        if pin_dir is None:
-            pin_dir = os.path.join(_sys.ensure_bpffs(PIN_ROOT), _sys.pin_dir_name("fastpath"))
-        else:
-            _sys.ensure_bpffs(os.path.dirname(os.path.abspath(pin_dir)))
+        pin_dir = _sys.prepare_pin_dir(pin_dir, "fastpath")
         self = cls(bpf, fds[PROGRAM], pin_dir)
         try:
             from . import _attach

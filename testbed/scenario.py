@@ -369,10 +369,14 @@ def find(name_or_path: str) -> Path:
     raise ScenarioError(str(p), None, "scenario", "no such file (also looked in scenarios/)")
 
 
+def read_text(path: Path, what: str) -> str:
+    """The text of a scenario or sweep file; a `ScenarioError` naming it if it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise ScenarioError(str(path), None, what, f"cannot read: {e.strerror}") from None
+
+
 def load(name_or_path: str) -> Scenario:
     path = find(name_or_path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ScenarioError(str(path), None, "scenario", f"cannot read: {e.strerror}") from None
-    return parse(text, str(path))
+    return parse(read_text(path, "scenario"), str(path))

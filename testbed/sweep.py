@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .errors import ScenarioError
-from .scenario import _Doc, _fields
+from .scenario import _Doc, _fields, read_text
 
 GRID_KEYS = {"nodes": int, "fanout": int, "loss": (int, float), "variant": str}
 VARIANTS = ("protocol", "push", "infect_and_die")
@@ -39,11 +39,7 @@ VARIANTS = ("protocol", "push", "infect_and_die")
 
 def load(path: str) -> dict:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ScenarioError(str(p), None, "sweep", f"cannot read: {e.strerror}") from None
-    doc = _Doc(str(p), text)
+    doc = _Doc(str(p), read_text(p, "sweep"))
     spec = {
         "name": (str, True, None, None),
         "fidelity": (str, False, "dissemination", lambda v: None if v in ("dissemination", "full") else
@@ -125,7 +121,7 @@ def run_point(fidelity: str, point: dict, scenario_path: str | None = None) -> d
     t100 = [r["t100"] for r in rumors if r["t100"] is not None]
     return {**point, "passed": summary["passed"], "fraction": min((r["coverage"][-1][1] for r in rumors
                                                                    if r["coverage"]), default=None),
-            "t50": _mean([r["t50"] for r in rumors]), "t100": _mean(t100),
+            "t50": _mean([r["t50"] for r in rumors]), "t90": _mean([r["t90"] for r in rumors]), "t100": _mean(t100),
             "messages": sum(r["messages"] for r in rumors),
             "messages_per_node": sum(r["messages"] for r in rumors) / max(1, len(rumors)) / s.nodes,
             "wall_s": time.perf_counter() - t}
@@ -148,7 +144,8 @@ def _progress(done: int, total: int, started: float) -> None:
         sys.stderr.write("\n")
 
 
-def run(sweep: dict, out: Path, *, progress: bool = True) -> "pandas.DataFrame":  # noqa: F821
+def run(sweep: dict, out: Path, *, progress: bool = True):
+    """Run every point of SWEEP, write the table and the plots to OUT, and return the table (a DataFrame)."""
     import pandas as pd
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,6 +187,18 @@ def run(sweep: dict, out: Path, *, progress: bool = True) -> "pandas.DataFrame":
     return df
 
 
+def _series(df, keys: list[str], x: str, y: str):
+    """Per combination of KEYS: (label, x values, mean of Y, half-width of its 95 % confidence interval)."""
+    groups = df.groupby(keys) if keys else [((), df)]
+    for key, g in groups:
+        stats = g.groupby(x)[y].agg(["mean", "std", "count"]).reset_index()
+        if stats.empty:
+            continue
+        half = 1.96 * stats["std"].fillna(0) / stats["count"].clip(lower=1) ** 0.5
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, key if isinstance(key, tuple) else (key,)))
+        yield label or y, stats[x], stats["mean"], half
+
+
 def plot(df, out: Path) -> list[Path]:
     """Coverage time vs N with 95 % confidence bands (per fanout/variant), and messages per node vs fanout.
 
@@ -199,44 +208,36 @@ def plot(df, out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    def varying(*cols):
+        return [k for k in cols if k in df.columns and df[k].nunique() > 1]
+
+    def save(fig, ax, name: str) -> Path:
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        return out / name
+
     made = []
-    series_keys = [k for k in ("variant", "fanout", "loss") if k in df.columns and df[k].nunique() > 1]
-    if "nodes" in df.columns and df["nodes"].nunique() > 1:
+    if varying("nodes"):
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        reached = df.dropna(subset=["t90"])  # runs that never reached 90 % have no t90
-        groups = reached.groupby(series_keys) if series_keys else [((), reached)]
-        for key, g in groups:
-            stats = g.groupby("nodes")["t90"].agg(["mean", "std", "count"]).reset_index()
-            if stats.empty:
-                continue
-            half = 1.96 * stats["std"].fillna(0) / stats["count"].clip(lower=1) ** 0.5
-            label = ", ".join(f"{k}={v}" for k, v in zip(series_keys, key if isinstance(key, tuple) else (key,)))
-            ax.plot(stats["nodes"], stats["mean"], marker="o", lw=1.3, label=label or "t90")
-            ax.fill_between(stats["nodes"], stats["mean"] - half, stats["mean"] + half, alpha=0.2)
+        # runs that never reached 90 % have no t90
+        for label, xs, mean, half in _series(df.dropna(subset=["t90"]), varying("variant", "fanout", "loss"),
+                                             "nodes", "t90"):
+            ax.plot(xs, mean, marker="o", lw=1.3, label=label)
+            ax.fill_between(xs, mean - half, mean + half, alpha=0.2)
         ax.set_xscale("log")
         ax.set_xlabel("nodes")
         ax.set_ylabel("t90: time to reach 90 % of the nodes (s; rounds for push)")
         ax.set_title("Time to 90 % coverage vs cluster size (mean, 95 % band over seeds)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "t90_vs_nodes.png", dpi=110)
-        plt.close(fig)
-        made.append(out / "t90_vs_nodes.png")
-    if "fanout" in df.columns and df["fanout"].nunique() > 1:
+        made.append(save(fig, ax, "t90_vs_nodes.png"))
+    if varying("fanout"):
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        keys = [k for k in ("variant", "loss", "nodes") if k in df.columns and df[k].nunique() > 1]
-        groups = df.groupby(keys) if keys else [((), df)]
-        for key, g in groups:
-            stats = g.groupby("fanout")["messages_per_node"].agg(["mean", "std", "count"]).reset_index()
-            label = ", ".join(f"{k}={v}" for k, v in zip(keys, key if isinstance(key, tuple) else (key,)))
-            ax.errorbar(stats["fanout"], stats["mean"], yerr=1.96 * stats["std"].fillna(0) /
-                        stats["count"].clip(lower=1) ** 0.5, marker="o", capsize=3, label=label or "messages")
+        for label, xs, mean, half in _series(df, varying("variant", "loss", "nodes"), "fanout", "messages_per_node"):
+            ax.errorbar(xs, mean, yerr=half, marker="o", capsize=3, label=label)
         ax.set_xlabel("fanout")
         ax.set_ylabel("messages per node per update")
         ax.set_title("Message cost of one update vs fanout (mean, 95 % CI over seeds)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "messages_vs_fanout.png", dpi=110)
-        plt.close(fig)
-        made.append(out / "messages_vs_fanout.png")
+        made.append(save(fig, ax, "messages_vs_fanout.png"))
     return made
