@@ -195,7 +195,9 @@ class Node:
             if now >= next_stats:
                 next_stats = now + cycle
                 if self._stats_every_cycle:
-                    self._write_event({"kind": "stats", **self.core.stats}, now)
+                    # cpu_s lets the testbed measure what one packet costs a node (the simulator's CPU model)
+                    self._write_event({"kind": "stats", **self.core.stats,
+                                       "cpu_s": round(time.process_time(), 4)}, now)
             self._flush()
             delay = min(self.core.next_deadline(), next_stats) - self._clock()
             await asyncio.sleep(min(max(delay, 0.001), cycle))

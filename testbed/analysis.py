@@ -515,6 +515,38 @@ def hop_latency_samples_ms(run_dir: Path | str) -> list[float]:
     return out
 
 
+def cpu_per_packet_s(run_dir: Path | str) -> float:
+    """CPU seconds a node process spent per datagram arriving at its interface, over a recorded run.
+
+    From each node process's own stats records: the growth of ``cpu_s`` between its first and last record (so
+    start-up is not counted), divided by the datagrams that arrived meanwhile — those it received plus those its
+    XDP program dropped in the kernel (`xdp_stats`). The simulator has no kernel: its CPU model charges this
+    average to every delivered message.
+    """
+    history = load_history(run_dir)
+    spans: dict[tuple[str, int], list[dict]] = {}
+    life: dict[str, int] = {}
+    for e in history.events:
+        if e["kind"] == "started":
+            life[e["node"]] = life.get(e["node"], 0) + 1
+        elif e["kind"] == "stats" and "cpu_s" in e:
+            spans.setdefault((e["node"], life.get(e["node"], 0)), []).append(e)
+    xdp: dict[str, list[dict]] = {}
+    for e in history.of_kind(XDP_STATS):
+        xdp.setdefault(e["node"], []).append(e)
+    cpu = packets = 0.0
+    for (node, _), recs in spans.items():
+        first, last = recs[0], recs[-1]
+        cpu += last["cpu_s"] - first["cpu_s"]
+        packets += last.get("packets_in", 0) - first.get("packets_in", 0)
+        kernel = [x for x in xdp.get(node, []) if first["t"] <= x["t"] <= last["t"]]
+        if len(kernel) >= 2:
+            packets += sum(kernel[-1]["dropped"].values()) - sum(kernel[0]["dropped"].values())
+    if packets <= 0:
+        raise ValueError(f"{run_dir}: no stats records with cpu_s and packets to measure from")
+    return cpu / packets
+
+
 def coverage_frame(run_dirs):
     """A tidy pandas DataFrame of every rumor's coverage in RUN_DIRS: run, backend, version, seconds, fraction."""
     import pandas as pd

@@ -68,6 +68,13 @@ SIM_FIELDS = {
     "fidelity": (str, False, "full", lambda v: None if v in ("full", "dissemination") else
                  "must be full or dissemination"),
     "latency": (dict, False, None, None),
+    "cpu": (dict, False, None, None),
+}
+
+CPU_FIELDS = {
+    "cores": (int, False, 2, lambda v: None if 1 <= v <= 1024 else "must be 1..1024"),
+    "service_us": (_NUM, False, None, _positive),
+    "run": (str, False, None, None),
 }
 
 LATENCY_FIELDS = {
@@ -319,6 +326,10 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
     sim = _fields(doc, v["sim"], ("sim",), SIM_FIELDS)
     if "latency" in sim:
         sim["latency"] = MappingProxyType(_fields(doc, sim["latency"], ("sim", "latency"), LATENCY_FIELDS))
+    if "cpu" in sim:
+        sim["cpu"] = MappingProxyType(_fields(doc, sim["cpu"], ("sim", "cpu"), CPU_FIELDS))
+        if ("service_us" in sim["cpu"]) == ("run" in sim["cpu"]):
+            raise doc.error(("sim", "cpu"), "needs exactly one of service_us or run (a testbed run to measure)")
     duration = float(v["duration_s"])
     timeline = tuple(sorted((_step(doc, raw, i, duration) for i, raw in enumerate(v["timeline"])),
                             key=lambda s: s.at_s))

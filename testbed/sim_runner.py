@@ -35,6 +35,14 @@ def _latency(s: Scenario):
     return latency_from_spec(spec)
 
 
+def _cpu(s: Scenario) -> tuple[int, float]:
+    """(cores, seconds per message) from ``sim.cpu``: given, or measured on a recorded testbed run."""
+    spec = s.sim["cpu"]
+    if "run" in spec:
+        return spec["cores"], analysis.cpu_per_packet_s(spec["run"])
+    return spec["cores"], float(spec["service_us"]) / 1e6
+
+
 def measured_latency_ms(run_dir: str) -> list[float]:
     """Per-hop latencies measured on a recorded testbed run (see `analysis.hop_latency_samples_ms`)."""
     samples = analysis.hop_latency_samples_ms(run_dir)
@@ -53,6 +61,8 @@ class SimRun:
                                  secrets=(n["secret"].encode(),), cluster=n["cluster"], protocol=n["protocol"],
                                  listen_port=GOSSIP_PORT)
         kw = {"latency": _latency(s)} if s.sim.get("latency") else {}
+        if s.sim.get("cpu"):
+            kw["cpu"] = _cpu(s)
         self.sim = Simulation(seed=s.seed, config=self.config, **kw)
         self.records: list[dict] = []
         self.faults: list[dict] = []

@@ -34,7 +34,7 @@ from ._latency import DEFAULT_LATENCY, LatencyModel
 EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
 
 _UP, _PAUSED, _DOWN = "up", "paused", "down"
-_DELIVER, _TICK, _CALL = 0, 1, 2
+_DELIVER, _TICK, _CALL, _PROCESS = 0, 1, 2, 3
 _ROUTINE_DROPS = ("duplicate", "stale")  # a real node leaves these out of its log too; they are in `stats`
 _SEEDINGS = ("tree", "first", "all", "none")
 
@@ -96,8 +96,15 @@ class Simulation:
                  latency: LatencyModel = DEFAULT_LATENCY, loss: float = 0.0, wire: bool = False,
                  epoch_s: float = EPOCH_S, keep_events: bool = True, events_path: str | Path | None = None,
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
-                 record_refreshes: bool = False) -> None:
+                 record_refreshes: bool = False, cpu: tuple[int, float] | None = None) -> None:
         self.seed = seed
+        # CPU model of the emulation host: (cores, seconds per message). Every delivered message must be processed
+        # on one of `cores` shared cores, FIFO: when the cluster is busy, messages wait for a core, as the real
+        # node processes of a testbed wait for the machine's CPUs.
+        if cpu is not None and (not isinstance(cpu[0], int) or cpu[0] < 1 or not cpu[1] >= 0):
+            raise SimError(f"cpu: expected (cores >= 1, seconds per message >= 0), got {cpu!r}")
+        self._cpu = cpu
+        self._core_free = [0.0] * cpu[0] if cpu is not None else []
         self.config = config if config is not None else NodeConfig()
         self.wire = wire
         self.epoch_s = float(epoch_s)
@@ -308,11 +315,19 @@ class Simulation:
         heap, nodes, pop = self._heap, self._nodes, heapq.heappop
         wire, route, record = self.wire, self._route, self._record
         delivered = queued_over = down = 0
+        cpu_model = self._cpu is not None
+        service_s = self._cpu[1] if cpu_model else 0.0
         try:
             while heap and heap[0][0] <= end:
                 when, _, kind, idx, item = pop(heap)
                 self._now = when
-                if kind == _DELIVER:
+                if kind == _DELIVER and cpu_model:
+                    # the message waits for the first free core, then takes service_s of it
+                    free = self._core_free
+                    start = max(when, free[0])
+                    heapq.heapreplace(free, start + service_s)
+                    heapq.heappush(heap, (start + service_s, next(self._seq), _PROCESS, idx, item))
+                elif kind == _DELIVER or kind == _PROCESS:
                     node = nodes[idx]
                     state = node.state
                     if state is _UP:
