@@ -121,3 +121,17 @@ def test_delay_slows_rumors_only_while_it_lasts(tmp_path):
     slow, fast = summary["rumors"]
     assert slow["t50"] >= 0.05  # at least one 50 ms hop before half the nodes hold it
     assert fast["t50"] < 0.05 and fast["t50"] < slow["t50"]
+
+
+def test_operations_with_the_broadcaster(tmp_path):
+    summary, out = run("operations.yaml", tmp_path)
+    assert_passed(summary, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    finals = {e["node"]: e for e in events if e["kind"] == "final"}
+    assert "n9" not in finals and "n10" in finals  # n9 left for good, n10 joined
+    assert all(set(f["members"]) == set(finals) for f in finals.values())  # every final view is the live set
+    removed = {(e["node"], e["name"]) for e in events if e["kind"] == "member_removed"}
+    assert {(n, "n2") for n in ("n0", "n1")} <= removed  # stopped heartbeats: n2 expired, then came back
+    assert ("n5", "n0") in removed and ("n0", "n5") in removed  # the nft partition cut both ways
+    stats = json.loads((out / "stats.json").read_text())
+    assert sum(n["broadcast"]["copies"] for n in stats["nodes"].values()) > 0  # rumors went through TC
