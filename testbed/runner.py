@@ -114,8 +114,9 @@ class ScenarioRun:
                     self._drive()
                 except KeyboardInterrupt as e:
                     interrupted = e
-                    self.progress.say("interrupted: stopping faults and reading the nodes before teardown")
-                self._end(stats)
+                    self.progress.say("interrupted: stopping faults and reading the nodes before teardown "
+                                      "(Ctrl-C again to skip straight to teardown)")
+                self._end(stats, wait_for_recovery=interrupted is None)
         finally:
             self._write_files(stats)
         summary = self._analyse(stats)
@@ -548,7 +549,7 @@ class ScenarioRun:
 
     # ---- the end -------------------------------------------------------------------------------------------
 
-    def _end(self, stats: dict) -> None:
+    def _end(self, stats: dict, *, wait_for_recovery: bool = True) -> None:
         # 1. stop all faults: heal partitions and loss, resume paused nodes, restart crashed ones
         for key in list(self.open_faults):
             step_id = next((sid for sid, k in self._step_keys.items() if k == key), None)
@@ -567,7 +568,7 @@ class ScenarioRun:
                 self._start_node(node.name)
         self.recovery_start = time.time()
         # 2. wait for recovery: every live node's view equals the live set and holds the newest version
-        deadline = time.monotonic() + self.s.recovery_s
+        deadline = time.monotonic() + (self.s.recovery_s if wait_for_recovery else 0.0)
         while time.monotonic() < deadline:
             self._watch_processes()
             if self._recovered():

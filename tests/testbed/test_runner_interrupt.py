@@ -1,0 +1,38 @@
+"""Ctrl-C in the middle of a run: the run still stops its faults and reads the nodes, then removes everything."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed._cleanup import find_leftovers
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf]
+
+
+def test_sigint_mid_timeline_leaves_nothing_behind(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "testbed", "run", "basic.yaml", "--out", str(tmp_path / "run")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        m = re.search(r"run ([0-9a-f]{6}):", line)
+        run_id = run_id or (m and m.group(1))
+        if "timeline" in line:  # nodes are up, the crash fault is about to start
+            break
+        assert time.monotonic() < deadline
+    assert run_id and not find_leftovers(run_id).empty  # the run really holds kernel resources now
+    time.sleep(3.0)  # inside the crash window: n5 is down
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert find_leftovers(run_id).empty, find_leftovers(run_id).summary()
+    # the history is still written: the run ended the same way, with final reads of every node
+    events = (tmp_path / "run" / "events.jsonl").read_text()
+    assert '"kind": "final"' in events
