@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--http", type=http_address, metavar="ADDR:PORT|unix:PATH",
                    help="serve the JSON control API here (TCP, or a Unix socket)")
     n.add_argument("--events", metavar="FILE", help="append one JSON line per event to FILE")
+    n.add_argument("--record-refreshes", action="store_true",
+                   help="also log every accepted heartbeat (member_refreshed): for latency measurements")
     n.add_argument("--rng-seed", type=int, help="seed of the node's random generator (default: random)")
     n.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     n.add_argument("--xdp", metavar="IFACE", help="attach the XDP fast path to IFACE (needs root and bcc)")
@@ -79,7 +81,8 @@ async def run_node(args) -> int:
         loop.add_signal_handler(sig, stop.set)
     with _accel.accelerators(args, config) as (fastpath, broadcaster):
         node = Node(config, name=args.name, private=args.private.encode(), seeds=tuple(args.seed),
-                    rng=random.Random(args.rng_seed), events=events, fastpath=fastpath, broadcaster=broadcaster)
+                    rng=random.Random(args.rng_seed), events=events, fastpath=fastpath, broadcaster=broadcaster,
+                    record_refreshes=args.record_refreshes)
         runner = None
         try:
             await node.join()

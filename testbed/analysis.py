@@ -504,12 +504,21 @@ def _median(xs):
 def hop_latency_samples_ms(run_dir: Path | str) -> list[float]:
     """One-hop delivery latencies measured in a recorded run, in milliseconds.
 
-    After each publish, the first ``fanout`` adoptions are the publisher's direct targets: each gap from the
-    publish to one of them is one hop end to end (send, wire, receive, verify, apply) on that machine.
+    With heartbeat refreshes recorded (``record_refreshes``), every heartbeat rumor is a sample source: its
+    sequence is the origin's send time in ms (same machine, same clock), and the first ``fanout`` nodes to accept
+    it are its direct targets, so each of their delays is one hop end to end, measured under the cluster's
+    ordinary load. Otherwise the first ``fanout`` adoptions after each publish give the samples.
     """
     history = load_history(run_dir)
     fanout = int(history.meta.get("fanout", 3))
+    by_rumor: dict[tuple[int, int], list[float]] = {}
+    for e in history.of_kind("member_refreshed"):
+        by_rumor.setdefault((e["node_id"], e["seq"]), []).append(e["t"])
     out = []
+    for (_, seq), times in by_rumor.items():
+        out.extend(1000.0 * (t - seq / 1000.0) for t in sorted(times)[:fanout])
+    if out:
+        return [x for x in out if x >= 0]
     for r in rumors(history):
         out.extend(1000.0 * dt for dt, _ in r.coverage[1:1 + fanout] if dt > 0)
     return out

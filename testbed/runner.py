@@ -210,6 +210,8 @@ class ScenarioRun:
             argv += ["--xdp", "eth0", "--xdp-pin", self.fastpath.pin_dir]
         if self.broadcaster is not None:
             argv += ["--broadcast", "--broadcast-pin", self.broadcaster.pin_dir]
+        if c.get("record_refreshes"):
+            argv.append("--record-refreshes")
         return argv
 
     def _start_node(self, name: str, seeds: list[str] | None = None) -> None:

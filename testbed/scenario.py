@@ -57,6 +57,7 @@ NODE_FIELDS: dict[str, tuple] = {
     "xdp_mode": (str, False, "native", lambda v: None if v in ("native", "generic") else "must be native or generic"),
     "broadcaster": (bool, False, False, None),
     "seeds": (int, False, 1, lambda v: None if 1 <= v <= 8 else "must be 1..8"),
+    "record_refreshes": (bool, False, False, None),
 }
 
 TOPOLOGY_FIELDS = {
@@ -69,6 +70,7 @@ SIM_FIELDS = {
                  "must be full or dissemination"),
     "latency": (dict, False, None, None),
     "cpu": (dict, False, None, None),
+    "wakeup": (dict, False, None, None),
 }
 
 CPU_FIELDS = {
@@ -326,6 +328,8 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
     sim = _fields(doc, v["sim"], ("sim",), SIM_FIELDS)
     if "latency" in sim:
         sim["latency"] = MappingProxyType(_fields(doc, sim["latency"], ("sim", "latency"), LATENCY_FIELDS))
+    if "wakeup" in sim:
+        sim["wakeup"] = MappingProxyType(_fields(doc, sim["wakeup"], ("sim", "wakeup"), LATENCY_FIELDS))
     if "cpu" in sim:
         sim["cpu"] = MappingProxyType(_fields(doc, sim["cpu"], ("sim", "cpu"), CPU_FIELDS))
         if ("service_us" in sim["cpu"]) == ("run" in sim["cpu"]):

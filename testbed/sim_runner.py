@@ -25,8 +25,8 @@ from .sim import Constant, Simulation, disseminate, latency_from_spec
 GOSSIP_PORT = 7946
 
 
-def _latency(s: Scenario):
-    spec = s.sim.get("latency")
+def _latency(s: Scenario, key: str = "latency"):
+    spec = s.sim.get(key)
     if spec is None:
         return None
     spec = dict(spec)
@@ -63,6 +63,8 @@ class SimRun:
         kw = {"latency": _latency(s)} if s.sim.get("latency") else {}
         if s.sim.get("cpu"):
             kw["cpu"] = _cpu(s)
+        if s.sim.get("wakeup"):
+            kw["wakeup"] = _latency(s, "wakeup")
         self.sim = Simulation(seed=s.seed, config=self.config, **kw)
         self.records: list[dict] = []
         self.faults: list[dict] = []

@@ -34,7 +34,7 @@ from ._latency import DEFAULT_LATENCY, LatencyModel
 EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
 
 _UP, _PAUSED, _DOWN = "up", "paused", "down"
-_DELIVER, _TICK, _CALL, _PROCESS = 0, 1, 2, 3
+_DELIVER, _TICK, _CALL, _PROCESS, _DELIVER_CPU = 0, 1, 2, 3, 4
 _ROUTINE_DROPS = ("duplicate", "stale")  # a real node leaves these out of its log too; they are in `stats`
 _SEEDINGS = ("tree", "first", "all", "none")
 
@@ -43,7 +43,7 @@ class _SimNode:
     """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
 
     __slots__ = ("index", "name", "identity", "config", "seeds", "core", "state", "incarnation", "token",
-                 "queue", "next_stats", "loss", "delay", "pending")
+                 "queue", "next_stats", "loss", "delay", "pending", "awake_at")
 
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
@@ -57,6 +57,7 @@ class _SimNode:
         self.loss = 0.0
         self.delay: LatencyModel | None = None  # extra latency of every message delivered to this node
         self.pending = True  # allocated, not started yet (a staggered start)
+        self.awake_at = -1.0  # wake-up model: when the process handles what has arrived so far
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -96,8 +97,13 @@ class Simulation:
                  latency: LatencyModel = DEFAULT_LATENCY, loss: float = 0.0, wire: bool = False,
                  epoch_s: float = EPOCH_S, keep_events: bool = True, events_path: str | Path | None = None,
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
-                 record_refreshes: bool = False, cpu: tuple[int, float] | None = None) -> None:
+                 record_refreshes: bool = False, cpu: tuple[int, float] | None = None,
+                 wakeup: LatencyModel | None = None) -> None:
         self.seed = seed
+        # Wake-up model: a message reaching an idle process waits for it to be scheduled (a delay drawn from
+        # WAKEUP); messages arriving meanwhile are handled in the same batch. Delay is then a property of the
+        # receiver, not of each link, so a slow process is slow for every copy sent to it.
+        self._wakeup = wakeup
         # CPU model of the emulation host: (cores, seconds per message). Every delivered message must be processed
         # on one of `cores` shared cores, FIFO: when the cluster is busy, messages wait for a core, as the real
         # node processes of a testbed wait for the machine's CPUs.
@@ -317,11 +323,18 @@ class Simulation:
         delivered = queued_over = down = 0
         cpu_model = self._cpu is not None
         service_s = self._cpu[1] if cpu_model else 0.0
+        wakeup, net_rng = self._wakeup, self._net_rng
         try:
             while heap and heap[0][0] <= end:
                 when, _, kind, idx, item = pop(heap)
                 self._now = when
-                if kind == _DELIVER and cpu_model:
+                if kind == _DELIVER and wakeup is not None:
+                    node = nodes[idx]
+                    if node.awake_at < when:
+                        node.awake_at = when + wakeup.sample(net_rng)
+                    heapq.heappush(heap, (node.awake_at, next(self._seq),
+                                          _DELIVER_CPU if cpu_model else _PROCESS, idx, item))
+                elif (kind == _DELIVER or kind == _DELIVER_CPU) and cpu_model:
                     # the message waits for the first free core, then takes service_s of it
                     free = self._core_free
                     start = max(when, free[0])

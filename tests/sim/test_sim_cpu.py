@@ -24,3 +24,23 @@ def test_shared_cores_delay_dissemination_and_more_cores_relieve_it():
     median = lambda xs: xs[len(xs) // 2]  # noqa: E731
     # 0.3 ms of CPU per message: on one core every hop also waits behind the heartbeat traffic of 24 nodes
     assert median(one_core) > median(four_cores) > median(free)
+
+
+def test_wakeup_delay_belongs_to_the_receiver():
+    from testbed.sim import Constant
+
+    def spread(wakeup):
+        config = NodeConfig(cycle_s=1.0, timeout_s=5.0)
+        with Simulation(seed=4, config=config, latency=Constant(delay_s=0.0001), wakeup=wakeup) as sim:
+            names = sim.add_nodes(16, seeding="all")
+            sim.run_until(2.5)
+            version = sim.publish(names[0], b"x")
+            t_pub = sim.epoch_s + sim.time_s
+            sim.run_until(4.0)
+            held = first_times(sim.events, "metadata_adopted", version=version.seq)
+            return sorted(round((t - t_pub) * 1000, 3) for t in held.values())
+
+    base, slow = spread(None), spread(Constant(delay_s=0.005))
+    assert len(base) == len(slow) == 16
+    # every hop now costs one 5 ms wake-up of the receiver: first receivers at 5 ms, the next hop at 10 ms
+    assert slow[1] >= 5.0 and slow[len(slow) // 2] >= 10.0 and base[len(base) // 2] < 1.0
