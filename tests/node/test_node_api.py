@@ -4,6 +4,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -109,3 +110,28 @@ def test_http_api_answers_and_rejects_bad_requests_with_4xx(tmp_path):
         assert status == 200 and stats["packets_in"] > 0 and stats["node"] == "n0"
         status, meta = _http(n, "GET", "/metadata")
         assert meta == {"version": 0, "origin": 0, "data": ""}
+
+
+def test_node_without_usable_xdp_says_why_once_and_runs_in_userspace(tmp_path):
+    port, http_port = free_port(), free_port()
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gossip", "node", "--name", "x", "--port", str(port),
+                                 "--http", f"127.0.0.1:{http_port}", "--xdp", "nosuchif0"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/list", timeout=1) as r:
+                    assert [m["name"] for m in json.loads(r.read())] == ["x"]
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError(log.read_text())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    text = log.read_text()
+    assert text.count("XDP fast path unavailable") == 1 and "pure userspace" in text
+    assert "Traceback" not in text
