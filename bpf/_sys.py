@@ -176,6 +176,18 @@ def percpu_lookup(fd: int, key, value_type) -> list | None:
     return [value_type.from_buffer_copy(buf, i * stride) for i in range(ncpu)]
 
 
+def sum_percpu_counters(fd: int, ifindex: int | None, value_type, names) -> dict[str, int]:
+    """A per-CPU counter array map keyed by ifindex, summed over CPUs for IFINDEX (or over every interface when
+    None); VALUE_TYPE has a ``count`` array whose slots are NAMES."""
+    keys = [ctypes.c_uint32(ifindex)] if ifindex is not None else map_keys(fd, ctypes.c_uint32)
+    totals = [0] * len(names)
+    for key in keys:
+        for value in percpu_lookup(fd, key, value_type) or ():
+            for i, n in enumerate(value.count):
+                totals[i] += n
+    return dict(zip(names, totals))
+
+
 def percpu_update(fd: int, key, value, flags: int = BPF_ANY) -> None:
     """Set KEY to VALUE on every CPU."""
     stride = (ctypes.sizeof(value) + 7) & ~7

@@ -43,13 +43,7 @@ assert _SLOT_BYTES % 8 == 0, "array map values are 8-byte aligned in the mmap: B
 
 
 def read_stats(stats_fd: int, ifindex: int | None = None) -> dict[str, int]:
-    keys = [ctypes.c_uint32(ifindex)] if ifindex is not None else _sys.map_keys(stats_fd, ctypes.c_uint32)
-    totals = [0] * len(BC_STAT_NAMES)
-    for key in keys:
-        for value in _sys.percpu_lookup(stats_fd, key, BcStats) or ():
-            for i, n in enumerate(value.count):
-                totals[i] += n
-    return dict(zip(BC_STAT_NAMES, totals))
+    return _sys.sum_percpu_counters(stats_fd, ifindex, BcStats, BC_STAT_NAMES)
 
 
 class _SlotArray:

@@ -30,24 +30,12 @@ _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 
 
-def _stats_dict(per_cpu: list[FpStats] | None) -> dict[str, int]:
-    totals = [0] * len(FP_STAT_NAMES)
-    for value in per_cpu or ():
-        for i, n in enumerate(value.count):
-            totals[i] += n
-    out = dict(zip(FP_STAT_NAMES, totals))
+def read_stats(stats_fd: int, ifindex: int | None = None) -> dict[str, int]:
+    """The fast path's counters for one interface, or summed over all of them (ifindex None)."""
+    out = _sys.sum_percpu_counters(stats_fd, ifindex, FpStats, FP_STAT_NAMES)
     out["passed"] = sum(v for k, v in out.items() if k.startswith("passed_") and k != "passed_other")
     out["dropped"] = sum(v for k, v in out.items() if k.startswith("dropped_"))
     return out
-
-
-def read_stats(stats_fd: int, ifindex: int | None = None) -> dict[str, int]:
-    """The fast path's counters for one interface, or summed over all of them (ifindex None)."""
-    keys = [ctypes.c_uint32(ifindex)] if ifindex is not None else _sys.map_keys(stats_fd, ctypes.c_uint32)
-    per_cpu: list[FpStats] = []
-    for key in keys:
-        per_cpu += _sys.percpu_lookup(stats_fd, key, FpStats) or []
-    return _stats_dict(per_cpu)
 
 
 def _check_map(fd: int, name: str) -> None:

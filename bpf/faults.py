@@ -119,11 +119,4 @@ class Faults:
 
     def stats(self, ifindex: int | None = None) -> dict[str, int]:
         """Counters (seen, dropped_loss, dropped_partition, passed) of one interface or of all."""
-        fd = self.map_fds["ft_stats"]
-        keys = [ctypes.c_uint32(ifindex)] if ifindex is not None else _sys.map_keys(fd, ctypes.c_uint32)
-        totals = [0] * len(FT_STAT_NAMES)
-        for key in keys:
-            for value in _sys.percpu_lookup(fd, key, FtStats) or ():
-                for i, n in enumerate(value.count):
-                    totals[i] += n
-        return dict(zip(FT_STAT_NAMES, totals))
+        return _sys.sum_percpu_counters(self.map_fds["ft_stats"], ifindex, FtStats, FT_STAT_NAMES)
