@@ -27,7 +27,7 @@ from . import _control, _inject, _shell, analysis, plots
 from ._netns import make_network
 from ._topology import Topology, new_run_id
 from .errors import DeployError, TestbedError
-from .scenario import Scenario
+from .scenario import Scenario, partition_groups, select_nodes
 
 GOSSIP_PORT = 7946
 
@@ -289,12 +289,8 @@ class ScenarioRun:
         return [n.name for n in self.nodes.values() if n.state == "up"]
 
     def _pick(self, sel, count: int | None = None) -> list[str]:
-        if sel is None or sel == "random":
-            live = self._live_names()
-            return self.rng.sample(live, min(count or 1, len(live)))
-        if sel == "all":
-            return [n.name for n in self.nodes.values() if n.state != "never"]
-        return [sel] if isinstance(sel, str) else list(sel)
+        return select_nodes(sel, live=self._live_names(), rng=self.rng, count=count,
+                            started=[n.name for n in self.nodes.values() if n.state != "never"])
 
     def _drive(self) -> None:
         s = self.s
@@ -353,7 +349,7 @@ class ScenarioRun:
             self._open_fault(key, "churn", "churn", None)
             self._schedule_churn(step, key)
         elif a == "partition":
-            groups = self._partition_groups(p)
+            groups = partition_groups(p, list(self.nodes))
             self._open_fault(key, "partition", f"partition {'/'.join(str(len(g)) for g in groups)}", None)
             self._fault_nodes[key] = groups
             self._partition(groups, p.get("via", "bpf"), key)
@@ -476,13 +472,6 @@ class ScenarioRun:
 
     def _end_churn(self, key: str) -> None:
         self._close_fault(key)
-
-    def _partition_groups(self, p) -> list[list[str]]:
-        if "groups" in p:
-            return [list(g) for g in p["groups"]]
-        names = [n.name for n in self.nodes.values()]
-        cut = max(1, min(len(names) - 1, round(len(names) * float(p["split"]))))
-        return [names[:cut], names[cut:]]
 
     def _partition(self, groups: list[list[str]], via: str, key: str) -> None:
         if via == "bpf":

@@ -384,6 +384,24 @@ def find(name_or_path: str) -> Path:
     raise ScenarioError(str(p), None, "scenario", "no such file (also looked in scenarios/)")
 
 
+def select_nodes(sel, *, live: list[str], started: list[str], rng, count: int | None = None) -> list[str]:
+    """The node names a step's ``node``/``target`` selects: "random" (COUNT of the LIVE ones, one by default),
+    "all" (every STARTED node), a name, or a list of names. Both backends interpret steps through this."""
+    if sel is None or sel == "random":
+        return rng.sample(live, min(count or 1, len(live)))
+    if sel == "all":
+        return list(started)
+    return [sel] if isinstance(sel, str) else list(sel)
+
+
+def partition_groups(params, names: list[str]) -> list[list[str]]:
+    """A partition step's sides: its ``groups``, or NAMES (every host, in order) cut at the ``split`` fraction."""
+    if "groups" in params:
+        return [list(g) for g in params["groups"]]
+    cut = max(1, min(len(names) - 1, round(len(names) * float(params["split"]))))
+    return [names[:cut], names[cut:]]
+
+
 def read_text(path: Path, what: str) -> str:
     """The text of a scenario or sweep file; a `ScenarioError` naming it if it cannot be read."""
     try:

@@ -19,7 +19,7 @@ from gossip import NodeConfig
 from gossip import _wire as wire
 
 from . import analysis, plots
-from .scenario import Scenario
+from .scenario import Scenario, partition_groups, select_nodes
 from .sim import Constant, Simulation, disseminate, latency_from_spec
 
 GOSSIP_PORT = 7946
@@ -87,12 +87,7 @@ class SimRun:
         return [n for n in self.sim.live_nodes() if self.sim.node_state(n) == "up"]
 
     def _pick(self, sel, count=None) -> list[str]:
-        if sel is None or sel == "random":
-            live = self._live()
-            return self.rng.sample(live, min(count or 1, len(live)))
-        if sel == "all":
-            return list(self.sim.node_names)
-        return [sel] if isinstance(sel, str) else list(sel)
+        return select_nodes(sel, live=self._live(), started=list(self.sim.node_names), rng=self.rng, count=count)
 
     # -- the timeline
 
@@ -187,12 +182,7 @@ class SimRun:
             for k in range(joins):
                 self._schedule(sim.time_s + (k + 0.5) * (st.until_s - sim.time_s) / joins, self._join)
         elif a == "partition":
-            if "groups" in p:
-                groups = [list(g) for g in p["groups"]]
-            else:
-                everyone = list(sim.node_names) + self.spare
-                cut = max(1, min(len(everyone) - 1, round(len(everyone) * float(p["split"]))))
-                groups = [everyone[:cut], everyone[cut:]]
+            groups = partition_groups(p, list(sim.node_names) + self.spare)
             known = set(sim.node_names)
             sim.partition(*[[n for n in g if n in known] for g in groups])
             st_nodes = []
