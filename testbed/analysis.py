@@ -347,6 +347,10 @@ def check_false_deaths(history: History, timeout_s: float) -> CheckResult:
         t0 = t - timeout_s
         if not live.live_throughout(x, t0, t):
             continue
+        if not live.live_throughout(y, t0, t):
+            # an observer that was not live itself (its heartbeats stopped, just started) is no longer sent the
+            # others' rumors, by design: it losing them is not a death it wrongly declared about a reachable node
+            continue
         if any(f.kind in FAULT_KINDS_EXCUSING_DEATHS and f.overlaps(t0, t) and (f.covers(x) or f.covers(y))
                for f in history.faults):
             continue

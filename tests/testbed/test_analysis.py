@@ -55,6 +55,9 @@ def test_false_death_is_a_removal_of_a_live_reachable_node():
     # the same removal inside a loss window is excused
     faults = [dict(name="loss", kind="loss", start=7.0, end=12.0)]
     assert A.check_false_deaths(hist(ev, faults), timeout_s=3.0).passed is True
+    # and so is one made by an observer whose own heartbeats were stopped (nobody sends it rumors any more)
+    stopped = [{"t": 5.0, "node": "n0", "kind": "proc", "state": "heartbeats_off"}]
+    assert A.check_false_deaths(hist(ev + stopped), timeout_s=3.0).passed is True
 
 
 def test_rumor_coverage_counts_newer_versions_and_lost_updates_are_found():
