@@ -81,3 +81,85 @@ def test_protocol_rule_matches_the_real_cores():
     assert s["engine_final_fraction"] == pytest.approx(s["model_final_fraction"], abs=0.02)
     assert s["engine_messages"] == pytest.approx(s["model_messages"], rel=0.03)
     assert s["max_abs_diff_s"] < 0.0006  # a third of a mean hop, on curves 5 .. 12 ms long
+
+
+# ---- anti-entropy -------------------------------------------------------------------------------------------------
+
+def test_anti_entropy_reaches_every_node_and_only_adds_to_the_rumor():
+    lat = Uniform(lo_s=0.001, hi_s=0.003)
+    off = disseminate(5000, "protocol", 3, lat, loss=0.1, seed=6)
+    on = disseminate(5000, "protocol", 3, lat, loss=0.1, seed=6, anti_entropy_s=0.5)
+    assert off.t100 is None and off.final_fraction < 1  # the rule alone misses nodes
+    assert on.final_fraction == 1.0 and on.t100 >= on.t90 > 0
+    # the same rumor first (same seed, same messages), then swaps: nobody is informed later than without them
+    assert on.messages_sent == off.messages_sent and np.all(on.informed_at <= off.informed_at)
+    assert on.repaired >= off.n - off.informed and on.repaired == int((on.informed_at < off.informed_at).sum())
+    assert on.t100 > 0.5 * 0.1  # the missed nodes wait for a swap, not for a rumor hop
+    assert on.cycles >= 1 and 0 < on.swap_requests <= on.cycles * on.n
+    assert set(on.summary()) >= {"anti_entropy_s", "cycles", "swap_requests", "swap_responses", "repaired"}
+    again = disseminate(5000, "protocol", 3, lat, loss=0.1, seed=6, anti_entropy_s=0.5)
+    other = disseminate(5000, "protocol", 3, lat, loss=0.1, seed=7, anti_entropy_s=0.5)
+    assert np.array_equal(on.informed_at, again.informed_at) and on.swap_responses == again.swap_responses
+    assert not np.array_equal(on.informed_at, other.informed_at)
+
+
+def test_anti_entropy_without_loss_pulls_and_pushes_in_one_or_two_cycles():
+    # push-pull from ~94 % informed: a node stays uninformed through a cycle with probability ~ x^2 / e
+    for seed in range(5):
+        r = disseminate(20_000, "protocol", 3, seed=seed, anti_entropy_s=1.0)
+        assert r.final_fraction == 1.0 and r.cycles <= 3 and r.t100 < 3.0
+        assert r.swap_responses > 0  # some missed nodes pulled the rumor: the answers are counted
+
+
+def test_anti_entropy_over_views_and_its_limits():
+    r = disseminate(3000, "protocol", 3, seed=2, view_size=8, anti_entropy_s=1.0)
+    assert r.final_fraction == 1.0
+    stuck = disseminate(200, "protocol", 3, seed=2, loss=0.999, anti_entropy_s=1.0, max_cycles=5)
+    assert stuck.t100 is None and stuck.cycles == 5 and stuck.swap_requests == 5 * 200
+    assert disseminate(200, "protocol", 3, seed=2, anti_entropy_s=0).anti_entropy_s is None  # 0: off
+    with pytest.raises(SimError, match="anti_entropy_s"):
+        disseminate(100, "infect_and_die", 3, anti_entropy_s=1.0)
+    with pytest.raises(SimError, match="anti_entropy_s"):
+        disseminate(100, "protocol", 3, anti_entropy_s=-1.0)
+    with pytest.raises(SimError, match="max_cycles"):
+        disseminate(100, "protocol", 3, anti_entropy_s=1.0, max_cycles=0)
+
+
+def test_anti_entropy_matches_the_real_cores_swaps():
+    """t100 of the model's protocol + anti-entropy against 300 real cores that swap every second.
+
+    The cores start one after another over a cycle (so their swap timers have spread phases, as the model
+    assumes), stop their heartbeats (fixed full views), and each rumor is published at a random point of a cycle.
+    """
+    from gossip import NodeConfig
+    from testbed.sim import Simulation
+
+    n, lat = 300, Constant(delay_s=0.001)
+    sim = Simulation(seed=5, config=NodeConfig(fanout=3, cycle_s=1.0, timeout_s=86400.0), latency=lat,
+                     record_kinds=("metadata_adopted",), record_stats=False)
+    names = sim.add_nodes(n, seeding="all", stagger_s=1.0)
+    sim.run_until(1.2)
+    for name in names:
+        sim.stop_heartbeats(name)
+    sim.run_until(3.0)
+    index = {name: i for i, name in enumerate(names)}
+    offsets = np.random.default_rng(0).random(30)
+    t100, repaired = [], []
+    for r, offset in enumerate(offsets):
+        start = sim.time_s + offset
+        sim.run_until(start)
+        version = sim.publish(names[(r * 7919) % n], f"rumor {r}".encode())
+        sim.run_until(start + 12)
+        times = np.full(n, np.inf)
+        swaps = 0
+        for rec in sim.events:
+            if (rec["version"], rec["origin"]) == (version.seq, version.origin):
+                times[index[rec["node"]]] = rec["t"] - sim.epoch_s - start
+                swaps += rec.get("via") == "swap"
+        sim.events.clear()
+        assert np.isfinite(times).all()
+        t100.append(times.max())
+        repaired.append(swaps)
+    model = [disseminate(n, "protocol", 3, lat, seed=s, anti_entropy_s=1.0) for s in range(200)]
+    assert np.mean(t100) == pytest.approx(np.mean([m.t100 for m in model]), abs=0.1)  # ~0.9 s on both sides
+    assert np.mean(repaired) == pytest.approx(np.mean([m.repaired for m in model]), rel=0.25)
