@@ -4,7 +4,7 @@
 
 Full fidelity: N real protocol cores that all know each other from the start (so every cycle costs the
 steady-state O(N^2) heartbeat traffic), started over one cycle as processes launched one after another are, then
-``--cycles`` measured cycles, with the events streamed to a file. Its event rate is messages delivered per second
+``--cycles`` measured cycles, with the events streamed to a file; each N without and with the XDP fast-path model. Its event rate is messages delivered per second
 in the measured cycles; the wall time includes the start-up cycle.
 
 Dissemination only: one rumor over 10^4, 10^5 and 10^6 nodes, for the project's forwarding rule and the two
@@ -30,14 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DISSEMINATION = (("protocol", 3), ("infect_and_die", 3), ("push", 1), ("push", 3))
 
 
-def full_case(n: int, cycles: int) -> dict:
+def full_case(n: int, cycles: int, xdp: bool) -> dict:
     from gossip import NodeConfig
     from testbed.sim import Simulation, Uniform
 
     config = NodeConfig(fanout=3, cycle_s=1.0, timeout_s=5.0)
     with tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp, \
             Simulation(seed=1, config=config, latency=Uniform(lo_s=0.0005, hi_s=0.002), keep_events=False,
-                       events_path=Path(tmp) / "events.jsonl") as sim:
+                       events_path=Path(tmp) / "events.jsonl", xdp=xdp) as sim:
         t0 = time.perf_counter()
         sim.add_nodes(n, seeding="all", stagger_s=config.cycle_s)
         sim.run_until(config.cycle_s)  # start-up: every node starts, adds its N-1 seeds, and first heartbeats
@@ -50,7 +50,7 @@ def full_case(n: int, cycles: int) -> dict:
         sim.close()
         events_mb = (Path(tmp) / "events.jsonl").stat().st_size / 1e6
         converged = sim.membership_converged()
-    return {"case": f"full N={n}", "cycles": cycles, "startup_s": startup_s, "wall_s": startup_s + run_s,
+    return {"case": f"full N={n}{' xdp' if xdp else ''}", "cycles": cycles, "startup_s": startup_s, "wall_s": startup_s + run_s,
             "s_per_cycle": run_s / cycles, "events": delivered, "events_per_s": delivered / run_s,
             "us_per_event": run_s / delivered * 1e6, "events_file_mb": events_mb, "converged": converged}
 
@@ -68,7 +68,7 @@ def dissemination_case(n: int, variant: str, fanout: int) -> dict:
 
 def run_one(spec: dict) -> dict:
     if spec["kind"] == "full":
-        out = full_case(spec["n"], spec["cycles"])
+        out = full_case(spec["n"], spec["cycles"], spec["xdp"])
     else:
         out = dissemination_case(spec["n"], spec["variant"], spec["fanout"])
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -76,10 +76,11 @@ def run_one(spec: dict) -> dict:
 
 
 def cases(args) -> list[dict]:
-    full_sizes = [500] if args.quick else [int(x) for x in args.full_sizes.split(",") if x]
+    full_sizes = [300] if args.quick else [int(x) for x in args.full_sizes.split(",") if x]
     cycles = 1 if args.quick else args.cycles
     sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
-    out = [{"kind": "full", "n": n, "cycles": cycles} for n in full_sizes]
+    # each size without and with the fast-path model (duplicates dropped before the core, as XDP does)
+    out = [{"kind": "full", "n": n, "cycles": cycles, "xdp": xdp} for n in full_sizes for xdp in (False, True)]
     out += [{"kind": "dissemination", "n": n, "variant": v, "fanout": f} for n in sizes for v, f in DISSEMINATION]
     return out
 
@@ -94,7 +95,7 @@ def show(r: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="CI smoke run: one full case, no 10^6 (< 60 s)")
+    p.add_argument("--quick", action="store_true", help="CI smoke run: one small full size, no 10^6 (< 60 s)")
     p.add_argument("--cycles", type=int, default=2, help="measured cycles per full-fidelity case (default 2)")
     p.add_argument("--full-sizes", default="500,1000,2000", help="comma-separated N for full fidelity")
     p.add_argument("--timeout-s", type=float, default=3600, help="give up on a case after this long")

@@ -29,7 +29,7 @@ from typing import NamedTuple
 from . import _wire as wire
 from ._config import NodeConfig
 from ._events import (Accepted, Event, HeartbeatsChanged, MemberAdded, MemberRefreshed, MemberRemoved,
-                      MetadataAdopted, PacketDropped, Send)
+                      MetadataAdopted, MetadataSent, PacketDropped, Send)
 from .errors import ProtocolError, UsageError
 
 MAX_REMEMBERED_ORIGINS = 65536
@@ -84,6 +84,7 @@ class GossipCore:
         self.cluster = wire.cluster_id(config.cluster)
         self._rng = rng
         self._record_refreshes = record_refreshes
+        self._src = ""  # where the message being handled came from (recorded only)
         self._entries: dict[int, _Entry] = {}
         self._live_ids: list[int] = []  # same ids as _entries, for O(1) random picks
         self._live_pos: dict[int, int] = {}
@@ -176,18 +177,23 @@ class GossipCore:
                 self._send_heartbeat(now)
             self._send_swap()
 
-    def receive(self, datagram: bytes, now: float) -> None:
-        """Handle one datagram from a peer. Never raises on the peer's bytes: bad input is counted and dropped."""
+    def receive(self, datagram: bytes, now: float, src: str = "") -> None:
+        """Handle one datagram from a peer. Never raises on the peer's bytes: bad input is counted and dropped.
+
+        SRC ("addr:port" the datagram came from, if the driver knows it) is only recorded, in `MetadataAdopted`:
+        it is what lets the testbed rebuild a rumor's infection tree and measure its hops.
+        """
         self.stats["packets_in"] += 1
         try:
             msg = wire.decode(datagram, cluster=self.cluster, keys=self.config.secrets)
         except ProtocolError as e:
             self.note_drop(e.reason, e.detail)
             return
-        self.receive_message(msg, now)
+        self.receive_message(msg, now, src)
 
-    def receive_message(self, msg: wire.Message, now: float) -> None:
+    def receive_message(self, msg: wire.Message, now: float, src: str = "") -> None:
         """Handle one already-verified message (the simulator's entry point; `receive` ends here too)."""
+        self._src = src
         self._HANDLERS[type(msg)](self, msg, now)
 
     def note_drop(self, reason: str, detail: str = "") -> None:
@@ -245,6 +251,7 @@ class GossipCore:
         if theirs == self._version:
             return self.note_drop("duplicate", "swap request for the version held")
         if theirs > self._version:
+            self._src = "%s:%d" % msg.sender.endpoint  # where it listens (a TCP peer's source port is not that)
             self._adopt(theirs, msg.data, via="swap")
             return
         self.stats["swap_answered"] += 1
@@ -273,7 +280,8 @@ class GossipCore:
     def _adopt(self, version: Version, data: bytes, via: str) -> None:
         self._version, self._data = version, data
         self.stats[f"adopted_{via}"] += 1
-        self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via=via, size=len(data)))
+        self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via=via, size=len(data),
+                                            src="" if via == "publish" else self._src))
         self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=version.origin, seq=version.seq))
 
     def _add(self, identity: wire.Identity, seq: int, now: float) -> None:
@@ -341,6 +349,9 @@ class GossipCore:
             msg = wire.MetadataRumor(cluster=msg.cluster, origin=msg.origin, version=msg.version, data=msg.data,
                                      infected=infected)
         endpoints = tuple(self._entries[n].identity.endpoint for n in targets) + extra
+        if not isinstance(msg, wire.Heartbeat):
+            self._events.append(MetadataSent(version=msg.version, origin=msg.origin,
+                                             targets=tuple(f"{a}:{p}" for a, p in endpoints)))
         self._emit(msg, endpoints)
 
     def _lost_seed(self) -> tuple[tuple[str, int], ...]:

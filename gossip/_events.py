@@ -14,7 +14,7 @@ class Event:
     kind = "event"
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # as JSON reads back
         d["kind"] = self.kind
         return d
 
@@ -45,13 +45,29 @@ class MemberRemoved(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetadataAdopted(Event):
-    """This node now holds metadata VERSION (published by ORIGIN); VIA is publish, rumor or swap."""
+    """This node now holds metadata VERSION (published by ORIGIN); VIA is publish, rumor or swap, and SRC the
+    "addr:port" it came from (empty for a publish, or when the driver does not know)."""
 
     kind = "metadata_adopted"
     version: int
     origin: int
     via: str
     size: int
+    src: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataSent(Event):
+    """This node sent metadata VERSION as a rumor to TARGETS ("addr:port" each): one hop of its spread.
+
+    With `MetadataAdopted.src` this is the whole infection tree, copies that lost the race included, which is what
+    the testbed measures one-hop latency from.
+    """
+
+    kind = "metadata_sent"
+    version: int
+    origin: int
+    targets: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

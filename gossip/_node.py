@@ -71,7 +71,7 @@ class Node:
         self._fastpath = fastpath
         self._broadcaster = broadcaster
         self._stats_every_cycle = stats_every_cycle
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, str]] = collections.deque()
         self._drain_scheduled = False
         self._transport: UdpTransport | TcpTransport | None = None
         self._timer: asyncio.Task | None = None
@@ -157,12 +157,12 @@ class Node:
 
     # ---- plumbing --------------------------------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes) -> None:
+    def _on_datagram(self, data: bytes, src: str = "") -> None:
         if len(self._queue) >= self.config.buffer:
             self._trace_op("drop", 0.0, reason="queue_full", detail=f"{len(data)} bytes")
             self.core.note_drop("queue_full", f"{len(data)} bytes")
             return
-        self._queue.append(data)
+        self._queue.append((data, src))
         if not self._drain_scheduled:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
@@ -172,10 +172,10 @@ class Node:
         queue, core = self._queue, self.core
         now = self._clock()
         while queue:
-            data = queue.popleft()
+            data, src = queue.popleft()
             if self._trace is not None:
-                self._trace_op("rx", now, data=data.hex())
-            core.receive(data, now)
+                self._trace_op("rx", now, data=data.hex(), src=src)
+            core.receive(data, now, src)
         self._flush()
 
     def _on_transport_error(self, reason: str, detail: str) -> None:

@@ -26,7 +26,7 @@ def replay(trace_lines: Iterable[str], *, config: NodeConfig, identity: Identity
         if kind == "init":
             core = GossipCore(config=config, identity=identity, rng=random.Random(seed), now=now)
         elif kind == "rx":
-            core.receive(bytes.fromhex(op["data"]), now)
+            core.receive(bytes.fromhex(op["data"]), now, op.get("src", ""))
         elif kind == "tick":
             core.tick(now)
         elif kind == "publish":

@@ -17,7 +17,7 @@ MAX_FRAME_BYTES = 65535
 
 
 class UdpTransport(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes], None], on_error: Callable[[str, str], None]) -> None:
+    def __init__(self, on_datagram: Callable[[bytes, str], None], on_error: Callable[[str, str], None]) -> None:
         self._on_datagram, self._on_error = on_datagram, on_error
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -35,7 +35,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        self._on_datagram(data)
+        self._on_datagram(data, "%s:%d" % addr[:2])
 
     def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable from a dead peer
         self._on_error("send_error", str(exc))
@@ -108,6 +108,8 @@ class TcpTransport:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._readers.add(task)
+        peer = writer.get_extra_info("peername")
+        src = "%s:%d" % peer[:2] if peer else ""  # the connection's source port, not the peer's listen port
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(FRAME.size), self.read_timeout_s)
@@ -115,7 +117,7 @@ class TcpTransport:
                 if length > MAX_FRAME_BYTES:
                     self.on_error("malformed", f"TCP frame of {length} bytes")
                     return  # the stream cannot be resynchronised: close it
-                self.on_datagram(await asyncio.wait_for(reader.readexactly(length), self.read_timeout_s))
+                self.on_datagram(await asyncio.wait_for(reader.readexactly(length), self.read_timeout_s), src)
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
             pass
         finally:

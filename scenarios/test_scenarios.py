@@ -135,3 +135,18 @@ def test_operations_with_the_broadcaster(tmp_path):
     assert ("n5", "n0") in removed and ("n0", "n5") in removed  # the nft partition cut both ways
     stats = json.loads((out / "stats.json").read_text())
     assert sum(n["broadcast"]["copies"] for n in stats["nodes"].values()) > 0  # rumors went through TC
+
+
+def test_validation_mirrored_on_the_simulator(tmp_path):
+    """The sim-vs-testbed comparison end to end: the run, then its mirror with the delays measured on it."""
+    from testbed import mirror
+
+    summary, out = run("validation.yaml", tmp_path)
+    assert_passed(summary, "membership_converged", "metadata_converged", "no_lost_update")
+    assert len(summary["rumors"]) == 10
+    result = mirror.mirror(out, tmp_path / "mirror", seeds=2)
+    assert result["b"]["backend"] == "sim" and result["b"]["runs"] == 2 and result["b"]["rumors"] == 20
+    assert result["a"]["samples"] == 640
+    # the goal is <= 0.15 (measured 0.07-0.15 on this kind of host). This bound only catches a broken model
+    # or a broken measurement, not a noisy host: the testbed's own curve moves with the host's load.
+    assert result["ks"] <= 0.3, result

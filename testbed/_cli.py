@@ -63,21 +63,52 @@ def cmd_plot(args) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
-    for d in (args.run_a, args.run_b):
+def _analysed(*dirs) -> str | None:
+    for d in dirs:
         if not (Path(d) / "summary.json").exists():
-            print(f"error: {d} is not an analysed run directory (no summary.json)", file=sys.stderr)
-            return 2
-    index = None if args.rumor == "all" else int(args.rumor)
-    result = analysis.compare_runs(args.run_a, args.run_b, index)
-    a, b = result["a"], result["b"]
-    for tag, d, r in (("A", args.run_a, a), ("B", args.run_b, b)):
-        print(f"{tag}: {d} ({r['backend']}, {r['nodes']} nodes, {r['rumors']} rumor(s), {r['samples']} samples, "
-              f"median t50 {r['t50']} s, t100 {r['t100']} s)")
+            return f"error: {d} is not an analysed run directory (no summary.json)"
+    return None
+
+
+def _print_comparison(result: dict, a_label: str, b_label: str) -> None:
+    for tag, d, r in (("A", a_label, result["a"]), ("B", b_label, result["b"])):
+        print(f"{tag}: {d} ({r['backend']}, {r['nodes']} nodes, {r['runs']} run(s), {r['rumors']} rumor(s), "
+              f"{r['samples']} samples, median t50 {r['t50']} s, t100 {r['t100']} s)")
     print(f"Kolmogorov-Smirnov distance between the infection curves: {result['ks']:.3f}")
-    out = Path(args.out) if args.out else Path(args.run_b) / "compare.png"
-    plots.compare([args.run_a, args.run_b], out, index=index or 0, title=f"KS distance {result['ks']:.3f}")
+    if len(result["per_run"]) > 1:
+        print("  each B run on its own: " + " ".join(f"{k:.3f}" for k in result["per_run"]))
+
+
+def cmd_compare(args) -> int:
+    error = _analysed(args.run_a, *args.run_b)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    index = None if args.rumor == "all" else int(args.rumor)
+    run_b = args.run_b[0] if len(args.run_b) == 1 else args.run_b
+    result = analysis.compare_runs(args.run_a, run_b, index)
+    _print_comparison(result, args.run_a, " + ".join(args.run_b))
+    out = Path(args.out) if args.out else Path(args.run_b[0]) / "compare.png"
+    plots.compare([args.run_a, args.run_b], out, index=index, title=f"KS distance {result['ks']:.3f}")
     print(f"plot: {out}")
+    return 0
+
+
+def cmd_mirror(args) -> int:
+    from . import mirror
+    error = _analysed(args.run_dir)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"mirror-{args.model}"
+    if out.exists() and any(out.iterdir()):
+        print(f"error: {out} is not empty; choose another --out", file=sys.stderr)
+        return 2
+    result = mirror.mirror(args.run_dir, out, seeds=args.seeds, model=args.model)
+    _print_comparison(result, args.run_dir, f"{out} (simulator, {args.model} model)")
+    plots.compare([args.run_dir, result["runs"]], out / "compare.png", index=None,
+                  title=f"KS distance {result['ks']:.3f}")
+    print(f"plot: {out / 'compare.png'}")
     return 0
 
 
@@ -88,7 +119,7 @@ def cmd_sweep(args) -> int:
         spec["seeds"] = args.seeds
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
     df = sweep_mod.run(spec, out, progress=not args.quiet)
-    cols = [c for c in ("variant", "nodes", "fanout", "loss") if c in df.columns]
+    cols = sweep_mod.point_keys(df)
     print(df.groupby(cols)[["t50", "t90", "t100", "messages_per_node", "fraction"]].mean().round(3).to_string())
     print(f"\nresults: {out / 'results.csv'}  plots: {out}")
     return 0
@@ -122,10 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(fn=cmd_plot)
     cp = sub.add_parser("compare", help="KS distance between two runs' infection curves, and both on one plot")
     cp.add_argument("run_a")
-    cp.add_argument("run_b")
+    cp.add_argument("run_b", nargs="+", help="one run, or several (e.g. seeds of one scenario) pooled")
     cp.add_argument("--rumor", default="0", help="which published version (0: the first; all: pool them)")
     cp.add_argument("--out", help="plot file (default RUN_B/compare.png)")
     cp.set_defaults(fn=cmd_compare)
+    mp = sub.add_parser("mirror", help="run a recorded testbed run's scenario on the simulator, with the delays "
+                                       "measured on that run, and compare the two")
+    mp.add_argument("run_dir")
+    mp.add_argument("--seeds", type=int, default=3, help="simulator runs to pool (default 3)")
+    mp.add_argument("--model", choices=("wakeup", "link"), default="wakeup",
+                    help="where the measured delay belongs: the receiving process (default) or each link")
+    mp.add_argument("--out", help="directory for the simulator runs (default RUN_DIR/mirror-MODEL)")
+    mp.set_defaults(fn=cmd_mirror)
     sw = sub.add_parser("sweep", help="run a grid of simulator runs on all cores and tabulate them")
     sw.add_argument("sweep", help="a sweep YAML file")
     sw.add_argument("--out", help="result directory (default runs/sweep-<name>-<timestamp>)")

@@ -481,23 +481,31 @@ def infection_times(summary: dict, index: int = 0) -> list[float]:
     return [dt for dt, _ in rumor["coverage"]]
 
 
-def compare_runs(run_a: Path | str, run_b: Path | str, index: int | None = 0) -> dict:
+def compare_runs(run_a: Path | str, run_b, index: int | None = 0) -> dict:
     """Kolmogorov–Smirnov distance between the infection-time distributions of rumor INDEX in two runs.
 
     With INDEX None, every rumor's infection times are pooled (for runs that published the same number of times).
+    RUN_B may be a list of runs (e.g. one scenario on the simulator under several seeds): their samples are pooled,
+    which compares RUN_A with the model's expected curve rather than with one draw of it; ``per_run`` then holds
+    each one's own distance.
     """
-    a, b = load_summary(run_a), load_summary(run_b)
+    a = load_summary(run_a)
+    bs = [load_summary(d) for d in ([run_b] if isinstance(run_b, (str, Path)) else list(run_b))]
 
     def times(s):
         picks = range(len(s["rumors"])) if index is None else [index]
         return [t for i in picks for t in infection_times(s, i)]
 
-    def about(s, samples):
-        rs = s["rumors"] if index is None else [s["rumors"][index]]
-        return {"backend": s["backend"], "nodes": s["nodes"], "rumors": len(rs), "samples": len(samples),
-                "t50": _median([r["t50"] for r in rs]), "t100": _median([r["t100"] for r in rs])}
-    ta, tb = times(a), times(b)
-    return {"ks": ks_distance(ta, tb), "a": about(a, ta), "b": about(b, tb)}
+    def about(ss, samples):
+        rs = [r for s in ss for r in (s["rumors"] if index is None else [s["rumors"][index]])]
+        return {"backend": ss[0]["backend"], "nodes": ss[0]["nodes"], "runs": len(ss), "rumors": len(rs),
+                "samples": len(samples), "t50": _median([r["t50"] for r in rs]),
+                "t100": _median([r["t100"] for r in rs])}
+    ta = times(a)
+    tbs = [times(s) for s in bs]
+    tb = [t for x in tbs for t in x]
+    return {"ks": ks_distance(ta, tb), "per_run": [ks_distance(ta, x) for x in tbs], "a": about([a], ta),
+            "b": about(bs, tb)}
 
 
 def _median(xs):
@@ -525,6 +533,103 @@ def hop_latency_samples_ms(run_dir: Path | str) -> list[float]:
         return [x for x in out if x >= 0]
     for r in rumors(history):
         out.extend(1000.0 * dt for dt, _ in r.coverage[1:1 + fanout] if dt > 0)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One copy of a metadata rumor: SENDER sent it at SENT; RECEIVER first held that version DELAY_S later.
+
+    WON says the receiver took it from this very copy. A copy that lost the race (the receiver had the version, or
+    took it from another copy, first) still tells that this link was slower than DELAY_S: a right-censored sample.
+    """
+
+    version: int
+    sender: str
+    receiver: str
+    sent: float
+    delay_s: float
+    won: bool
+
+
+def rumor_hops(history: History) -> list[Hop]:
+    """Every copy of every metadata rumor, from the nodes' ``metadata_sent`` records (their targets) and
+    ``metadata_adopted`` ones (when, and from whom, each node took each version). Copies to nodes that never held
+    the version are left out."""
+    endpoint = {f"{e['addr']}:{e['port']}": e["node"] for e in history.of_kind("started")}
+    adopted: dict[tuple[str, tuple[int, int]], dict] = {}
+    for e in history.of_kind("metadata_adopted"):
+        adopted.setdefault((e["node"], _vkey(e)), e)
+    out = []
+    for e in history.of_kind("metadata_sent"):
+        for target in e["targets"]:
+            receiver = endpoint.get(target)
+            got = adopted.get((receiver, _vkey(e)))
+            if got is None:
+                continue
+            won = got["via"] == "rumor" and endpoint.get(got.get("src", "")) == e["node"]
+            out.append(Hop(e["version"], e["node"], receiver, e["t"], got["t"] - e["t"], won))
+    return out
+
+
+def kaplan_meier(samples: Iterable[tuple[float, bool]]) -> tuple[list[float], list[float], float]:
+    """The product-limit estimate of a delay distribution from (delay, observed) pairs, where observed False means
+    only "longer than delay" is known (right-censored). Returns the observed delays, the probability mass at each,
+    and the mass left beyond the longest observed delay (copies that, as far as the data tells, never arrive)."""
+    pts = sorted(samples)
+    at_risk, survival = len(pts), 1.0
+    times: list[float] = []
+    mass: list[float] = []
+    i = 0
+    while i < len(pts):
+        t, events, ties = pts[i][0], 0, 0
+        while i < len(pts) and pts[i][0] == t:
+            events += bool(pts[i][1])
+            ties += 1
+            i += 1
+        if events:
+            p = survival * events / at_risk
+            times.append(t)
+            mass.append(p)
+            survival -= p
+        at_risk -= ties
+    return times, mass, max(survival, 0.0)
+
+
+def rumor_hop_latency_ms(run_dir: Path | str, per: str = "copy", quantiles: int = 1000) -> list[float]:
+    """One-hop latency of metadata rumors in a recorded run, as QUANTILES equally likely values in milliseconds.
+
+    A hop runs from the sender's record (taken just before its sends go out) to the receiver's adoption record,
+    so it holds everything a real hop costs: the send, the wire, the receiver's wake-up and its processing, under
+    the load the rumor itself makes.
+
+    PER "copy": the latency of any one copy. Copies that lost the race are right-censored samples (see `Hop`), and
+    the Kaplan–Meier estimate uses them, so this is not biased towards the fastest of several copies. It is the
+    model for a network whose delay belongs to each link (netem on every veth).
+
+    PER "receiver": the delay of the copy each node took the rumor from. When the delay is the receiving process
+    waiting to be scheduled, every copy that reaches a waiting node shares that one wait: this is then the
+    distribution of the wait itself, the simulator's wake-up model.
+    """
+    hops = rumor_hops(load_history(run_dir))
+    if per == "receiver":
+        times = sorted(h.delay_s for h in hops if h.won)
+        mass = [1.0] * len(times)
+    elif per == "copy":
+        times, mass, _ = kaplan_meier((h.delay_s, h.won) for h in hops if h.won or h.delay_s > 0)
+    else:
+        raise ValueError(f"per: must be copy or receiver, got {per!r}")
+    if not times:
+        return []
+    total = sum(mass)  # a tail beyond the last observed delay is left out: no copy measured it
+    cdf, acc = [], 0.0
+    for m in mass:
+        acc += m / total
+        cdf.append(acc)
+    out = []
+    for k in range(quantiles):
+        i = min(bisect.bisect_left(cdf, (k + 0.5) / quantiles), len(times) - 1)
+        out.append(1000.0 * times[i])
     return out
 
 

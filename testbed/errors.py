@@ -19,10 +19,11 @@ class TestbedError(Exception):
 
 
 class ScenarioError(TestbedError, ValueError):
-    """A scenario file is invalid; formats as ``file:line: field: message``."""
+    """A scenario file is invalid; formats as ``file:line: field: message`` (``file: field: message`` when no line
+    is to blame, e.g. a command-line override)."""
 
     def __init__(self, file: str, line: int | None, field: str, message: str) -> None:
-        super().__init__(f"{file}:{line if line is not None else '?'}: {field}: {message}")
+        super().__init__(f"{file}{f':{line}' if line is not None else ''}: {field}: {message}")
         self.file = file
         self.line = line
         self.field = field

@@ -88,6 +88,8 @@ LATENCY_FIELDS = {
     "mean_ms": (_NUM, False, None, _positive),
     "floor_ms": (_NUM, False, 0.0, _non_negative),
     "run": (str, False, None, None),
+    "source": (str, False, "heartbeats", lambda v: None if v in ("heartbeats", "rumors", "adoptions") else
+               "must be heartbeats, rumors or adoptions"),
 }
 
 # Timeline steps: for each action its own fields (besides `at`, and `until` for faults).
@@ -133,6 +135,10 @@ class Step:
         return f"{self.action}@{self.at_s:g}s"
 
 
+MAX_EMULATED_NODES = 1024  # real node processes in namespaces or Mininet hosts (one /22 of addresses)
+MAX_SIM_NODES = 10_000_000
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Scenario:
     name: str
@@ -161,11 +167,13 @@ class Scenario:
         """The scenario with command-line overrides applied (and re-validated)."""
         s = self
         if nodes is not None:
-            if nodes < 1 or nodes > 1024:
-                raise ScenarioError(self.file, None, "nodes", f"--nodes must be 1..1024, got {nodes}")
             s = replace(s, nodes=nodes)
         if backend is not None:
             s = replace(s, backend=backend)
+        limit = MAX_SIM_NODES if s.backend == "sim" else MAX_EMULATED_NODES
+        if not 1 <= s.nodes <= limit:
+            raise ScenarioError(self.file, None, "nodes", f"must be 1..{limit:,} on the {s.backend} backend, got "
+                                                          f"{s.nodes}")
         if seed is not None:
             s = replace(s, seed=seed)
         if xdp is not None:
@@ -307,7 +315,7 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
         "name": (str, True, None, lambda v: None if v and "/" not in v else "must be a non-empty name without '/'"),
         "description": (str, False, "", None),
         "seed": (int, False, 1, None),
-        "nodes": (int, True, None, lambda v: None if 1 <= v <= 1024 else "must be 1..1024"),
+        "nodes": (int, True, None, lambda v: None if 1 <= v <= MAX_SIM_NODES else f"must be 1..{MAX_SIM_NODES:,}"),
         "backend": (str, False, "netns", lambda v: None if v in BACKENDS else f"must be one of {', '.join(BACKENDS)}"),
         "topology": (dict, False, {}, None),
         "node": (dict, False, {}, None),
@@ -345,7 +353,7 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
                  topology=MappingProxyType(topology), node=MappingProxyType(node), sim=MappingProxyType(sim),
                  duration_s=duration, recovery_s=float(v["recovery_s"]), timeline=timeline,
                  checks=MappingProxyType(checks), plots=tuple(v["plots"]), description=v["description"])
-    _check_names(s)
+    _check_names(s)  # the emulated backends' own limit is checked once the backend is final (`with_overrides`)
     return s
 
 

@@ -31,7 +31,7 @@ def _latency(s: Scenario, key: str = "latency"):
         return None
     spec = dict(spec)
     if spec["kind"] == "measured":
-        spec = {"kind": "measured", "samples_ms": measured_latency_ms(spec["run"])}
+        spec = {"kind": "measured", "samples_ms": measured_latency_ms(spec["run"], spec.get("source", "heartbeats"))}
     return latency_from_spec(spec)
 
 
@@ -43,11 +43,20 @@ def _cpu(s: Scenario) -> tuple[int, float]:
     return spec["cores"], float(spec["service_us"]) / 1e6
 
 
-def measured_latency_ms(run_dir: str) -> list[float]:
-    """Per-hop latencies measured on a recorded testbed run (see `analysis.hop_latency_samples_ms`)."""
-    samples = analysis.hop_latency_samples_ms(run_dir)
+MEASURED_SOURCES = {
+    # source: (what it measures, the function that reads it from a run)
+    "heartbeats": ("heartbeat hops", analysis.hop_latency_samples_ms),
+    "rumors": ("metadata rumor copies", lambda d: analysis.rumor_hop_latency_ms(d, per="copy")),
+    "adoptions": ("metadata rumor adoptions", lambda d: analysis.rumor_hop_latency_ms(d, per="receiver")),
+}
+
+
+def measured_latency_ms(run_dir: str, source: str = "heartbeats") -> list[float]:
+    """Per-hop latencies measured on a recorded testbed run, from SOURCE (see `MEASURED_SOURCES`)."""
+    what, read = MEASURED_SOURCES[source]
+    samples = read(run_dir)
     if not samples:
-        raise ValueError(f"{run_dir}: no rumor hops recorded to measure latency from")
+        raise ValueError(f"{run_dir}: no {what} recorded to measure latency from")
     return sorted(samples)
 
 
@@ -65,7 +74,7 @@ class SimRun:
             kw["cpu"] = _cpu(s)
         if s.sim.get("wakeup"):
             kw["wakeup"] = _latency(s, "wakeup")
-        self.sim = Simulation(seed=s.seed, config=self.config, **kw)
+        self.sim = Simulation(seed=s.seed, config=self.config, xdp=bool(n["xdp"]), **kw)
         self.records: list[dict] = []
         self.faults: list[dict] = []
         self.open: dict[int, dict] = {}
@@ -317,6 +326,9 @@ class SimRun:
             st = sim.core(n).stats
             stats["nodes"][n] = {"packets_in": st.get("packets_in", 0), "packets_out": st.get("packets_out", 0),
                                  "dropped": {k[8:]: v for k, v in st.items() if k.startswith("dropped_")}}
+            fastpath = sim.fastpath_stats(n)
+            if fastpath is not None:
+                stats["nodes"][n]["xdp"] = fastpath
         self._write(stats, recovery_start)
         history = analysis.load_history(self.out)
         summary = analysis.summarize(history, dict(s.checks), stats)
@@ -339,18 +351,21 @@ class SimRun:
         (self.out / "stats.json").write_text(json.dumps(stats, indent=1))
         meta = {"scenario": s.name, "backend": "sim", "nodes": s.nodes, "seed": s.seed, "t0": self.sim.epoch_s,
                 "recovery_start": recovery_start, "recovery_s": s.recovery_s, "cycle_s": self.config.cycle_s,
-                "timeout_s": self.config.timeout_s, "fanout": self.config.fanout, "xdp": False, "broadcaster": False, "unexpected_exits": [],
-                "file": s.file, "fidelity": "full"}
+                "timeout_s": self.config.timeout_s, "fanout": self.config.fanout, "xdp": bool(s.node["xdp"]), "broadcaster": False,
+                "unexpected_exits": [], "file": s.file, "fidelity": "full"}
         (self.out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 def run_dissemination(s: Scenario, out: Path) -> dict:
-    """One rumor over fixed full views: the project's forwarding rule, with the scenario's fanout, loss, latency."""
+    """One rumor over fixed full views: the project's forwarding rule and its anti-entropy swaps (one per node per
+    cycle), with the scenario's fanout, loss and latency."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     loss = max((float(st.params["rate"]) for st in s.timeline if st.action == "loss"), default=0.0)
     kw = {"latency": _latency(s)} if s.sim.get("latency") else {}
-    res = disseminate(s.nodes, "protocol", fanout=s.node["fanout"], loss=loss, seed=s.seed, **kw)
+    # every node swaps with one random peer per cycle, as a real node does: what repairs the rumor's misses
+    res = disseminate(s.nodes, "protocol", fanout=s.node["fanout"], loss=loss, seed=s.seed,
+                      anti_entropy_s=float(s.node["cycle_s"]), **kw)
     times = np.sort(res.informed_at[np.isfinite(res.informed_at)])
     step = max(1, len(times) // 500)
     idx = list(range(0, len(times), step)) + ([len(times) - 1] if len(times) else [])

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Iterable, Sequence
 
 from gossip import GossipCore, Identity, NodeConfig, Version
+from gossip import _wire as gwire
 from gossip import node_id as wire_node_id
 
 from ._errors import SimError
@@ -43,7 +44,7 @@ class _SimNode:
     """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
 
     __slots__ = ("index", "name", "identity", "config", "seeds", "core", "state", "incarnation", "token",
-                 "queue", "next_stats", "loss", "delay", "pending", "awake_at")
+                 "queue", "next_stats", "loss", "delay", "pending", "awake_at", "fastpath")
 
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
@@ -58,6 +59,50 @@ class _SimNode:
         self.delay: LatencyModel | None = None  # extra latency of every message delivered to this node
         self.pending = True  # allocated, not started yet (a staggered start)
         self.awake_at = -1.0  # wake-up model: when the process handles what has arrived so far
+        self.fastpath: _FastPath | None = None  # its XDP program, when the simulation models one
+
+
+class _FastPath:
+    """The XDP fast path of one node incarnation: the drop rules of `bpf/xdp_fastpath.c`, on decoded messages.
+
+    As on the testbed, the state is written only with what the core accepted, after it handled a message; the
+    verdict is taken when a message arrives, before the process wakes up. A copy that arrives while its node has not
+    yet handled an earlier one passes, and the core drops it as a duplicate, as a real node's core does.
+    """
+
+    __slots__ = ("heartbeat", "version", "passed", "dropped")
+
+    def __init__(self) -> None:
+        self.heartbeat: dict[int, int] = {}  # origin -> highest accepted heartbeat sequence
+        self.version = (0, 0)  # a node writes its initial version at start
+        self.passed = 0
+        self.dropped: Counter[str] = Counter()
+
+    def drops(self, msg) -> bool:
+        t = type(msg)
+        if t is gwire.Heartbeat:
+            held = self.heartbeat.get(msg.origin)
+            if held is None or msg.seq > held:
+                self.passed += 1
+                return False
+            self.dropped["duplicate" if msg.seq == held else "stale"] += 1
+            return True
+        v = (msg.version, msg.origin)
+        if v == self.version:
+            self.dropped["duplicate"] += 1
+            return True
+        if v < self.version and t is not gwire.SwapRequest:  # an older request must still be answered
+            self.dropped["stale"] += 1
+            return True
+        self.passed += 1
+        return False
+
+    def accept(self, accepted) -> None:
+        for a in accepted:
+            if a.type == gwire.MsgType.HEARTBEAT:
+                self.heartbeat[a.origin] = a.seq
+            else:
+                self.version = (a.seq, a.origin)
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
@@ -98,8 +143,14 @@ class Simulation:
                  epoch_s: float = EPOCH_S, keep_events: bool = True, events_path: str | Path | None = None,
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
                  record_refreshes: bool = False, cpu: tuple[int, float] | None = None,
-                 wakeup: LatencyModel | None = None) -> None:
+                 wakeup: LatencyModel | None = None, xdp: bool = False) -> None:
         self.seed = seed
+        # XDP model: every node's fast path drops duplicate and stale messages when they arrive, so they cost the
+        # process nothing (the CPU and wake-up models charge only what reaches it) -- and the simulator skips the
+        # core for them, most of the traffic. Decoded messages only: with wire=True every datagram reaches the core.
+        if xdp and wire:
+            raise SimError("xdp: the fast-path model judges decoded messages; it cannot be used with wire=True")
+        self._xdp = xdp
         # Wake-up model: a message reaching an idle process waits for it to be scheduled (a delay drawn from
         # WAKEUP); messages arriving meanwhile are handled in the same batch. Delay is then a property of the
         # receiver, not of each link, so a slow process is slow for every copy sent to it.
@@ -300,6 +351,12 @@ class Simulation:
         self._node(name).delay = delay
         self._any_delay = any(n.delay is not None for n in self._nodes)
 
+    def fastpath_stats(self, name: str) -> dict | None:
+        """What node NAME's fast path did in its current incarnation (as the testbed's ``xdp_stats`` records it:
+        ``passed`` and ``dropped`` per reason), or None without the XDP model."""
+        fp = self._node(name).fastpath
+        return None if fp is None else {"passed": fp.passed, "dropped": dict(fp.dropped)}
+
     def network_stats(self) -> dict[str, int]:
         """What the network did: messages sent, delivered, and dropped per reason (``loss``, ``partition``,
         ``down``: the destination was not running, ``unknown``: no node at that endpoint,
@@ -328,6 +385,10 @@ class Simulation:
             while heap and heap[0][0] <= end:
                 when, _, kind, idx, item = pop(heap)
                 self._now = when
+                if kind == _DELIVER:
+                    fastpath = nodes[idx].fastpath
+                    if fastpath is not None and nodes[idx].state is not _DOWN and fastpath.drops(item[0]):
+                        continue
                 if kind == _DELIVER and wakeup is not None:
                     node = nodes[idx]
                     if node.awake_at < when:
@@ -348,14 +409,17 @@ class Simulation:
                         delivered += 1
                         core = node.core
                         if wire:
-                            core.receive(item, when)
+                            core.receive(item[0], when, item[1])
                         else:
                             core.stats["packets_in"] += 1
-                            core.receive_message(item, when)
+                            core.receive_message(item[0], when, item[1])
                         sends = core.take_sends()
                         if sends:
                             route(idx, sends)
-                        core.take_accepted()
+                        if node.fastpath is not None:
+                            node.fastpath.accept(core.take_accepted())
+                        else:
+                            core.take_accepted()
                         events = core.take_events()
                         if events:
                             record(node, events)
@@ -503,6 +567,7 @@ class Simulation:
                                record_refreshes=self._record_refreshes)
         node.state, node.queue, node.seeds = _UP, [], seeds
         node.next_stats = now
+        node.fastpath = _FastPath() if self._xdp else None  # a node resets its fast-path state at start
         # a real node also writes its pid; a simulated process has none
         self._driver_record(node, "started", {"node_id": node.identity.node_id, "addr": node.identity.addr,
                                               "port": node.identity.port})
@@ -531,11 +596,12 @@ class Simulation:
         heapq.heappush(self._heap, (when, next(self._seq), _TICK, node.index, node.token))
 
     def _receive(self, core: GossipCore, item, now: float) -> None:
+        """ITEM is (datagram or message, the sender's "addr:port")."""
         if self.wire:
-            core.receive(item, now)
+            core.receive(item[0], now, item[1])
         else:
             core.stats["packets_in"] += 1  # what `receive` counts before decoding, so stats match a real node
-            core.receive_message(item, now)
+            core.receive_message(item[0], now, item[1])
 
     def _tick(self, node: _SimNode) -> None:
         """One pass of `Node._run_timer`: tick, the stats record when due, flush, sleep until the next deadline."""
@@ -550,13 +616,16 @@ class Simulation:
         self._schedule_tick(node, now + min(max(delay, 0.001), cycle))
 
     def _flush(self, node: _SimNode) -> None:
-        """What `Node._flush` does: sends go on the network, accepted state is dropped (no fast path), events
+        """What `Node._flush` does: sends go on the network, accepted state goes to the fast path (if any), events
         are recorded."""
         core = node.core
         sends = core.take_sends()
         if sends:
             self._route(node.index, sends)
-        core.take_accepted()
+        if node.fastpath is not None:
+            node.fastpath.accept(core.take_accepted())
+        else:
+            core.take_accepted()
         events = core.take_events()
         if events:
             self._record(node, events)
@@ -568,8 +637,9 @@ class Simulation:
         loss, delay, nodes = self._any_loss, self._any_delay, self._nodes
         net = self._net
         sent = unknown = partitioned = lost = 0
+        src_ep = "%s:%d" % nodes[src].identity.endpoint
         for send in sends:
-            item = send.payload if wire else send.message
+            item = (send.payload if wire else send.message, src_ep)
             for endpoint in send.targets:
                 sent += 1
                 dst = by_endpoint.get(endpoint)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from gossip import Identity, MemberAdded, MemberRemoved, MetadataAdopted, PacketDropped, UsageError, Version
+from gossip import (Identity, MemberAdded, MemberRemoved, MetadataAdopted, MetadataSent, PacketDropped, UsageError,
+                    Version)
 from gossip import _wire as wire
 
 from fakenet import FakeNet, make_core
@@ -257,3 +258,29 @@ def test_set_ignores_self_and_unknown_members_are_added_once():
     a.set(other, 1000.0)
     assert names(a) == ["n0", "x"]
     assert sum(isinstance(e, MemberAdded) for e in a.take_events()) == 1
+
+
+def test_adoptions_name_their_source_and_rumor_sends_name_their_targets():
+    """What the testbed rebuilds infection trees from: MetadataSent lists a hop's targets, MetadataAdopted the
+    address the adopted copy came from."""
+    cores = [make_core(i, fanout=2) for i in range(5)]
+    for c in cores:
+        for o in cores:
+            c.set(o.identity, 1000.0)
+    a = cores[0]
+    a.publish(b"v1", 1000.0)
+    events = a.take_events()
+    adopted = next(e for e in events if isinstance(e, MetadataAdopted))
+    assert adopted.via == "publish" and adopted.src == ""
+    sent = next(e for e in events if isinstance(e, MetadataSent))
+    (send,) = a.take_sends()
+    assert sent.targets == tuple(f"{h}:{p}" for h, p in send.targets) and len(sent.targets) == 2
+    assert (sent.version, sent.origin) == (adopted.version, a.node_id)
+    b = next(c for c in cores if c.identity.endpoint == send.targets[0])
+    src = "%s:%d" % a.identity.endpoint
+    b.receive(send.payload, 1000.001, src)
+    got = [e for e in b.take_events() if isinstance(e, MetadataAdopted)]
+    assert [(e.via, e.src, e.version) for e in got] == [("rumor", src, adopted.version)]
+    # a heartbeat spread is not a metadata hop
+    a.tick(1001.0)
+    assert not [e for e in a.take_events() if isinstance(e, MetadataSent)]

@@ -286,3 +286,26 @@ def test_ingress_delay_slows_what_reaches_one_node():
     assert first_times(sim.events, "metadata_adopted", version=version.seq)["n1"] == \
         pytest.approx(sim.epoch_s + start + 0.251, abs=1e-6)
     sim.set_ingress_delay("n1", None)
+
+
+def test_fastpath_model_drops_copies_before_the_core_and_changes_no_outcome():
+    """With xdp=True duplicates and stale copies stop at each node's fast path (the rules of the XDP program), as
+    on a testbed with XDP: the cores see far fewer packets, and membership, metadata and removals are the same."""
+    outcomes = {}
+    for xdp in (False, True):
+        sim = converged_cluster(xdp=xdp)
+        version = sim.publish("n5", b"x")
+        sim.crash("n9")
+        sim.run_until(sim.time_s + CONFIG.timeout_s + 2 * CONFIG.cycle_s)
+        core_in = sum(sim.core(n).stats["packets_in"] for n in sim.live_nodes())
+        fp = [sim.fastpath_stats(n) for n in sim.live_nodes()]
+        outcomes[xdp] = (sim.views(), sim.metadata(), version.seq > 0, core_in, fp)
+    (views0, meta0, _, in0, fp0), (views1, meta1, _, in1, fp1) = outcomes[False], outcomes[True]
+    assert views1 == views0 and {n: d for n, (_, d) in meta1.items()} == {n: d for n, (_, d) in meta0.items()}
+    assert all(f is None for f in fp0)
+    dropped = sum(sum(f["dropped"].values()) for f in fp1)
+    passed = sum(f["passed"] for f in fp1)
+    assert dropped > passed > 0 and {k for f in fp1 for k in f["dropped"]} <= {"duplicate", "stale"}
+    assert in1 < 0.6 * in0  # most of the heartbeat traffic never reaches a core
+    with pytest.raises(SimError, match="wire=True"):
+        Simulation(xdp=True, wire=True)

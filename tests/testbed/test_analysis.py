@@ -94,3 +94,31 @@ def test_ks_distance():
     assert A.ks_distance([1, 2, 3], [1, 2, 3]) == 0.0
     assert A.ks_distance([1, 2], [10, 20]) == 1.0
     assert abs(A.ks_distance([1, 2, 3, 4], [3, 4, 5, 6]) - 0.5) < 1e-9
+
+
+def test_kaplan_meier_uses_censored_samples():
+    # observed 1, 3; censored at 2 (only "longer than 2" is known); observed 4
+    times, mass, rest = A.kaplan_meier([(1.0, True), (2.0, False), (3.0, True), (4.0, True)])
+    assert times == [1.0, 3.0, 4.0]
+    # S(1) = 3/4; at 3 two are at risk: S(3) = 3/4 * 1/2; at 4 one is at risk: S(4) = 0
+    assert mass == [0.25, 0.375, 0.375] and rest == 0.0
+    # a censored sample beyond every observed one leaves mass the data cannot place
+    _, mass, rest = A.kaplan_meier([(1.0, True), (5.0, False)])
+    assert mass == [0.5] and rest == 0.5
+
+
+def test_rumor_hops_rebuild_who_took_the_version_from_whom():
+    ev = []
+    for i, node in enumerate(("a", "b", "c")):
+        ev.append({"t": 0.0, "node": node, "kind": "started", "node_id": i, "addr": f"10.0.0.{i}", "port": 7})
+    adopt = lambda t, node, via, src: {"t": t, "node": node, "kind": "metadata_adopted", "version": 5,  # noqa
+                                       "origin": 0, "via": via, "size": 1, "src": src}
+    sent = lambda t, node, targets: {"t": t, "node": node, "kind": "metadata_sent", "version": 5,  # noqa
+                                     "origin": 0, "targets": targets}
+    ev += [adopt(1.0, "a", "publish", ""), sent(1.0, "a", ["10.0.0.1:7", "10.0.0.2:7"]),
+           adopt(1.004, "b", "rumor", "10.0.0.0:7"), sent(1.004, "b", ["10.0.0.2:7"]),
+           adopt(1.006, "c", "rumor", "10.0.0.1:7")]  # c took b's copy; a's copy to c lost the race
+    hops = {(h.sender, h.receiver): h for h in A.rumor_hops(hist(ev))}
+    assert set(hops) == {("a", "b"), ("a", "c"), ("b", "c")}
+    assert hops["a", "b"].won and hops["b", "c"].won and not hops["a", "c"].won
+    assert abs(hops["a", "c"].delay_s - 0.006) < 1e-9 and abs(hops["b", "c"].delay_s - 0.002) < 1e-9

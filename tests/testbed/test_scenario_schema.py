@@ -50,7 +50,7 @@ def test_a_good_scenario_parses_with_defaults():
     ("  fanout: 2", "  fanot: 2", 4, "node.fanot", "unknown key"),
     ("  fanout: 2", "  fanout: 0", 4, "node.fanout", "1..1024"),
     ("  timeout_s: 2", "  timeout_s: 0.25", 6, "node.timeout_s", "must exceed cycle_s"),
-    ("nodes: 4", "nodes: -1", 2, "nodes", "1..1024"),
+    ("nodes: 4", "nodes: -1", 2, "nodes", "1..10,000,000"),
     ("nodes: 4", "nodes: true", 2, "nodes", "must be an integer"),
     ("    node: n2", "    node: n9", 10, "timeline[1].node", "unknown node 'n9'"),
     ("    until: 5", "    until: 1", 13, "timeline[1].until", "must be after at"),
@@ -101,3 +101,13 @@ def test_cli_reports_a_bad_file_without_a_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "testbed", "run", "no-such-scenario.yaml"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_node_count_limit_depends_on_the_backend():
+    s = parse(GOOD.replace("nodes: 4", "nodes: 100000"), "s.yaml")
+    assert s.with_overrides(backend="sim").nodes == 100_000
+    with pytest.raises(ScenarioError) as e:
+        s.with_overrides(backend="netns")
+    assert str(e.value) == "s.yaml: nodes: must be 1..1,024 on the netns backend, got 100000"
+    with pytest.raises(ScenarioError, match="1..1,024 on the mininet backend"):
+        parse(GOOD, "s.yaml").with_overrides(nodes=2000, backend="mininet")
