@@ -79,7 +79,7 @@ assert runs[True]["packets"]["xdp_dropped"] > 0 and runs[False]["packets"]["xdp_
                           "1. Round-based push with fanout 1 needs log2(n) + ln(n) rounds on average (Pittel).\n"
                           "2. Infect-and-die with fanout f reaches the fraction π solving π = 1 − e^(−fπ).\n"
                           "3. `validation.yaml` (64 nodes, ten publishes) on the testbed (needs root), mirrored on the "
-                          "simulator with the delays measured on that run (`testbed.mirror`): KS distance of the "
+                          "simulator with the host measured on that run (`testbed.mirror`): KS distance of the "
                           "infection-time distributions, every rumor pooled."),
         new_code_cell(QUICK + """
 import numpy as np
@@ -102,7 +102,8 @@ if os.geteuid() != 0:
 else:
     base = pathlib.Path(tempfile.mkdtemp(prefix="validation-nb-"))
     run_subprocess("validation.yaml", base / "netns")
-    # the same scenario on the simulator, with each node's wake-up delay measured on the netns run's own rumors
+    # the same scenario on the simulator, with the host measured on the netns run: shared cores, CPU per packet,
+    # XDP drops, and the wake-up delay of its first hops
     result = mirror.mirror(base / "netns", base / "sim", seeds=2 if QUICK else 5)
     print(f"netns: median t50 {result['a']['t50']} s over {result['a']['rumors']} rumors")
     print(f"sim:   median t50 {result['b']['t50']} s over {result['b']['rumors']} rumors ({result['b']['runs']} seeds)")

@@ -147,6 +147,6 @@ def test_validation_mirrored_on_the_simulator(tmp_path):
     result = mirror.mirror(out, tmp_path / "mirror", seeds=2)
     assert result["b"]["backend"] == "sim" and result["b"]["runs"] == 2 and result["b"]["rumors"] == 20
     assert result["a"]["samples"] == 640
-    # the goal is <= 0.15 (measured 0.07-0.15 on this kind of host). This bound only catches a broken model
-    # or a broken measurement, not a noisy host: the testbed's own curve moves with the host's load.
-    assert result["ks"] <= 0.3, result
+    # The goal is <= 0.15: measured 0.03-0.13 over eight runs on this kind of host, five seeds pooled. Two seeds
+    # pooled on a host busy with other work get a looser bound; the per-copy link model measures 0.36-0.44.
+    assert result["ks"] <= 0.2, result

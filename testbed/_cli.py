@@ -161,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "measured on that run, and compare the two")
     mp.add_argument("run_dir")
     mp.add_argument("--seeds", type=int, default=3, help="simulator runs to pool (default 3)")
-    mp.add_argument("--model", choices=("wakeup", "link"), default="wakeup",
-                    help="where the measured delay belongs: the receiving process (default) or each link")
+    mp.add_argument("--model", choices=("host", "wakeup", "link"), default="host",
+                    help="host: shared cores, CPU per packet and wake-up measured on the run (default); wakeup: "
+                         "each node's measured wait only; link: a measured delay per copy")
     mp.add_argument("--out", help="directory for the simulator runs (default RUN_DIR/mirror-MODEL)")
     mp.set_defaults(fn=cmd_mirror)
     sw = sub.add_parser("sweep", help="run a grid of simulator runs on all cores and tabulate them")

@@ -610,15 +610,23 @@ def rumor_hop_latency_ms(run_dir: Path | str, per: str = "copy", quantiles: int 
     PER "receiver": the delay of the copy each node took the rumor from. When the delay is the receiving process
     waiting to be scheduled, every copy that reaches a waiting node shares that one wait: this is then the
     distribution of the wait itself, the simulator's wake-up model.
+
+    PER "publisher": the first hops only, from each publisher to the nodes that took its copies: the delay of a hop
+    before the rumor itself loads the host (the CPU model adds that load).
     """
-    hops = rumor_hops(load_history(run_dir))
-    if per == "receiver":
+    history = load_history(run_dir)
+    hops = rumor_hops(history)
+    if per == "publisher":
+        publishers = {(e["node"], e["version"]) for e in history.of_kind("metadata_adopted") if e["via"] == "publish"}
+        times = sorted(h.delay_s for h in hops if h.won and (h.sender, h.version) in publishers)
+        mass = [1.0] * len(times)
+    elif per == "receiver":
         times = sorted(h.delay_s for h in hops if h.won)
         mass = [1.0] * len(times)
     elif per == "copy":
         times, mass, _ = kaplan_meier((h.delay_s, h.won) for h in hops if h.won or h.delay_s > 0)
     else:
-        raise ValueError(f"per: must be copy or receiver, got {per!r}")
+        raise ValueError(f"per: must be copy, receiver or publisher, got {per!r}")
     if not times:
         return []
     total = sum(mass)  # a tail beyond the last observed delay is left out: no copy measured it
@@ -633,14 +641,17 @@ def rumor_hop_latency_ms(run_dir: Path | str, per: str = "copy", quantiles: int 
     return out
 
 
-def cpu_per_packet_s(run_dir: Path | str) -> float:
+def cpu_per_packet_s(run_dir: Path | str, per: str = "arrival") -> float:
     """CPU seconds a node process spent per datagram arriving at its interface, over a recorded run.
 
     From each node process's own stats records: the growth of ``cpu_s`` between its first and last record (so
     start-up is not counted), divided by the datagrams that arrived meanwhile — those it received plus those its
-    XDP program dropped in the kernel (`xdp_stats`). The simulator has no kernel: its CPU model charges this
-    average to every delivered message.
+    XDP program dropped in the kernel (`xdp_stats`): the average the simulator's CPU model charges every delivered
+    message when it does not model XDP. PER "userspace" divides by the datagrams the processes received only: the
+    cost of one that passed the fast path, which the CPU model charges when the simulator models XDP too.
     """
+    if per not in ("arrival", "userspace"):
+        raise ValueError(f"per: must be arrival or userspace, got {per!r}")
     history = load_history(run_dir)
     spans: dict[tuple[str, int], list[dict]] = {}
     life: dict[str, int] = {}
@@ -658,7 +669,7 @@ def cpu_per_packet_s(run_dir: Path | str) -> float:
         cpu += last["cpu_s"] - first["cpu_s"]
         packets += last.get("packets_in", 0) - first.get("packets_in", 0)
         kernel = [x for x in xdp.get(node, []) if first["t"] <= x["t"] <= last["t"]]
-        if len(kernel) >= 2:
+        if per == "arrival" and len(kernel) >= 2:
             packets += sum(kernel[-1]["dropped"].values()) - sum(kernel[0]["dropped"].values())
     if packets <= 0:
         raise ValueError(f"{run_dir}: no stats records with cpu_s and packets to measure from")

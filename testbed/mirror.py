@@ -1,14 +1,19 @@
-"""Mirroring a testbed run on the simulator: the same scenario, with the delays measured on that run.
+"""Mirroring a testbed run on the simulator: the same scenario, with the host measured on that run.
 
-This is how the simulator is validated against the real testbed. A recorded run holds, for every copy of every
-metadata rumor, who sent it, when, and whether (and from whom) its receiver took the version (`analysis.rumor_hops`).
-From that, `mirror` builds the simulator's host model and runs the scenario under several seeds:
+This is how the simulator is validated against the real testbed. A recorded run holds every node's CPU time and
+packet counts, and, for every copy of every metadata rumor, who sent it, when, and whether (and from whom) its
+receiver took the version (`analysis.rumor_hops`). From that, `mirror` builds the simulator's model of the
+emulation host and runs the scenario under several seeds. Three models:
 
-- ``model="wakeup"`` (the default): the delay of a hop belongs to the *receiving process* — on an emulation host
-  with more node processes than cores, a datagram waits in the socket until its process is scheduled, and every
-  copy that arrives meanwhile is handled in the same wake-up. The wait is drawn from the delays of the copies the
-  nodes actually took (``source: adoptions``); the wire itself costs ``wire_ms``.
-- ``model="link"``: the delay belongs to each copy, drawn from the Kaplan–Meier estimate over all copies
+- ``host`` (the default): what the delay on an emulation host with more node processes than cores is made of.
+  Every datagram a node's fast path lets through costs that process the CPU time per datagram measured on the run
+  (`analysis.cpu_per_packet_s`), on the host's cores, shared by every node (the CPU model); a process that was idle
+  first waits to be scheduled, a delay drawn from the run's first hops from each publisher — a hop taken before
+  the rumor itself loads the host (the wake-up model); the simulator drops what the XDP program would (if the run
+  had XDP). The load a spreading rumor adds, and the heartbeat waves it meets, then come out of the model.
+- ``wakeup``: the whole delay belongs to the receiving process, drawn from the delays of the copies the nodes took
+  (``source: adoptions``); no CPU model.
+- ``link``: the delay belongs to each copy, drawn from the Kaplan–Meier estimate over all copies
   (``source: rumors``) — the model for a network whose delay is per link (netem on every veth).
 
 The testbed curve is compared with the seeds' pooled curve (the model's expected curve, not one draw of it), by the
@@ -17,6 +22,7 @@ Kolmogorov–Smirnov distance of infection times over every rumor of the run.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -25,12 +31,16 @@ from . import analysis
 from . import scenario as scenario_mod
 from .errors import TestbedError
 
-MODELS = ("wakeup", "link")
+MODELS = ("host", "wakeup", "link")
 WIRE_MS = 0.05  # one veth hop and the bridge, without the processes at either end
 
 
-def sim_scenario(run_dir: Path | str, *, model: str = "wakeup", wire_ms: float = WIRE_MS):
-    """The scenario of the recorded run RUN_DIR, set to run on the simulator with delays measured on that run."""
+def _measured(run_dir: Path, source: str) -> MappingProxyType:
+    return MappingProxyType({"kind": "measured", "run": str(run_dir), "source": source})
+
+
+def sim_scenario(run_dir: Path | str, *, model: str = "host", wire_ms: float = WIRE_MS):
+    """The scenario of the recorded run RUN_DIR, set to run on the simulator with the host measured on that run."""
     run_dir = Path(run_dir)
     history = analysis.load_history(run_dir)
     meta = history.meta
@@ -44,19 +54,23 @@ def sim_scenario(run_dir: Path | str, *, model: str = "wakeup", wire_ms: float =
         raise TestbedError(f"{run_dir}: no metadata rumor hops recorded (the scenario must publish, and the nodes "
                            "record metadata_sent)")
     s = scenario_mod.load(meta["file"])
-    sim = {"fidelity": "full"}
-    if model == "wakeup":
-        sim["latency"] = MappingProxyType({"kind": "constant", "ms": wire_ms})
-        sim["wakeup"] = MappingProxyType({"kind": "measured", "run": str(run_dir), "source": "adoptions"})
+    wire = MappingProxyType({"kind": "constant", "ms": wire_ms})
+    if model == "host":
+        cores = int(meta.get("host_cpus") or os.cpu_count() or 1)  # runs recorded before host_cpus: this host's
+        sim = {"latency": wire, "wakeup": _measured(run_dir, "first_hops"),
+               "cpu": MappingProxyType({"cores": cores, "run": str(run_dir)})}
+        xdp = bool(meta.get("xdp"))
+    elif model == "wakeup":
+        sim = {"latency": wire, "wakeup": _measured(run_dir, "adoptions")}
+        xdp = False  # the adoption delays already hold every wake-up, including those duplicates caused
     else:
-        sim["latency"] = MappingProxyType({"kind": "measured", "run": str(run_dir), "source": "rumors"})
-    # Without the simulator's fast-path model, whatever the testbed ran: over three testbed runs it fit worse with it
-    # (KS 0.14-0.22 against 0.12-0.17). It changes which copies wake a process; why that fits worse is not known.
-    s = s.with_overrides(nodes=int(meta["nodes"]), backend="sim", xdp=False)
-    return replace(s, sim=MappingProxyType(sim))
+        sim = {"latency": _measured(run_dir, "rumors")}
+        xdp = bool(meta.get("xdp"))
+    s = s.with_overrides(nodes=int(meta["nodes"]), backend="sim", xdp=xdp)
+    return replace(s, sim=MappingProxyType({"fidelity": "full", **sim}))
 
 
-def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 3, model: str = "wakeup",
+def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 3, model: str = "host",
            wire_ms: float = WIRE_MS) -> dict:
     """Run the scenario of RUN_DIR on the simulator under SEEDS seeds (into OUT/seed-K), with the host model
     measured on RUN_DIR; return the comparison (`analysis.compare_runs` over every rumor, seeds pooled)."""

@@ -644,7 +644,7 @@ class ScenarioRun:
         meta = {"scenario": self.s.name, "backend": self.s.backend, "nodes": self.s.nodes, "seed": self.s.seed,
                 "run_id": self.run_id, "t0": self.t0, "recovery_start": self.recovery_start,
                 "recovery_s": self.s.recovery_s, "cycle_s": self.cfg["cycle_s"], "timeout_s": self.cfg["timeout_s"],
-                "fanout": self.cfg["fanout"],
+                "fanout": self.cfg["fanout"], "host_cpus": os.cpu_count(),
                 "xdp": bool(self.fastpath), "broadcaster": bool(self.broadcaster),
                 "unexpected_exits": self.unexpected_exits, "file": self.s.file, "timings": self.timings,
                 "node_memory_bytes": self.memory}

@@ -36,10 +36,11 @@ def _latency(s: Scenario, key: str = "latency"):
 
 
 def _cpu(s: Scenario) -> tuple[int, float]:
-    """(cores, seconds per message) from ``sim.cpu``: given, or measured on a recorded testbed run."""
+    """(cores, seconds per message) from ``sim.cpu``: given, or measured on a recorded testbed run (per datagram
+    reaching the process when the simulator models XDP too, else per datagram arriving)."""
     spec = s.sim["cpu"]
     if "run" in spec:
-        return spec["cores"], analysis.cpu_per_packet_s(spec["run"])
+        return spec["cores"], analysis.cpu_per_packet_s(spec["run"], "userspace" if s.node["xdp"] else "arrival")
     return spec["cores"], float(spec["service_us"]) / 1e6
 
 
@@ -48,6 +49,7 @@ MEASURED_SOURCES = {
     "heartbeats": ("heartbeat hops", analysis.hop_latency_samples_ms),
     "rumors": ("metadata rumor copies", lambda d: analysis.rumor_hop_latency_ms(d, per="copy")),
     "adoptions": ("metadata rumor adoptions", lambda d: analysis.rumor_hop_latency_ms(d, per="receiver")),
+    "first_hops": ("first hops from a publisher", lambda d: analysis.rumor_hop_latency_ms(d, per="publisher")),
 }
 
 

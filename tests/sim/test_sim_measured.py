@@ -46,6 +46,8 @@ def test_per_receiver_estimate_gives_back_the_wakeup_delay(tmp_path):
     assert d.max() == pytest.approx(5.1, abs=0.01)
     assert np.median(d) == pytest.approx(5.1, abs=0.01)
     assert d.min() >= 0.1 - 1e-6
+    first = analysis.rumor_hop_latency_ms(run, per="publisher", quantiles=12 * 3)
+    assert max(first) == pytest.approx(5.1, abs=0.01) and min(first) >= 0.1 - 1e-6
 
 
 def test_mirror_refuses_what_it_cannot_mirror(tmp_path):

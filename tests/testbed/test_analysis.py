@@ -122,3 +122,17 @@ def test_rumor_hops_rebuild_who_took_the_version_from_whom():
     assert set(hops) == {("a", "b"), ("a", "c"), ("b", "c")}
     assert hops["a", "b"].won and hops["b", "c"].won and not hops["a", "c"].won
     assert abs(hops["a", "c"].delay_s - 0.006) < 1e-9 and abs(hops["b", "c"].delay_s - 0.002) < 1e-9
+
+
+def test_cpu_per_packet_counts_kernel_drops_only_per_arrival(tmp_path):
+    import json
+    ev = [{"t": 0.0, "node": "a", "kind": "started", "node_id": 1, "addr": "10.0.0.1", "port": 7},
+          {"t": 1.0, "node": "a", "kind": "stats", "packets_in": 100, "cpu_s": 0.5},
+          {"t": 1.0, "node": "a", "kind": "xdp_stats", "passed": 100, "dropped": {"duplicate": 50}},
+          {"t": 5.0, "node": "a", "kind": "stats", "packets_in": 1100, "cpu_s": 0.7},
+          {"t": 5.0, "node": "a", "kind": "xdp_stats", "passed": 1100, "dropped": {"duplicate": 850, "stale": 200}}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ev))
+    (tmp_path / "faults.jsonl").write_text("")
+    # start-up (the first record's 0.5 s) is left out: 0.2 s over 1000 datagrams received, 2000 arrived
+    assert abs(A.cpu_per_packet_s(tmp_path, "userspace") - 0.2 / 1000) < 1e-12
+    assert abs(A.cpu_per_packet_s(tmp_path) - 0.2 / 2000) < 1e-12
