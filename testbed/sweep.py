@@ -170,6 +170,7 @@ def _run_dissemination(point: dict) -> dict:
 
 def _run_full(point: dict, scenario_path: str) -> dict:
     import tempfile
+    from dataclasses import replace
     from types import MappingProxyType
 
     from . import scenario as scenario_mod
@@ -179,13 +180,11 @@ def _run_full(point: dict, scenario_path: str) -> dict:
     s = scenario_mod.load(scenario_path).with_overrides(backend="sim", nodes=point.get("nodes"),
                                                         seed=point["seed"] + 1)
     if "fanout" in point:
-        s = s.__class__(**{**{f: getattr(s, f) for f in s.__dataclass_fields__},
-                           "node": MappingProxyType({**s.node, "fanout": point["fanout"]})})
+        s = replace(s, node=MappingProxyType({**s.node, "fanout": point["fanout"]}))
     if "loss" in point and point["loss"] > 0:
         step = Step(at_s=0.0, kind="fault", action="loss", until_s=s.duration_s,
                     params=MappingProxyType({"rate": float(point["loss"]), "node": "all"}))
-        s = s.__class__(**{**{f: getattr(s, f) for f in s.__dataclass_fields__},
-                           "timeline": (step,) + tuple(x for x in s.timeline if x.action != "loss")})
+        s = replace(s, timeline=(step,) + tuple(x for x in s.timeline if x.action != "loss"))
     with tempfile.TemporaryDirectory(prefix="sweep-") as tmp:
         summary = run_sim(s, Path(tmp) / "run")
     rumors = summary["rumors"]
