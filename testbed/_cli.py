@@ -157,10 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--rumor", default="0", help="which published version (0: the first; all: pool them)")
     cp.add_argument("--out", help="plot file (default RUN_B/compare.png)")
     cp.set_defaults(fn=cmd_compare)
-    mp = sub.add_parser("mirror", help="run a recorded testbed run's scenario on the simulator, with the delays "
+    mp = sub.add_parser("mirror", help="run a recorded testbed run's scenario on the simulator, with the host "
                                        "measured on that run, and compare the two")
     mp.add_argument("run_dir")
-    mp.add_argument("--seeds", type=int, default=3, help="simulator runs to pool (default 3)")
+    mp.add_argument("--seeds", type=int, default=5, help="simulator runs to pool (default 5)")
     mp.add_argument("--model", choices=("host", "wakeup", "link"), default="host",
                     help="host: shared cores, CPU per packet and wake-up measured on the run (default); wakeup: "
                          "each node's measured wait only; link: a measured delay per copy")

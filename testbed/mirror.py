@@ -70,7 +70,7 @@ def sim_scenario(run_dir: Path | str, *, model: str = "host", wire_ms: float = W
     return replace(s, sim=MappingProxyType({"fidelity": "full", **sim}))
 
 
-def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 3, model: str = "host",
+def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 5, model: str = "host",
            wire_ms: float = WIRE_MS) -> dict:
     """Run the scenario of RUN_DIR on the simulator under SEEDS seeds (into OUT/seed-K), with the host model
     measured on RUN_DIR; return the comparison (`analysis.compare_runs` over every rumor, seeds pooled)."""
