@@ -56,3 +56,25 @@ def test_mirror_refuses_what_it_cannot_mirror(tmp_path):
         mirror.sim_scenario(run)
     with pytest.raises(ValueError, match="per"):
         analysis.rumor_hop_latency_ms(run, per="link")
+
+
+def test_compare_and_mirror_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    a = sim_run(tmp_path, "  latency: {kind: constant, ms: 1}", "a")
+    b = sim_run(tmp_path, "  latency: {kind: constant, ms: 3}", "b")
+    c = sim_run(tmp_path, "  latency: {kind: constant, ms: 3}", "c")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "testbed", *map(str, args)], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    r = cli("compare", a, b, c, "--rumor", "all", "--out", tmp_path / "cmp.png")
+    assert r.returncode == 0, r.stderr
+    ks = float(r.stdout.split("infection curves: ")[1].split()[0])
+    assert ks == pytest.approx(analysis.compare_runs(a, [b, c], index=None)["ks"], abs=1e-3) and ks > 0.3
+    assert "2 run(s)" in r.stdout and (tmp_path / "cmp.png").stat().st_size > 10_000
+    r = cli("compare", a, tmp_path / "nothing")
+    assert r.returncode == 2 and "not an analysed run directory" in r.stderr and "Traceback" not in r.stderr
+    r = cli("mirror", a, "--out", tmp_path / "m")
+    assert r.returncode != 0 and "a simulator run" in r.stderr and "Traceback" not in r.stderr
