@@ -133,40 +133,62 @@ def _node_order(name: str):
 class Views:
     """Each node's member list over time, rebuilt from its own started / member_added / member_removed records.
 
-    Members are tracked by node id (a seed is known by address before its name is), and reported by name.
+    Members are tracked by node id (a seed is known by address before its name is), and reported by name. The
+    records are kept as a log per node and replayed on demand: a full snapshot per record would cost O(N) each, and a
+    cluster of N nodes makes O(N^2) of them. Queries at increasing times (as every caller makes them) continue the
+    previous replay.
     """
 
+    _RESET, _ADD, _REMOVE, _DOWN = range(4)
+
     def __init__(self, history: History) -> None:
-        self.timeline: dict[str, list[tuple[float, frozenset[str]]]] = {}
         names: dict[int, str] = {}
         for e in history.of_kind("started"):
             names[e["node_id"]] = e["node"]
-        current: dict[str, set[int]] = {}
+        self._times: dict[str, list[float]] = {}
+        self._log: dict[str, list[tuple[int, str]]] = {}
+        running: set[str] = set()
         for e in history.events:
             k, n = e["kind"], e.get("node")
             if k == "started":
-                current[n] = {e["node_id"]}
-            elif k == "member_added" and n in current:
-                current[n].add(e["node_id"])
-            elif k == "member_removed" and n in current:
-                current[n].discard(e["node_id"])
-            elif k == PROC and e["state"] == "down" and n in current:
-                del current[n]
-                self.timeline.setdefault(n, []).append((e["t"], frozenset()))
-                continue
+                running.add(n)
+                op, who = self._RESET, n
+            elif k == "member_added" and n in running:
+                op, who = self._ADD, names.get(e["node_id"], f"#{e['node_id']:08x}")
+            elif k == "member_removed" and n in running:
+                op, who = self._REMOVE, names.get(e["node_id"], f"#{e['node_id']:08x}")
+            elif k == PROC and e["state"] == "down" and n in running:
+                running.discard(n)
+                op, who = self._DOWN, n
             else:
                 continue
-            if n in current:
-                view = frozenset(names.get(i, f"#{i:08x}") for i in current[n])
-                self.timeline.setdefault(n, []).append((e["t"], view))
+            self._times.setdefault(n, []).append(e["t"])
+            self._log.setdefault(n, []).append((op, who))
+        self._cursor: dict[str, tuple[int, set[str]]] = {}  # node -> (records applied, the view after them)
 
     def view(self, node: str, t: float) -> frozenset[str]:
-        tl = self.timeline.get(node, [])
-        i = bisect.bisect_right([x[0] for x in tl], t) - 1
-        return tl[i][1] if i >= 0 else frozenset()
+        times = self._times.get(node)
+        if not times:
+            return frozenset()
+        upto = bisect.bisect_right(times, t)
+        applied, current = self._cursor.get(node, (0, set()))
+        if upto < applied:  # an earlier time than the last query: replay from the start
+            applied, current = 0, set()
+        for op, who in self._log[node][applied:upto]:
+            if op == self._RESET:
+                current = {who}
+            elif op == self._ADD:
+                current.add(who)
+            elif op == self._REMOVE:
+                current.discard(who)
+            else:
+                current = set()
+        self._cursor[node] = (upto, current)
+        return frozenset(current)
 
     def change_times(self) -> list[float]:
-        return sorted(t for tl in self.timeline.values() for t, _ in tl)
+        return sorted(t for times in self._times.values() for t in times)
+
 
 def convergence_curve(history: History, step_s: float = 0.25) -> list[tuple[float, float]]:
     """(seconds since t0, fraction of live nodes whose view equals the live set)."""

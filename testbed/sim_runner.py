@@ -322,8 +322,9 @@ class SimRun:
                 break
         sim.run_until(sim.time_s + self.config.cycle_s)
         stats = {"nodes": {}}
+        views = sim.views()
         for n, (version, _) in sim.metadata().items():
-            self._rec(n, analysis.FINAL, members=sorted([n] + sim.views()[n]), version=version.seq,
+            self._rec(n, analysis.FINAL, members=sorted([n] + views[n]), version=version.seq,
                       origin=version.origin)
             st = sim.core(n).stats
             stats["nodes"][n] = {"packets_in": st.get("packets_in", 0), "packets_out": st.get("packets_out", 0),

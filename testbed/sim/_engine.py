@@ -498,9 +498,9 @@ class Simulation:
 
     def membership_converged(self) -> bool:
         """True when every live node lists exactly the other live nodes."""
-        live = self.live_nodes()
-        everyone = set(live)
-        return all(set(view) == everyone - {name} for name, view in self.views().items())
+        live = [n for n in self._nodes if n.state is not _DOWN]
+        everyone = {n.identity.node_id for n in live}  # ids, not sorted names: this runs every step of a recovery
+        return all(n.core.live_ids() == everyone - {n.identity.node_id} for n in live)
 
     # ---- internals -----------------------------------------------------------------------------------------
 
