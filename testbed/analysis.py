@@ -663,6 +663,16 @@ def rumor_hop_latency_ms(run_dir: Path | str, per: str = "copy", quantiles: int 
     return out
 
 
+# Where a simulated delay can be measured from in a recorded run: name -> (what it measures, its reader).
+# The scenario format's ``source`` field takes these names.
+HOP_SOURCES = {
+    "heartbeats": ("heartbeat hops", hop_latency_samples_ms),
+    "rumors": ("metadata rumor copies", lambda d: rumor_hop_latency_ms(d, per="copy")),
+    "adoptions": ("metadata rumor adoptions", lambda d: rumor_hop_latency_ms(d, per="receiver")),
+    "first_hops": ("first hops from a publisher", lambda d: rumor_hop_latency_ms(d, per="publisher")),
+}
+
+
 def cpu_per_packet_s(run_dir: Path | str, per: str = "arrival") -> float:
     """CPU seconds a node process spent per datagram arriving at its interface, over a recorded run.
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .analysis import HOP_SOURCES
 from .errors import ScenarioError
 
 BACKENDS = ("netns", "mininet", "sim")
@@ -79,7 +80,6 @@ CPU_FIELDS = {
     "run": (str, False, None, None),
 }
 
-MEASURED_SOURCES = ("heartbeats", "rumors", "adoptions", "first_hops")  # see sim_runner.MEASURED_SOURCES
 LATENCY_FIELDS = {
     "kind": (str, True, None, lambda v: None if v in ("constant", "uniform", "exponential", "measured") else
              "must be constant, uniform, exponential or measured"),
@@ -89,8 +89,8 @@ LATENCY_FIELDS = {
     "mean_ms": (_NUM, False, None, _positive),
     "floor_ms": (_NUM, False, 0.0, _non_negative),
     "run": (str, False, None, None),
-    "source": (str, False, "heartbeats", lambda v: None if v in MEASURED_SOURCES else
-               f"must be one of {', '.join(MEASURED_SOURCES)}"),
+    "source": (str, False, "heartbeats", lambda v: None if v in HOP_SOURCES else
+               f"must be one of {', '.join(HOP_SOURCES)}"),
 }
 
 # Timeline steps: for each action its own fields (besides `at`, and `until` for faults).

@@ -44,18 +44,9 @@ def _cpu(s: Scenario) -> tuple[int, float]:
     return spec["cores"], float(spec["service_us"]) / 1e6
 
 
-MEASURED_SOURCES = {
-    # source: (what it measures, the function that reads it from a run)
-    "heartbeats": ("heartbeat hops", analysis.hop_latency_samples_ms),
-    "rumors": ("metadata rumor copies", lambda d: analysis.rumor_hop_latency_ms(d, per="copy")),
-    "adoptions": ("metadata rumor adoptions", lambda d: analysis.rumor_hop_latency_ms(d, per="receiver")),
-    "first_hops": ("first hops from a publisher", lambda d: analysis.rumor_hop_latency_ms(d, per="publisher")),
-}
-
-
 def measured_latency_ms(run_dir: str, source: str = "heartbeats") -> list[float]:
-    """Per-hop latencies measured on a recorded testbed run, from SOURCE (see `MEASURED_SOURCES`)."""
-    what, read = MEASURED_SOURCES[source]
+    """Per-hop latencies measured on a recorded testbed run, from SOURCE (see `analysis.HOP_SOURCES`)."""
+    what, read = analysis.HOP_SOURCES[source]
     samples = read(run_dir)
     if not samples:
         raise ValueError(f"{run_dir}: no {what} recorded to measure latency from")
