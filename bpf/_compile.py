@@ -77,3 +77,64 @@ def compile_program(c_file: str, functions: dict[str, str]):
     if err is not None:
         raise CompileError(f"{c_file}: {err}\n{log[0][-4000:]}") from err
     return b, fds
+
+
+class PinnedProgram:
+    """One compiled program whose maps are pinned to a bpffs directory, for nodes in other processes to open.
+
+    What `FastPath` and `Broadcaster` share: compile once, pin the maps, and on `close` (or leaving the `with`
+    block) unpin them and release the program, which stays loaded while still attached somewhere. A subclass names
+    its C file, its program and section, its pin-directory kind and its maps, and releases what it holds itself in
+    `_release`.
+    """
+
+    C_FILE: str
+    PROGRAM: str
+    SECTION: str  # "xdp" or "sched_cls"
+    KIND: str  # in the pin directory's name
+    MAPS: tuple[str, ...]
+
+    def __init__(self, bpf, prog_fd: int, pin_dir: str) -> None:
+        self._bpf = bpf
+        self.prog_fd = prog_fd
+        self.pin_dir = pin_dir
+        self.map_fds = {name: bpf[name.encode()].map_fd for name in self.MAPS}
+        self._pins: list[str] = []
+
+    @classmethod
+    def compile(cls, *, pin_dir: str | None = None):
+        """Compile and load the program (~2 s, ~150 MB: do it once per testbed) and pin its maps to PIN_DIR.
+
+        PIN_DIR defaults to a fresh directory under /run/xdp-gossip/bpffs (a bpffs mounted there if needed).
+        """
+        from . import _attach, _sys  # netlink only here: a node that opens the pins never needs it
+
+        bpf, fds = compile_program(cls.C_FILE, {cls.PROGRAM: cls.SECTION})
+        pin_dir = _sys.prepare_pin_dir(pin_dir, cls.KIND)
+        self = cls(bpf, fds[cls.PROGRAM], pin_dir)
+        try:
+            self._pins = _attach.pin_maps(self.map_fds, pin_dir)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unpin the maps and release the program (it stays loaded while still attached somewhere)."""
+        from . import _sys
+
+        _sys.unpin(self._pins, self.pin_dir)
+        self._pins = []
+        self._release()
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def _release(self) -> None:
+        """What a subclass holds beyond the program and its maps, released before the program."""

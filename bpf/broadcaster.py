@@ -21,7 +21,7 @@ import threading
 import time
 
 from . import _attach, _sys
-from ._compile import compile_program
+from ._compile import PinnedProgram
 from ._structs import (BC_ARMED, BC_DONE, BC_IDLE, BC_MAX_SLOTS, BC_MAX_TARGETS, BC_STAT_NAMES, BcSlot, BcStats,
                        BcTarget)
 from .errors import AttachError, BpfError
@@ -59,46 +59,20 @@ class _SlotArray:
         self._mm.close()
 
 
-class Broadcaster:
+class Broadcaster(PinnedProgram):
     """The compiled broadcaster. Use as a context manager: leaving it unpins the maps and releases the program."""
 
+    C_FILE, PROGRAM, SECTION, KIND, MAPS = C_FILE, PROGRAM, "sched_cls", "broadcast", MAPS
+
     def __init__(self, bpf, prog_fd: int, pin_dir: str) -> None:
-        self._bpf = bpf
-        self.prog_fd = prog_fd
-        self.pin_dir = pin_dir
-        self.map_fds = {name: bpf[name.encode()].map_fd for name in MAPS}
+        super().__init__(bpf, prog_fd, pin_dir)
         self._slots = _SlotArray(self.map_fds["bc_slots"])
         self._lock = threading.Lock()
-        self._pins: list[str] = []
 
-    @classmethod
-    def compile(cls, *, pin_dir: str | None = None) -> "Broadcaster":
-        """Compile and load the program once, and pin its maps to PIN_DIR (default: fresh, under /run)."""
-        bpf, fds = compile_program(C_FILE, {PROGRAM: "sched_cls"})
-        pin_dir = _sys.prepare_pin_dir(pin_dir, "broadcast")
-        self = cls(bpf, fds[PROGRAM], pin_dir)
-        try:
-            self._pins = _attach.pin_maps(self.map_fds, pin_dir)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __enter__(self) -> "Broadcaster":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        _sys.unpin(self._pins, self.pin_dir)
-        self._pins = []
+    def _release(self) -> None:
         if self._slots is not None:
             self._slots.close()
             self._slots = None
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
 
     @contextlib.contextmanager
     def attach(self, ifindex: int, *, netns: str | None = None):

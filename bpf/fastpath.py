@@ -16,7 +16,7 @@ import ctypes
 import os
 
 from . import _sys  # _attach (netlink) is imported where used: a node's writer never needs it
-from ._compile import compile_program
+from ._compile import PinnedProgram
 from ._structs import FP_STAT_NAMES, FpConfig, FpHbKey, FpStats, FpVersion
 from .errors import BpfError, BpfUsageError, MapError
 
@@ -46,49 +46,13 @@ def _check_map(fd: int, name: str) -> None:
                        f"{ctypes.sizeof(key_type)}/{ctypes.sizeof(value_type)} (a pin from another version?)")
 
 
-class FastPath:
+class FastPath(PinnedProgram):
     """The compiled fast path. Use as a context manager: leaving it unpins the maps and unloads the program.
 
     Attachments made with `attach` must end before the FastPath is closed (they are nested context managers).
     """
 
-    def __init__(self, bpf, prog_fd: int, pin_dir: str) -> None:
-        self._bpf = bpf
-        self.prog_fd = prog_fd
-        self.pin_dir = pin_dir
-        self.map_fds = {name: bpf[name.encode()].map_fd for name in MAPS}
-        self._pins: list[str] = []
-
-    @classmethod
-    def compile(cls, *, pin_dir: str | None = None) -> "FastPath":
-        """Compile and load the program (~2 s, ~150 MB: do it once per testbed) and pin its maps to PIN_DIR.
-
-        PIN_DIR defaults to a fresh directory under /run/xdp-gossip/bpffs (a bpffs mounted there if needed).
-        """
-        bpf, fds = compile_program(C_FILE, {PROGRAM: "xdp"})
-        pin_dir = _sys.prepare_pin_dir(pin_dir, "fastpath")
-        self = cls(bpf, fds[PROGRAM], pin_dir)
-        try:
-            from . import _attach
-            self._pins = _attach.pin_maps(self.map_fds, pin_dir)
-        except BaseException:
-            self._bpf.cleanup()
-            raise
-        return self
-
-    def __enter__(self) -> "FastPath":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Unpin the maps and release the program (it stays loaded while still attached somewhere)."""
-        _sys.unpin(self._pins, self.pin_dir)
-        self._pins = []
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
+    C_FILE, PROGRAM, SECTION, KIND, MAPS = C_FILE, PROGRAM, "xdp", "fastpath", tuple(MAPS)
 
     def attach(self, ifindex: int, *, netns: str | None = None, mode: str = "native"):
         """Context manager: the program on IFINDEX (inside NETNS, a name or a path) in "native" or "generic" mode.
