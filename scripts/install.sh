@@ -56,7 +56,7 @@ fi
 if [ ! -e "$STAMP" ]; then
   log "installing Python dependencies"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev,distributed]"
+  .venv/bin/python -m pip install -q -e ".[dev,distributed,parquet]"
   rm -f .venv/.installed-*
   touch "$STAMP"
 fi

@@ -37,9 +37,10 @@ The result directory holds:
   ``messages_vs_fanout.png`` (messages per node per update vs fanout, mean and band);
 - ``sweep.json``: the sweep as run, and which table formats were written.
 
-Both tables are also written as Parquet when pyarrow is importable. CSV is always written and is what pandas
-reads without anything more (`pandas.read_csv`); pyarrow is a large binary wheel the project needs nowhere else,
-so it is not a dependency, and the tables are small (one row per run).
+Both tables are also written as Parquet when pyarrow is importable (the ``parquet`` extra, which
+`scripts/install.sh` installs). CSV is always written and is what pandas reads without anything more
+(`pandas.read_csv`): pyarrow is a large binary wheel the project needs nowhere else, so it is an extra, not a
+dependency.
 
 Dask rather than Ray for the distributed engine: it installs from PyPI as pure Python, the same code runs on a
 `LocalCluster` of processes here or on a cluster, and its `Client.map` is all a grid of independent runs needs.

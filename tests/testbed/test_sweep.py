@@ -5,6 +5,8 @@ import contextlib
 import importlib.util
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +46,21 @@ def test_a_dissemination_grid_gives_a_tidy_table_and_plots(tmp_path):
     formats = json.loads((tmp_path / "out" / "sweep.json").read_text())["tables"]
     assert "results.csv" in formats and "summary.csv" in formats
     assert ("results.parquet" in formats) == (importlib.util.find_spec("pyarrow") is not None)
+
+
+def test_parquet_tables_hold_what_the_csv_tables_hold(tmp_path):
+    pytest.importorskip("pyarrow", reason="the parquet extra is not installed (scripts/install.sh installs it)")
+    s = _sweep(tmp_path, "name: s\nfidelity: dissemination\ngrid: {nodes: [300, 600], fanout: [2, 3]}\nseeds: 2\n"
+                         "workers: 1\n")
+    sweep.run(s, tmp_path / "out", progress=False)
+    tables = json.loads((tmp_path / "out" / "sweep.json").read_text())["tables"]
+    assert {"results.parquet", "summary.parquet"} <= set(tables)
+    for stem in ("results", "summary"):
+        pq = pd.read_parquet(tmp_path / "out" / f"{stem}.parquet")
+        csv = pd.read_csv(tmp_path / "out" / f"{stem}.csv")
+        assert len(pq) == len(csv) > 0 and list(pq.columns) == list(csv.columns)
+        # the same table: CSV round-trips floats as text, so compare numbers with a tolerance
+        pd.testing.assert_frame_equal(pq, csv, check_dtype=False, rtol=1e-9)
 
 
 def test_anti_entropy_makes_t100_reached_and_baselines_never_reach_it(tmp_path):
@@ -131,6 +148,48 @@ def test_dask_engine_gives_the_same_table_as_the_local_pool(tmp_path):
     while left() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left(), [p.cmdline() for p in left()]
+
+
+def test_dask_engine_runs_on_an_existing_cluster(tmp_path):
+    """A scheduler and two workers started the way a cluster's are (the `dask` command line, separate processes),
+    here on loopback: the sweep connects by address, as it would to other machines, and gets the local table."""
+    pytest.importorskip("distributed")
+    from dask.distributed import Client
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    info = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--scheduler-file", str(info)], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60  # a bound on start-up, not a measurement
+        while not info.exists() and time.monotonic() < deadline:
+            assert procs[0].poll() is None, "the scheduler exited"
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        procs.append(subprocess.Popen([dask_cli, "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                       "--no-dashboard", "--host", "127.0.0.1"], start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        grid = "grid: {nodes: [300, 900], fanout: [2, 3]}\nseeds: 2\nworkers: 2\n"
+        local = sweep.run(_sweep(tmp_path, f"name: l\n{grid}", "l.yaml"), tmp_path / "l", progress=False)
+        remote = sweep.run(_sweep(tmp_path, f"name: d\nengine: dask\ndask_scheduler: {address}\n{grid}", "d.yaml"),
+                           tmp_path / "d", progress=False)
+        pd.testing.assert_frame_equal(remote.drop(columns="wall_s"), local.drop(columns="wall_s"))
+        with Client(address, timeout="30s") as client:  # the runs were the two workers', not this process's
+            executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+        assert len(executed) == 2 and sum(executed.values()) >= len(remote)
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
 
 
 def test_points_list_each_baseline_once_and_carry_the_anti_entropy_period(tmp_path):
