@@ -1,14 +1,16 @@
 """Simulator scaling: wall time, peak memory and event rate of both fidelities.
 
-    .venv/bin/python benchmarks/bench_sim.py [--quick] [--cycles 2] [--full-sizes 500,1000,2000] [--json FILE]
+    .venv/bin/python benchmarks/bench_sim.py [--quick] [--cycles 2] [--full-sizes 500,1000,2000]
+                                             [--scenario-sizes 400,1000] [--json FILE]
 
 Full fidelity: N real protocol cores that all know each other from the start (so every cycle costs the
 steady-state O(N^2) heartbeat traffic), started over one cycle as processes launched one after another are, then
-``--cycles`` measured cycles, with the events streamed to a file; each N without and with the XDP fast-path model. Its event rate is messages delivered per second
-in the measured cycles; the wall time includes the start-up cycle.
+``--cycles`` measured cycles, with the events streamed to a file; each N without and with the XDP fast-path
+model. Its event rate is messages delivered per second in the measured cycles; the wall time includes the start-up
+cycle.
 
 Scenario: a whole ``--backend sim`` run of a 4-s scenario (nodes join through one seed, one publish, then
-recovery, analysis and plot), for the sizes up to 1,000 (200 with ``--quick``).
+recovery, analysis and plot), for ``--scenario-sizes`` (200 with ``--quick``; 2,000 takes about 25 min).
 
 Dissemination only: one rumor over 10^4, 10^5 and 10^6 nodes, for the project's forwarding rule and the two
 baselines. Its event rate is messages sent per second.
@@ -118,7 +120,8 @@ def cases(args) -> list[dict]:
     sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
     # each size without and with the fast-path model (duplicates dropped before the core, as XDP does)
     out = [{"kind": "full", "n": n, "cycles": cycles, "xdp": xdp} for n in full_sizes for xdp in (False, True)]
-    out += [{"kind": "scenario", "n": n} for n in ([200] if args.quick else [n for n in full_sizes if n <= 1000])]
+    scenario_sizes = [200] if args.quick else [int(x) for x in args.scenario_sizes.split(",") if x]
+    out += [{"kind": "scenario", "n": n} for n in scenario_sizes]
     out += [{"kind": "dissemination", "n": n, "variant": v, "fanout": f} for n in sizes for v, f in DISSEMINATION]
     return out
 
@@ -140,6 +143,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="CI smoke run: one small full size, no 10^6 (< 60 s)")
     p.add_argument("--cycles", type=int, default=2, help="measured cycles per full-fidelity case (default 2)")
     p.add_argument("--full-sizes", default="500,1000,2000", help="comma-separated N for full fidelity")
+    p.add_argument("--scenario-sizes", default="400,1000", help="comma-separated N for the whole-scenario case")
     p.add_argument("--timeout-s", type=float, default=3600, help="give up on a case after this long")
     p.add_argument("--json", metavar="FILE", help="also write the results here")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process

@@ -110,6 +110,7 @@ class SimRun:
             self._advance_to(t)
             (self._begin if what == "begin" else self._end)(st)
         self._advance_to(s.duration_s)
+        del sim  # `_finish` lets the simulation go before the analysis
         return self._finish()
 
     def _advance_to(self, t: float) -> None:
@@ -324,9 +325,14 @@ class SimRun:
             if fastpath is not None:
                 stats["nodes"][n]["xdp"] = fastpath
         self._write(stats, recovery_start)
+        network = sim.network_stats()
+        # The analysis reads the run back from its files. The cores and the kept records go first: at 2,000 nodes
+        # they hold GBs, and the history read back takes as much again.
+        self.sim = sim = None
+        self.records = []
         history = analysis.load_history(self.out)
         summary = analysis.summarize(history, dict(s.checks), stats)
-        summary["network"] = sim.network_stats()
+        summary["network"] = network
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         plots.draw_all(self.out, history, summary, s.plots)
         return summary
