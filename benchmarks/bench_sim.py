@@ -10,7 +10,7 @@ model. Its event rate is messages delivered per second in the measured cycles; t
 cycle.
 
 Scenario: a whole ``--backend sim`` run of a 4-s scenario (nodes join through one seed, one publish, then
-recovery, analysis and plot), for ``--scenario-sizes`` (200 with ``--quick``; 2,000 takes about 25 min).
+recovery, analysis and plot), for ``--scenario-sizes`` (200 with ``--quick``; 2,000 takes about 40 min).
 
 Dissemination only: one rumor over 10^4, 10^5 and 10^6 nodes, for the project's forwarding rule and the two
 baselines. Its event rate is messages sent per second.

@@ -1,4 +1,5 @@
-"""Whether eBPF can be used here, and compiling a program in this directory with bcc.
+"""Whether eBPF can be used here, compiling a program in this directory with bcc, and `PinnedProgram`: a
+compiled program with its maps pinned, the base of `FastPath` and `Broadcaster`.
 
 bcc is imported only inside `compile_program`, so processes that merely share maps (a node) never load it.
 """
