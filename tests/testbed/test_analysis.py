@@ -136,3 +136,17 @@ def test_cpu_per_packet_counts_kernel_drops_only_per_arrival(tmp_path):
     # start-up (the first record's 0.5 s) is left out: 0.2 s over 1000 datagrams received, 2000 arrived
     assert abs(A.cpu_per_packet_s(tmp_path, "userspace") - 0.2 / 1000) < 1e-12
     assert abs(A.cpu_per_packet_s(tmp_path) - 0.2 / 2000) < 1e-12
+
+
+def test_load_history_reads_records_back_sorted_and_skips_a_torn_line(tmp_path):
+    import json
+    ev = [{"t": 2.0, "node": "n1", "kind": "member_added", "node_id": 7, "name": "", "addr": "10.0.0.1",
+           "port": 7946, "nested": {"a": [1, "x"]}},
+          {"t": 1.0, "node": "n0", "kind": "proc", "state": "up", "unicode": "é"}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ev) + "\n" + '{"t": 3.0, "no')
+    h = A.load_history(tmp_path)
+    assert h.events == [ev[1], ev[0]]  # sorted by time, the torn last line dropped, values unchanged
+    assert h.faults == [] and h.meta == {}
+    # a string repeated across records is one object, not one per record (what keeps a large run small)
+    again = A.load_history(tmp_path).events
+    assert again[1]["addr"] is h.events[1]["addr"] and again[0]["kind"] is h.events[0]["kind"]
