@@ -19,9 +19,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from testbed._cleanup import clean, find_leftovers  # noqa: E402
-from testbed._netns import make_network  # noqa: E402
-from testbed._topology import Topology, new_run_id  # noqa: E402
+from testbed.net.cleanup import clean, find_leftovers  # noqa: E402
+from testbed.net import make_network  # noqa: E402
+from testbed.net.topology import Topology, new_run_id  # noqa: E402
 
 DEFAULT_CASES = "netns:64,netns:128,netns:64:line,mininet:64"
 

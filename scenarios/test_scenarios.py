@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from testbed import scenario as scenario_mod
-from testbed._cleanup import find_leftovers
+from testbed.net.cleanup import find_leftovers
 from testbed.runner import run_scenario
 
 HERE = Path(__file__).resolve().parent

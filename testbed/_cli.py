@@ -126,7 +126,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    from ._cleanup import clean, find_leftovers
+    from .net.cleanup import clean, find_leftovers
     if args.dry_run:
         found = find_leftovers(args.run_id)
         print(found.summary() if found else "nothing left over")

@@ -23,11 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from ._topology import RUN_ID_ENV, check_run_id
+from .net.topology import RUN_ID_ENV, check_run_id
 from .errors import DeployError, TopologyError
 
 if TYPE_CHECKING:
-    from ._netns import Host
+    from .net import Host
 
 PROC_NAME_ENV = "XG_PROC_NAME"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -23,9 +23,10 @@ from typing import Callable
 
 from gossip import _wire as wire
 
-from . import _control, _inject, _shell, analysis, plots
-from ._netns import make_network
-from ._topology import Topology, new_run_id
+from . import _control, analysis, plots
+from .net import inject as _inject, shell as _shell
+from .net import make_network
+from .net.topology import Topology, new_run_id
 from .errors import DeployError, TestbedError
 from .scenario import Scenario, partition_groups, select_nodes
 
@@ -498,7 +499,7 @@ class ScenarioRun:
 
     def _delay(self, key: str, names: list[str], p) -> None:
         """Delay every packet arriving at NAMES: netem where the kernel has it, else an NFQUEUE handler per host."""
-        from ._delay import Delay
+        from .net.delay import Delay
         d = self._stack.enter_context(Delay([self.nodes[n].host for n in names], run_id=self.run_id,
                                             log_dir=self.out / "events"))
         d.set(float(p["ms"]), jitter_ms=float(p.get("jitter_ms", 0.0)))

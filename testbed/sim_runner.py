@@ -264,7 +264,7 @@ class SimRun:
 
     def _inject(self, st) -> None:
         """Hand crafted datagrams straight to the target's core (there is no kernel, so no XDP, in the sim)."""
-        from ._inject import EXPECT, payloads
+        from .net.inject import EXPECT, payloads
         p = st.params
         for name in self._pick(p.get("target", "random")):
             core = self.sim.core(name)

@@ -21,7 +21,7 @@ def run_id() -> Iterator[str]:
     rid = _new_run_id()
     yield rid
     if os.geteuid() == 0:
-        from testbed._cleanup import clean
+        from testbed.net.cleanup import clean
 
         clean(rid)
 
@@ -31,6 +31,6 @@ def other_run_id() -> Iterator[str]:
     rid = _new_run_id()
     yield rid
     if os.geteuid() == 0:
-        from testbed._cleanup import clean
+        from testbed.net.cleanup import clean
 
         clean(rid)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 
-from testbed._netns import Host
+from testbed.net import Host
 
 ECHO_PORT = 7007
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create namespaces, links and bridges")

@@ -16,11 +16,11 @@ import time
 import pytest
 from tb_netcheck import ECHO_PORT, alive, needs_root, start_echo_servers, stop
 
-from testbed import _delay, _shell
-from testbed._cleanup import find_leftovers
-from testbed._delay import Delay, HoldQueue, delay_rules, find_handlers, netem_available, rule_spec
-from testbed._netns import make_network
-from testbed._topology import Topology
+from testbed.net import delay as _delay, shell as _shell
+from testbed.net.cleanup import find_leftovers
+from testbed.net.delay import Delay, HoldQueue, delay_rules, find_handlers, netem_available, rule_spec
+from testbed.net import make_network
+from testbed.net.topology import Topology
 from testbed.errors import CommandError, DeployError, TopologyError
 
 # From ME to PEER's echo server: COUNT round trips one after the other, then BURST datagrams sent back to back.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed._cleanup import find_leftovers
+from testbed.net.cleanup import find_leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf]

@@ -11,10 +11,10 @@ import sys
 import pytest
 from tb_netcheck import alive, echo_from, needs_root, start_echo_servers, stop
 
-from testbed import _shell
-from testbed._cleanup import clean, find_leftovers
-from testbed._netns import make_network
-from testbed._topology import RunNames, Topology
+from testbed.net import shell as _shell
+from testbed.net.cleanup import clean, find_leftovers
+from testbed.net import make_network
+from testbed.net.topology import RunNames, Topology
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, needs_root]
 
@@ -23,10 +23,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # A run that sets everything up and is then SIGKILLed by the test, so none of its `finally` blocks run.
 _DOOMED_RUN = """
 import os, sys, time
-from testbed import _shell
-from testbed._netns import make_network
+from testbed.net import shell as _shell
+from testbed.net import make_network
 from testbed._procs import ProcessGroup
-from testbed._topology import RunNames, Topology
+from testbed.net.topology import RunNames, Topology
 
 backend, run_id, run_dir = sys.argv[1:4]
 names = RunNames(run_id)

@@ -9,11 +9,11 @@ import pytest
 from tb_netcheck import alive, echo_from, needs_root, netns_inode, start_echo_servers, stop
 from test_testbed_cleanup import assert_killed_run_is_cleaned
 
-from testbed import _shell
-from testbed._cleanup import find_leftovers
-from testbed._netns import make_network
+from testbed.net import shell as _shell
+from testbed.net.cleanup import find_leftovers
+from testbed.net import make_network
 from testbed._procs import ProcessGroup
-from testbed._topology import Topology
+from testbed.net.topology import Topology
 
 pytest.importorskip("mininet.net", reason="Debian's mininet package is not installed")
 

@@ -6,10 +6,11 @@ import pytest
 from pyroute2 import IPRoute, netns
 from tb_netcheck import alive, echo_from, needs_root, netns_inode, start_echo_servers, stop
 
-from testbed import _shell
-from testbed._cleanup import find_leftovers
-from testbed._netns import NetnsNetwork, make_network
-from testbed._topology import Topology
+from testbed.net import shell as _shell
+from testbed.net.cleanup import find_leftovers
+from testbed.net import make_network
+from testbed.net.netns import NetnsNetwork
+from testbed.net.topology import Topology
 from testbed.errors import DeployError, TopologyError
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, needs_root]

@@ -9,10 +9,10 @@ import time
 import pytest
 from tb_netcheck import alive, needs_root, netns_inode, proc_state
 
-from testbed._cleanup import find_leftovers
-from testbed._netns import make_network
+from testbed.net.cleanup import find_leftovers
+from testbed.net import make_network
 from testbed._procs import ProcessGroup
-from testbed._topology import RUN_ID_ENV, Topology
+from testbed.net.topology import RUN_ID_ENV, Topology
 from testbed.errors import DeployError, TopologyError
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, needs_root]

@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from testbed import _shell
-from testbed._topology import (
+from testbed.net import shell as _shell
+from testbed.net.topology import (
     IFNAMSIZ,
     MAX_BRIDGES,
     MAX_NODES,

@@ -7,7 +7,7 @@ and never below zero, per packet, on the host's ingress):
   the host's ingress. It delays every packet, not only UDP.
 - ``nfqueue`` otherwise (kernels without netem, fq or etf): inside each host's namespace one iptables rule sends
   the UDP packets arriving on ``eth0`` to an NFQUEUE, and a small handler process bound to that queue
-  (``python -m testbed._delay handler ...``) gives each packet its ACCEPT verdict once its delay has passed.
+  (``python -m testbed.net.delay handler ...``) gives each packet its ACCEPT verdict once its delay has passed.
   ``--queue-bypass`` lets packets through untouched whenever no handler is bound, so a dead handler never
   blackholes a host.
 
@@ -45,19 +45,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, Self
 
-from . import _shell
-from ._topology import NODE_IFNAME, PREFIX, check_run_id
-from .errors import CommandError, DeployError, TopologyError
+from . import shell as _shell
+from .topology import NODE_IFNAME, PREFIX, check_run_id
+from ..errors import CommandError, DeployError, TopologyError
 
 if TYPE_CHECKING:
-    from ._netns import Host
+    from .base import Host
 
 Backend = Literal["auto", "netem", "nfqueue"]
 BACKENDS: tuple[str, ...] = ("auto", "netem", "nfqueue")
 
 DEFAULT_QUEUE_NUM = 7700  # queues are per namespace: every host can use the same number
 DEFAULT_MAX_HELD = 4096  # ~80k packets/s per host at 50 ms: far more than one handler can take anyway
-HANDLER_MODULE = "testbed._delay"
+HANDLER_MODULE = "testbed.net.delay"
 HANDLER_PROC_NAME = "delay-{host}"  # XG_PROC_NAME of a host's handler
 _PROC_NAME_ENV = "XG_PROC_NAME"
 _POLL_S = 0.2  # the handler's longest sleep: how soon it notices a dead parent
@@ -126,7 +126,7 @@ def delay_rules(netns_path: str, run_id: str) -> list[str]:
 
 def find_handlers(run_id: str) -> list[int]:
     """PIDs of RUN_ID's live handler processes (by environment and command line)."""
-    from ._cleanup import environ_run_id  # import here: the handler process never needs pyroute2
+    from .cleanup import environ_run_id  # import here: the handler process never needs pyroute2
 
     found = []
     for entry in os.listdir("/proc"):

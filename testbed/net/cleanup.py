@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns
 
-from . import _shell
-from ._topology import (
+from . import shell as _shell
+from .topology import (
     NETNS_RUN_DIR,
     PIN_ROOT,
     RUN_ID_ENV,
@@ -33,7 +33,7 @@ from ._topology import (
     is_project_netns,
     is_project_nft_table,
 )
-from .errors import CommandError, DeployError
+from ..errors import CommandError, DeployError
 
 _ENV_KEY = RUN_ID_ENV.encode() + b"="
 _HOST_VETH_RE = re.compile(r"h\d+$")  # bridges end in b<j>, trunks in t<k>a/z

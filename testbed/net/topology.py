@@ -2,7 +2,7 @@
 
 A `Topology` says how many hosts there are, how they are wired (one bridge, or a line, ring or tree of bridges
 joined by veth "trunks") and which address, MAC and ifindex each host's interface gets. It is a pure description:
-the backends in `_netns` and `_mininet` turn it into namespaces, links and bridges. `RunNames` derives every kernel
+the backends in `netns` and `mininet` turn it into namespaces, links and bridges. `RunNames` derives every kernel
 name from the run id, so that `_cleanup` can find what a run left behind, even a run killed without its teardown.
 
 This module never touches the kernel, the network or the clock.
@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from .errors import TopologyError
+from ..errors import TopologyError
 
 Shape = Literal["bridge", "line", "ring", "tree"]
 SHAPES: tuple[str, ...] = get_args(Shape)

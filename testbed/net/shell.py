@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import CommandError
+from ..errors import CommandError
 
 DEFAULT_TIMEOUT_S = 30.0
 

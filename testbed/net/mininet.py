@@ -28,8 +28,8 @@ from mininet.nodelib import LinuxBridge
 from mininet.topo import Topo
 from pyroute2 import IPRoute
 
-from . import _cleanup
-from ._netns import (
+from . import cleanup as _cleanup
+from .base import (
     Host,
     Network,
     add_bridge,
@@ -43,8 +43,8 @@ from ._netns import (
     wait_gone,
     wait_stp_settled,
 )
-from ._topology import NODE_IFNAME, RUN_ID_ENV, HostSpec, RunNames, Topology
-from .errors import DeployError
+from .topology import NODE_IFNAME, RUN_ID_ENV, HostSpec, RunNames, Topology
+from ..errors import DeployError
 
 
 class _RunIdShell:
