@@ -80,7 +80,7 @@ def scenario_case(n: int) -> dict:
     """A whole `--backend sim` run, as a user makes it: N nodes joining through one seed, a publish, recovery,
     then the analysis and the plot. What the protocol costs plus everything around it."""
     from testbed.scenario import parse
-    from testbed.sim_runner import run_sim
+    from testbed.runner import run_scenario as run_sim
 
     with tempfile.TemporaryDirectory(prefix="bench-sim-") as tmp:
         s = parse(SCENARIO.format(n=n), "bench-scenario.yaml")

@@ -47,7 +47,8 @@ def cmd_run(args) -> int:
     from .runner import run_scenario
     summary = run_scenario(s, out, progress=not args.quiet)
     print(_table(summary))
-    print(f"\nrun directory: {out}  (plots: {', '.join(p + '.png' for p in s.plots)})")
+    written = summary.get("plots", [])
+    print(f"\nrun directory: {out}  (plots: {', '.join(written) if written else 'none'})")
     return 0 if summary["passed"] else 1
 
 
@@ -58,7 +59,8 @@ def cmd_plot(args) -> int:
         return 2
     history = analysis.load_history(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    for p in plots.draw_all(run_dir, history, summary):
+    for p in plots.draw_all(run_dir, history, summary, summary.get("plots") and
+                            [Path(n).stem for n in summary["plots"]]):
         print(p)
     return 0
 
@@ -180,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+    matplotlib.use("Agg")  # the command line draws files only; the plots module leaves notebooks their backend
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -74,7 +74,7 @@ def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 5, model: str =
            wire_ms: float = WIRE_MS) -> dict:
     """Run the scenario of RUN_DIR on the simulator under SEEDS seeds (into OUT/seed-K), with the host model
     measured on RUN_DIR; return the comparison (`analysis.compare_runs` over every rumor, seeds pooled)."""
-    from .sim_runner import run_sim
+    from .runner import run_scenario as run_sim
 
     if seeds < 1:
         raise TestbedError(f"seeds: must be >= 1, got {seeds}")

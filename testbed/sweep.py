@@ -65,7 +65,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from .errors import ScenarioError
-from .scenario import _Doc, _fields, read_text
+from .scenario import read_text
+from .scenario.schema import Doc as _Doc, fields as _fields
 
 GRID_KEYS = {"nodes": int, "fanout": int, "loss": (int, float), "variant": str, "anti_entropy_s": (int, float)}
 VARIANTS = ("protocol", "push", "infect_and_die")
@@ -176,7 +177,7 @@ def _run_full(point: dict, scenario_path: str) -> dict:
 
     from . import scenario as scenario_mod
     from .scenario import Step
-    from .sim_runner import run_sim
+    from .runner import run_scenario as run_sim
     t = time.perf_counter()
     s = scenario_mod.load(scenario_path).with_overrides(backend="sim", nodes=point.get("nodes"),
                                                         seed=point["seed"] + 1)

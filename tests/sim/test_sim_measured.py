@@ -14,7 +14,7 @@ import pytest
 from testbed import analysis, mirror
 from testbed.errors import TestbedError
 from testbed.scenario import load
-from testbed.sim_runner import run_sim
+from testbed.runner import run_scenario as run_sim
 
 PUBLISHES = "\n".join(f"  - {{at: {2 + 1.3 * k:.2f}, op: publish, node: n{k}, data: d{k}}}" for k in range(12))
 

@@ -25,7 +25,7 @@ _DOOMED_RUN = """
 import os, sys, time
 from testbed.net import shell as _shell
 from testbed.net import make_network
-from testbed._procs import ProcessGroup
+from testbed.cluster.procs import ProcessGroup
 from testbed.net.topology import RunNames, Topology
 
 backend, run_id, run_dir = sys.argv[1:4]

@@ -12,7 +12,7 @@ from test_testbed_cleanup import assert_killed_run_is_cleaned
 from testbed.net import shell as _shell
 from testbed.net.cleanup import find_leftovers
 from testbed.net import make_network
-from testbed._procs import ProcessGroup
+from testbed.cluster.procs import ProcessGroup
 from testbed.net.topology import Topology
 
 pytest.importorskip("mininet.net", reason="Debian's mininet package is not installed")

@@ -11,7 +11,7 @@ from tb_netcheck import alive, needs_root, netns_inode, proc_state
 
 from testbed.net.cleanup import find_leftovers
 from testbed.net import make_network
-from testbed._procs import ProcessGroup
+from testbed.cluster.procs import ProcessGroup
 from testbed.net.topology import RUN_ID_ENV, Topology
 from testbed.errors import DeployError, TopologyError
 

@@ -2,7 +2,8 @@
 
 A `ProcessGroup` starts each process in its own session (so a signal reaches the process and anything it spawned),
 with ``XG_RUN_ID`` and ``XG_PROC_NAME`` in its environment (so `_cleanup` can find it if this process dies) and
-its stdout and stderr appended to ``<run_dir>/logs/<name>.stdout.log`` / ``.stderr.log``. Faults act on one
+its stdout and stderr appended to ``<log_dir>/<name>.stdout.log`` / ``.stderr.log`` (``log_dir``: ``<run_dir>/logs``
+by default). Faults act on one
 process by name: `kill` (SIGKILL), `pause`/`resume` (SIGSTOP/SIGCONT), `terminate` (SIGTERM, then SIGKILL after a
 bound), `restart` (same argv, env and host; the logs go on). Leaving the ``with`` block stops everything in
 ``finally``: paused processes are resumed first (a stopped process never acts on SIGTERM), then SIGTERM, a bounded
@@ -23,11 +24,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from .net.topology import RUN_ID_ENV, check_run_id
-from .errors import DeployError, TopologyError
+from ..net.topology import RUN_ID_ENV, check_run_id
+from ..errors import DeployError, TopologyError
 
 if TYPE_CHECKING:
-    from .net import Host
+    from ..net import Host
 
 PROC_NAME_ENV = "XG_PROC_NAME"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -80,10 +81,11 @@ class ManagedProcess:
 class ProcessGroup:
     """Owns the processes of one run; use as a context manager."""
 
-    def __init__(self, run_id: str, run_dir: str | os.PathLike[str], *, term_timeout_s: float = 5.0) -> None:
+    def __init__(self, run_id: str, run_dir: str | os.PathLike[str], *, term_timeout_s: float = 5.0,
+                 log_dir: str | os.PathLike[str] | None = None) -> None:
         self.run_id = check_run_id(run_id)
         self.run_dir = Path(run_dir)
-        self.log_dir = self.run_dir / "logs"
+        self.log_dir = Path(log_dir) if log_dir is not None else self.run_dir / "logs"
         self.term_timeout_s = term_timeout_s
         self._procs: dict[str, ManagedProcess] = {}
         self._closed = False

@@ -1,0 +1,251 @@
+"""The `Cluster` of simulated nodes: the same `GossipCore`s on the discrete-event simulator (`testbed.sim`), on a
+virtual clock and network, deterministic for a seed. Needs no root.
+
+Network faults mean here what they mean on real hosts (`testbed.cluster.base`): the simulator's network drops
+before delivery, so its XDP model and the cores see only what the network delivered.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from gossip import _wire as wire
+
+from .. import analysis
+from ..sim import Constant, Simulation, disseminate, latency_from_spec
+from .base import Cluster, Read
+
+GOSSIP_PORT = 7946
+
+
+def _latency(s, key: str = "latency"):
+    spec = s.sim.get(key)
+    if spec is None:
+        return None
+    spec = dict(spec)
+    if spec["kind"] == "measured":
+        spec = {"kind": "measured", "samples_ms": measured_latency_ms(spec["run"], spec.get("source", "heartbeats"))}
+    return latency_from_spec(spec)
+
+
+def _cpu(s) -> tuple[int, float]:
+    """(cores, seconds per message) from ``sim.cpu``: given, or measured on a recorded testbed run (per datagram
+    reaching the process when the simulator models XDP too, else per datagram arriving)."""
+    spec = s.sim["cpu"]
+    if "run" in spec:
+        return spec["cores"], analysis.cpu_per_packet_s(spec["run"], "userspace" if s.node["xdp"] else "arrival")
+    return spec["cores"], float(spec["service_us"]) / 1e6
+
+
+def measured_latency_ms(run_dir: str, source: str = "heartbeats") -> list[float]:
+    """Per-hop latencies measured on a recorded testbed run, from SOURCE (see `analysis.HOP_SOURCES`)."""
+    what, read = analysis.HOP_SOURCES[source]
+    samples = read(run_dir)
+    if not samples:
+        raise ValueError(f"{run_dir}: no {what} recorded to measure latency from")
+    return sorted(samples)
+
+
+class SimulatedCluster(Cluster):
+    backend = "sim"
+
+    def __init__(self, s, out: Path, *, progress=None) -> None:
+        self.s, self.out = s, Path(out)
+        self.config = s.config(listen_port=GOSSIP_PORT)
+        kw = {"latency": _latency(s)} if s.sim.get("latency") else {}
+        if s.sim.get("cpu"):
+            kw["cpu"] = _cpu(s)
+        if s.sim.get("wakeup"):
+            kw["wakeup"] = _latency(s, "wakeup")
+        self.sim = Simulation(seed=s.seed, config=self.config, xdp=bool(s.node["xdp"]),
+                              record_refreshes=bool(s.node.get("record_refreshes")), **kw)
+        self._groups: list[list[str]] | None = None
+        self._views_at: tuple[float, dict, dict] | None = None
+
+    # ---- time ------------------------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.sim.epoch_s + self.sim.time_s
+
+    def advance_to(self, t: float, on_exit: Callable) -> None:
+        self.sim.run_until(t - self.sim.epoch_s)  # simulated processes never die by themselves
+
+    # ---- nodes -----------------------------------------------------------------------------------------------
+
+    def start_nodes(self, seeds: dict[str, list[str]]) -> None:
+        names = list(seeds)
+        for i, name in enumerate(names):
+            # processes launched one after another: their cycles do not tick in lockstep (as on the testbed)
+            self.sim.run_until(i * self.config.cycle_s / len(names))
+            self.sim.add_node(name, seeds=seeds[name])
+
+    def start(self, name: str, seeds: list[str] | None) -> None:
+        if name in self.sim.node_names:
+            self.sim.restart(name)
+            return
+        self.sim.add_node(name, seeds=seeds or [])
+        if self._groups is not None:
+            self._apply_partition()
+
+    def kill(self, name: str) -> None:
+        self.sim.crash(name)
+
+    def pause(self, name: str) -> None:
+        self.sim.pause(name)
+
+    def resume(self, name: str) -> None:
+        self.sim.resume(name)
+
+    def leave(self, name: str) -> None:
+        self.sim.leave(name)
+
+    def heartbeats(self, name: str, on: bool) -> None:
+        (self.sim.start_heartbeats if on else self.sim.stop_heartbeats)(name)
+
+    def publish(self, name: str, data: bytes) -> None:
+        self.sim.publish(name, data)
+
+    def _state(self) -> tuple[dict, dict]:
+        """Every live node's view and value, computed once per instant (a read of all N nodes is one pass)."""
+        t = self.sim.time_s
+        if self._views_at is None or self._views_at[0] != t:
+            self._views_at = (t, self.sim.views(), self.sim.metadata())
+        return self._views_at[1], self._views_at[2]
+
+    def read(self, name: str) -> Read | None:
+        views, meta = self._state()
+        if name not in views:
+            return None
+        version, _ = meta[name]
+        return Read(members=tuple([name] + views[name]), version=version.seq, origin=version.origin)
+
+    def recovered(self, live: set[str]) -> bool:
+        # ids, not names: this runs every poll of a recovery at up to 10^4 nodes
+        if set(self.sim.live_nodes()) != live or not self.sim.membership_converged():
+            return False
+        return len({v for v, _ in self.sim.metadata().values()}) <= 1
+
+    # ---- network ---------------------------------------------------------------------------------------------
+
+    def partition(self, groups: list[list[str]], *, via: str = "bpf") -> None:
+        self._groups = [list(g) for g in groups]
+        self._apply_partition()
+
+    def _apply_partition(self) -> None:
+        known = set(self.sim.node_names)
+        groups = self._groups
+        # Nodes the simulator does not know yet join its "no group" side when they start: leave the one side that
+        # holds such hosts ungrouped, so a node that joins mid-partition is on its side from its first message.
+        pending = [i for i, g in enumerate(groups) if any(n not in known for n in g)]
+        if len(pending) == 1:
+            groups = [g for i, g in enumerate(groups) if i != pending[0]]
+        self.sim.partition(*[[n for n in g if n in known] for g in groups])
+
+    def heal(self) -> None:
+        self._groups = None
+        self.sim.heal()
+
+    def set_loss(self, rate: float, node: str | None = None) -> None:
+        self.sim.set_loss(rate, node=node)
+        if node is None and rate == 0.0:
+            for n in self.sim.node_names:
+                self.sim.set_loss(0.0, node=n)
+
+    def add_delay(self, names: list[str], ms: float, jitter_ms: float) -> object:
+        from ..sim import Uniform
+        model = Constant(delay_s=ms / 1000.0) if not jitter_ms else Uniform(
+            lo_s=max(0.0, ms - jitter_ms) / 1000.0, hi_s=(ms + jitter_ms) / 1000.0)
+        for n in names:
+            self.sim.set_ingress_delay(n, model)
+        return list(names)
+
+    def remove_delay(self, handle) -> None:
+        for n in handle:
+            self.sim.set_ingress_delay(n, None)
+
+    def inject(self, kind: str, target: str, *, count: int, rate_pps: int | None, rng) -> int:
+        """Crafted datagrams straight into the target's core, as a real node's socket would hand them over."""
+        from ..net.inject import payloads
+        core = self.sim.core(target)
+        now = self.now()
+        if kind in ("replay", "flood"):
+            peer = next((m for m in core.members()[1:]), None)
+            if peer is None:
+                return 0
+            hb = wire.Heartbeat(cluster=core.cluster, origin=peer.node_id, seq=peer.seq,
+                                identity=wire.Identity(name=peer.name, addr=peer.addr, port=peer.port))
+            frames = [core.encode(hb)]
+        else:
+            src = rng.choice([n for n in self.sim.node_names if n != target] or [target])
+            frames = payloads(kind, src_ip=self.sim.identity(src).addr, cluster=self.config.cluster,
+                              secret=self.config.secrets[0], count=min(count, 256), rng=rng)
+        for i in range(count):
+            core.receive(frames[i % len(frames)], now)
+        core.take_events()
+        return count
+
+    # ---- what happened ---------------------------------------------------------------------------------------
+
+    def counters(self, name: str) -> dict:
+        st = self.sim.core(name).stats
+        entry = {"packets_in": st.get("packets_in", 0), "packets_out": st.get("packets_out", 0),
+                 "dropped": {k[8:]: v for k, v in st.items() if k.startswith("dropped_")}}
+        fastpath = self.sim.fastpath_stats(name)
+        if fastpath is not None:
+            entry["xdp"] = fastpath
+        return entry
+
+    def network_counters(self) -> dict:
+        return self.sim.network_stats()
+
+    def stop_all(self) -> None:
+        return None
+
+    def node_records(self) -> list[dict]:
+        return self.sim.events
+
+    def meta(self) -> dict:
+        return {"xdp": bool(self.s.node["xdp"]), "broadcaster": False, "fidelity": "full"}
+
+
+def run_dissemination(s, out: Path) -> dict:
+    """One rumor over fixed full views (the dissemination model, up to 10^7 nodes): the project's forwarding rule
+    and its anti-entropy swaps (one per node per cycle), with the scenario's fanout, loss and latency. The parser
+    has refused everything else the scenario could say."""
+    from ..interpreter import write_run
+    from .. import plots
+    out = Path(out)
+    loss = max((float(st.params["rate"]) for st in s.timeline if st.action == "loss"), default=0.0)
+    pub = next((st for st in s.timeline if st.action == "publish"), None)
+    kw = {"latency": _latency(s)} if s.sim.get("latency") else {}
+    res = disseminate(s.nodes, "protocol", fanout=s.node["fanout"], loss=loss, seed=s.seed,
+                      anti_entropy_s=float(s.node["cycle_s"]), **kw)
+    times = np.sort(res.informed_at[np.isfinite(res.informed_at)])
+    step = max(1, len(times) // 500)
+    idx = list(range(0, len(times), step)) + ([len(times) - 1] if len(times) else [])
+    coverage = [(round(float(times[i]), 6), round((i + 1) / s.nodes, 6)) for i in sorted(set(idx))]
+
+    def t_at(frac):
+        k = int(np.ceil(frac * s.nodes)) - 1
+        return round(float(times[k]), 6) if k < len(times) else None
+    at = pub.at_s if pub is not None else 0.0
+    rumor = {"version": 1, "origin": 0, "origin_node": "n0", "published_at": at, "coverage": coverage,
+             "t50": t_at(0.5), "t90": t_at(0.9), "t100": t_at(1.0), "messages": int(res.messages_sent)}
+    complete = res.informed == s.nodes
+    checks = [{"name": "metadata_converged", "passed": complete,
+               "detail": f"{res.informed} of {s.nodes} nodes informed"}] if "metadata_converged" in s.checks else []
+    write_run(out, s, records=[], windows=[], stats={"nodes": {}}, meta={"t0": 0.0, "fidelity": "dissemination",
+                                                                         "xdp": False})
+    summary = {"scenario": s.name, "backend": "sim", "fidelity": "dissemination", "nodes": s.nodes, "seed": s.seed,
+               "xdp": False, "passed": all(c["passed"] for c in checks), "checks": checks,
+               "rumors": [rumor], "membership": {}, "duplicates": int(res.duplicates),
+               "packets": {"packets_in": 0, "packets_out": int(res.messages_sent), "dropped": int(res.messages_lost),
+                           "xdp_dropped": 0, "xdp_passed": 0}, "wall_s": res.wall_s}
+    written = plots.draw_all(out, analysis.History(events=[], faults=[], meta={"t0": 0.0}), summary, s.plots)
+    summary["plots"] = [p.name for p in written]
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,82 @@
+"""The contract of a fault ("nemesis", as Jepsen calls it): one module per fault, registered by name.
+
+A fault module defines a `Fault` subclass with
+- ``name`` (the scenario's ``fault:`` value), its typed schema ``fields`` (see `testbed.scenario.schema.Field`),
+- ``start(ctx, step)`` -> an `Active` window and ``stop(ctx, active)``, acting on a `testbed.cluster.Cluster`
+  through the interpreter's context ``ctx`` (never on a backend directly),
+- ``colour`` and ``label(...)`` for the plots' shaded windows,
+- ``excuses_removal(window, observer, removed)``: whether this fault window explains that OBSERVER removed
+  REMOVED from its view (the ``no_false_deaths`` check asks every window),
+- ``unsupported(scenario)``: why a backend or fidelity cannot honour it, or None.
+
+Adding a fault is one module in this package and its test; nothing else names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    from ..analysis import FaultWindow
+
+
+@dataclass(slots=True)
+class Active:
+    """An open fault window: what it acts on, and whatever its module needs to stop it."""
+
+    kind: str
+    name: str
+    start: float
+    nodes: list[str] = field(default_factory=list)  # empty: every node
+    groups: list[list[str]] | None = None  # a partition's sides
+    state: Any = None
+
+    def window(self, end: float) -> dict:
+        """The faults.jsonl record of this window."""
+        out = {"name": self.name, "kind": self.kind, "start": self.start, "end": end, "nodes": list(self.nodes)}
+        if self.groups is not None:
+            out["groups"] = [list(g) for g in self.groups]
+        return out
+
+
+class Fault:
+    name: ClassVar[str] = ""
+    colour: ClassVar[str] = "#17becf"
+    fields: ClassVar[Mapping[str, Any]] = {}
+    windowed: ClassVar[bool] = True  # has an `until`; injections are instants
+
+    def start(self, ctx, step) -> Active:  # pragma: no cover - the contract
+        raise NotImplementedError
+
+    def stop(self, ctx, active: Active) -> None:  # pragma: no cover - the contract
+        raise NotImplementedError
+
+    def excuses_removal(self, window: "FaultWindow", observer: str, removed: str) -> bool:
+        """By default a window excuses removals by or of the nodes it covers (all nodes when it names none)."""
+        return window.covers(observer) or window.covers(removed)
+
+    def unsupported(self, scenario, step) -> str | None:
+        return None
+
+
+REGISTRY: dict[str, Fault] = {}
+
+
+def register(cls: type[Fault]) -> type[Fault]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"fault {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def excuses_removal(window: "FaultWindow", observer: str, removed: str) -> bool:
+    """Whether WINDOW (a recorded fault window) explains that OBSERVER removed REMOVED. Windows of kinds no module
+    knows (an older run's) excuse nothing; injections never do."""
+    fault = REGISTRY.get(window.kind)
+    return fault is not None and fault.windowed and fault.excuses_removal(window, observer, removed)
+
+
+def colour(kind: str) -> str:
+    fault = REGISTRY.get(kind)
+    return fault.colour if fault is not None else Fault.colour

@@ -1,0 +1,335 @@
+"""Scenario files: YAML in, a validated `Scenario` out, or a `ScenarioError` naming file, line and field.
+
+The schema is assembled from its owners: the node block from `gossip.NodeConfig` (the one definition of node
+options) plus the testbed's own options, each fault's fields from its module in `testbed.nemesis`, each check's
+from `testbed.checkers`, the plots from `testbed.plots`. A scenario element that the chosen backend or fidelity
+cannot honour is an error here, never dropped at run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from gossip import NodeConfig
+from gossip.errors import ConfigError
+
+from ..errors import ScenarioError
+from .model import MAX_EMULATED_NODES, MAX_SIM_NODES, Scenario, Step
+from .schema import NUM, Doc, fields, in_range, non_negative, one_of, positive
+
+BACKENDS = ("netns", "mininet", "sim")
+SHAPES = ("bridge", "line", "ring", "tree")
+
+# `NodeConfig` fields a scenario may set (the testbed chooses each node's address, port and log level itself)
+CONFIG_FIELDS = ("fanout", "cycle_s", "timeout_s", "buffer", "max_packet_bytes", "protocol", "cluster")
+_TYPES = {"int": int, "float": NUM, "str": str}
+# the testbed's own node options: how it runs the node, not how the node gossips
+TESTBED_NODE_FIELDS = {
+    "secret": (str, False, "testbed", None),  # the cluster key (`NodeConfig.secrets` holds its bytes)
+    "xdp": (bool, False, True, None),
+    "xdp_mode": (str, False, "native", one_of("native", "generic")),
+    "broadcaster": (bool, False, False, None),
+    "seeds": (int, False, 1, in_range(1, 8)),
+    "record_refreshes": (bool, False, False, None),
+}
+
+
+def _node_fields() -> dict:
+    spec = {}
+    for f in dataclasses.fields(NodeConfig):
+        if f.name in CONFIG_FIELDS:
+            spec[f.name] = (_TYPES[f.type], False, f.default, None)  # NodeConfig itself checks the values
+    return {**spec, **TESTBED_NODE_FIELDS}
+
+
+NODE_FIELDS = _node_fields()
+
+
+def node_config(node: Mapping[str, Any], **overrides) -> NodeConfig:
+    """The `NodeConfig` of a scenario's node block (a `ConfigError` names a bad field)."""
+    kw = {k: node[k] for k in CONFIG_FIELDS if k in node}
+    for k in ("cycle_s", "timeout_s"):
+        if k in kw:
+            kw[k] = float(kw[k])
+    return NodeConfig(**kw, secrets=(str(node.get("secret", "testbed")).encode(),), **overrides)
+
+
+TOPOLOGY_FIELDS = {
+    "shape": (str, False, "bridge", one_of(*SHAPES)),
+    "bridges": (int, False, 4, in_range(1, 64)),
+}
+
+SIM_FIELDS = {
+    "fidelity": (str, False, "full", one_of("full", "dissemination")),
+    "latency": (dict, False, None, None),
+    "cpu": (dict, False, None, None),
+    "wakeup": (dict, False, None, None),
+}
+
+CPU_FIELDS = {
+    "cores": (int, False, 2, in_range(1, 1024)),
+    "service_us": (NUM, False, None, positive),
+    "run": (str, False, None, None),
+}
+
+
+def _latency_fields() -> dict:
+    from ..analysis import HOP_SOURCES
+    return {
+        "kind": (str, True, None, one_of("constant", "uniform", "exponential", "measured")),
+        "ms": (NUM, False, None, non_negative),
+        "low_ms": (NUM, False, None, non_negative),
+        "high_ms": (NUM, False, None, non_negative),
+        "mean_ms": (NUM, False, None, positive),
+        "floor_ms": (NUM, False, 0.0, non_negative),
+        "run": (str, False, None, None),
+        "source": (str, False, "heartbeats", one_of(*HOP_SOURCES)),
+    }
+
+
+# Operations: the workload the interpreter itself performs (faults live in `testbed.nemesis`)
+OPS = {
+    "publish": {"node": ((str, list), False, "random", None), "data": (str, False, None, None)},
+    "join": {"count": (int, False, 1, in_range(1, 1024))},
+    "stop": {"node": ((str, list), True, None, None)},
+    "start": {"node": ((str, list), True, None, None)},
+    "leave": {"node": ((str, list), True, None, None)},
+}
+
+
+def _registries():
+    from .. import checkers, nemesis, plots
+    return nemesis, checkers, plots
+
+
+def _step(doc: Doc, raw, i: int, duration: float) -> Step:
+    nemesis, _, _ = _registries()
+    path = ("timeline", i)
+    if not isinstance(raw, dict):
+        raise doc.error(path, "must be a mapping with 'at' and one of op/fault/inject")
+    kinds = [k for k in ("op", "fault", "inject") if k in raw]
+    if len(kinds) != 1:
+        raise doc.error(path, "needs exactly one of 'op', 'fault' or 'inject'")
+    kind = kinds[0]
+    action = raw[kind]
+    table = {"op": OPS, "fault": {n: f.fields for n, f in nemesis.REGISTRY.items()},
+             "inject": dict.fromkeys(nemesis.INJECTIONS, nemesis.INJECT.fields)}[kind]
+    if not isinstance(action, str) or action not in table:
+        raise doc.error(path + (kind,), f"unknown {kind} {action!r} (known: {', '.join(table)})")
+    spec = {"at": (NUM, True, None, non_negative), kind: (str, True, None, None), **table[action]}
+    if kind == "fault":
+        spec["until"] = (NUM, True, None, positive)
+    values = fields(doc, raw, path, spec)
+    at, until = float(values.pop("at")), values.pop("until", None)
+    values.pop(kind)
+    if at > duration:
+        raise doc.error(path + ("at",), f"{at:g} is after the end of the timeline (duration_s {duration:g})")
+    if until is not None and not at < until <= duration:
+        raise doc.error(path + ("until",), f"must be after at ({at:g}) and at most duration_s ({duration:g})")
+    if kind == "fault":
+        fault = nemesis.REGISTRY[action]
+        pair = getattr(fault, "one_required", None)
+        if pair and (pair[0] in values) == (pair[1] in values):
+            raise doc.error(path, f"{action} needs exactly one of '{pair[0]}' or '{pair[1]}'")
+        pair = getattr(fault, "exclusive", None)
+        if pair and pair[0] in values and pair[1] in values:
+            raise doc.error(path, f"{action} takes '{pair[0]}' or '{pair[1]}', not both")
+    return Step(at_s=at, kind=kind, action=action, until_s=None if until is None else float(until),
+                params=MappingProxyType(values), line=doc.lines.get(path), index=i)
+
+
+def _node_name_ok(name, total: int) -> bool:
+    return isinstance(name, str) and name.startswith("n") and name[1:].isdigit() and int(name[1:]) < total
+
+
+def _check_names(s: Scenario) -> None:
+    """Every node name a step uses must exist by the time the step runs; partition groups may not overlap."""
+    total = s.nodes + s.joins
+    for st in s.timeline:
+        i = st.index
+        for key in ("node", "target"):
+            v = st.params.get(key)
+            for name in ([v] if isinstance(v, str) else v or []):
+                if name in ("random", "all"):
+                    continue
+                if not _node_name_ok(name, total):
+                    raise ScenarioError(s.file, st.line, f"timeline[{i}].{key}",
+                                        f"unknown node {name!r} (nodes are n0..n{total - 1})")
+        seen: dict[str, int] = {}
+        for g, group in enumerate(st.params.get("groups") or []):
+            if not isinstance(group, list) or not group:
+                raise ScenarioError(s.file, st.line, f"timeline[{i}].groups[{g}]", "must be a non-empty list of names")
+            for name in group:
+                if not _node_name_ok(name, total):
+                    raise ScenarioError(s.file, st.line, f"timeline[{i}].groups[{g}]",
+                                        f"unknown node {name!r} (nodes are n0..n{total - 1})")
+                if name in seen:
+                    raise ScenarioError(s.file, st.line, f"timeline[{i}].groups[{g}]",
+                                        f"{name} is already in groups[{seen[name]}]")
+                seen[name] = g
+
+
+# At dissemination fidelity the simulator spreads one rumor over fixed, full views: what else a scenario says
+# cannot happen there, so it is refused rather than dropped.
+_DISSEMINATION_CHECKS = ("metadata_converged",)
+_DISSEMINATION_PLOTS = ("infection",)
+
+
+def _check_supported(s: Scenario) -> None:
+    """A scenario element the backend or fidelity cannot honour is an error naming it."""
+    if s.backend == "sim" and s.sim.get("fidelity") == "dissemination":
+        why = "is not modelled at dissemination fidelity (one rumor over fixed full views)"
+        publishes = 0
+        for st in s.timeline:
+            where = f"timeline[{st.index}]"
+            if st.action == "publish":
+                publishes += 1
+                if publishes > 1:
+                    raise ScenarioError(s.file, st.line, where, f"a second publish {why}")
+                continue
+            if st.action == "loss" and st.params.get("node", "all") == "all":
+                continue
+            what = f"fault '{st.action}'" if st.kind == "fault" else f"{st.kind} '{st.action}'"
+            raise ScenarioError(s.file, st.line, where, f"{what} {why}")
+        for name in s.checks:
+            if name not in _DISSEMINATION_CHECKS:
+                raise ScenarioError(s.file, None, f"checks.{name}", f"check '{name}' {why}")
+        for name in s.plots:
+            if name not in _DISSEMINATION_PLOTS:
+                raise ScenarioError(s.file, None, f"plots.{name}", f"plot '{name}' {why}")
+    nemesis, _, _ = _registries()
+    for st in s.timeline:
+        if st.kind == "fault":
+            problem = nemesis.REGISTRY[st.action].unsupported(s, st)
+            if problem:
+                raise ScenarioError(s.file, st.line, f"timeline[{st.index}]", problem)
+
+
+def _final(s: Scenario) -> Scenario:
+    _check_names(s)
+    _check_supported(s)
+    return s
+
+
+def parse(text: str, file: str = "<scenario>") -> Scenario:
+    _, checkers, plots = _registries()
+    doc = Doc(file, text)
+    dissemination = False
+    top = {
+        "name": (str, True, None, lambda v: None if v and "/" not in v else "must be a non-empty name without '/'"),
+        "description": (str, False, "", None),
+        "seed": (int, False, 1, None),
+        "nodes": (int, True, None, in_range(1, MAX_SIM_NODES)),
+        "backend": (str, False, "netns", one_of(*BACKENDS)),
+        "topology": (dict, False, {}, None),
+        "node": (dict, False, {}, None),
+        "sim": (dict, False, {}, None),
+        "duration_s": (NUM, False, 30.0, positive),
+        "recovery_s": (NUM, False, 20.0, non_negative),
+        "timeline": (list, False, [], None),
+        "checks": ((list, dict), False, None, None),
+        "plots": (list, False, None, None),
+    }
+    v = fields(doc, doc.value, (), top)
+    node = fields(doc, v["node"], ("node",), NODE_FIELDS)
+    try:
+        node_config(node)
+    except ConfigError as e:
+        raise doc.error(("node", e.field if e.field in node else "secret"),
+                        str(e).split(": ", 1)[-1]) from None
+    if node["broadcaster"] and node["protocol"] != "udp":
+        raise doc.error(("node", "broadcaster"), "the in-kernel broadcaster works with protocol udp only")
+    topology = fields(doc, v["topology"], ("topology",), TOPOLOGY_FIELDS)
+    sim = fields(doc, v["sim"], ("sim",), SIM_FIELDS)
+    for key in ("latency", "wakeup"):
+        if key in sim:
+            sim[key] = MappingProxyType(fields(doc, sim[key], ("sim", key), _latency_fields()))
+    if "cpu" in sim:
+        sim["cpu"] = MappingProxyType(fields(doc, sim["cpu"], ("sim", "cpu"), CPU_FIELDS))
+        if ("service_us" in sim["cpu"]) == ("run" in sim["cpu"]):
+            raise doc.error(("sim", "cpu"), "needs exactly one of service_us or run (a testbed run to measure)")
+    dissemination = v["backend"] == "sim" and sim.get("fidelity") == "dissemination"
+    duration = float(v["duration_s"])
+    timeline = tuple(sorted((_step(doc, raw, i, duration) for i, raw in enumerate(v["timeline"])),
+                            key=lambda s: s.at_s))
+    raw_checks = v["checks"] if v.get("checks") is not None else (
+        list(_DISSEMINATION_CHECKS) if dissemination else list(checkers.REGISTRY))
+    checks = _parse_checks(doc, raw_checks, checkers.REGISTRY)
+    raw_plots = v["plots"] if v.get("plots") is not None else (
+        list(_DISSEMINATION_PLOTS) if dissemination else list(plots.REGISTRY))
+    for i, p in enumerate(raw_plots):
+        if p not in plots.REGISTRY:
+            raise doc.error(("plots", i), f"unknown plot {p!r} (known: {', '.join(plots.REGISTRY)})")
+    s = Scenario(name=v["name"], file=file, seed=v["seed"], nodes=v["nodes"], backend=v["backend"],
+                 topology=MappingProxyType(topology), node=MappingProxyType(node), sim=MappingProxyType(sim),
+                 duration_s=duration, recovery_s=float(v["recovery_s"]), timeline=timeline,
+                 checks=MappingProxyType(checks), plots=tuple(raw_plots), description=v["description"])
+    return _final(s)  # the emulated backends' own size limit is checked once the backend is final (`with_overrides`)
+
+
+def _parse_checks(doc: Doc, raw, registry) -> dict:
+    if isinstance(raw, dict):
+        items = [((name,), name, params) for name, params in raw.items()]
+    else:
+        items = []
+        for i, c in enumerate(raw):
+            if isinstance(c, dict) and len(c) == 1:
+                (name, params), = c.items()
+            else:
+                name, params = c, None
+            items.append(((i,), name, params))
+    out = {}
+    for where, name, params in items:
+        path = ("checks",) + where
+        if not isinstance(name, str) or name not in registry:
+            raise doc.error(path, f"unknown check {name!r} (known: {', '.join(registry)})")
+        out[name] = MappingProxyType(fields(doc, params or {}, path, registry[name].fields))
+    return out
+
+
+def with_overrides(s: Scenario, *, nodes: int | None = None, backend: str | None = None, seed: int | None = None,
+                   xdp: bool | None = None) -> Scenario:
+    """The scenario with command-line overrides applied (and re-validated)."""
+    orig = s
+    if nodes is not None:
+        s = replace(s, nodes=nodes)
+    if backend is not None:
+        s = replace(s, backend=backend)
+    limit = MAX_SIM_NODES if s.backend == "sim" else MAX_EMULATED_NODES
+    if not 1 <= s.nodes <= limit:
+        raise ScenarioError(orig.file, None, "nodes", f"must be 1..{limit:,} on the {s.backend} backend, got "
+                                                      f"{s.nodes}")
+    if seed is not None:
+        s = replace(s, seed=seed)
+    if xdp is not None:
+        s = replace(s, node=MappingProxyType({**s.node, "xdp": xdp}))
+    return _final(s)
+
+
+def find(name_or_path: str) -> Path:
+    """A scenario path: as given, or, for a bare name not found here, the file of that name in scenarios/."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    for candidate in (Path("scenarios") / p.name, Path(__file__).resolve().parents[2] / "scenarios" / p.name):
+        for c in (candidate, candidate.with_suffix(".yaml")):
+            if c.exists():
+                return c
+    raise ScenarioError(str(p), None, "scenario", "no such file (also looked in scenarios/)")
+
+
+def read_text(path: Path, what: str) -> str:
+    """The text of a scenario or sweep file; a `ScenarioError` naming it if it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise ScenarioError(str(path), None, what, f"cannot read: {e.strerror}") from None
+
+
+def load(name_or_path: str) -> Scenario:
+    path = find(name_or_path)
+    return parse(read_text(path, "scenario"), str(path))
