@@ -33,7 +33,7 @@ def one_of(*choices):
 
 
 def in_range(lo, hi):
-    return lambda v: None if lo <= v <= hi else f"must be {lo}..{hi}"
+    return lambda v: None if lo <= v <= hi else f"must be {lo:,}..{hi:,}"
 
 
 class Doc:

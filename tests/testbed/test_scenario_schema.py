@@ -31,9 +31,9 @@ checks:
 """
 
 
-def err(text: str) -> ScenarioError:
+def err(text: str, file: str = "s.yaml") -> ScenarioError:
     with pytest.raises(ScenarioError) as e:
-        parse(text, "s.yaml")
+        parse(text, file)
     return e.value
 
 
@@ -48,7 +48,7 @@ def test_a_good_scenario_parses_with_defaults():
 @pytest.mark.parametrize("old,new,line,field,words", [
     ("  fanout: 2", "  fanout: two", 4, "node.fanout", "must be an integer"),
     ("  fanout: 2", "  fanot: 2", 4, "node.fanot", "unknown key"),
-    ("  fanout: 2", "  fanout: 0", 4, "node.fanout", "1..1024"),
+    ("  fanout: 2", "  fanout: 0", 4, "node.fanout", "must be in [1, 1024]"),  # NodeConfig says it
     ("  timeout_s: 2", "  timeout_s: 0.25", 6, "node.timeout_s", "must exceed cycle_s"),
     ("nodes: 4", "nodes: -1", 2, "nodes", "1..10,000,000"),
     ("nodes: 4", "nodes: true", 2, "nodes", "must be an integer"),
@@ -111,3 +111,39 @@ def test_node_count_limit_depends_on_the_backend():
     assert str(e.value) == "s.yaml: nodes: must be 1..1,024 on the netns backend, got 100000"
     with pytest.raises(ScenarioError, match="1..1,024 on the mininet backend"):
         parse(GOOD, "s.yaml").with_overrides(nodes=2000, backend="mininet")
+
+
+def test_dissemination_fidelity_refuses_what_it_cannot_model():
+    base = ("name: t\nnodes: 100\nbackend: sim\nsim: {fidelity: dissemination}\nduration_s: 9\n"
+            "checks: [metadata_converged]\nplots: [infection]\ntimeline:\n  - {at: 1, op: publish, node: n0}\n")
+    s = parse(base, "d.yaml")
+    assert list(s.checks) == ["metadata_converged"] and s.plots == ("infection",)
+    e = err(base + "  - {at: 2, fault: partition, split: 0.5, until: 5}\n", "d.yaml")
+    assert (e.line, e.field) == (10, "timeline[1]")
+    assert e.message == "fault 'partition' is not modelled at dissemination fidelity (one rumor over fixed full views)"
+    assert "a second publish" in err(base + "  - {at: 2, op: publish}\n", "d.yaml").message
+    assert "fault 'crash'" in err(base + "  - {at: 2, fault: crash, node: n3, until: 4}\n", "d.yaml").message
+    assert "check 'no_false_deaths'" in err(base.replace("[metadata_converged]", "[no_false_deaths]"),
+                                             "d.yaml").message
+    assert "plot 'messages'" in err(base.replace("[infection]", "[messages]"), "d.yaml").message
+    # without checks or plots given, the dissemination defaults are the ones it can honour
+    s = parse(base.replace("checks: [metadata_converged]\nplots: [infection]\n", ""), "d.yaml")
+    assert list(s.checks) == ["metadata_converged"] and s.plots == ("infection",)
+    # and a full-fidelity scenario cannot be switched to it with something it would drop
+    full = parse(GOOD, "s.yaml")
+    assert full.with_overrides(backend="sim").backend == "sim"
+
+
+def test_partition_groups_may_not_overlap():
+    base = "name: t\nnodes: 4\nduration_s: 9\ntimeline:\n"
+    e = err(base + "  - {at: 1, fault: partition, groups: [[n0, n1], [n1, n2]], until: 3}\n")
+    assert (e.line, e.field) == (5, "timeline[0].groups[1]") and "n1 is already in groups[0]" in e.message
+
+
+def test_the_node_block_is_a_node_config_plus_testbed_options():
+    from gossip import NodeConfig
+    s = parse(GOOD, "s.yaml")
+    c = s.config(listen_port=7946)
+    assert isinstance(c, NodeConfig) and c.fanout == 2 and c.secrets == (b"testbed",) and c.listen_port == 7946
+    e = err(GOOD.replace("  fanout: 2", "  fanout: 2\n  listen_port: 9"))  # the testbed chooses it
+    assert e.field == "node.listen_port" and "unknown key" in e.message
