@@ -79,7 +79,7 @@ assert runs[True]["packets"]["xdp_dropped"] > 0 and runs[False]["packets"]["xdp_
                           "1. Round-based push with fanout 1 needs log2(n) + ln(n) rounds on average (Pittel).\n"
                           "2. Infect-and-die with fanout f reaches the fraction π solving π = 1 − e^(−fπ).\n"
                           "3. `validation.yaml` (64 nodes, ten publishes) on the testbed (needs root), mirrored on the "
-                          "simulator with the host measured on that run (`testbed.mirror`): KS distance of the "
+                          "simulator with the host measured on that run (`testbed.experiments.mirror`): KS distance of the "
                           "infection-time distributions, every rumor pooled."),
         new_code_cell(QUICK + """
 import numpy as np
@@ -94,7 +94,8 @@ for f in (2, 3, 4):
 assert abs(np.mean(rounds) - theory.push_rounds(n)) <= 2"""),
         new_code_cell("""import os, tempfile, pathlib
 from IPython.display import Image, display
-from testbed import mirror, plots
+from testbed import plots
+from testbed.experiments import mirror
 from testbed.runner import run_subprocess
 
 if os.geteuid() != 0:

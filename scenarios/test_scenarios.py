@@ -139,7 +139,7 @@ def test_operations_with_the_broadcaster(tmp_path):
 
 def test_validation_mirrored_on_the_simulator(tmp_path):
     """The sim-vs-testbed comparison end to end: the run, then its mirror with the delays measured on it."""
-    from testbed import mirror
+    from testbed.experiments import mirror
 
     summary, out = run("validation.yaml", tmp_path)
     assert_passed(summary, "membership_converged", "metadata_converged", "no_lost_update")

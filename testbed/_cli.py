@@ -97,7 +97,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_mirror(args) -> int:
-    from . import mirror
+    from .experiments import mirror
     error = _analysed(args.run_dir)
     if error:
         print(error, file=sys.stderr)
@@ -115,7 +115,7 @@ def cmd_mirror(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from . import sweep as sweep_mod
+    from .experiments import sweep as sweep_mod
     spec = sweep_mod.load(args.sweep)
     if args.seeds:
         spec["seeds"] = args.seeds

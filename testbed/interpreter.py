@@ -180,14 +180,17 @@ class Interpreter:
             self.windows.append(active.window(self.now()))
             return
         fault = nemesis.REGISTRY[step.action]
-        self.open[step.index] = (fault, fault.start(self, step))
+        network = self.cluster.network_counters()
+        active = fault.start(self, step)
+        active.network_start = network
+        self.open[step.index] = (fault, active)
 
     def _finish(self, step) -> None:
         entry = self.open.pop(step.index, None)
         if entry is not None:
             fault, active = entry
             fault.stop(self, active)
-            self.windows.append(active.window(self.now()))
+            self.windows.append(active.window(self.now(), self.cluster.network_counters()))
 
     # ---- the run ---------------------------------------------------------------------------------------------
 

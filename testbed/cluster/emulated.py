@@ -44,6 +44,7 @@ class EmulatedCluster(Cluster):
         self.memory: dict[str, int] = {}
         self.fastpath = self.faults = self.broadcaster = None
         self._nft = None
+        self._root_ifindex: dict[str, int] = {}
         self._hosts: dict[str, object] = {}
         self._seeds: dict[str, list[str]] = {}
         self._ended: set = set()
@@ -85,8 +86,6 @@ class EmulatedCluster(Cluster):
         needs_faults = any(st.action == "loss" or (st.action == "partition" and st.params.get("via") == "bpf")
                            for st in s.timeline)
         wants_xdp = cfg.get("xdp", False) and cfg.get("protocol") == "udp"
-        if not (wants_xdp or needs_faults or cfg.get("broadcaster")):
-            return
         import bpf
         ok, why = bpf.available()
         if not ok:
@@ -110,12 +109,12 @@ class EmulatedCluster(Cluster):
             self.broadcaster = stack.enter_context(bpf.Broadcaster.compile(pin_dir=f"{pin_root}/broadcast"))
             for h in hosts:
                 stack.enter_context(self.broadcaster.attach(h.ifindex, netns=h.netns_path))
-        if needs_faults:
-            # on the bridge-side end of each veth, both ways: where the network is, before the node's XDP
-            self.faults = stack.enter_context(bpf.Faults.compile())
-            self._root_ifindex = {n: socket.if_nametoindex(h.root_veth) for n, h in self._hosts.items()}
-            for ifindex in self._root_ifindex.values():
-                stack.enter_context(self.faults.attach(ifindex, netns=None, direction="both"))
+        # On the bridge-side end of each veth, both ways: where the network is, before the node's XDP. Loaded on
+        # every run where BPF works: besides loss and partitions, it is the network's packet meter.
+        self.faults = stack.enter_context(bpf.Faults.compile())
+        self._root_ifindex = {n: socket.if_nametoindex(h.root_veth) for n, h in self._hosts.items()}
+        for ifindex in self._root_ifindex.values():
+            stack.enter_context(self.faults.attach(ifindex, netns=None, direction="both"))
         self.timings["bpf_s"] = round(time.monotonic() - t, 3)
         self.progress.say(f"BPF compiled once and attached to {len(hosts)} interfaces in "
                           f"{time.monotonic() - t:.1f} s")

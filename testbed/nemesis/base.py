@@ -31,12 +31,15 @@ class Active:
     nodes: list[str] = field(default_factory=list)  # empty: every node
     groups: list[list[str]] | None = None  # a partition's sides
     state: Any = None
+    network_start: dict | None = None  # the network's counters when the window opened
 
-    def window(self, end: float) -> dict:
-        """The faults.jsonl record of this window."""
+    def window(self, end: float, network_end: dict | None = None) -> dict:
+        """The faults.jsonl record of this window (with the network's counters at both ends, where it counts)."""
         out = {"name": self.name, "kind": self.kind, "start": self.start, "end": end, "nodes": list(self.nodes)}
         if self.groups is not None:
             out["groups"] = [list(g) for g in self.groups]
+        if self.network_start:
+            out["network_start"], out["network_end"] = self.network_start, network_end or {}
         return out
 
 

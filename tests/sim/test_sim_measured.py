@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testbed import analysis, mirror
+from testbed import analysis
+from testbed.experiments import mirror
 from testbed.errors import TestbedError
 from testbed.scenario import load
 from testbed.runner import run_scenario as run_sim

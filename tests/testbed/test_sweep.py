@@ -17,7 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from testbed import sweep
+from testbed.experiments import sweep
 from testbed.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -64,9 +64,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from .errors import ScenarioError
-from .scenario import read_text
-from .scenario.schema import Doc as _Doc, fields as _fields
+from ..errors import ScenarioError
+from ..scenario import read_text
+from ..scenario.schema import Doc as _Doc, fields as _fields
 
 GRID_KEYS = {"nodes": int, "fanout": int, "loss": (int, float), "variant": str, "anti_entropy_s": (int, float)}
 VARIANTS = ("protocol", "push", "infect_and_die")
@@ -158,7 +158,7 @@ def run_point(fidelity: str, point: dict, scenario_path: str | None = None) -> d
 
 
 def _run_dissemination(point: dict) -> dict:
-    from .sim import disseminate
+    from ..sim import disseminate
     t = time.perf_counter()
     r = disseminate(point.get("nodes", 1000), point.get("variant", "protocol"), fanout=point.get("fanout", 3),
                     loss=float(point.get("loss", 0.0)), seed=point["seed"],
@@ -175,9 +175,9 @@ def _run_full(point: dict, scenario_path: str) -> dict:
     from dataclasses import replace
     from types import MappingProxyType
 
-    from . import scenario as scenario_mod
-    from .scenario import Step
-    from .runner import run_scenario as run_sim
+    from .. import scenario as scenario_mod
+    from ..scenario import Step
+    from ..runner import run_scenario as run_sim
     t = time.perf_counter()
     s = scenario_mod.load(scenario_path).with_overrides(backend="sim", nodes=point.get("nodes"),
                                                         seed=point["seed"] + 1)
@@ -272,7 +272,7 @@ def run(sweep: dict, out: Path, *, progress: bool = True):
     todo = points(sweep)
     scenario_path = None
     if sweep["fidelity"] == "full":
-        from . import scenario as scenario_mod
+        from .. import scenario as scenario_mod
         scenario_path = str(scenario_mod.find(sweep["scenario"]))
     task = functools.partial(run_point, sweep["fidelity"], scenario_path=scenario_path)
     workers = sweep.get("workers") or os.cpu_count() or 1

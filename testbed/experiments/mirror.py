@@ -27,9 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
-from . import analysis
-from . import scenario as scenario_mod
-from .errors import TestbedError
+from .. import analysis
+from .. import scenario as scenario_mod
+from ..errors import TestbedError
 
 MODELS = ("host", "wakeup", "link")
 WIRE_MS = 0.05  # one veth hop and the bridge, without the processes at either end
@@ -74,7 +74,7 @@ def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 5, model: str =
            wire_ms: float = WIRE_MS) -> dict:
     """Run the scenario of RUN_DIR on the simulator under SEEDS seeds (into OUT/seed-K), with the host model
     measured on RUN_DIR; return the comparison (`analysis.compare_runs` over every rumor, seeds pooled)."""
-    from .runner import run_scenario as run_sim
+    from ..runner import run_scenario as run_sim
 
     if seeds < 1:
         raise TestbedError(f"seeds: must be >= 1, got {seeds}")

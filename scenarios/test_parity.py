@@ -1,0 +1,157 @@
+"""The parity suite (`pytest -m parity`): every shipped scenario, scaled to 16-32 nodes, runs on netns and on the
+simulator, and the two must tell the same story:
+
+- the same checks pass (and the same ones are unknown);
+- each rumor's t90 agrees within two cycles;
+- a partition cuts exactly the pairs across its sides on both (no heartbeat accepted across, some within);
+- loss drops the configured fraction of what crossed the network during its window on both (binomial bounds),
+  per direction on the testbed;
+- counters add up on both: what the network delivered is what was sent minus what it lost, up to the messages
+  in flight when the counters were read.
+
+Needs root (namespaces, BPF, node processes), like the scenario suite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from testbed import analysis
+from testbed import scenario as scenario_mod
+from testbed.net.cleanup import find_leftovers
+from testbed.runner import run_scenario
+
+HERE = Path(__file__).resolve().parent
+pytestmark = [pytest.mark.parity, pytest.mark.root, pytest.mark.netns, pytest.mark.bpf, pytest.mark.slow]
+
+SIZES = {"attack": 16, "basic": 16, "churn": 24, "delay": 16, "loss": 16, "metadata": 16, "operations": 16,
+         "partition": 32, "scale": 32, "validation": 32}
+
+
+def scaled(s, nodes: int):
+    """S on NODES nodes: a step naming a node that no longer exists names node k mod NODES instead, and every
+    heartbeat a node accepts is recorded (the parity checks read who heard whom)."""
+    total = nodes + s.joins
+
+    def fit(name):
+        if isinstance(name, list):
+            return [fit(n) for n in name]
+        if isinstance(name, str) and name[:1] == "n" and name[1:].isdigit() and int(name[1:]) >= total:
+            return f"n{int(name[1:]) % nodes}"
+        return name
+    steps = tuple(replace(st, params=MappingProxyType({k: fit(v) for k, v in st.params.items()}))
+                  for st in s.timeline)
+    s = replace(s, timeline=steps, node=MappingProxyType({**s.node, "record_refreshes": True}))
+    return s.with_overrides(nodes=nodes)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    cache: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in cache:
+            base = scaled(scenario_mod.load(str(HERE / f"{name}.yaml")), SIZES[name])
+            out = {}
+            for backend in ("netns", "sim"):
+                d = tmp_path_factory.mktemp(f"{name}-{backend}")
+                summary = run_scenario(base.with_overrides(backend=backend), d / "run")
+                out[backend] = (summary, d / "run")
+            meta = json.loads((out["netns"][1] / "meta.json").read_text())
+            assert find_leftovers(meta["run_id"]).empty
+            cache[name] = (base, out)
+        return cache[name]
+    return get
+
+
+def _verdicts(summary: dict) -> dict:
+    return {c["name"]: c["passed"] for c in summary["checks"]}
+
+
+def _binomial_ok(lost: int, n: int, p: float, sigmas: float = 4.0) -> bool:
+    return n > 0 and abs(lost - n * p) <= sigmas * math.sqrt(n * p * (1 - p)) + 1
+
+
+def _cross_and_within(run_dir: Path, groups: list[list[str]], t0: float, t1: float) -> tuple[int, int]:
+    h = analysis.load_history(run_dir)
+    side = {n: i for i, g in enumerate(groups) for n in g}
+    names = {e["node_id"]: e["node"] for e in h.of_kind("started")}
+    cross = within = 0
+    for e in h.of_kind("member_refreshed"):
+        if t0 < e["t"] < t1:
+            a, b = side.get(e["node"]), side.get(names.get(e["node_id"]))
+            if a is not None and b is not None:
+                cross += a != b
+                within += a == b
+    return cross, within
+
+
+def _windows(run_dir: Path, kind: str) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "faults.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == kind]
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_same_story_on_netns_and_sim(runs, name):
+    s, out = runs(name)
+    (tb, tb_dir), (sim, sim_dir) = out["netns"], out["sim"]
+    cycle = float(s.node["cycle_s"])
+    # the same checks pass, fail or cannot judge
+    assert _verdicts(tb) == _verdicts(sim), (tb["checks"], sim["checks"])
+    assert tb["passed"] and sim["passed"], (tb["checks"], sim["checks"])
+    # each rumor's t90 within two cycles
+    assert len(tb["rumors"]) == len(sim["rumors"])
+    for a, b in zip(tb["rumors"], sim["rumors"]):
+        assert (a["t90"] is None) == (b["t90"] is None)
+        if a["t90"] is not None:
+            assert abs(a["t90"] - b["t90"]) <= 2 * cycle, (a, b)
+    # a partition cuts the same pairs on both
+    for backend, d in (("netns", tb_dir), ("sim", sim_dir)):
+        for w in _windows(d, "partition"):
+            cross, within = _cross_and_within(d, w["groups"], w["start"] + 0.05, w["end"])
+            assert cross == 0 and within > 0, (backend, cross, within)
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_counters_add_up(runs, name):
+    _, out = runs(name)
+    (_, tb_dir), (_, sim_dir) = out["netns"], out["sim"]
+    # the simulator: every message sent was delivered, dropped for a reason, or is still in flight
+    net = json.loads((sim_dir / "stats.json").read_text())["network"]
+    accounted = net["delivered"] + sum(v for k, v in net.items() if k.startswith("dropped_"))
+    assert 0 <= net["sent"] - accounted <= 0.01 * net["sent"] + 100, net
+    # the testbed: what reached the nodes is what they sent minus what the network dropped, and what the nodes
+    # say they sent is what left their interfaces
+    stats = json.loads((tb_dir / "stats.json").read_text())
+    net = stats["network"]
+    sent, delivered = net["from_node_passed"], net["to_node_passed"]
+    lost_on_the_way = net["to_node_dropped_loss"] + net["to_node_dropped_partition"]
+    injected = sum(e["count"] for e in analysis.load_history(tb_dir).of_kind(analysis.INJECTED))
+    assert abs((sent + injected - lost_on_the_way) - delivered) <= 0.01 * sent + 100, net
+    node_sent = sum(n["packets_out"] for n in stats["nodes"].values())
+    assert abs(node_sent - net["from_node_seen"]) <= 0.02 * node_sent + 200, (node_sent, net)
+
+
+def test_loss_rate_is_the_configured_one_on_both(runs):
+    s, out = runs("loss")
+    (step,) = [st for st in s.timeline if st.action == "loss"]
+    p = float(step.params["rate"])
+    for backend in ("netns", "sim"):
+        (w,) = _windows(out[backend][1], "loss")
+        a, b = w["network_start"], w["network_end"]
+        if backend == "sim":
+            crossed = (b["sent"] - a["sent"]) - (b.get("dropped_unknown", 0) - a.get("dropped_unknown", 0))
+            lost = b.get("dropped_loss", 0) - a.get("dropped_loss", 0)
+            assert _binomial_ok(lost, crossed, p), (backend, lost, crossed)
+        else:
+            # `node: all`: each packet is judged once, on its way to the receiver; none on its way out
+            crossed = b["to_node_seen"] - a["to_node_seen"]
+            lost = b["to_node_dropped_loss"] - a["to_node_dropped_loss"]
+            assert _binomial_ok(lost, crossed, p), (backend, lost, crossed)
+            assert b["from_node_dropped_loss"] == a["from_node_dropped_loss"]
