@@ -74,13 +74,15 @@ class BcStats(ctypes.Structure):
 
 # ---- faults ----
 FT_MAX_RULES = 16384
+FT_GLOBAL = 0  # the ft_loss key of the whole network's rule
 
 
-class FtLossKey(ctypes.Structure):
-    _fields_ = [("ifindex", ctypes.c_uint32), ("peer", ctypes.c_uint8 * 4)]
+class FtMac(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint8 * 6), ("pad", ctypes.c_uint16)]
 
 
-FT_STAT_NAMES = ("seen", "dropped_loss", "dropped_partition", "passed")
+FT_STAT_NAMES = ("from_node_seen", "from_node_dropped_loss", "from_node_passed", "to_node_seen",
+                 "to_node_dropped_loss", "to_node_dropped_partition", "to_node_passed")
 
 
 class FtStats(ctypes.Structure):
@@ -93,6 +95,6 @@ MAP_TYPES = {
                        "fp_metadata": (ctypes.c_uint32, FpVersion), "fp_stats": (ctypes.c_uint32, FpStats)},
     "tc_broadcast.c": {"bc_slots": (ctypes.c_uint32, BcSlot), "bc_ifslot": (ctypes.c_uint32, ctypes.c_uint32),
                        "bc_stats": (ctypes.c_uint32, BcStats)},
-    "faults.c": {"ft_loss": (FtLossKey, ctypes.c_uint64), "ft_side": (ctypes.c_uint32, ctypes.c_uint32),
-                 "ft_stats": (ctypes.c_uint32, FtStats)},
+    "faults.c": {"ft_loss": (ctypes.c_uint32, ctypes.c_uint64), "ft_side": (ctypes.c_uint32, ctypes.c_uint32),
+                 "ft_node_mac": (ctypes.c_uint32, FtMac), "ft_stats": (ctypes.c_uint32, FtStats)},
 }

@@ -132,21 +132,36 @@ struct bc_stats {
     __u64 count[BC_STAT_COUNT];
 };
 
-/* ---- fault injection (faults.c), attached at TC ingress and/or egress ---- */
-/* ft_loss: (ifindex, peer IPv4) -> drop threshold; peer 0 = any peer. Drop when prandom_u32 < threshold,
- * so threshold = p * 2^32 (2^32 drops everything). A per-peer entry takes precedence over the wildcard. */
-struct ft_loss_key {
-    __u32 ifindex;
-    __be32 peer;
-};
+/* ---- fault injection (faults.c), attached to both clsact hooks of the bridge-side end of each node's veth ----
+ * There, TC egress carries what goes to the node (before its XDP program sees it) and TC ingress what comes from
+ * it, which is what the to_node / from_node names below mean. Every map is keyed by that root-side ifindex. */
+
+/* ft_loss: ifindex -> drop threshold; drop when prandom_u32 < threshold, so threshold = p * 2^32 (2^32 drops
+ * everything). Key FT_GLOBAL is the whole network's rule, judged once per packet on its way to the receiver;
+ * an interface's own key is its node's rule, judged on packets from it and on packets to it. */
+#define FT_GLOBAL 0
 
 /* ft_side: IPv4 address -> partition side (>= 1). Drop when both ends have a side and the sides differ. */
 
+/* ft_node_mac: ifindex -> the node's MAC, given by userspace at attach or learned by the from_node program from
+ * the source MAC of what the node sends. The bridge floods a frame for a MAC it has not learned out of every
+ * port; toward a node whose MAC is known, a unicast frame for another MAC is such a flood copy: not for this
+ * node, neither judged nor counted. */
+struct ft_mac {
+    __u8 addr[6];
+    __u16 pad;
+};
+
+/* ft_stats (per-CPU): ifindex -> one counter per direction and verdict; unicast IPv4 only (nothing else is
+ * judged). In each direction seen = passed + the drops. */
 enum ft_stat {
-    FT_SEEN = 0,         /* IPv4 packets inspected */
-    FT_DROP_LOSS,
-    FT_DROP_PARTITION,
-    FT_PASSED,
+    FT_FROM_NODE_SEEN = 0,
+    FT_FROM_NODE_DROP_LOSS,
+    FT_FROM_NODE_PASSED,
+    FT_TO_NODE_SEEN,
+    FT_TO_NODE_DROP_LOSS,
+    FT_TO_NODE_DROP_PARTITION,
+    FT_TO_NODE_PASSED,
     FT_STAT_COUNT,
 };
 
