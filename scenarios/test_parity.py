@@ -105,12 +105,13 @@ def test_same_story_on_netns_and_sim(runs, name):
     # the same checks pass, fail or cannot judge
     assert _verdicts(tb) == _verdicts(sim), (tb["checks"], sim["checks"])
     assert tb["passed"] and sim["passed"], (tb["checks"], sim["checks"])
-    # each rumor's t90 within two cycles
+    # each rumor's t90 within two cycles (plus 0.1 s: a real node's timer and wake-up are not exact, and a rumor
+    # that needs anti-entropy completes on some node's swap, a cycle or two after the publish)
     assert len(tb["rumors"]) == len(sim["rumors"])
     for a, b in zip(tb["rumors"], sim["rumors"]):
         assert (a["t90"] is None) == (b["t90"] is None)
         if a["t90"] is not None:
-            assert abs(a["t90"] - b["t90"]) <= 2 * cycle, (a, b)
+            assert abs(a["t90"] - b["t90"]) <= 2 * cycle + 0.1, (a, b)
     # a partition cuts the same pairs on both
     for backend, d in (("netns", tb_dir), ("sim", sim_dir)):
         for w in _windows(d, "partition"):

@@ -113,8 +113,8 @@ class EmulatedCluster(Cluster):
         # every run where BPF works: besides loss and partitions, it is the network's packet meter.
         self.faults = stack.enter_context(bpf.Faults.compile())
         self._root_ifindex = {n: socket.if_nametoindex(h.root_veth) for n, h in self._hosts.items()}
-        for ifindex in self._root_ifindex.values():
-            stack.enter_context(self.faults.attach(ifindex, netns=None, direction="both"))
+        for n, ifindex in self._root_ifindex.items():
+            stack.enter_context(self.faults.attach(ifindex, netns=None, direction="both", node_mac=self._hosts[n].mac))
         self.timings["bpf_s"] = round(time.monotonic() - t, 3)
         self.progress.say(f"BPF compiled once and attached to {len(hosts)} interfaces in "
                           f"{time.monotonic() - t:.1f} s")

@@ -201,13 +201,15 @@ def test_the_sender_works_from_the_pins_alone(net, broadcaster):
 
 
 def test_faults_after_the_broadcaster_judge_each_copy(net, broadcaster, faults):
-    """Egress loss of 100 % towards one peer drops that copy only: the fault filter runs after the broadcaster."""
+    """Loss of 100 % on one peer's link drops that copy only: the network (the fault program on the bridge-side end
+    of the peer's veth) judges each of the broadcaster's copies on its own."""
     sender = net.nodes[0]
     targets = net.nodes[1:6]
+    lossy = targets[2]
     with broadcaster.attach(sender.ifindex, netns=sender.ns), \
-            faults.attach(sender.ifindex, netns=sender.ns, direction="egress"), \
+            faults.attach(lossy.host_ifindex, node_mac=lossy.mac), \
             broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
-        faults.set_loss(sender.ifindex, 1.0, peer=targets[2].ip)
+        faults.set_loss(1.0, ifindex=lossy.host_ifindex)
         try:
             bsend.send(net.sender_sock, PAYLOAD, [(t.ip, PORT) for t in targets])
             got = received(net, [t.ip for i, t in enumerate(targets) if i != 2])
@@ -215,8 +217,8 @@ def test_faults_after_the_broadcaster_judge_each_copy(net, broadcaster, faults):
             faults.heal()
     assert bsend.sendto_calls == 1
     assert [len(got[t.ip]) for t in targets] == [1, 1, 0, 1, 1]
-    assert faults.stats(sender.ifindex)["dropped_loss"] == 1
-    assert broadcaster.stats(sender.ifindex)["egress_drops"] == 1  # dropped like a sendto would be: not resent
+    assert faults.stats(lossy.host_ifindex)["to_node_dropped_loss"] == 1
+    assert broadcaster.stats(sender.ifindex)["egress_drops"] == 0  # every copy left the sender: lost in the network
 
 
 def test_send_from_a_running_asyncio_loop_through_its_transport_socket(net, broadcaster):
