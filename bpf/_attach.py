@@ -29,8 +29,9 @@ XDP_MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 TC_PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
 TC_DIRECTIONS = {"ingress": ("ingress",), "egress": ("egress",), "both": ("ingress", "egress")}
 
-# The filter priority of each program on a clsact hook: the broadcaster runs before the fault injector, so loss
-# and partitions apply to each copy it emits rather than to the whole broadcast.
+# The filter priority of each program on a clsact hook. The testbed puts the broadcaster on the node's own
+# interface and the fault programs on the bridge-side end of its veth, so they never share a hook there; where
+# someone attaches both to one hook, the broadcaster runs first and each copy it emits is judged on its own.
 PRIO_BROADCAST = 10
 PRIO_FAULTS = 20
 _FILTER_HANDLE = 1
