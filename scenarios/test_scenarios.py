@@ -70,7 +70,7 @@ def test_partition_heals(tmp_path):
     removed = [e for e in events if e["kind"] == "member_removed" and window["start"] < e["t"] <= window["end"] + 1]
     assert len(removed) >= 16 * 16  # every node of one half removed (almost) every node of the other
     stats = json.loads((out / "stats.json").read_text())
-    assert sum(n["faults"]["dropped_partition"] for n in stats["nodes"].values()) > 0
+    assert sum(n["faults"]["to_node_dropped_partition"] for n in stats["nodes"].values()) > 0
 
 
 def test_loss_loses_no_update(tmp_path):
@@ -78,9 +78,12 @@ def test_loss_loses_no_update(tmp_path):
     assert_passed(summary, "metadata_converged", "no_lost_update")
     assert len(summary["rumors"]) == 20
     stats = json.loads((out / "stats.json").read_text())
-    lost = sum(n["faults"]["dropped_loss"] for n in stats["nodes"].values())
-    seen = sum(n["faults"]["seen"] for n in stats["nodes"].values())
-    assert 0.2 < lost / seen < 0.4, (lost, seen)  # 30 % of what crossed the ingress while the fault was on
+    window = next(json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines()
+                  if '"loss"' in line)
+    a, b = window["network_start"], window["network_end"]
+    lost, seen = b["to_node_dropped_loss"] - a["to_node_dropped_loss"], b["to_node_seen"] - a["to_node_seen"]
+    assert 0.27 < lost / seen < 0.33, (lost, seen)  # 30 % of what crossed the network while the fault was on
+    assert sum(n["faults"]["to_node_dropped_loss"] for n in stats["nodes"].values()) == b["to_node_dropped_loss"]
 
 
 def test_attack_every_bad_packet_dropped(tmp_path):
