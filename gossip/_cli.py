@@ -11,7 +11,9 @@ import signal
 import sys
 
 from . import _accel
-from ._config import NodeConfig
+from ._config import LOG_LEVELS, PROTOCOLS, NodeConfig
+
+_D = NodeConfig()  # the defaults: NodeConfig is the one definition of node options (and validates them)
 from ._node import Node
 from .errors import GossipError
 
@@ -37,19 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     n = sub.add_parser("node", help="run one node until SIGTERM/SIGINT")
     n.add_argument("--name", required=True)
-    n.add_argument("--addr", default="127.0.0.1", help="IPv4 address to listen on (default 127.0.0.1)")
-    n.add_argument("--port", type=int, default=7946)
+    n.add_argument("--addr", default=_D.listen_addr, help=f"IPv4 address to listen on (default {_D.listen_addr})")
+    n.add_argument("--port", type=int, default=_D.listen_port)
     n.add_argument("--seed", type=endpoint, action="append", default=[], metavar="ADDR:PORT",
                    help="a known node to contact (repeatable)")
-    n.add_argument("--protocol", choices=("udp", "tcp"), default="udp")
+    n.add_argument("--protocol", choices=PROTOCOLS, default=_D.protocol)
     n.add_argument("--secret", action="append", default=[],
                    help="cluster secret (repeatable: the first signs, all verify)")
-    n.add_argument("--cluster", default="gossip", help="cluster name (its hash is the cluster id)")
-    n.add_argument("--fanout", type=int, default=3)
-    n.add_argument("--cycle", type=float, default=1.0, metavar="SECONDS")
-    n.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
-    n.add_argument("--buffer", type=int, default=1024, help="receive queue depth")
-    n.add_argument("--max-packet", type=int, default=1400, metavar="BYTES")
+    n.add_argument("--cluster", default=_D.cluster, help="cluster name (its hash is the cluster id)")
+    n.add_argument("--fanout", type=int, default=_D.fanout)
+    n.add_argument("--cycle", type=float, default=_D.cycle_s, metavar="SECONDS")
+    n.add_argument("--timeout", type=float, default=_D.timeout_s, metavar="SECONDS")
+    n.add_argument("--buffer", type=int, default=_D.buffer, help="receive queue depth")
+    n.add_argument("--max-packet", type=int, default=_D.max_packet_bytes, metavar="BYTES")
     n.add_argument("--private", default="", help="free-form private data announced with this node")
     n.add_argument("--http", type=http_address, metavar="ADDR:PORT|unix:PATH",
                    help="serve the JSON control API here (TCP, or a Unix socket)")
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--record-refreshes", action="store_true",
                    help="also log every accepted heartbeat (member_refreshed): for latency measurements")
     n.add_argument("--rng-seed", type=int, help="seed of the node's random generator (default: random)")
-    n.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    n.add_argument("--log-level", choices=LOG_LEVELS, default=_D.log_level)
     n.add_argument("--xdp", metavar="IFACE", help="attach the XDP fast path to IFACE (needs root and bcc)")
     n.add_argument("--xdp-mode", choices=("native", "generic"), default="native")
     n.add_argument("--xdp-pin", metavar="DIR", help="use fast-path maps pinned in DIR (attached by the testbed)")
