@@ -22,7 +22,6 @@ import functools
 import hashlib
 import ipaddress
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -197,17 +196,9 @@ class Network(abc.ABC):
 
     def _kill_tracked(self) -> None:
         running = [p for p in self._procs if p.poll() is None]
+        _cleanup.kill_processes([p.pid for p in running])  # the one kill helper: SIGCONT, SIGKILL, bounded wait
         for proc in running:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                try:
-                    proc.send_signal(sig)
-                except ProcessLookupError:
-                    break
-        for proc in running:
-            try:
-                proc.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                raise DeployError(f"process {proc.pid} survived SIGKILL") from None
+            proc.wait()  # reap: they are our children
         self._procs.clear()
 
 
