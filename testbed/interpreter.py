@@ -220,7 +220,10 @@ class Interpreter:
                 self._end(wait_for_recovery=interrupted is None)
         finally:
             self._write()
-        summary = analyse(self.out, self.s)
+        # The analysis reads the run back from its files: the cluster (a simulator's cores) and the kept records go
+        # first; at 2,000 simulated nodes they hold GBs, and the history read back takes as much again.
+        self.cluster, self.history = None, []
+        summary = analyse(self.out, self.s, extra={"network": self.stats.get("network", {})})
         if interrupted is not None:
             raise interrupted
         return summary

@@ -177,7 +177,7 @@ class EmulatedCluster(Cluster):
             for name in list(pending):
                 proc = self.procs[name]
                 if not proc.running:
-                    log = proc.stdout_path.read_text()[-1500:]
+                    log = (proc.stdout_path.read_text() + proc.stderr_path.read_text())[-1500:]
                     raise DeployError(f"node {name} exited during start-up (code {proc.returncode}):\n{log}")
                 if os.path.exists(self._control(name)):
                     pending.discard(name)
