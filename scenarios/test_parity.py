@@ -132,7 +132,9 @@ def test_counters_add_up(runs, name):
     stats = json.loads((tb_dir / "stats.json").read_text())
     net = stats["network"]
     sent, delivered = net["from_node_passed"], net["to_node_passed"]
-    lost_on_the_way = net["to_node_dropped_loss"] + net["to_node_dropped_partition"]
+    assert net["from_node_seen"] - net["from_node_dropped_loss"] == sent
+    lost_on_the_way = (net["to_node_dropped_loss"] + net["to_node_dropped_partition"]
+                       + net.get("bridge_dropped_partition", 0))
     injected = sum(e["count"] for e in analysis.load_history(tb_dir).of_kind(analysis.INJECTED))
     assert abs((sent + injected - lost_on_the_way) - delivered) <= 0.01 * sent + 100, net
     node_sent = sum(n["packets_out"] for n in stats["nodes"].values())
