@@ -1,18 +1,22 @@
-"""Analysis of recorded runs: pure functions of the history (events and fault windows), never of live state.
+"""Analysis of recorded runs: pure functions of the history (events, fault windows, counters), never of live state.
 
 A run directory holds ``events.jsonl`` (every node's records and the testbed's own, on one clock),
-``faults.jsonl`` (fault windows) and, once analysed, ``summary.json``. This module turns the history into
-per-node views over time, infection curves per published version, convergence times and check verdicts. The CLI,
-the plots, the tests and the notebooks all use it; none of them re-implements any of it.
+``faults.jsonl`` (fault windows), ``stats.json`` (per-node counters) and, once analysed, ``summary.json``. This
+module turns the history into per-node views over time, infection curves per published version and convergence
+timelines; the checks (`testbed.checkers`, one module each) judge from those, and `summarize` runs them. The CLI,
+the plots, the checks, the tests and the notebooks all use it; none of them re-implements any of it.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import heapq
 import json
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, Mapping
 
 # Records the testbed itself writes into the history (besides the nodes' own kinds).
 PROC = "proc"          # a node's process changed state: state = up | down | paused | resumed | heartbeats_off/on
@@ -20,8 +24,6 @@ PUBLISH_OP = "publish_op"
 INJECTED = "injected"  # scapy injection: what, target, count, expect (the drop reason it must be counted under)
 XDP_STATS = "xdp_stats"
 FINAL = "final"        # final read of a node at the end of the run
-
-FAULT_KINDS_EXCUSING_DEATHS = ("crash", "pause", "churn", "partition", "loss", "delay")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +46,7 @@ class History:
     events: list[dict]
     faults: list[FaultWindow]
     meta: dict = field(default_factory=dict)  # scenario name, run start, cycle_s, timeout_s, node names ...
+    stats: dict = field(default_factory=dict)  # stats.json: {"nodes": {name: packet, drop, XDP, fault counters}}
 
     @property
     def t0(self) -> float:
@@ -84,10 +87,34 @@ def load_history(run_dir: Path | str) -> History:
     faults = [FaultWindow(name=f["name"], kind=f["kind"], start=f["start"], end=f["end"],
                           nodes=tuple(f.get("nodes") or ())) for f in read_jsonl(run_dir / "faults.jsonl")]
     meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").exists() else {}
-    return History(events=events, faults=faults, meta=meta)
+    stats = json.loads((run_dir / "stats.json").read_text()) if (run_dir / "stats.json").exists() else {}
+    return History(events=events, faults=faults, meta=meta, stats=stats)
 
 
 # ---- truth: which nodes were live when ----------------------------------------------------------------------
+
+def _liveness_records(history: History) -> Iterator[tuple[float, str, bool]]:
+    """(time, node, live) each time a node's liveness flips, in history order, from the testbed's `proc` records."""
+    state: dict[str, dict] = {}
+    for e in history.of_kind(PROC):
+        n = e["node"]
+        s = state.get(n)
+        if s is None:
+            s = state[n] = {"up": False, "paused": False, "hb": True, "live": None}
+        st = e["state"]
+        if st == "up":
+            s.update(up=True, paused=False, hb=True)
+        elif st == "down":
+            s.update(up=False, paused=False)
+        elif st in ("paused", "resumed"):
+            s["paused"] = st == "paused"
+        elif st in ("heartbeats_off", "heartbeats_on"):
+            s["hb"] = st == "heartbeats_on"
+        live = s["up"] and not s["paused"] and s["hb"]
+        if s["live"] is not live:  # the first record of a node always counts, even a down one
+            s["live"] = live
+            yield e["t"], n, live
+
 
 class Liveness:
     """The true state of every node over time, from the testbed's own `proc` records.
@@ -98,23 +125,9 @@ class Liveness:
 
     def __init__(self, history: History) -> None:
         self.changes: dict[str, list[tuple[float, bool]]] = {}
-        state: dict[str, dict] = {}
-        for e in history.of_kind(PROC):
-            s = state.setdefault(e["node"], {"up": False, "paused": False, "hb": True})
-            st = e["state"]
-            if st == "up":
-                s.update(up=True, paused=False, hb=True)
-            elif st == "down":
-                s.update(up=False, paused=False)
-            elif st in ("paused", "resumed"):
-                s["paused"] = st == "paused"
-            elif st in ("heartbeats_off", "heartbeats_on"):
-                s["hb"] = st == "heartbeats_on"
-            live = s["up"] and not s["paused"] and s["hb"]
-            ch = self.changes.setdefault(e["node"], [])
-            if not ch or ch[-1][1] != live:
-                ch.append((e["t"], live))
-        self.nodes = sorted(self.changes, key=_node_order)
+        for t, n, live in _liveness_records(history):
+            self.changes.setdefault(n, []).append((t, live))
+        self.nodes = sorted(self.changes, key=node_order)
 
     def is_live(self, node: str, t: float) -> bool:
         ch = self.changes.get(node, [])
@@ -133,45 +146,53 @@ class Liveness:
         return sorted(t for ch in self.changes.values() for t, _ in ch)
 
 
-def _node_order(name: str):
+def node_order(name: str) -> tuple[int, str]:
+    """The sort key that puts n2 before n10."""
     return (len(name), name)
 
 
 # ---- views ---------------------------------------------------------------------------------------------------
 
+_RESET, _ADD, _REMOVE, _DOWN = range(4)  # what one record does to its node's view
+
+
+def _view_records(history: History) -> Iterator[tuple[float, str, int, str]]:
+    """(time, node, op, member) for every record that changes a node's own member list, in history order.
+
+    Members are named by node id (a seed is known by address before its name is); an id no node started with is
+    named ``#<hex id>``. A node's records count only while its process runs (from its `started` to its `down`).
+    """
+    names: dict[int, str] = {}
+    for e in history.of_kind("started"):
+        names[e["node_id"]] = e["node"]
+    running: set[str] = set()
+    for e in history.events:
+        k, n = e["kind"], e.get("node")
+        if k == "started":
+            running.add(n)
+            yield e["t"], n, _RESET, n
+        elif k == "member_added" and n in running:
+            yield e["t"], n, _ADD, names.get(e["node_id"], f"#{e['node_id']:08x}")
+        elif k == "member_removed" and n in running:
+            yield e["t"], n, _REMOVE, names.get(e["node_id"], f"#{e['node_id']:08x}")
+        elif k == PROC and e["state"] == "down" and n in running:
+            running.discard(n)
+            yield e["t"], n, _DOWN, n
+
+
 class Views:
     """Each node's member list over time, rebuilt from its own started / member_added / member_removed records.
 
-    Members are tracked by node id (a seed is known by address before its name is), and reported by name. The
-    records are kept as a log per node and replayed on demand: a full snapshot per record would cost O(N) each, and a
-    cluster of N nodes makes O(N^2) of them. Queries at increasing times (as every caller makes them) continue the
-    previous replay.
+    The records are kept as a log per node and replayed on demand: a full snapshot per record would cost O(N) each,
+    and a cluster of N nodes makes O(N^2) of them. Queries at increasing times (as every caller makes them) continue
+    the previous replay.
     """
 
-    _RESET, _ADD, _REMOVE, _DOWN = range(4)
-
     def __init__(self, history: History) -> None:
-        names: dict[int, str] = {}
-        for e in history.of_kind("started"):
-            names[e["node_id"]] = e["node"]
         self._times: dict[str, list[float]] = {}
         self._log: dict[str, list[tuple[int, str]]] = {}
-        running: set[str] = set()
-        for e in history.events:
-            k, n = e["kind"], e.get("node")
-            if k == "started":
-                running.add(n)
-                op, who = self._RESET, n
-            elif k == "member_added" and n in running:
-                op, who = self._ADD, names.get(e["node_id"], f"#{e['node_id']:08x}")
-            elif k == "member_removed" and n in running:
-                op, who = self._REMOVE, names.get(e["node_id"], f"#{e['node_id']:08x}")
-            elif k == PROC and e["state"] == "down" and n in running:
-                running.discard(n)
-                op, who = self._DOWN, n
-            else:
-                continue
-            self._times.setdefault(n, []).append(e["t"])
+        for t, n, op, who in _view_records(history):
+            self._times.setdefault(n, []).append(t)
             self._log.setdefault(n, []).append((op, who))
         self._cursor: dict[str, tuple[int, set[str]]] = {}  # node -> (records applied, the view after them)
 
@@ -184,11 +205,11 @@ class Views:
         if upto < applied:  # an earlier time than the last query: replay from the start
             applied, current = 0, set()
         for op, who in self._log[node][applied:upto]:
-            if op == self._RESET:
+            if op == _RESET:
                 current = {who}
-            elif op == self._ADD:
+            elif op == _ADD:
                 current.add(who)
-            elif op == self._REMOVE:
+            elif op == _REMOVE:
                 current.discard(who)
             else:
                 current = set()
@@ -215,15 +236,164 @@ def convergence_curve(history: History, step_s: float = 0.25) -> list[tuple[floa
     return out
 
 
+# ---- convergence: when a property of every live node held ----------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeline:
+    """When a property of the whole cluster held ("every live node's view equals the live set", "every live node
+    holds version V"): a step function of time, judged after all records of each instant. It never holds while no
+    node is live.
+
+    Convergence is read off the end: `stable_from` is the time from which it held to the end of the history, which
+    is what a convergence limit is about; `first` is merely when it first held, and `breaks` when it stopped again.
+    """
+
+    changes: tuple[tuple[float, bool], ...]  # (time, holds from then on), alternating, the first one True
+    end: float  # the time of the history's last record
+    live_at_end: int = 0  # how many nodes were live at the end
+    failing: tuple[str, ...] = ()  # the live nodes it did not hold for at the end
+
+    def holds_at(self, t: float) -> bool:
+        i = bisect.bisect_right(self.changes, (t, True)) - 1
+        return i >= 0 and self.changes[i][1]
+
+    def first(self, after: float) -> float | None:
+        """The first time >= AFTER at which it held."""
+        if self.holds_at(after):
+            return after
+        return next((t for t, holds in self.changes if holds and t > after), None)
+
+    def stable_from(self, after: float) -> float | None:
+        """The earliest time >= AFTER from which it held at every instant to the end; None if it did not hold at
+        the end."""
+        if not self.changes or not self.changes[-1][1]:
+            return None
+        return max(after, self.changes[-1][0])
+
+    def breaks(self, after: float) -> list[float]:
+        """The times it stopped holding again after first holding at or after AFTER."""
+        first = self.first(after)
+        if first is None:
+            return []
+        return [t for t, holds in self.changes if not holds and t > first]
+
+
+def _replay(records: Iterable[tuple], apply, holds) -> list[tuple[float, bool]]:
+    """Feed time-ordered RECORDS to APPLY and judge HOLDS() after the last record of each instant: the changes."""
+    changes: list[tuple[float, bool]] = []
+    state, now = False, None
+    for r in records:
+        t = r[0]
+        if t != now:
+            if now is not None and holds() is not state:
+                state = not state
+                changes.append((now, state))
+            now = t
+        apply(r)
+    if now is not None and holds() is not state:
+        changes.append((now, not state))
+    return changes
+
+
+def membership_timeline(history: History) -> Timeline:
+    """When every live node's view equalled the live set, in one forward pass over the history.
+
+    Each node's distance from the truth, |view △ live set|, is kept up to date: a view record moves it by one, in
+    O(1); a node becoming live or not moves every node's by one, in O(N) — O(N^2) over a run, like the views
+    themselves. The property holds while no live node is at a distance, so no change costs a set comparison.
+    """
+    end = history.events[-1]["t"] if history.events else 0.0
+    live: set[str] = set()
+    view: dict[str, set[str]] = {}
+    off: dict[str, int] = {}  # node -> |view △ live set|
+    wrong = 0  # live nodes whose view is off
+
+    def known(n: str) -> None:
+        if n not in view:
+            view[n], off[n] = set(), len(live)
+
+    def apply(r: tuple) -> None:
+        nonlocal wrong
+        if len(r) == 3:  # (t, node, live): the truth changed, every node's distance moves
+            _, x, up = r
+            known(x)
+            if up == (x in live):  # a node's first record, when it is not live: nothing changes
+                return
+            if up:
+                live.add(x)
+            else:
+                live.discard(x)
+            for n, v in view.items():
+                off[n] += (-1 if x in v else 1) if up else (1 if x in v else -1)
+            wrong = sum(1 for n in live if off[n])
+            return
+        _, n, op, who = r
+        known(n)
+        v, before = view[n], off[n]
+        if op == _RESET:
+            view[n] = {n}
+            off[n] = len(live) - 1 if n in live else len(live) + 1
+        elif op == _DOWN:
+            view[n] = set()
+            off[n] = len(live)
+        elif op == _ADD:
+            if who not in v:
+                v.add(who)
+                off[n] += -1 if who in live else 1
+        elif who in v:
+            v.discard(who)
+            off[n] += 1 if who in live else -1
+        if n in live:
+            wrong += (off[n] != 0) - (before != 0)
+
+    records = heapq.merge(_liveness_records(history), _view_records(history), key=itemgetter(0))
+    changes = _replay(records, apply, lambda: bool(live) and wrong == 0)
+    failing = tuple(sorted((n for n in live if off[n]), key=node_order))
+    return Timeline(changes=tuple(changes), end=end, live_at_end=len(live), failing=failing)
+
+
+def metadata_timeline(history: History, version: tuple[int, int]) -> Timeline:
+    """When every live node held VERSION (a (version, origin) key) or a newer one, in one forward pass: a node
+    holds what it last adopted, and a restarted node (its `started` record) holds nothing."""
+    end = history.events[-1]["t"] if history.events else 0.0
+    live: set[str] = set()
+    held: dict[str, bool] = {}
+    lacking = 0  # live nodes without it
+
+    def apply(r: tuple) -> None:
+        nonlocal lacking
+        if len(r) == 3:
+            _, n, up = r
+            if up and n not in live:
+                live.add(n)
+                lacking += not held.get(n, False)
+            elif not up and n in live:
+                live.discard(n)
+                lacking -= not held.get(n, False)
+            return
+        _, e = r
+        n = e["node"]
+        has = e["kind"] == "metadata_adopted" and version_key(e) >= version
+        if n in live and has != held.get(n, False):
+            lacking += -1 if has else 1
+        held[n] = has
+
+    values = ((e["t"], e) for e in history.of_kind("metadata_adopted", "started"))
+    records = heapq.merge(_liveness_records(history), values, key=itemgetter(0))
+    changes = _replay(records, apply, lambda: bool(live) and lacking == 0)
+    failing = tuple(sorted((n for n in live if not held.get(n, False)), key=node_order))
+    return Timeline(changes=tuple(changes), end=end, live_at_end=len(live), failing=failing)
+
+
 def converged_at(history: History, after: float) -> float | None:
-    """The first time >= AFTER at which every live node's view equals the live set (absolute time)."""
-    live, views = Liveness(history), Views(history)
-    times = [after] + [t for t in sorted(set(views.change_times() + live.change_times())) if t > after]
-    for t in times:
-        ls = live.live_set(t)
-        if ls and all(views.view(n, t) == ls for n in ls):
-            return t
-    return None
+    """The earliest time >= AFTER from which every live node's view equalled the live set to the end of the
+    history (absolute time); None if views were not right at the end."""
+    return membership_timeline(history).stable_from(after)
+
+
+def first_converged_at(history: History, after: float) -> float | None:
+    """The first time >= AFTER at which every live node's view equalled the live set, whether or not it lasted."""
+    return membership_timeline(history).first(after)
 
 
 # ---- rumors --------------------------------------------------------------------------------------------------
@@ -246,7 +416,8 @@ class Rumor:
                 "t50": self.t50, "t90": self.t90, "t100": self.t100, "messages": self.messages}
 
 
-def _vkey(e: dict) -> tuple[int, int]:
+def version_key(e: dict) -> tuple[int, int]:
+    """The order of metadata versions: (version, origin), newest last."""
     return (e["version"], e["origin"])
 
 
@@ -258,11 +429,11 @@ def rumors(history: History) -> list[Rumor]:
         if e["kind"] == "started":
             adoptions.setdefault(e["node"], []).append((e["t"], (0, 0)))  # a restarted node starts empty
         else:
-            adoptions.setdefault(e["node"], []).append((e["t"], _vkey(e)))
+            adoptions.setdefault(e["node"], []).append((e["t"], version_key(e)))
     stats = [e for e in history.of_kind("stats")]
     out = []
     for pub in (e for e in history.of_kind("metadata_adopted") if e["via"] == "publish"):
-        v, t_pub = _vkey(pub), pub["t"]
+        v, t_pub = version_key(pub), pub["t"]
         population = live.live_set(t_pub) | {pub["node"]}
         first: dict[str, float] = {}
         for n in population:
@@ -307,17 +478,7 @@ def _sent_between(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...]
     return total
 
 
-# ---- checks --------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckResult:
-    name: str
-    passed: bool | None  # None: unknown (nothing to judge)
-    detail: str
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "passed": self.passed, "detail": self.detail}
-
+# ---- the run's verdicts --------------------------------------------------------------------------------------
 
 def recovery_start(history: History) -> float:
     """When recovery began: the end of the last fault window (injections are instants, not windows), or, with no
@@ -328,144 +489,47 @@ def recovery_start(history: History) -> float:
     return history.meta.get("recovery_start") or history.t0
 
 
-def check_membership(history: History, within_s: float) -> CheckResult:
-    start = recovery_start(history)
-    at = converged_at(history, start)
-    if at is None:
-        return CheckResult(name="membership_converged", passed=False,
-                           detail="views never matched the live set after recovery began")
-    took = at - start
-    return CheckResult(name="membership_converged", passed=took <= within_s,
-                       detail=f"every live node's view equalled the live set {took:.2f} s after recovery began "
-                              f"(limit {within_s:g} s)")
+def publishes(history: History) -> list[dict]:
+    """The `metadata_adopted` records of every publish, in time order."""
+    return [e for e in history.of_kind("metadata_adopted") if e["via"] == "publish"]
 
 
-def _finals(history: History) -> dict[str, dict]:
+def finals(history: History) -> dict[str, dict]:
+    """Each node's final read (taken at the end of the run, after recovery)."""
     return {e["node"]: e for e in history.of_kind(FINAL)}
 
 
-def check_metadata(history: History, within_s: float) -> CheckResult:
-    pubs = [e for e in history.of_kind("metadata_adopted") if e["via"] == "publish"]
-    if not pubs:
-        return CheckResult(name="metadata_converged", passed=None, detail="nothing was published")
-    last = max(pubs, key=_vkey)
-    live = Liveness(history)
-    end = history.events[-1]["t"]
-    holders = {}
-    for e in history.of_kind("metadata_adopted", "started"):
-        if e["kind"] == "started":
-            holders.pop(e["node"], None)
-        elif _vkey(e) >= _vkey(last):
-            holders.setdefault(e["node"], e["t"])
-    final_live = live.live_set(end)
-    missing = sorted(final_live - set(holders), key=_node_order)
-    if missing:
-        return CheckResult(name="metadata_converged", passed=False,
-                           detail=f"{len(missing)} live node(s) never got version {last['version']}: "
-                                  f"{', '.join(missing[:10])}")
-    since = max(last["t"], recovery_start(history))
-    took = max(0.0, max(holders[n] for n in final_live) - since)
-    return CheckResult(name="metadata_converged", passed=took <= within_s,
-                       detail=f"all {len(final_live)} live nodes held version {last['version']} {took:.2f} s after "
-                              f"it was published or recovery began (limit {within_s:g} s)")
+def _convergence(timeline: Timeline, after: float) -> dict:
+    at, first = timeline.stable_from(after), timeline.first(after)
+    return {"converged_at": at, "first_converged_at": first, "breaks": len(timeline.breaks(after))}
 
 
-def check_false_deaths(history: History, timeout_s: float) -> CheckResult:
-    live = Liveness(history)
-    false = []
-    for e in history.of_kind("member_removed"):
-        x, y, t = e["name"], e["node"], e["t"]
-        t0 = t - timeout_s
-        if not live.live_throughout(x, t0, t):
-            continue
-        if not live.live_throughout(y, t0, t):
-            # an observer that was not live itself (its heartbeats stopped, just started) is no longer sent the
-            # others' rumors, by design: it losing them is not a death it wrongly declared about a reachable node
-            continue
-        if any(f.kind in FAULT_KINDS_EXCUSING_DEATHS and f.overlaps(t0, t) and (f.covers(x) or f.covers(y))
-               for f in history.faults):
-            continue
-        false.append(f"{y} removed {x} at +{t - history.t0:.2f} s")
-    if false:
-        return CheckResult(name="no_false_deaths", passed=False,
-                           detail=f"{len(false)} false death(s): " + "; ".join(false[:5]))
-    n = sum(1 for _ in history.of_kind("member_removed"))
-    return CheckResult(name="no_false_deaths", passed=True,
-                       detail=f"all {n} removals were of nodes that were down, paused or cut off by a fault")
+def summarize(history: History, checks: Mapping[str, Mapping], stats: dict | None = None) -> dict:
+    """Run CHECKS ({check name: its parameters}, see `testbed.checkers.REGISTRY`) on HISTORY and summarize the run.
 
+    STATS, when given, stands in for ``history.stats`` (callers that hold the counters already pass them).
+    Membership convergence is reported per fault window: ``converged_at`` is when views were right from then on to
+    the end of the run, ``first_converged_at`` when they were first right, ``breaks`` how often they broke between.
+    """
+    from .checkers import REGISTRY  # the checks import this module
 
-def check_bad_packets(history: History, stats: dict) -> CheckResult:
-    injected: dict[str, int] = {}
-    for e in history.of_kind(INJECTED):
-        injected[e["expect"]] = injected.get(e["expect"], 0) + e["count"]
-    if not injected:
-        return CheckResult(name="bad_packets_dropped", passed=None, detail="no packets were injected")
-    dropped: dict[str, int] = {}
-    for node_stats in stats.get("nodes", {}).values():
-        for reason, n in node_stats.get("dropped", {}).items():
-            dropped[reason] = dropped.get(reason, 0) + n
-        for reason, n in node_stats.get("xdp", {}).get("dropped", {}).items():
-            dropped[reason] = dropped.get(reason, 0) + n
-    def count(expect: str) -> int:  # "a|b": either reason counts
-        return sum(dropped.get(r, 0) for r in expect.split("|"))
-    short = {r: (n, count(r)) for r, n in injected.items() if count(r) < n}
-    dead = sorted(set(history.meta.get("unexpected_exits", [])))
-    if short or dead:
-        parts = [f"{r}: injected {n}, dropped {d}" for r, (n, d) in short.items()]
-        if dead:
-            parts.append(f"node(s) died: {', '.join(dead)}")
-        return CheckResult(name="bad_packets_dropped", passed=False, detail="; ".join(parts))
-    return CheckResult(name="bad_packets_dropped", passed=True,
-                       detail="; ".join(f"{r}: injected {n}, dropped {count(r)}"
-                                        for r, n in sorted(injected.items())) + "; every node survived")
-
-
-def check_lost_update(history: History) -> CheckResult:
-    pubs = [e for e in history.of_kind("metadata_adopted") if e["via"] == "publish"]
-    finals = _finals(history)
-    if not pubs or not finals:
-        return CheckResult(name="no_lost_update", passed=None,
-                           detail="nothing was published" if not pubs else "no final reads")
-    top = max(_vkey(e) for e in pubs)
-    wrong = {n: (f["version"], f["origin"]) for n, f in finals.items() if (f["version"], f["origin"]) != top}
-    if wrong:
-        return CheckResult(name="no_lost_update", passed=False,
-                           detail=f"{len(wrong)} node(s) ended on an older version than the newest published "
-                                  f"{top[0]}: {', '.join(sorted(wrong, key=_node_order)[:10])}")
-    return CheckResult(name="no_lost_update", passed=True,
-                       detail=f"{len(pubs)} publish(es); all {len(finals)} live nodes ended on the newest, "
-                              f"version {top[0]}")
-
-
-def run_checks(history: History, checks: dict, stats: dict) -> list[CheckResult]:
-    meta = history.meta
-    default_within = meta.get("recovery_s", 20.0)
-    out = []
-    for name, params in checks.items():
-        within = params.get("within_s", default_within)
-        if name == "membership_converged":
-            out.append(check_membership(history, within))
-        elif name == "metadata_converged":
-            out.append(check_metadata(history, within))
-        elif name == "no_false_deaths":
-            out.append(check_false_deaths(history, meta.get("timeout_s", 5.0)))
-        elif name == "bad_packets_dropped":
-            out.append(check_bad_packets(history, stats))
-        elif name == "no_lost_update":
-            out.append(check_lost_update(history))
-    return out
-
-
-def summarize(history: History, checks: dict, stats: dict) -> dict:
-    results = run_checks(history, checks, stats)
+    if stats is not None:
+        history = dataclasses.replace(history, stats=stats)
+    unknown = [name for name in checks if name not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown check {unknown[0]!r} (known: {', '.join(REGISTRY)})")
+    results = [REGISTRY[name].fn(history, checks[name] or {}) for name in checks]
+    timeline = membership_timeline(history)
     windows = []
     for f in history.faults:
-        at = converged_at(history, f.end)
-        windows.append({"fault": f.name, "kind": f.kind, "end": f.end,
-                        "converged_at": at, "seconds_after_end": None if at is None else round(at - f.end, 3)})
-    end_at = converged_at(history, recovery_start(history))
+        c = _convergence(timeline, f.end)
+        windows.append({"fault": f.name, "kind": f.kind, "end": f.end, "converged_at": c["converged_at"],
+                        "seconds_after_end": None if c["converged_at"] is None else round(c["converged_at"] - f.end, 3),
+                        "first_converged_at": c["first_converged_at"], "breaks": c["breaks"]})
+    start = recovery_start(history)
+    end = _convergence(timeline, start)
     totals = {"packets_in": 0, "packets_out": 0, "dropped": 0, "xdp_dropped": 0, "xdp_passed": 0}
-    for s in stats.get("nodes", {}).values():
+    for s in history.stats.get("nodes", {}).values():
         totals["packets_in"] += s.get("packets_in", 0)
         totals["packets_out"] += s.get("packets_out", 0)
         totals["dropped"] += sum(s.get("dropped", {}).values())
@@ -480,9 +544,13 @@ def summarize(history: History, checks: dict, stats: dict) -> dict:
         "passed": all(r.passed is not False for r in results),
         "checks": [r.to_json() for r in results],
         "rumors": [r.to_json() for r in rumors(history)],
-        "membership": {"windows": windows, "converged_at": end_at,
-                       "seconds_after_recovery": None if end_at is None else
-                       round(end_at - recovery_start(history), 3)},
+        "membership": {"windows": windows, "converged_at": end["converged_at"],
+                       "seconds_after_recovery": None if end["converged_at"] is None else
+                       round(end["converged_at"] - start, 3),
+                       "first_converged_at": end["first_converged_at"],
+                       "first_seconds_after_recovery": None if end["first_converged_at"] is None else
+                       round(end["first_converged_at"] - start, 3),
+                       "breaks": end["breaks"]},
         "packets": totals,
     }
 
@@ -590,12 +658,12 @@ def rumor_hops(history: History) -> list[Hop]:
     endpoint = {f"{e['addr']}:{e['port']}": e["node"] for e in history.of_kind("started")}
     adopted: dict[tuple[str, tuple[int, int]], dict] = {}
     for e in history.of_kind("metadata_adopted"):
-        adopted.setdefault((e["node"], _vkey(e)), e)
+        adopted.setdefault((e["node"], version_key(e)), e)
     out = []
     for e in history.of_kind("metadata_sent"):
         for target in e["targets"]:
             receiver = endpoint.get(target)
-            got = adopted.get((receiver, _vkey(e)))
+            got = adopted.get((receiver, version_key(e)))
             if got is None:
                 continue
             won = got["via"] == "rumor" and endpoint.get(got.get("src", "")) == e["node"]
