@@ -212,6 +212,35 @@ class SimulatedCluster(Cluster):
         return {"xdp": bool(self.s.node["xdp"]), "broadcaster": False, "fidelity": "full"}
 
 
+# What dissemination fidelity (one rumor over fixed, full views) can honour: the parser refuses everything else.
+DISSEMINATION_CHECKS = ("metadata_converged",)
+DISSEMINATION_PLOTS = ("infection",)
+
+
+def dissemination_refusal(s) -> tuple[int | None, str, str] | None:
+    """(line, field, message) of the first element of scenario S the dissemination model cannot honour."""
+    why = "is not modelled at dissemination fidelity (one rumor over fixed full views)"
+    publishes = 0
+    for st in s.timeline:
+        where = f"timeline[{st.index}]"
+        if st.action == "publish":
+            publishes += 1
+            if publishes > 1:
+                return st.line, where, f"a second publish {why}"
+            continue
+        if st.action == "loss" and st.params.get("node", "all") == "all":
+            continue
+        what = f"fault '{st.action}'" if st.kind == "fault" else f"{st.kind} '{st.action}'"
+        return st.line, where, f"{what} {why}"
+    for name in s.checks:
+        if name not in DISSEMINATION_CHECKS:
+            return None, f"checks.{name}", f"check '{name}' {why}"
+    for name in s.plots:
+        if name not in DISSEMINATION_PLOTS:
+            return None, f"plots.{name}", f"plot '{name}' {why}"
+    return None
+
+
 def run_dissemination(s, out: Path) -> dict:
     """One rumor over fixed full views (the dissemination model, up to 10^7 nodes): the project's forwarding rule
     and its anti-entropy swaps (one per node per cycle), with the scenario's fanout, loss and latency. The parser
@@ -233,7 +262,9 @@ def run_dissemination(s, out: Path) -> dict:
         k = int(np.ceil(frac * s.nodes)) - 1
         return round(float(times[k]), 6) if k < len(times) else None
     at = pub.at_s if pub is not None else 0.0
-    rumor = {"version": 1, "origin": 0, "origin_node": "n0", "published_at": at, "coverage": coverage,
+    # every node holds the same full view: which one publishes changes nothing but the name
+    origin = pub.params.get("node") if pub is not None and isinstance(pub.params.get("node"), str) else "random"
+    rumor = {"version": 1, "origin": 0, "origin_node": "n0" if origin == "random" else origin, "published_at": at, "coverage": coverage,
              "t50": t_at(0.5), "t90": t_at(0.9), "t100": t_at(1.0), "messages": int(res.messages_sent)}
     complete = res.informed == s.nodes
     checks = [{"name": "metadata_converged", "passed": complete,

@@ -173,34 +173,14 @@ def _check_names(s: Scenario) -> None:
                 seen[name] = g
 
 
-# At dissemination fidelity the simulator spreads one rumor over fixed, full views: what else a scenario says
-# cannot happen there, so it is refused rather than dropped.
-_DISSEMINATION_CHECKS = ("metadata_converged",)
-_DISSEMINATION_PLOTS = ("infection",)
-
-
 def _check_supported(s: Scenario) -> None:
     """A scenario element the backend or fidelity cannot honour is an error naming it."""
     if s.backend == "sim" and s.sim.get("fidelity") == "dissemination":
-        why = "is not modelled at dissemination fidelity (one rumor over fixed full views)"
-        publishes = 0
-        for st in s.timeline:
-            where = f"timeline[{st.index}]"
-            if st.action == "publish":
-                publishes += 1
-                if publishes > 1:
-                    raise ScenarioError(s.file, st.line, where, f"a second publish {why}")
-                continue
-            if st.action == "loss" and st.params.get("node", "all") == "all":
-                continue
-            what = f"fault '{st.action}'" if st.kind == "fault" else f"{st.kind} '{st.action}'"
-            raise ScenarioError(s.file, st.line, where, f"{what} {why}")
-        for name in s.checks:
-            if name not in _DISSEMINATION_CHECKS:
-                raise ScenarioError(s.file, None, f"checks.{name}", f"check '{name}' {why}")
-        for name in s.plots:
-            if name not in _DISSEMINATION_PLOTS:
-                raise ScenarioError(s.file, None, f"plots.{name}", f"plot '{name}' {why}")
+        from ..cluster.simulated import dissemination_refusal
+        problem = dissemination_refusal(s)
+        if problem:
+            line, where, message = problem
+            raise ScenarioError(s.file, line, where, message)
     nemesis, _, _ = _registries()
     for st in s.timeline:
         if st.kind == "fault":
@@ -256,11 +236,13 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
     duration = float(v["duration_s"])
     timeline = tuple(sorted((_step(doc, raw, i, duration) for i, raw in enumerate(v["timeline"])),
                             key=lambda s: s.at_s))
+    if dissemination:
+        from ..cluster.simulated import DISSEMINATION_CHECKS, DISSEMINATION_PLOTS
     raw_checks = v["checks"] if v.get("checks") is not None else (
-        list(_DISSEMINATION_CHECKS) if dissemination else list(checkers.REGISTRY))
+        list(DISSEMINATION_CHECKS) if dissemination else list(checkers.REGISTRY))
     checks = _parse_checks(doc, raw_checks, checkers.REGISTRY)
     raw_plots = v["plots"] if v.get("plots") is not None else (
-        list(_DISSEMINATION_PLOTS) if dissemination else list(plots.REGISTRY))
+        list(DISSEMINATION_PLOTS) if dissemination else list(plots.REGISTRY))
     for i, p in enumerate(raw_plots):
         if p not in plots.REGISTRY:
             raise doc.error(("plots", i), f"unknown plot {p!r} (known: {', '.join(plots.REGISTRY)})")
