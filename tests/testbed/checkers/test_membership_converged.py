@@ -5,30 +5,9 @@ import random
 
 from testbed import analysis as A
 from testbed.checkers import REGISTRY
+from histories import added, down, hist, removed, up
 
 CHECK = REGISTRY["membership_converged"]
-
-
-def hist(events, faults=(), **meta):
-    return A.History(events=sorted(events, key=lambda e: e["t"]),
-                     faults=[A.FaultWindow(**f) for f in faults], meta={"t0": 0.0, **meta})
-
-
-def up(t, node, nid):
-    return [{"t": t, "node": node, "kind": "proc", "state": "up"},
-            {"t": t + 0.01, "node": node, "kind": "started", "node_id": nid}]
-
-
-def down(t, node):
-    return {"t": t, "node": node, "kind": "proc", "state": "down"}
-
-
-def added(t, node, nid):
-    return {"t": t, "node": node, "kind": "member_added", "node_id": nid, "name": "", "addr": "x", "port": 1}
-
-
-def removed(t, node, nid, name):
-    return {"t": t, "node": node, "kind": "member_removed", "node_id": nid, "name": name, "reason": "timeout"}
 
 
 IDS = {"n0": 10, "n1": 11, "n2": 12}

@@ -3,27 +3,9 @@ version to the end; a restarted node starts empty and must get it again."""
 
 from testbed import analysis as A
 from testbed.checkers import REGISTRY
+from histories import adopted, down, hist, up
 
 CHECK = REGISTRY["metadata_converged"]
-
-
-def hist(events, faults=(), **meta):
-    return A.History(events=sorted(events, key=lambda e: e["t"]),
-                     faults=[A.FaultWindow(**f) for f in faults], meta={"t0": 0.0, **meta})
-
-
-def up(t, node, nid):
-    return [{"t": t, "node": node, "kind": "proc", "state": "up"},
-            {"t": t + 0.01, "node": node, "kind": "started", "node_id": nid}]
-
-
-def down(t, node):
-    return {"t": t, "node": node, "kind": "proc", "state": "down"}
-
-
-def adopted(t, node, version, origin=10, via="rumor"):
-    return {"t": t, "node": node, "kind": "metadata_adopted", "version": version, "origin": origin, "via": via,
-            "size": 1}
 
 
 def published_everywhere():

@@ -3,6 +3,7 @@ overlaps it excuses it (the fault modules say which ones do)."""
 
 from testbed import analysis as A
 from testbed.checkers import REGISTRY
+from histories import removed, up
 
 CHECK = REGISTRY["no_false_deaths"]
 
@@ -10,15 +11,6 @@ CHECK = REGISTRY["no_false_deaths"]
 def hist(events, faults=(), **meta):
     return A.History(events=sorted(events, key=lambda e: e["t"]),
                      faults=[A.FaultWindow(**f) for f in faults], meta={"t0": 0.0, "timeout_s": 3.0, **meta})
-
-
-def up(t, node, nid):
-    return [{"t": t, "node": node, "kind": "proc", "state": "up"},
-            {"t": t + 0.01, "node": node, "kind": "started", "node_id": nid}]
-
-
-def removed(t, node, nid, name):
-    return {"t": t, "node": node, "kind": "member_removed", "node_id": nid, "name": name, "reason": "timeout"}
 
 
 def three_nodes():
