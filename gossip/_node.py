@@ -1,7 +1,8 @@
 """The asyncio gossip node: drives a `GossipCore` with a UDP or TCP transport, a timer and an event log.
 
-Everything protocol-related lives in the core; this module only moves bytes and time. Received datagrams go into
-a bounded queue of ``buffer`` entries (a full queue counts and drops) that one callback drains in batches.
+Everything protocol-related lives in the core, and what to do with its outputs (in which order, what the log
+records) in `gossip._driver`, which the simulator shares; this module only moves bytes and time. Received datagrams
+go into a bounded queue of ``buffer`` entries (a full queue counts and drops) that one callback drains in batches.
 Optional accelerators (the XDP fast-path state writer and the TC broadcaster, from ``bpf/``) are plain objects
 passed in; without them the node behaves identically in pure userspace.
 """
@@ -19,7 +20,8 @@ from typing import IO, Callable, Protocol
 
 from ._config import NodeConfig
 from ._core import GossipCore, MemberInfo, Version
-from ._events import Event
+from ._driver import CoreDriver
+from ._events import Accepted, Event, Send
 from ._transport import TcpTransport, UdpTransport
 from ._wire import Identity, MsgType
 from .errors import UsageError
@@ -27,7 +29,6 @@ from .errors import UsageError
 log = logging.getLogger("gossip")
 
 _SEND_ERRORS = ("send_error", "send_queue_full")
-_ROUTINE_DROPS = ("duplicate", "stale")
 
 
 class FastPathSink(Protocol):
@@ -36,6 +37,24 @@ class FastPathSink(Protocol):
     def heartbeat_accepted(self, origin: int, seq: int) -> None: ...
 
     def metadata_accepted(self, version: int, origin: int) -> None: ...
+
+
+class _FastPathAccepted:
+    """A `FastPathSink` as the driver's `AcceptedSink`: one call per accepted heartbeat or version, as the BPF map
+    writer takes them."""
+
+    __slots__ = ("sink",)
+
+    def __init__(self, sink: FastPathSink) -> None:
+        self.sink = sink
+
+    def accept(self, accepted: list[Accepted]) -> None:
+        sink = self.sink
+        for a in accepted:
+            if a.type == MsgType.HEARTBEAT:
+                sink.heartbeat_accepted(a.origin, a.seq)
+            else:
+                sink.metadata_accepted(a.seq, a.origin)
 
 
 class BroadcastSink(Protocol):
@@ -70,7 +89,9 @@ class Node:
         self._events_out = events
         self._fastpath = fastpath
         self._broadcaster = broadcaster
-        self._stats_every_cycle = stats_every_cycle
+        self._driver = CoreDriver(self.core, name=name, send=self._send, write=self._write, now=now,
+                                  fastpath=_FastPathAccepted(fastpath) if fastpath is not None else None,
+                                  on_event=_log_event, record_stats=stats_every_cycle, stats_extra=_cpu_s)
         self._queue: collections.deque[tuple[bytes, str]] = collections.deque()
         self._drain_scheduled = False
         self._transport: UdpTransport | TcpTransport | None = None
@@ -95,11 +116,13 @@ class Node:
         if self._fastpath is not None:  # the version held at start (none: 0/0) lets XDP drop equal swap requests
             version = self.core.read()[0]
             self._fastpath.metadata_accepted(version.seq, version.origin)
-        self._write_event({"kind": "started", "node_id": self.core.node_id, "addr": cfg.listen_addr,
-                           "port": cfg.listen_port, "pid": os.getpid()}, self._clock())
+        self._driver.write_record({"kind": "started", "node_id": self.core.node_id, "addr": cfg.listen_addr,
+                                   "port": cfg.listen_port, "pid": os.getpid()}, self._clock())
         for addr, port in self._seeds:
             self.set(Identity(name="", addr=addr, port=port))
-        self._record(self.core.take_events())
+        events = self.core.take_events()
+        if events:
+            self._driver.record(events, self._clock())
         self._timer = self._loop.create_task(self._run_timer())
         log.info("node %s (%08x) listening on %s:%d/%s", self.identity.name, self.core.node_id,
                  cfg.listen_addr, cfg.listen_port, cfg.protocol)
@@ -114,8 +137,9 @@ class Node:
             await self._transport.close()
             self._transport = None
             version, data = self.core.read()
-            self._write_event({"kind": "stopped", "members": sorted(m.name for m in self.core.members()),
-                               "version": version.seq, "origin": version.origin, **self.core.stats}, self._clock())
+            self._driver.write_record({"kind": "stopped", "members": sorted(m.name for m in self.core.members()),
+                                       "version": version.seq, "origin": version.origin, **self.core.stats},
+                                      self._clock())
         if self._events_out is not None:
             self._events_out.flush()
 
@@ -186,63 +210,45 @@ class Node:
             self.core.note_drop(reason, detail)
 
     async def _run_timer(self) -> None:
-        cycle = self.config.cycle_s
-        next_stats = self._clock()
+        driver = self._driver
         while True:
             now = self._clock()
             self._trace_op("tick", now)
-            self.core.tick(now)
-            if now >= next_stats:
-                next_stats = now + cycle
-                if self._stats_every_cycle:
-                    # cpu_s lets the testbed measure what one packet costs a node (the simulator's CPU model)
-                    self._write_event({"kind": "stats", **self.core.stats,
-                                       "cpu_s": round(time.process_time(), 4)}, now)
-            self._flush()
-            delay = min(self.core.next_deadline(), next_stats) - self._clock()
-            await asyncio.sleep(min(max(delay, 0.001), cycle))
+            await asyncio.sleep(driver.timer_step(now))
 
     def _flush(self) -> None:
-        """Hand pending sends to the transport, accepted state to the fast path, events to the log."""
-        core = self.core
-        now = self._clock()  # events are stamped before their sends go out, so causes precede effects
-        if self._fastpath is not None:
-            for a in core.take_accepted():
-                if a.type == MsgType.HEARTBEAT:
-                    self._fastpath.heartbeat_accepted(a.origin, a.seq)
-                else:
-                    self._fastpath.metadata_accepted(a.seq, a.origin)
-        else:
-            core.take_accepted()
+        """Hand the core's outputs on (accepted state, sends, events: see `CoreDriver.drain`)."""
+        self._driver.drain(self._clock())  # events are stamped before their sends go out, so causes precede effects
+
+    def _send(self, sends: list[Send]) -> None:
         transport = self._transport
-        for send in core.take_sends():
-            if transport is None:
-                continue
+        if transport is None:  # not joined yet, or closed: what the core sends now is lost, as on a dead socket
+            return
+        broadcaster = self._broadcaster
+        for send in sends:
             payload = send.payload
-            if self._broadcaster is not None and len(send.targets) > 1:
-                self._broadcaster.send(transport.socket, payload, list(send.targets))
+            if broadcaster is not None and len(send.targets) > 1:
+                broadcaster.send(transport.socket, payload, list(send.targets))
             else:
                 for endpoint in send.targets:
                     transport.send(payload, endpoint)
-        self._record(core.take_events(), now)
-
-    def _record(self, events: list[Event], now: float | None = None) -> None:
-        if not events:
-            return
-        now = self._clock() if now is None else now
-        for ev in events:
-            if ev.kind == "packet_dropped":
-                log.debug("dropped packet: %s %s", ev.reason, ev.detail)
-                if ev.reason in _ROUTINE_DROPS:
-                    continue  # counted in the stats records; one line per duplicate would swamp the log
-            elif ev.kind in ("member_added", "member_removed", "metadata_adopted"):
-                log.info("%s", ev)
-            self._write_event(ev.to_json(), now)
 
     def _trace_op(self, op: str, now: float, **fields) -> None:
         if self._trace is not None:
             self._trace.write(json.dumps({"op": op, "t": now, **fields}) + "\n")
 
-    def _write_event(self, record: dict, now: float) -> None:
+    def _write(self, record: dict) -> None:
         if self._events_out is not None:
-            self._events_out.write(json.dumps({"t": round(now, 6), "node": self.identity.name, **record}) + "\n")
+            self._events_out.write(json.dumps(record) + "\n")
+
+
+def _log_event(ev: Event) -> None:
+    if ev.kind == "packet_dropped":
+        log.debug("dropped packet: %s %s", ev.reason, ev.detail)
+    elif ev.kind in ("member_added", "member_removed", "metadata_adopted"):
+        log.info("%s", ev)
+
+
+def _cpu_s() -> dict:
+    # lets the testbed measure what one packet costs a node (the simulator's CPU model)
+    return {"cpu_s": round(time.process_time(), 4)}

@@ -2,8 +2,9 @@
 
 This is the second driver of the protocol core (the asyncio node in `gossip._node` is the first). It feeds the
 cores exactly what a real node feeds them -- decoded messages (or, with ``wire=True``, signed datagrams through the
-real codec), the current time, a seeded `random.Random` -- and records their events in the same JSON-lines format
-a node writes with ``--events``, so the testbed's checkers and plots read a simulated run like a real one.
+real codec), the current time, a seeded `random.Random` -- and drains them and runs their timers with the node's
+own `gossip._driver.CoreDriver`, so it records their events in the same JSON-lines format a node writes with
+``--events`` and the testbed's checkers and plots read a simulated run like a real one.
 
 Time is virtual: a heap of (time, sequence, action) entries, processed in order; nothing ever sleeps. Every random
 choice comes from a generator derived from the run's seed (one per node incarnation, one for the network), so the
@@ -23,11 +24,12 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import IO, Iterable, Sequence
+from typing import IO, Iterable
 
 from gossip import GossipCore, Identity, NodeConfig, Version
 from gossip import _wire as gwire
 from gossip import node_id as wire_node_id
+from gossip._driver import CoreDriver
 
 from ._errors import SimError
 from ._latency import DEFAULT_LATENCY, LatencyModel
@@ -36,25 +38,24 @@ EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that m
 
 _UP, _PAUSED, _DOWN = "up", "paused", "down"
 _DELIVER, _TICK, _CALL, _PROCESS, _DELIVER_CPU = 0, 1, 2, 3, 4
-_ROUTINE_DROPS = ("duplicate", "stale")  # a real node leaves these out of its log too; they are in `stats`
 _SEEDINGS = ("tree", "first", "all", "none")
 
 
 class _SimNode:
     """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
 
-    __slots__ = ("index", "name", "identity", "config", "seeds", "core", "state", "incarnation", "token",
-                 "queue", "next_stats", "loss", "delay", "pending", "awake_at", "fastpath")
+    __slots__ = ("index", "name", "identity", "config", "seeds", "core", "driver", "state", "incarnation",
+                 "token", "queue", "loss", "delay", "pending", "awake_at", "fastpath")
 
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
         self.seeds: tuple[tuple[str, int], ...] = ()
         self.core: GossipCore | None = None
+        self.driver: CoreDriver | None = None  # drains `core`; replaced with it
         self.state = _DOWN
         self.incarnation = 0
         self.token = 0  # bumped whenever the pending timer entry must be ignored (crash, pause, restart)
         self.queue: list = []  # messages that arrived while paused, in arrival order
-        self.next_stats = 0.0
         self.loss = 0.0
         self.delay: LatencyModel | None = None  # extra latency of every message delivered to this node
         self.pending = True  # allocated, not started yet (a staggered start)
@@ -103,16 +104,6 @@ class _FastPath:
                 self.heartbeat[a.origin] = a.seq
             else:
                 self.version = (a.seq, a.origin)
-
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _event_fields(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    return names
 
 
 class Simulation:
@@ -249,7 +240,7 @@ class Simulation:
     def crash(self, name: str) -> None:
         """Kill the node (like SIGKILL): its core and anything queued for it are discarded."""
         node = self._node(name, _UP, _PAUSED)
-        node.core, node.state, node.queue = None, _DOWN, []
+        node.core, node.driver, node.state, node.queue = None, None, _DOWN, []
         node.token += 1
 
     def restart(self, name: str) -> None:
@@ -266,8 +257,8 @@ class Simulation:
         self.stop_heartbeats(name)
         node = self._node(name)
         version, _ = node.core.read()
-        self._driver_record(node, "stopped", {"members": sorted(m.name for m in node.core.members()),
-                                              "version": version.seq, "origin": version.origin, **node.core.stats})
+        node.driver.write_record({"kind": "stopped", "members": sorted(m.name for m in node.core.members()),
+                                  "version": version.seq, "origin": version.origin, **node.core.stats}, self._now)
         self.crash(name)
 
     def pause(self, name: str) -> None:
@@ -284,7 +275,7 @@ class Simulation:
         node.queue = []
         for item in queue:
             self._receive(core, item, now)
-        self._flush(node)
+        node.driver.drain(now)
         node.token += 1
         self._schedule_tick(node, now)
 
@@ -292,18 +283,18 @@ class Simulation:
         """The node publishes DATA now; returns the version it chose."""
         node = self._node(name, _UP)
         version = node.core.publish(data, self._now)
-        self._flush(node)
+        node.driver.drain(self._now)
         return version
 
     def stop_heartbeats(self, name: str) -> None:
         node = self._node(name, _UP)
         node.core.stop()
-        self._flush(node)
+        node.driver.drain(self._now)
 
     def start_heartbeats(self, name: str) -> None:
         node = self._node(name, _UP)
         node.core.start()
-        self._flush(node)
+        node.driver.drain(self._now)
 
     # ---- network -------------------------------------------------------------------------------------------
 
@@ -376,7 +367,7 @@ class Simulation:
         if end < self._now:
             raise SimError(f"run_until: {t_s} s is in the past (now {self.time_s} s)")
         heap, nodes, pop = self._heap, self._nodes, heapq.heappop
-        wire, route, record = self.wire, self._route, self._record
+        wire = self.wire
         delivered = queued_over = down = 0
         cpu_model = self._cpu is not None
         service_s = self._cpu[1] if cpu_model else 0.0
@@ -405,7 +396,7 @@ class Simulation:
                     node = nodes[idx]
                     state = node.state
                     if state is _UP:
-                        # `_receive` and `_flush`, inlined: this is the simulator's innermost loop
+                        # `_receive`, inlined: this is the simulator's innermost loop
                         delivered += 1
                         core = node.core
                         if wire:
@@ -413,16 +404,7 @@ class Simulation:
                         else:
                             core.stats["packets_in"] += 1
                             core.receive_message(item[0], when, item[1])
-                        sends = core.take_sends()
-                        if sends:
-                            route(idx, sends)
-                        if node.fastpath is not None:
-                            node.fastpath.accept(core.take_accepted())
-                        else:
-                            core.take_accepted()
-                        events = core.take_events()
-                        if events:
-                            record(node, events)
+                        node.driver.drain(when)
                     elif state is _PAUSED:
                         if len(node.queue) < node.config.buffer:
                             node.queue.append(item)
@@ -433,7 +415,7 @@ class Simulation:
                 elif kind == _TICK:
                     node = nodes[idx]
                     if item == node.token and node.state is _UP:
-                        self._tick(node)
+                        self._schedule_tick(node, when + node.driver.timer_step(when))
                 else:
                     item()
         finally:
@@ -566,14 +548,16 @@ class Simulation:
         node.core = GossipCore(config=node.config, identity=node.identity, rng=rng, now=now,
                                record_refreshes=self._record_refreshes)
         node.state, node.queue, node.seeds = _UP, [], seeds
-        node.next_stats = now
         node.fastpath = _FastPath() if self._xdp else None  # a node resets its fast-path state at start
+        node.driver = CoreDriver(node.core, name=node.name, send=functools.partial(self._route, node.index),
+                                 write=self._write, now=now, fastpath=node.fastpath,
+                                 record_stats=self._record_stats)
         # a real node also writes its pid; a simulated process has none
-        self._driver_record(node, "started", {"node_id": node.identity.node_id, "addr": node.identity.addr,
-                                              "port": node.identity.port})
+        node.driver.write_record({"kind": "started", "node_id": node.identity.node_id, "addr": node.identity.addr,
+                                  "port": node.identity.port}, now)
         for endpoint in seeds:
             node.core.set(self._seed_identity(endpoint), now)
-        self._flush(node)
+        node.driver.drain(now)
         node.token += 1
         self._schedule_tick(node, now)
 
@@ -602,33 +586,6 @@ class Simulation:
         else:
             core.stats["packets_in"] += 1  # what `receive` counts before decoding, so stats match a real node
             core.receive_message(item[0], now, item[1])
-
-    def _tick(self, node: _SimNode) -> None:
-        """One pass of `Node._run_timer`: tick, the stats record when due, flush, sleep until the next deadline."""
-        now, core, cycle = self._now, node.core, node.config.cycle_s
-        core.tick(now)
-        if now >= node.next_stats:
-            node.next_stats = now + cycle
-            if self._record_stats:
-                self._driver_record(node, "stats", core.stats)
-        self._flush(node)
-        delay = min(core.next_deadline(), node.next_stats) - now
-        self._schedule_tick(node, now + min(max(delay, 0.001), cycle))
-
-    def _flush(self, node: _SimNode) -> None:
-        """What `Node._flush` does: sends go on the network, accepted state goes to the fast path (if any), events
-        are recorded."""
-        core = node.core
-        sends = core.take_sends()
-        if sends:
-            self._route(node.index, sends)
-        if node.fastpath is not None:
-            node.fastpath.accept(core.take_accepted())
-        else:
-            core.take_accepted()
-        events = core.take_events()
-        if events:
-            self._record(node, events)
 
     def _route(self, src: int, sends: list) -> None:
         now, heap, push, seq = self._now, self._heap, heapq.heappush, self._seq
@@ -667,27 +624,9 @@ class Simulation:
         if lost:
             net["dropped_loss"] += lost
 
-    def _record(self, node: _SimNode, events: Sequence) -> None:
-        """What `Node._record` writes: one line per event except routine duplicate/stale drops."""
-        kinds = self._kinds
-        for ev in events:
-            kind = ev.kind
-            if kind == "packet_dropped" and ev.reason in _ROUTINE_DROPS:
-                continue
-            if kinds is not None and kind not in kinds:
-                continue
-            rec = {"t": round(self._now, 6), "node": node.name}
-            for f in _event_fields(type(ev)):
-                rec[f] = getattr(ev, f)
-            rec["kind"] = kind
-            self._write(rec)
-
-    def _driver_record(self, node: _SimNode, kind: str, fields) -> None:
-        """A record the node driver writes itself (``started``, ``stats``, ``stopped``), as `Node._write_event`."""
-        if self._kinds is None or kind in self._kinds:
-            self._write({"t": round(self._now, 6), "node": node.name, "kind": kind, **fields})
-
     def _write(self, rec: dict) -> None:
+        if self._kinds is not None and rec["kind"] not in self._kinds:
+            return
         if self._keep:
             self._records.append(rec)
         if self._out is not None:

@@ -1,0 +1,141 @@
+"""Draining a `GossipCore`: the one place that says what a driver does with what the core produced.
+
+The core is sans-IO: it only queues sends, events and accepted state. Something must take them out after every
+input and hand them on, and must run the core's timer. Both drivers -- the asyncio node (`gossip._node`) and the
+simulator (`testbed.sim._engine`) -- do it through a `CoreDriver`, so the rules live here once:
+
+- a drain hands accepted state to the fast-path sink first (so a fast path drops a rumor's duplicates before its
+  forwarded copies can come back), then the sends to the send function, then the events to the log;
+- routine drops (``duplicate``, ``stale``) are counted in the core's stats but left out of the log: one line per
+  duplicate would swamp it;
+- a record is ``{"t": round(now, 6), "node": name, **event.to_json()}``; the driver's own records (``started``,
+  ``stats``, ``stopped``) have the same ``t`` and ``node`` first;
+- a timer step ticks the core, writes the ``stats`` record once per cycle, drains, and says how long to sleep.
+
+That is what makes a simulated run's records match a real node's and the same seed give the same file.
+
+This module must never open a socket, import asyncio, read a clock (wall or process) or draw a random number:
+callers pass ``now``, and anything clock-like a record needs (the node's ``cpu_s``) comes from a callable they
+pass in. It reaches the core only through its driver interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Protocol, Sequence
+
+from ._core import GossipCore
+from ._events import Accepted, Event, Send
+
+ROUTINE_DROPS = frozenset({"duplicate", "stale"})
+
+
+class AcceptedSink(Protocol):
+    """Where accepted state goes so that a fast path can drop what the core would drop (the XDP map writer on a
+    node, the fast-path model in the simulator)."""
+
+    def accept(self, accepted: list[Accepted]) -> None: ...
+
+
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...] | None:
+    """The field names `Event.to_json` writes for CLS, or None when CLS has its own `to_json`."""
+    try:
+        return _FIELDS[cls]
+    except KeyError:
+        names = tuple(f.name for f in dataclasses.fields(cls)) if cls.to_json is Event.to_json else None
+        _FIELDS[cls] = names
+        return names
+
+
+def event_json(event: Event) -> dict:
+    """``event.to_json()``, without `dataclasses.asdict`'s deep copy (most of its cost; events hold only scalars
+    and tuples of scalars). The simulator writes millions of these."""
+    return _put_event({}, event)
+
+
+def _put_event(rec: dict, event: Event) -> dict:
+    """Add EVENT's ``to_json()`` fields to REC, in their order."""
+    names = _fields(type(event))
+    if names is None:
+        rec.update(event.to_json())
+        return rec
+    for name in names:
+        v = getattr(event, name)
+        rec[name] = list(v) if isinstance(v, tuple) else v
+    rec["kind"] = event.kind
+    return rec
+
+
+class CoreDriver:
+    """Drains one core and runs its timer; what happens to the outputs is up to the functions passed in.
+
+    Arguments:
+        core: the core to drive.
+        name: the node's name, in every record.
+        send: called with the list of `Send` of one drain, when there are any.
+        write: called with each record (a dict), in order.
+        now: when the driver starts; the first ``stats`` record is due then.
+        fastpath: gets each drain's accepted state, when there is any.
+        on_event: sees every event, routine drops included, before it is recorded or left out (the node logs).
+        record_stats: write the per-cycle ``stats`` record (the cycle is kept either way).
+        stats_extra: called for fields to add to each ``stats`` record (the node's ``cpu_s``).
+    """
+
+    __slots__ = ("core", "name", "send", "write", "fastpath", "on_event", "record_stats", "stats_extra",
+                 "next_stats")
+
+    def __init__(self, core: GossipCore, *, name: str, send: Callable[[list[Send]], None],
+                 write: Callable[[dict], None], now: float, fastpath: AcceptedSink | None = None,
+                 on_event: Callable[[Event], None] | None = None, record_stats: bool = True,
+                 stats_extra: Callable[[], dict] | None = None) -> None:
+        self.core, self.name, self.send, self.write = core, name, send, write
+        self.fastpath, self.on_event = fastpath, on_event
+        self.record_stats, self.stats_extra = record_stats, stats_extra
+        self.next_stats = now
+
+    def drain(self, now: float) -> None:
+        """Hand on everything the core produced since the last drain: accepted state, sends, then events."""
+        core = self.core
+        accepted = core.take_accepted()
+        if accepted and self.fastpath is not None:
+            self.fastpath.accept(accepted)
+        sends = core.take_sends()
+        if sends:
+            self.send(sends)
+        events = core.take_events()
+        if events:
+            self.record(events, now)
+
+    def record(self, events: Sequence[Event], now: float) -> None:
+        """Write one record per event, stamped NOW, except routine drops."""
+        on_event = self.on_event
+        for ev in events:
+            if on_event is not None:
+                on_event(ev)
+            if ev.kind == "packet_dropped" and ev.reason in ROUTINE_DROPS:
+                continue  # most of a simulation's events: nothing else is done for them
+            self.write(_put_event({"t": round(now, 6), "node": self.name}, ev))
+
+    def write_record(self, fields: dict, now: float) -> None:
+        """Write one of the driver's own records (FIELDS starts with ``kind``), stamped NOW."""
+        self.write({"t": round(now, 6), "node": self.name, **fields})
+
+    def timer_step(self, now: float) -> float:
+        """One pass of the timer: tick, the ``stats`` record when a cycle has passed since the last, drain.
+
+        Returns how long to sleep: until the core's next deadline or the next ``stats`` record, at least 1 ms
+        (never spin) and at most one cycle.
+        """
+        core = self.core
+        cycle = core.config.cycle_s
+        core.tick(now)
+        if now >= self.next_stats:
+            self.next_stats = now + cycle
+            if self.record_stats:
+                extra = self.stats_extra
+                self.write_record({"kind": "stats", **core.stats, **(extra() if extra is not None else {})}, now)
+        self.drain(now)
+        return min(max(min(core.next_deadline(), self.next_stats) - now, 0.001), cycle)
