@@ -349,9 +349,12 @@ class Simulation:
         return None if fp is None else {"passed": fp.passed, "dropped": dict(fp.dropped)}
 
     def network_stats(self) -> dict[str, int]:
-        """What the network did: messages sent, delivered, and dropped per reason (``loss``, ``partition``,
-        ``down``: the destination was not running, ``unknown``: no node at that endpoint,
-        ``paused_overflow``: the destination was paused and its queue full)."""
+        """What the network did: messages ``sent``; ``dropped_loss``, ``dropped_partition`` and ``dropped_unknown``
+        (no node at that endpoint) on the way; ``arrived`` at their destination (what a testbed host's interface
+        receives, before its XDP program); so sent = arrived + those drops + what is in flight. Of what arrived:
+        ``delivered`` to a running core, ``dropped_down`` (the destination was not running),
+        ``dropped_paused_overflow`` (it was paused and its queue full); the XDP model's drops are in
+        `fastpath_stats`."""
         return dict(self._net)
 
     # ---- time ----------------------------------------------------------------------------------------------
@@ -368,7 +371,7 @@ class Simulation:
             raise SimError(f"run_until: {t_s} s is in the past (now {self.time_s} s)")
         heap, nodes, pop = self._heap, self._nodes, heapq.heappop
         wire = self.wire
-        delivered = queued_over = down = 0
+        arrived = delivered = queued_over = down = 0
         cpu_model = self._cpu is not None
         service_s = self._cpu[1] if cpu_model else 0.0
         wakeup, net_rng = self._wakeup, self._net_rng
@@ -377,6 +380,7 @@ class Simulation:
                 when, _, kind, idx, item = pop(heap)
                 self._now = when
                 if kind == _DELIVER:
+                    arrived += 1
                     fastpath = nodes[idx].fastpath
                     if fastpath is not None and nodes[idx].state is not _DOWN and fastpath.drops(item[0]):
                         continue
@@ -420,6 +424,7 @@ class Simulation:
                     item()
         finally:
             net = self._net
+            net["arrived"] += arrived
             net["delivered"] += delivered
             if queued_over:
                 net["dropped_paused_overflow"] += queued_over
