@@ -63,6 +63,27 @@ class Fault:
         return None
 
 
+class NodesFault(Fault):
+    """A fault that acts on chosen nodes (``node:`` names, or ``count:`` random live ones): the context's ACT on
+    each when the window opens, its UNDO when it closes (e.g. kill / restart)."""
+
+    act: ClassVar[str] = ""
+    undo: ClassVar[str] = ""
+    fields = {"node": ((str, list), False, None, None),
+              "count": (int, False, None, lambda v: None if v > 0 else "must be > 0")}
+    exclusive = ("node", "count")
+
+    def start(self, ctx, step) -> Active:
+        victims = ctx.pick(step.params.get("node"), step.params.get("count"))
+        for v in victims:
+            getattr(ctx, self.act)(v)
+        return Active(kind=self.name, name=f"{self.name} {','.join(victims[:3])}", start=ctx.now(), nodes=victims)
+
+    def stop(self, ctx, active: Active) -> None:
+        for v in active.nodes:
+            getattr(ctx, self.undo)(v)
+
+
 REGISTRY: dict[str, Fault] = {}
 
 
