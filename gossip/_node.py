@@ -91,7 +91,7 @@ class Node:
         self._broadcaster = broadcaster
         self._driver = CoreDriver(self.core, name=name, send=self._send, write=self._write, now=now,
                                   fastpath=_FastPathAccepted(fastpath) if fastpath is not None else None,
-                                  on_event=_log_event, record_stats=stats_every_cycle, stats_extra=_cpu_s)
+                                  on_event=_log_event, record_stats=stats_every_cycle, stats_extra=_process_stats)
         self._queue: collections.deque[tuple[bytes, str]] = collections.deque()
         self._drain_scheduled = False
         self._transport: UdpTransport | TcpTransport | None = None
@@ -249,6 +249,18 @@ def _log_event(ev: Event) -> None:
         log.info("%s", ev)
 
 
-def _cpu_s() -> dict:
-    # lets the testbed measure what one packet costs a node (the simulator's CPU model)
-    return {"cpu_s": round(time.process_time(), 4)}
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _process_stats() -> dict:
+    """What each stats record says about the process itself: CPU seconds (the testbed measures what one packet
+    costs a node from them: the simulator's CPU model), resident memory and open descriptors (a long run's leak
+    check reads their slope)."""
+    out = {"cpu_s": round(time.process_time(), 4)}
+    try:
+        with open("/proc/self/statm") as f:
+            out["rss_bytes"] = int(f.read().split()[1]) * _PAGE
+        out["open_fds"] = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError, IndexError):
+        pass  # not Linux, or /proc not mounted: the fields are left out
+    return out
