@@ -123,7 +123,9 @@ class Interpreter:
             self._proc(name, "down")
 
     def restart(self, name: str) -> None:
-        if self.state[name] == _DOWN and name not in self.left:
+        """Bring back a node a fault took down; not one that left, nor one that died by itself (that is a finding,
+        kept visible: `unexpected_exits`)."""
+        if self.state[name] == _DOWN and name not in self.left and name not in self.unexpected_exits:
             self.start(name, None)
 
     def pause(self, name: str) -> None:
