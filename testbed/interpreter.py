@@ -272,7 +272,6 @@ class Interpreter:
             self._finish(step)
         self._heap.clear()
         self.cluster.heal()
-        self.cluster.set_loss(0.0)
         for name in self.hosts:
             if self.state[name] == _PAUSED:
                 self.resume(name)

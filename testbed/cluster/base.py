@@ -104,15 +104,15 @@ class Cluster(abc.ABC):
 
     @abc.abstractmethod
     def partition(self, groups: list[list[str]], *, via: str = "bpf") -> None:
-        """Cut the network into GROUPS (together every host); replaces any earlier partition."""
-
-    @abc.abstractmethod
-    def heal(self) -> None:
-        """No partition any more."""
+        """Cut the network into GROUPS (together every host); replaces any earlier partition; [] removes it."""
 
     @abc.abstractmethod
     def set_loss(self, rate: float, node: str | None = None) -> None:
-        """Loss on every message (NODE None) or on messages to and from NODE; rate 0 removes the rule."""
+        """Loss on every message (NODE None) or on messages to and from NODE; rate 0 removes that one rule."""
+
+    @abc.abstractmethod
+    def heal(self) -> None:
+        """The end of every network fault: no partition, no loss rule anywhere."""
 
     @abc.abstractmethod
     def add_delay(self, names: list[str], ms: float, jitter_ms: float) -> object:

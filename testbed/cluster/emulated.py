@@ -241,6 +241,12 @@ class EmulatedCluster(Cluster):
         return [self._hosts[n].ip for n in names]
 
     def partition(self, groups: list[list[str]], *, via: str = "bpf") -> None:
+        if not groups:
+            if self.faults is not None:
+                self.faults.set_partition([])
+            if self._nft is not None:
+                self._nft.clear()
+            return
         if via == "bpf":
             self.faults.set_partition([self._ips(g) for g in groups])
             return
@@ -248,12 +254,6 @@ class EmulatedCluster(Cluster):
             from ..net.nft import NftPartition
             self._nft = self._stack.enter_context(NftPartition(self.net.names))
         self._nft.set([self._ips(g) for g in groups])
-
-    def heal(self) -> None:
-        if self.faults is not None:
-            self.faults.set_partition([])
-        if self._nft is not None:
-            self._nft.clear()
 
     def set_loss(self, rate: float, node: str | None = None) -> None:
         if self.faults is None:
@@ -264,9 +264,11 @@ class EmulatedCluster(Cluster):
             self.faults.set_loss(rate)
         else:
             self.faults.set_loss(rate, ifindex=self._root_ifindex[node])
-        if rate == 0.0 and node is None:
-            for ifindex in self._root_ifindex.values():
-                self.faults.set_loss(0.0, ifindex=ifindex)
+
+    def heal(self) -> None:
+        self.partition([])
+        if self.faults is not None:
+            self.faults.heal()
 
     def add_delay(self, names: list[str], ms: float, jitter_ms: float) -> object:
         from ..net.delay import Delay

@@ -132,6 +132,10 @@ class SimulatedCluster(Cluster):
     # ---- network ---------------------------------------------------------------------------------------------
 
     def partition(self, groups: list[list[str]], *, via: str = "bpf") -> None:
+        if not groups:
+            self._groups = None
+            self.sim.heal()
+            return
         self._groups = [list(g) for g in groups]
         self._apply_partition()
 
@@ -145,15 +149,14 @@ class SimulatedCluster(Cluster):
             groups = [g for i, g in enumerate(groups) if i != pending[0]]
         self.sim.partition(*[[n for n in g if n in known] for g in groups])
 
-    def heal(self) -> None:
-        self._groups = None
-        self.sim.heal()
-
     def set_loss(self, rate: float, node: str | None = None) -> None:
         self.sim.set_loss(rate, node=node)
-        if node is None and rate == 0.0:
-            for n in self.sim.node_names:
-                self.sim.set_loss(0.0, node=n)
+
+    def heal(self) -> None:
+        self.partition([])
+        self.sim.set_loss(0.0)
+        for n in self.sim.node_names:
+            self.sim.set_loss(0.0, node=n)
 
     def add_delay(self, names: list[str], ms: float, jitter_ms: float) -> object:
         from ..sim import Uniform

@@ -37,7 +37,7 @@ class Partition(Fault):
                       groups=groups)
 
     def stop(self, ctx, active: Active) -> None:
-        ctx.cluster.heal()
+        ctx.cluster.partition([])  # only the partition: a loss window open beside it stays
 
     def excuses_removal(self, window, observer: str, removed: str) -> bool:
         return True  # a side may lose the other side's heartbeats, and a rumor routed across the cut dies there

@@ -116,3 +116,15 @@ def test_injection_is_an_instant_counted_under_its_reason(tmp_path, kind):
     (rec,) = h.of_kind(analysis.INJECTED)
     assert rec["count"] == 20
     assert not nemesis.excuses_removal(w, "n1", "n2")  # an injection excuses nothing
+
+
+def test_overlapping_network_faults_end_one_at_a_time(tmp_path):
+    """A window that closes removes its own rule only: n2's loss outlives the global loss and the partition."""
+    _, h = run(tmp_path, "  - {at: 1, fault: loss, rate: 1.0, node: n2, until: 6}\n"
+                         "  - {at: 2, fault: loss, rate: 0.2, until: 4}\n"
+                         "  - {at: 2, fault: partition, split: 0.5, until: 3}")
+    names = {e["node_id"]: e["node"] for e in h.of_kind("started")}
+    n2 = [e for e in h.of_kind("member_refreshed") if 4.05 + h.t0 < e["t"] < 5.95 + h.t0
+          and "n2" in (e["node"], names[e["node_id"]])]
+    assert not n2
+    assert [e for e in h.of_kind("member_refreshed") if e["t"] > 6.5 + h.t0 and e["node"] == "n2"]
