@@ -15,7 +15,8 @@ from ._config import LOG_LEVELS, PROTOCOLS, NodeConfig
 
 _D = NodeConfig()  # the defaults: NodeConfig is the one definition of node options (and validates them)
 from ._node import Node
-from .errors import GossipError
+from ._wire import Identity
+from .errors import GossipError, UsageError
 
 log = logging.getLogger("gossip")
 
@@ -29,30 +30,50 @@ def http_address(text: str) -> tuple[str, int] | str:
 
 def endpoint(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: "²".isdigit() is true and int("²") raises
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected ADDR:PORT, got {text!r}")
     return host, int(port)
+
+
+def seed_endpoint(text: str) -> tuple[str, int]:
+    """ADDR:PORT of a peer: ADDR an IPv4 address (peers are addressed by IP on the wire, never by host name)."""
+    host, port = endpoint(text)
+    try:
+        Identity(name="", addr=host, port=port)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(f"expected ADDR:PORT with an IPv4 ADDR, got {text!r} ({e})") from None
+    return host, port
+
+
+def utf8_text(text: str) -> str:
+    """An argument that must be valid UTF-8 (argv bytes that are not arrive as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"must be valid UTF-8, got {text!r}") from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gossip", description="A gossip node accelerated with eBPF.")
     sub = p.add_subparsers(dest="command", required=True)
     n = sub.add_parser("node", help="run one node until SIGTERM/SIGINT")
-    n.add_argument("--name", required=True)
+    n.add_argument("--name", required=True, type=utf8_text)
     n.add_argument("--addr", default=_D.listen_addr, help=f"IPv4 address to listen on (default {_D.listen_addr})")
     n.add_argument("--port", type=int, default=_D.listen_port)
-    n.add_argument("--seed", type=endpoint, action="append", default=[], metavar="ADDR:PORT",
+    n.add_argument("--seed", type=seed_endpoint, action="append", default=[], metavar="ADDR:PORT",
                    help="a known node to contact (repeatable)")
     n.add_argument("--protocol", choices=PROTOCOLS, default=_D.protocol)
-    n.add_argument("--secret", action="append", default=[],
+    n.add_argument("--secret", action="append", default=[], type=utf8_text,
                    help="cluster secret (repeatable: the first signs, all verify)")
-    n.add_argument("--cluster", default=_D.cluster, help="cluster name (its hash is the cluster id)")
+    n.add_argument("--cluster", default=_D.cluster, type=utf8_text, help="cluster name (its hash is the cluster id)")
     n.add_argument("--fanout", type=int, default=_D.fanout)
     n.add_argument("--cycle", type=float, default=_D.cycle_s, metavar="SECONDS")
     n.add_argument("--timeout", type=float, default=_D.timeout_s, metavar="SECONDS")
     n.add_argument("--buffer", type=int, default=_D.buffer, help="receive queue depth")
     n.add_argument("--max-packet", type=int, default=_D.max_packet_bytes, metavar="BYTES")
-    n.add_argument("--private", default="", help="free-form private data announced with this node")
+    n.add_argument("--private", default="", type=utf8_text, help="free-form private data announced with this node")
     n.add_argument("--http", type=http_address, metavar="ADDR:PORT|unix:PATH",
                    help="serve the JSON control API here (TCP, or a Unix socket)")
     n.add_argument("--events", metavar="FILE", help="append one JSON line per event to FILE")

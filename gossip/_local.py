@@ -1,7 +1,8 @@
 """A cluster of real node processes on loopback, for the demo and the tests (no root needed).
 
 Each node is a ``python -m gossip node`` process with its HTTP API on; `LocalCluster` owns them and kills every
-one of them when it exits, also on error.
+one of them when it exits, also on error. With ``netns`` the nodes run inside that (existing) network namespace,
+on its loopback, and serve HTTP on Unix sockets in the work directory, which are reachable from any namespace.
 """
 
 from __future__ import annotations
@@ -33,6 +34,43 @@ def free_port() -> int:
             return port
 
 
+def http_exchange(where: tuple[str, int] | str, request: bytes, timeout: float = 2.0) -> bytes:
+    """Send REQUEST (raw bytes) to a node's HTTP API at (ADDR, PORT) or a Unix socket path, half-close, and
+    return everything it answers until it closes (b"" if it closed without an answer)."""
+    family = socket.AF_UNIX if isinstance(where, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(where)
+        try:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it answered (and closed) before reading all of it: the answer is still there to read
+        out = bytearray()
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                return bytes(out)
+            out += chunk
+        return bytes(out)
+
+
+def parse_response(raw: bytes) -> tuple[int, object]:
+    """(status, JSON body) of one answer of the node's HTTP API."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+class HttpStatusError(OSError):
+    def __init__(self, status: int, payload) -> None:
+        super().__init__(f"HTTP {status}: {payload}")
+        self.status, self.payload = status, payload
+
+
 @dataclass
 class LocalNode:
     name: str
@@ -41,15 +79,37 @@ class LocalNode:
     argv: list[str]
     log_path: Path
     proc: subprocess.Popen | None = None
+    http_path: str | None = None  # the API's Unix socket, when it has one (nodes in a namespace)
+
+    @property
+    def http_where(self) -> tuple[str, int] | str:
+        return self.http_path if self.http_path is not None else ("127.0.0.1", self.http_port)
+
+    def request(self, method: str, path: str, body: bytes = b"", timeout: float = 2.0) -> tuple[int, object]:
+        raw = (f"{method} {path} HTTP/1.1\r\nHost: node\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        answer = http_exchange(self.http_where, raw, timeout)
+        if not answer:
+            raise ConnectionError(f"{self.name}: the HTTP API closed without an answer")
+        return parse_response(answer)
 
     def get(self, path: str, timeout: float = 2.0):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout) as r:
-            return json.loads(r.read())
+        if self.http_path is None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout) as r:
+                return json.loads(r.read())
+        return self._ok(*self.request("GET", path, timeout=timeout))
 
     def post(self, path: str, body: bytes = b"", timeout: float = 2.0):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=body, method="POST")
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read())
+        if self.http_path is None:
+            req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=body, method="POST")
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read())
+        return self._ok(*self.request("POST", path, body, timeout=timeout))
+
+    @staticmethod
+    def _ok(status: int, payload):
+        if status >= 400:
+            raise HttpStatusError(status, payload)
+        return payload
 
     def names(self) -> set[str]:
         return {m["name"] for m in self.get("/list")}
@@ -70,6 +130,7 @@ class LocalCluster:
     fanout: int = 3
     secret: str = "s3cret"
     extra_args: list[str] = field(default_factory=list)
+    netns: str | None = None  # run the nodes inside this network namespace (needs root; the caller owns it)
     nodes: list[LocalNode] = field(default_factory=list)
 
     def __enter__(self) -> "LocalCluster":
@@ -87,16 +148,19 @@ class LocalCluster:
         self.close()
 
     def add(self, name: str, *, seeds: list[str], secret: str | None = None) -> LocalNode:
-        port, http_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "gossip", "node", "--name", name, "--port", str(port),
-                "--http", f"127.0.0.1:{http_port}", "--protocol", self.protocol, "--cycle", str(self.cycle_s),
+        port, http_port = free_port(), free_port()  # in a namespace, any port is free: these are merely unique
+        http_path = str(self.workdir / f"{name}.http.sock") if self.netns else None
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        argv = [*prefix, sys.executable, "-m", "gossip", "node", "--name", name, "--port", str(port),
+                "--http", f"unix:{http_path}" if http_path else f"127.0.0.1:{http_port}",
+                "--protocol", self.protocol, "--cycle", str(self.cycle_s),
                 "--timeout", str(self.timeout_s), "--fanout", str(self.fanout),
                 "--secret", secret if secret is not None else self.secret,
                 "--events", str(self.workdir / f"{name}.events.jsonl"), *self.extra_args]
         for s in seeds:
             argv += ["--seed", s]
         node = LocalNode(name=name, port=port, http_port=http_port, argv=argv,
-                         log_path=self.workdir / f"{name}.log")
+                         log_path=self.workdir / f"{name}.log", http_path=http_path)
         self.nodes.append(node)
         self.start(node)
         return node

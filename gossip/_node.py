@@ -85,7 +85,7 @@ class Node:
         # every input the core gets, in order: replaying it into a core with the same seed gives the same events
         self._trace = trace
         self._trace_op("init", now)
-        self._seeds = seeds
+        self._seeds = _seed_identities(seeds)  # refused here, before join() binds anything
         self._events_out = events
         self._fastpath = fastpath
         self._broadcaster = broadcaster
@@ -118,8 +118,8 @@ class Node:
             self._fastpath.metadata_accepted(version.seq, version.origin)
         self._driver.write_record({"kind": "started", "node_id": self.core.node_id, "addr": cfg.listen_addr,
                                    "port": cfg.listen_port, "pid": os.getpid()}, self._clock())
-        for addr, port in self._seeds:
-            self.set(Identity(name="", addr=addr, port=port))
+        for seed in self._seeds:
+            self.set(seed)
         events = self.core.take_events()
         if events:
             self._driver.record(events, self._clock())
@@ -149,6 +149,8 @@ class Node:
 
     def set(self, node: Identity) -> None:
         """Add a known node (a seed)."""
+        if not isinstance(node, Identity):
+            raise UsageError(f"node: must be an Identity, got {type(node).__name__}")
         now = self._clock()
         self._trace_op("set", now, name=node.name, addr=node.addr, port=node.port, private=node.private.hex())
         self.core.set(node, now)
@@ -240,6 +242,18 @@ class Node:
     def _write(self, record: dict) -> None:
         if self._events_out is not None:
             self._events_out.write(json.dumps(record) + "\n")
+
+
+def _seed_identities(seeds) -> tuple[Identity, ...]:
+    out = []
+    for i, seed in enumerate(seeds):
+        if not isinstance(seed, (tuple, list)) or len(seed) != 2:
+            raise UsageError(f"seeds[{i}]: must be an (addr, port) tuple, got {seed!r}"[:160])
+        try:
+            out.append(Identity(name="", addr=seed[0], port=seed[1]))
+        except UsageError as e:
+            raise UsageError(f"seeds[{i}]: {e}") from None
+    return tuple(out)
 
 
 def _log_event(ev: Event) -> None:

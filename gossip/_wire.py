@@ -57,6 +57,39 @@ def node_id(addr: str, port: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{addr}:{port}".encode(), digest_size=32).digest()[:4], "big")
 
 
+MAX_NAME_BYTES = 255  # the identity's name length is one byte on the wire
+MAX_PRIVATE_BYTES = 512  # the wire allows 65535; 512 keeps a heartbeat well inside one packet
+
+
+def _utf8_len(text: str) -> int | None:
+    """len(TEXT) in UTF-8, or None if it cannot be encoded (a lone surrogate, e.g. from JSON "\\ud800")."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(text)) == text  # canonical only: the node id hashes this string
+    except ValueError:
+        return False
+
+
+def _short(value) -> str:
+    """VALUE for an error message, cut to a readable length."""
+    text = repr(value) if not isinstance(value, int) or isinstance(value, bool) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _len(value) -> str:
+    try:
+        return str(len(value))
+    except TypeError:
+        return "-"
+
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identity:
     """Who a node is: its name, where it listens, and a small free-form private field."""
@@ -67,16 +100,19 @@ class Identity:
     private: bytes = b""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or len(self.name.encode()) > 255:
-            raise UsageError(f"name: must be a string of at most 255 UTF-8 bytes, got {self.name!r}")
-        try:
-            ipaddress.IPv4Address(self.addr)
-        except (ipaddress.AddressValueError, ValueError):
-            raise UsageError(f"addr: must be an IPv4 address, got {self.addr!r}") from None
-        if not isinstance(self.port, int) or not 0 < self.port < 65536:
-            raise UsageError(f"port: must be 1..65535, got {self.port!r}")
-        if not isinstance(self.private, bytes) or len(self.private) > 512:
-            raise UsageError("private: must be bytes of at most 512")
+        # Every value that names a node passes here (CLI, HTTP, Python API, the decoder), so this is where a
+        # value of the wrong type is stopped: an int address would reach sendto() and close the node's socket.
+        name_bytes = _utf8_len(self.name) if isinstance(self.name, str) else None
+        if name_bytes is None or name_bytes > MAX_NAME_BYTES:
+            raise UsageError(f"name: must be a string of at most {MAX_NAME_BYTES} bytes of valid UTF-8, "
+                             f"got {_short(self.name)}")
+        if not isinstance(self.addr, str) or not _is_ipv4(self.addr):
+            raise UsageError(f"addr: must be a string naming an IPv4 address, got {_short(self.addr)}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise UsageError(f"port: must be an integer in 1..65535, got {_short(self.port)}")
+        if not isinstance(self.private, bytes) or len(self.private) > MAX_PRIVATE_BYTES:
+            raise UsageError(f"private: must be bytes, at most {MAX_PRIVATE_BYTES}, got "
+                             f"{type(self.private).__name__} of length {_len(self.private)}")
 
     @property
     def node_id(self) -> int:
