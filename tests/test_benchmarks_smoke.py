@@ -22,3 +22,16 @@ def test_benchmark_smoke_run(script, quick, needs_root):
     r = subprocess.run([sys.executable, str(BENCH / script), *quick], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"\d", r.stdout), "a benchmark must print figures"
+
+
+def test_soak_benchmark_smoke_run():
+    """bench_soak.py --quick: the soak campaign shortened to 16 nodes, 60 s and 50 publishes (the full one is 10
+    minutes on 64 nodes, never part of the suite)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (CI runs as root)")
+    r = subprocess.run([sys.executable, str(BENCH / "bench_soak.py"), "--quick"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for figure in ("publishes", "lost updates", "false deaths <=10%", "RSS slope KiB/min", "fd slope /min",
+                   "rumors inside faults", "rumors outside faults"):
+        assert re.search(rf"^{re.escape(figure)}\s.*\d", r.stdout, re.M), f"no {figure!r} figure:\n{r.stdout}"

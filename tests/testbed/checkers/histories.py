@@ -28,3 +28,11 @@ def removed(t, node, nid, name):
 def adopted(t, node, version, origin=10, via="rumor"):
     return {"t": t, "node": node, "kind": "metadata_adopted", "version": version, "origin": origin, "via": via,
             "size": 1}
+
+
+def final(t, node, version, origin=10):
+    return {"t": t, "node": node, "kind": "final", "version": version, "origin": origin}
+
+
+def stats(t, node, rss_bytes, open_fds):
+    return {"t": t, "node": node, "kind": "stats", "cpu_s": 0.0, "rss_bytes": rss_bytes, "open_fds": open_fds}
