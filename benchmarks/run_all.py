@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("bench_broadcast.py", [], ["--broadcasts", "200"], True),
     ("bench_bringup.py", [], ["--repeat", "1", "--cases", "netns:16,netns:64"], True),
     ("bench_testbed.py", [], ["--quick"], True),
+    ("bench_soak.py", [], ["--quick"], True),
 ]
 
 
