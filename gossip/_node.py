@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import json
 import logging
 import os
@@ -22,13 +23,12 @@ from ._config import NodeConfig
 from ._core import GossipCore, MemberInfo, Version
 from ._driver import CoreDriver
 from ._events import Accepted, Event, Send
-from ._transport import TcpTransport, UdpTransport
+from ._transport import TcpTransport, UdpTransport, errno_reason
 from ._wire import Identity, MsgType
 from .errors import UsageError
 
 log = logging.getLogger("gossip")
 
-_SEND_ERRORS = ("send_error", "send_queue_full")
 
 
 class FastPathSink(Protocol):
@@ -98,6 +98,7 @@ class Node:
         self._timer: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._logged_reasons: set[str] = set()
 
     # ---- the API ---------------------------------------------------------------------------------------------
 
@@ -205,8 +206,17 @@ class Node:
         self._flush()
 
     def _on_transport_error(self, reason: str, detail: str) -> None:
-        if reason in _SEND_ERRORS:
-            self.core.stats[reason] += 1
+        """A transport's error: a send error (``send_error_<cause>``, ``send_queue_full``: the payload is gone),
+        a transport event (``transport_reopened``, ``transport_reopen_failed``), or a bad frame (a drop)."""
+        if reason.startswith(("send_", "transport_")):
+            stats = self.core.stats
+            stats[reason] += 1
+            if reason.startswith("send_error_"):
+                stats["send_error"] += 1
+            if reason not in self._logged_reasons and reason != "transport_reopened":  # the transport logs that
+                # once per reason: a firewall rule can fail every send
+                self._logged_reasons.add(reason)
+                log.warning("%s: %s (counted in /stats under %s; not logged again)", reason, detail, reason)
         else:
             self._trace_op("drop", 0.0, reason=reason, detail=detail)
             self.core.note_drop(reason, detail)
@@ -230,7 +240,14 @@ class Node:
         for send in sends:
             payload = send.payload
             if broadcaster is not None and len(send.targets) > 1:
-                broadcaster.send(transport.socket, payload, list(send.targets))
+                sock = transport.socket
+                try:
+                    if sock is None:
+                        raise ConnectionError(errno.ENOTCONN, "the UDP socket is being re-opened")
+                    broadcaster.send(sock, payload, list(send.targets))
+                except OSError as e:  # its sendto is a plain socket call: nothing in asyncio catches it
+                    for _ in send.targets:
+                        self._on_transport_error(errno_reason("send_error", e), f"broadcast: {e}")
             else:
                 for endpoint in send.targets:
                     transport.send(payload, endpoint)
