@@ -11,10 +11,7 @@
 Inputs that failed while this was written are kept as explicit examples.
 """
 
-import contextlib
 import json
-import os
-import secrets
 import struct
 
 import pytest
@@ -23,6 +20,7 @@ from hypothesis import strategies as st
 
 from gossip import _wire as wire
 from gossip._local import LocalCluster, http_exchange
+from namespaces import namespace
 from fakenet import make_core
 from test_wire import CLUSTER, KEYS, messages
 
@@ -86,22 +84,9 @@ def test_fuzz_wire_random_bytes_never_raise_and_are_counted_once(data, resign):
 
 # ---- the control API -----------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _namespace():
-    from pyroute2 import NetNS, netns
-    name = f"gossip-fuzz-{os.getpid()}-{secrets.token_hex(3)}"
-    netns.create(name)
-    try:
-        with NetNS(name) as ns:
-            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-        yield name
-    finally:
-        netns.remove(name)
-
-
 @pytest.fixture(scope="module")
 def fuzzed_cluster(tmp_path_factory):
-    with _namespace() as ns, LocalCluster(size=2, workdir=tmp_path_factory.mktemp("fuzz"), netns=ns,
+    with namespace("gossip-fuzz") as ns, LocalCluster(size=2, workdir=tmp_path_factory.mktemp("fuzz"), netns=ns,
                                           cycle_s=0.2, timeout_s=1.5) as cl:
         assert cl.wait_for(lambda: all(n.names() == {"n0", "n1"} for n in cl.nodes), 15)
         yield cl

@@ -14,7 +14,6 @@ import ctypes
 import errno
 import logging
 import os
-import secrets
 import subprocess
 
 import pytest
@@ -22,23 +21,10 @@ import pytest
 from gossip import Identity, NodeConfig
 from gossip._local import free_port
 from gossip._node import Node
+from namespaces import namespace
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextlib.contextmanager
-def namespace():
-    """A uniquely named network namespace with loopback up, removed at the end even on failure."""
-    from pyroute2 import NetNS, netns
-    name = f"gossip-test-{os.getpid()}-{secrets.token_hex(3)}"
-    netns.create(name)
-    try:
-        with NetNS(name) as ns:
-            ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-        yield name
-    finally:
-        netns.remove(name)
 
 
 @contextlib.contextmanager
