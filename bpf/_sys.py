@@ -237,7 +237,14 @@ def prepare_pin_dir(pin_dir: str | None, kind: str) -> str:
     """The directory to pin a program's maps in: PIN_DIR, or a fresh one under PIN_ROOT; its bpffs is mounted."""
     if pin_dir is None:
         return os.path.join(ensure_bpffs(PIN_ROOT), pin_dir_name(kind))
-    ensure_bpffs(os.path.dirname(os.path.abspath(pin_dir)))
+    parent = os.path.dirname(os.path.abspath(pin_dir))
+    if parent == PIN_ROOT or parent.startswith(PIN_ROOT + "/"):
+        # Below the project's bpffs: mount it at PIN_ROOT itself, never a fresh bpffs on a run's directory (a
+        # mount there would outlive the run: rmdir cannot remove a mount point).
+        ensure_bpffs(PIN_ROOT)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    else:
+        ensure_bpffs(parent)
     return pin_dir
 
 

@@ -152,6 +152,7 @@ class Network(abc.ABC):
             raise DeployError(f"network {self.run_id} was already brought up; make a new one")
         self._state = "starting"
         try:
+            fit_neighbour_table(len(self.topology.hosts))
             self._bring_up()
         except BaseException as exc:
             self._close(exc)
@@ -248,6 +249,30 @@ def disable_bridge_netfilter() -> None:
     """Keep bridged frames out of the root namespace's iptables/arptables (``bridge-nf-call-*=0``)."""
     for name in _BRIDGE_NF_SYSCTLS:
         _write_sysctl(f"/proc/sys/net/bridge/{name}", "0")
+
+
+NEIGH_SYSCTL = "/proc/sys/net/ipv4/neigh/default/gc_thresh{}"
+
+
+def fit_neighbour_table(hosts: int) -> None:
+    """Make the kernel's ARP table hold every host's view of every other host, never lowering a threshold.
+
+    The table is one for all namespaces and, by default, full at 1,024 entries (``gc_thresh3``); 64 hosts that each
+    know 63 peers need 4,032. Beyond the limit the kernel refuses new neighbours and a UDP ``sendto`` is dropped
+    without an error (it counts as ``SndbufErrors``): the hosts started last were mute although their nodes ran.
+    Garbage collection starts at ``gc_thresh1``, so that is raised to the need too (an entry collected in the
+    middle of a run would cost an ARP round trip the simulator does not model).
+    """
+    need = hosts * max(hosts - 1, 0) + 1024  # one entry per ordered pair, and room for the machine's own
+    for level, value in ((1, need), (2, need + need // 4), (3, need + need // 2)):
+        path = NEIGH_SYSCTL.format(level)
+        try:
+            with open(path) as fh:
+                current = int(fh.read())
+        except (FileNotFoundError, ValueError):  # not the root namespace, or no IPv4: nothing to fit
+            return
+        if current < value:
+            _write_sysctl(path, str(value))
 
 
 def disable_ipv6(ifname: str = "all") -> None:

@@ -149,3 +149,41 @@ def test_two_runs_side_by_side_are_isolated(run_id, other_run_id):
         finally:
             stop(servers)
     assert find_leftovers(run_id).empty and find_leftovers(other_run_id).empty
+
+
+def test_the_arp_table_fits_every_host_knowing_every_other(run_id):
+    """48 hosts that each reach the 47 others need 2,256 neighbour entries, beyond the kernel's default table
+    (gc_thresh3 = 1,024, one table for all namespaces): the hosts that came last used to be mute, their UDP
+    datagrams dropped without an error."""
+    from testbed.net.base import NEIGH_SYSCTL
+
+    topo = Topology(nodes=48)
+    with make_network("netns", topo, run_id) as net:
+        hosts = net.hosts
+        with open(NEIGH_SYSCTL.format(3)) as fh:
+            assert int(fh.read()) >= 48 * 47
+        servers = start_echo_servers(hosts)
+        try:
+            silent = {}
+            for host in hosts:
+                reached = echo_from(host, [p for p in hosts if p is not host], attempts=5)
+                missed = sorted(name for name, ok in reached.items() if not ok)
+                if missed:
+                    silent[host.name] = missed
+            assert silent == {}
+        finally:
+            stop(servers)
+    assert find_leftovers(run_id).empty
+
+
+def test_fitting_the_arp_table_raises_thresholds_and_never_lowers_them(tmp_path, monkeypatch):
+    """The threshold arithmetic, on files standing in for /proc/sys (no host setting is touched)."""
+    from testbed.net import base
+
+    for level, value in ((1, "128"), (2, "512"), (3, "9999999")):
+        (tmp_path / f"t{level}").write_text(value)
+    monkeypatch.setattr(base, "NEIGH_SYSCTL", str(tmp_path / "t{}"))
+    base.fit_neighbour_table(64)
+    got = [int((tmp_path / f"t{level}").read_text()) for level in (1, 2, 3)]
+    need = 64 * 63 + 1024
+    assert got[0] == need and got[1] == need + need // 4 and got[2] == 9999999
