@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also log every accepted heartbeat (member_refreshed): for latency measurements")
     n.add_argument("--rng-seed", type=int, help="seed of the node's random generator (default: random)")
     n.add_argument("--log-level", choices=LOG_LEVELS, default=_D.log_level)
+    n.add_argument("--state-dir", metavar="DIR",
+                   help="keep the adopted metadata and the HLC mark in DIR, and restart from them (default: memory)")
     n.add_argument("--xdp", metavar="IFACE", help="attach the XDP fast path to IFACE (needs root and bcc)")
     n.add_argument("--xdp-mode", choices=("native", "generic"), default="native")
     n.add_argument("--xdp-pin", metavar="DIR", help="use fast-path maps pinned in DIR (attached by the testbed)")
@@ -96,7 +98,7 @@ async def run_node(args) -> int:
                         max_packet_bytes=args.max_packet,
                         secrets=tuple(s.encode() for s in args.secret) or (b"",), cluster=args.cluster,
                         protocol=args.protocol, listen_addr=args.addr, listen_port=args.port,
-                        log_level=args.log_level)
+                        log_level=args.log_level, state_dir=args.state_dir)
     events = open(args.events, "a", buffering=1) if args.events else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ class NodeConfig:
     listen_addr: str = "127.0.0.1"
     listen_port: int = 7946
     log_level: str = "info"
+    state_dir: str | None = None  # where the adopted metadata and the HLC mark are kept durably (None: memory)
 
     def __post_init__(self) -> None:
         _check(self.fanout, "fanout", int, 1, 1024)
@@ -53,6 +54,9 @@ class NodeConfig:
         _check(self.listen_port, "listen_port", int, 1, 65535)
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.state_dir is not None and (not isinstance(self.state_dir, str) or not self.state_dir
+                                           or "\0" in self.state_dir):
+            raise ConfigError("state_dir", f"must be a directory path (a non-empty string), got {self.state_dir!r}")
 
 
 def _check(value, field: str, types, lo, hi) -> None:

@@ -17,6 +17,10 @@ Protocol, in one place (see README and docs/wire-format.md):
   keeps the highest version, ordered by (seq, origin).
 - Every cycle a node sends its version (and value) to one random live peer; the peer answers with its own value
   when that is newer, and adopts the requester's when the requester's is newer.
+- What must survive a restart (`DurableState`: the adopted version and value and the HLC mark) is read with
+  `durable_state()` whenever `take_accepted()` lists a metadata version, and handed back at construction
+  (``state=``) or through `restore()` before any input. Keeping it is the driver's job (`gossip._driver`,
+  `gossip._state`): the core never touches a file.
 """
 
 from __future__ import annotations
@@ -40,6 +44,26 @@ class Version(NamedTuple):
 
     seq: int
     origin: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DurableState:
+    """What a node keeps across restarts: the metadata it holds and its hybrid logical clock's high-water mark
+    (the highest version sequence it has seen or issued; a publish is always above it)."""
+
+    version: Version
+    data: bytes
+    hlc: int
+
+    def __post_init__(self) -> None:
+        v = self.version
+        if not (isinstance(v, Version) and isinstance(v.seq, int) and isinstance(v.origin, int)
+                and 0 <= v.seq < 1 << 64 and 0 <= v.origin < 1 << 32):
+            raise UsageError(f"version: must be a Version of a 64-bit seq and a 32-bit origin, got {v!r}")
+        if not isinstance(self.data, bytes):
+            raise UsageError("data: must be bytes")
+        if isinstance(self.hlc, bool) or not isinstance(self.hlc, int) or not 0 <= self.hlc < 1 << 64:
+            raise UsageError(f"hlc: must be a 64-bit unsigned integer, got {self.hlc!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,7 +99,7 @@ class GossipCore:
     """One node's protocol state. Not thread-safe; drive it from one task or thread."""
 
     def __init__(self, *, config: NodeConfig, identity: wire.Identity, rng: random.Random, now: float,
-                 record_refreshes: bool = False) -> None:
+                 record_refreshes: bool = False, state: DurableState | None = None) -> None:
         if identity.addr != config.listen_addr or identity.port != config.listen_port:
             raise UsageError("identity: addr/port must equal the config's listen_addr/listen_port")
         self.config = config
@@ -93,12 +117,50 @@ class GossipCore:
         self._hb_seq = 0
         self._version = Version(0, 0)
         self._data = b""
+        self._hlc = 0  # highest version seq seen or issued: every publish is above it
+        self._restored = False
         self._heartbeats = True
         self._next_cycle = now
         self._events: list[Event] = []
         self._sends: list[Send] = []
         self._accepted: list[Accepted] = []
         self.stats: Counter[str] = Counter()
+        if state is not None:
+            self.restore(state)
+
+    # ---- durable state -----------------------------------------------------------------------------------
+
+    def restore(self, state: DurableState) -> None:
+        """Start from STATE (what `durable_state()` gave a previous incarnation): once, before any metadata.
+
+        The node then holds STATE's version and value (recorded as a ``metadata_adopted`` with ``via="restore"``
+        and listed by `take_accepted`, so a fast path learns it) and never publishes at or below its HLC mark, so
+        versions stay monotonic across a restart even if the clock went back.
+        """
+        if self._restored or self._hlc:
+            raise UsageError("state: a core can be restored only once, before it has seen any metadata")
+        if not isinstance(state, DurableState):
+            raise UsageError("state: must be a DurableState")
+        limit = wire.max_data_bytes(self.config.max_packet_bytes, self.identity)
+        if len(state.data) > limit:
+            raise UsageError(f"state: its {len(state.data)} bytes of data exceed the {limit} that fit in "
+                             f"max_packet_bytes={self.config.max_packet_bytes}")
+        self._restored = True
+        self._hlc = max(state.hlc, state.version.seq)
+        if state.version != Version(0, 0):
+            self._version, self._data = state.version, state.data
+            self._events.append(MetadataAdopted(version=state.version.seq, origin=state.version.origin,
+                                                via="restore", size=len(state.data), src=""))
+            self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=state.version.origin,
+                                           seq=state.version.seq))
+
+    def durable_state(self) -> DurableState:
+        """What must be kept for a restart: the version and value held, and the HLC mark."""
+        return DurableState(version=self._version, data=self._data, hlc=self._hlc)
+
+    @property
+    def hlc_mark(self) -> int:
+        return self._hlc
 
     # ---- public operations -------------------------------------------------------------------------------
 
@@ -133,7 +195,7 @@ class GossipCore:
         if len(data) > limit:
             raise UsageError(f"data: {len(data)} bytes exceeds the {limit} that fit in max_packet_bytes="
                              f"{self.config.max_packet_bytes}")
-        version = Version(max(self._version.seq + 1, _ms(now)), self.node_id)
+        version = Version(max(self._hlc + 1, _ms(now)), self.node_id)
         self._adopt(version, data, via="publish")
         self._spread(wire.MetadataRumor(cluster=self.cluster, origin=self.node_id, version=version.seq, data=data),
                      wire.Infected(ids=frozenset({self.node_id})))
@@ -279,6 +341,8 @@ class GossipCore:
 
     def _adopt(self, version: Version, data: bytes, via: str) -> None:
         self._version, self._data = version, data
+        if version.seq > self._hlc:
+            self._hlc = version.seq
         self.stats[f"adopted_{via}"] += 1
         self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via=via, size=len(data),
                                             src="" if via == "publish" else self._src))

@@ -10,22 +10,34 @@ simulator (`testbed.sim._engine`) -- do it through a `CoreDriver`, so the rules 
   duplicate would swamp it;
 - a record is ``{"t": round(now, 6), "node": name, **event.to_json()}``; the driver's own records (``started``,
   ``stats``, ``stopped``) have the same ``t`` and ``node`` first;
-- a timer step ticks the core, writes the ``stats`` record once per cycle, drains, and says how long to sleep.
+- a timer step ticks the core, writes the ``stats`` record once per cycle, drains, and says how long to sleep;
+- with a state store (``NodeConfig.state_dir`` on a node, a `gossip._state.MemoryStore` in the simulator) the
+  driver starts the core from the stored state (a refused file is one ``state_refused`` record and one log line,
+  and the node starts empty), and a drain whose accepted state lists a new metadata version writes the core's
+  `DurableState` before anything else: before its sends go out and before the publish that caused it returns. If
+  that write fails, the drain's sends are withheld, a ``state_write_failed`` record is written and `StateError`
+  is raised (a publish is then not acknowledged). Only metadata adoptions write; heartbeats never do.
 
 That is what makes a simulated run's records match a real node's and the same seed give the same file.
 
 This module must never open a socket, import asyncio, read a clock (wall or process) or draw a random number:
 callers pass ``now``, and anything clock-like a record needs (the node's ``cpu_s``) comes from a callable they
-pass in. It reaches the core only through its driver interface.
+pass in. It reaches the core only through its driver interface, and the disk only through a state store.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Callable, Protocol, Sequence
 
 from ._core import GossipCore
 from ._events import Accepted, Event, Send
+from ._state import FileStore, StateError, StateStore
+from ._wire import MsgType
+from .errors import UsageError
+
+log = logging.getLogger("gossip")
 
 ROUTINE_DROPS = frozenset({"duplicate", "stale"})
 
@@ -82,32 +94,84 @@ class CoreDriver:
         on_event: sees every event, routine drops included, before it is recorded or left out (the node logs).
         record_stats: write the per-cycle ``stats`` record (the cycle is kept either way).
         stats_extra: called for fields to add to each ``stats`` record (the node's ``cpu_s``).
+        store: where the core's durable state is kept; by default a `FileStore` in the core's
+            ``config.state_dir`` when it has one, else none (memory only). A `StateError` here means the state
+            directory cannot be created.
     """
 
     __slots__ = ("core", "name", "send", "write", "fastpath", "on_event", "record_stats", "stats_extra",
-                 "next_stats")
+                 "next_stats", "store", "saved")
 
     def __init__(self, core: GossipCore, *, name: str, send: Callable[[list[Send]], None],
                  write: Callable[[dict], None], now: float, fastpath: AcceptedSink | None = None,
                  on_event: Callable[[Event], None] | None = None, record_stats: bool = True,
-                 stats_extra: Callable[[], dict] | None = None) -> None:
+                 stats_extra: Callable[[], dict] | None = None, store: StateStore | None = None) -> None:
         self.core, self.name, self.send, self.write = core, name, send, write
         self.fastpath, self.on_event = fastpath, on_event
         self.record_stats, self.stats_extra = record_stats, stats_extra
         self.next_stats = now
+        if store is None and core.config.state_dir is not None:
+            store = FileStore(core.config.state_dir, cluster=core.cluster)
+        self.store = store
+        self.saved = None  # the version last made durable
+        if store is not None:
+            self._restore(now)
+
+    def _restore(self, now: float) -> None:
+        """Start the core from the store's state; a state that cannot be trusted is reported and ignored."""
+        store, core = self.store, self.core
+        loaded = store.load()
+        problem = loaded.problem
+        if loaded.state is not None:
+            try:
+                core.restore(loaded.state)
+            except UsageError as e:
+                problem = str(e)
+        if problem is not None:
+            log.warning("state file %s refused (%s): starting with no metadata", store.path, problem)
+            self.write_record({"kind": "state_refused", "path": store.path, "error": problem}, now)
+        elif loaded.state is not None:
+            v = loaded.state.version
+            log.info("state file %s: version %d/%08x, HLC mark %d", store.path, v.seq, v.origin, core.hlc_mark)
+        self.saved = core.read()[0]
 
     def drain(self, now: float) -> None:
         """Hand on everything the core produced since the last drain: accepted state, sends, then events."""
         core = self.core
         accepted = core.take_accepted()
-        if accepted and self.fastpath is not None:
-            self.fastpath.accept(accepted)
+        if accepted:
+            if self.store is not None:
+                self._persist(accepted, now)
+            if self.fastpath is not None:
+                self.fastpath.accept(accepted)
         sends = core.take_sends()
         if sends:
             self.send(sends)
         events = core.take_events()
         if events:
             self.record(events, now)
+
+    def _persist(self, accepted: list[Accepted], now: float) -> None:
+        """Make the core's metadata durable if ACCEPTED lists a version not yet written (before any send)."""
+        core = self.core
+        if not any(a.type == MsgType.METADATA for a in accepted):
+            return
+        state = core.durable_state()
+        if state.version == self.saved:
+            return  # the restored version itself
+        try:
+            self.store.save(state)
+        except OSError as e:
+            withheld = core.take_sends()  # an adopted value must not leave before it is durable
+            log.error("state file %s: write failed (%s): %d send(s) withheld", self.store.path, e, len(withheld))
+            self.write_record({"kind": "state_write_failed", "path": self.store.path, "error": str(e),
+                               "version": state.version.seq, "origin": state.version.origin,
+                               "withheld": len(withheld)}, now)
+            events = core.take_events()
+            if events:
+                self.record(events, now)
+            raise StateError(f"state file {self.store.path}: write failed: {e}") from e
+        self.saved = state.version
 
     def record(self, events: Sequence[Event], now: float) -> None:
         """Write one record per event, stamped NOW, except routine drops."""

@@ -147,6 +147,8 @@ class EmulatedCluster(Cluster):
             argv += ["--broadcast", "--broadcast-pin", self.broadcaster.pin_dir]
         if c.get("record_refreshes"):
             argv.append("--record-refreshes")
+        if c.get("durable"):  # one directory per node, kept across its restarts (the simulator keeps it in memory)
+            argv += ["--state-dir", str(self.out / "state" / name)]
         return argv
 
     def start(self, name: str, seeds: list[str] | None) -> None:

@@ -62,7 +62,8 @@ class SimulatedCluster(Cluster):
         if s.sim.get("wakeup"):
             kw["wakeup"] = _latency(s, "wakeup")
         self.sim = Simulation(seed=s.seed, config=self.config, xdp=bool(s.node["xdp"]),
-                              record_refreshes=bool(s.node.get("record_refreshes")), **kw)
+                              record_refreshes=bool(s.node.get("record_refreshes")),
+                              durable=bool(s.node.get("durable")), **kw)
         self._groups: list[list[str]] | None = None
         self._views_at: tuple[float, dict, dict] | None = None
 

@@ -35,6 +35,7 @@ TESTBED_NODE_FIELDS = {
     "broadcaster": (bool, False, False, None),
     "seeds": (int, False, 1, in_range(1, 8)),
     "record_refreshes": (bool, False, False, None),
+    "durable": (bool, False, False, None),  # each node keeps its metadata in <out>/state/<name> across restarts
 }
 
 

@@ -30,6 +30,7 @@ from gossip import GossipCore, Identity, NodeConfig, Version
 from gossip import _wire as gwire
 from gossip import node_id as wire_node_id
 from gossip._driver import CoreDriver
+from gossip._state import MemoryStore
 
 from ._errors import SimError
 from ._latency import DEFAULT_LATENCY, LatencyModel
@@ -45,7 +46,7 @@ class _SimNode:
     """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
 
     __slots__ = ("index", "name", "identity", "config", "seeds", "core", "driver", "state", "incarnation",
-                 "token", "queue", "loss", "delay", "pending", "awake_at", "fastpath")
+                 "token", "queue", "loss", "delay", "pending", "awake_at", "fastpath", "store")
 
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
@@ -61,6 +62,7 @@ class _SimNode:
         self.pending = True  # allocated, not started yet (a staggered start)
         self.awake_at = -1.0  # wake-up model: when the process handles what has arrived so far
         self.fastpath: _FastPath | None = None  # its XDP program, when the simulation models one
+        self.store: MemoryStore | None = None  # its durable state, kept across crashes (``durable=True``)
 
 
 class _FastPath:
@@ -127,6 +129,9 @@ class Simulation:
             ``None`` records what a node records.
         record_stats: write a ``stats`` record per node per cycle, as a node does by default.
         record_refreshes: make the cores report every heartbeat refresh (``member_refreshed``).
+        durable: give every node durable metadata, as ``NodeConfig.state_dir`` does on a real node: a store that
+            outlives its crashes (written by the shared driver at the same points a node writes its state file),
+            so a crashed node restarts with the version, value and HLC mark it last made durable, not empty.
     """
 
     def __init__(self, *, seed: int = 0, config: NodeConfig | None = None,
@@ -134,8 +139,9 @@ class Simulation:
                  epoch_s: float = EPOCH_S, keep_events: bool = True, events_path: str | Path | None = None,
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
                  record_refreshes: bool = False, cpu: tuple[int, float] | None = None,
-                 wakeup: LatencyModel | None = None, xdp: bool = False) -> None:
+                 wakeup: LatencyModel | None = None, xdp: bool = False, durable: bool = False) -> None:
         self.seed = seed
+        self._durable = durable
         # XDP model: every node's fast path drops duplicate and stale messages when they arrive, so they cost the
         # process nothing (the CPU and wake-up models charge only what reaches it) -- and the simulator skips the
         # core for them, most of the traffic. Decoded messages only: with wire=True every datagram reaches the core.
@@ -244,7 +250,8 @@ class Simulation:
         node.token += 1
 
     def restart(self, name: str) -> None:
-        """Start a crashed node again on the same endpoint: a fresh core (new random stream) that re-seeds."""
+        """Start a crashed node again on the same endpoint: a fresh core (new random stream) that re-seeds, and
+        with ``durable`` starts from the state it last made durable."""
         node = self._node(name, _DOWN)
         if node.pending:
             raise SimError(f"node {name!r} has not started yet")
@@ -519,6 +526,9 @@ class Simulation:
         if name in self._by_name:
             raise SimError(f"name: a node named {name!r} exists")
         template = config if config is not None else self.config
+        if template.state_dir is not None:
+            raise SimError("state_dir: every simulated node would share that directory; use durable=True (durable "
+                           "state in memory, one store per node)")
         while True:  # next free 10.x.y.z whose node id collides with no other node
             self._next_addr += 1
             a = self._next_addr
@@ -534,6 +544,8 @@ class Simulation:
         except ValueError as e:
             raise SimError(f"node {name!r}: {e}") from None
         node = _SimNode(index, name, identity, node_config)
+        if self._durable:
+            node.store = MemoryStore(cluster=gwire.cluster_id(node_config.cluster), path=f"memory:{name}")
         self._nodes.append(node)
         self._by_name[name] = node
         self._by_endpoint[identity.endpoint] = index
@@ -556,7 +568,7 @@ class Simulation:
         node.fastpath = _FastPath() if self._xdp else None  # a node resets its fast-path state at start
         node.driver = CoreDriver(node.core, name=node.name, send=functools.partial(self._route, node.index),
                                  write=self._write, now=now, fastpath=node.fastpath,
-                                 record_stats=self._record_stats)
+                                 record_stats=self._record_stats, store=node.store)
         # a real node also writes its pid; a simulated process has none
         node.driver.write_record({"kind": "started", "node_id": node.identity.node_id, "addr": node.identity.addr,
                                   "port": node.identity.port}, now)
