@@ -1,7 +1,9 @@
 """The JSON control API of a node (``--http ADDR:PORT`` or ``--http unix:PATH``).
 
 GET /list, GET /metadata, GET /stats, POST /publish (body = data), POST /set (a node as JSON), POST /stop,
-POST /start. A bad request gets a 4xx with a JSON ``{"error": ...}`` naming what is wrong.
+POST /start. A bad request gets a 4xx with a JSON ``{"error": ...}`` naming what is wrong. A publish whose value
+the node could not make durable (``state_dir`` on a full or failing disk) gets 503 with the state file and the OS
+error: it was not acknowledged, and the same request can succeed once the disk takes writes again.
 
 The server is a minimal HTTP/1.1 implementation on asyncio streams (one request per connection; bodies by
 Content-Length only, at most 64 KiB, so a Transfer-Encoding is refused with 411; lines of at most 8 KiB): the
@@ -21,6 +23,7 @@ import re
 from http import HTTPStatus
 
 from ._node import Node
+from ._state import StateError
 from ._wire import Identity
 from .errors import UsageError
 
@@ -103,6 +106,8 @@ def handle(node: Node, method: str, path: str, body: bytes):
             version = node.publish(body)
         except UsageError as e:
             raise HttpError(413 if "exceeds" in str(e) else 400, str(e)) from None
+        except StateError as e:  # the disk's fault, not the client's nor ours: a 500 would say "bug"
+            raise HttpError(503, str(e)) from None
         return {"version": version.seq, "origin": version.origin}
     if route == ("POST", "/set"):
         node.set(_set_body(body))

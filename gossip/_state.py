@@ -18,6 +18,12 @@ renamed over the old one, and the directory is fsynced, so after a crash at any 
 or the new one. The driver writes it before the sends carrying an adopted value go out and before a publish
 returns (`gossip._driver`); nothing else writes it, and the heartbeat path never does.
 
+One process at a time: on first use a `FileStore` takes an exclusive ``flock`` on ``<state_dir>/metadata.lock``
+and holds it for the rest of the process's life (the kernel drops it when the process dies, SIGKILL included), so
+a second node started on the same directory is refused with a `StateError` instead of the two overwriting each
+other's state. The lock belongs to the process, not to one store: stores of one process on one directory share
+it (tests restart a node in-process on the same directory), so it does not catch two nodes inside one process.
+
 This module must never trust a file it cannot verify: a short, truncated, corrupt or foreign file is refused with
 a reason (`Loaded.problem`) and the node starts empty; decoding never raises on the file's bytes. It never touches
 the network, a clock or the core: it only turns a `DurableState` into bytes on disk and back.
@@ -25,6 +31,8 @@ the network, a clock or the core: it only turns a `DurableState` into bytes on d
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import struct
@@ -36,14 +44,19 @@ from .errors import GossipError
 MAGIC = b"GSMD"
 FORMAT_VERSION = 1
 FILE_NAME = "metadata.state"
+LOCK_NAME = "metadata.lock"
 MAX_FILE_BYTES = 1 << 20  # data is at most one datagram's worth (< 64 KiB); anything this large is not ours
 _HEADER = struct.Struct("<4sHI")
 _PAYLOAD = struct.Struct("<IQIQ")
 _DIGEST_BYTES = 32
+# the lock files this process holds, by (st_dev, st_ino): an open lock file's inode cannot be reused, so a directory
+# removed and made again (a new lock file) is locked anew, while a second store on a held directory is not refused
+_HELD: dict[tuple[int, int], int] = {}
 
 
 class StateError(GossipError):
-    """The state directory cannot be used (created, written); the message names the path and the OS error."""
+    """The state directory cannot be used (created, locked: another node holds it, written); the message names the
+    path and the OS error."""
 
 
 class Loaded(NamedTuple):
@@ -99,8 +112,47 @@ def decode(blob: bytes, cluster: int) -> DurableState | str:
                         hlc=hlc)
 
 
+def _lock(directory: str) -> None:
+    """Hold DIRECTORY's lock file for the rest of this process's life, or raise `StateError` naming DIRECTORY (and
+    the holder's pid, when it wrote one) if another process holds it."""
+    path = os.path.join(directory, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)  # CLOEXEC: no child inherits the lock
+    except OSError as e:
+        raise StateError(f"state_dir: cannot open the lock file {path}: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) in _HELD:
+        os.close(fd)  # a flock belongs to the open file description that took it: closing this one keeps it
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _holder(fd)
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StateError(f"state_dir: {directory} is in use by another node{holder}, which holds {path}; "
+                             f"two nodes must not share a state directory") from None
+        raise StateError(f"state_dir: cannot lock {path}: {e.strerror or e}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        pass  # the pid only makes a second node's error clearer: a full disk must not stop this node starting
+    _HELD[(st.st_dev, st.st_ino)] = fd
+
+
+def _holder(fd: int) -> str:
+    """The holder's pid from a held lock file as ' (pid N)', or '' when it has not written one (yet, or could not)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
+
+
 class FileStore:
-    """The state file in directory DIRECTORY (created, with its parents, on first use)."""
+    """The state file in directory DIRECTORY (created, with its parents, and locked for this process on first
+    use)."""
 
     def __init__(self, directory: str, *, cluster: int) -> None:
         self.directory = directory
@@ -115,12 +167,13 @@ class FileStore:
                 os.makedirs(self.directory, exist_ok=True)
             except OSError as e:
                 raise StateError(f"state_dir: cannot create {self.directory}: {e.strerror or e}") from None
+            _lock(self.directory)
             self._made = True
 
     def load(self) -> Loaded:
         """The state file's state; a file that cannot be read or verified is refused (and moved aside to
         ``metadata.state.refused``, so the next write does not destroy the evidence). Raises `StateError` only
-        when the directory cannot be created."""
+        when the directory cannot be created or locked (another process holds it)."""
         self._ensure_dir()
         try:
             with open(self.path, "rb") as f:
