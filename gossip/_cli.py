@@ -1,13 +1,21 @@
 """Command line: ``python -m gossip node ...`` runs one node until SIGTERM/SIGINT; ``python -m gossip demo``
-runs a small local cluster on loopback and narrates what it does."""
+runs a small local cluster on loopback and narrates what it does.
+
+A user's mistake (a bad value, an address that cannot be listened on, a path that cannot be used) is one line on
+stderr naming it, exit status 2: values are checked by their argparse types, and what only the kernel can refuse
+(an address in use) is named where it is tried. A bug of ours still shows its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import os
 import random
 import signal
+import stat
 import sys
 
 from . import _accel
@@ -21,11 +29,37 @@ from .errors import GossipError, UsageError
 log = logging.getLogger("gossip")
 
 
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
+# what binding a listening socket refuses because of the address the user chose, not because of a bug
+_LISTEN_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EPERM)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, its errors in one line: ``prog: error: message`` (the usage it would print first is --help's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def http_address(text: str) -> tuple[str, int] | str:
-    """ADDR:PORT, or unix:PATH for a Unix socket."""
+    """ADDR:PORT, or unix:PATH for a Unix socket (in a directory that exists, short enough for a socket, not a file
+    that is not a socket: a stale socket left by a killed node is replaced, anything else refused)."""
     if text.startswith("unix:") and len(text) > 5:
-        return text[5:]
+        path = text[5:]
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            raise argparse.ArgumentTypeError(f"unix:{path}: the directory {directory} does not exist")
+        if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise argparse.ArgumentTypeError(f"unix:{path}: exists and is not a socket")
+        if len(os.fsencode(path)) > UNIX_PATH_MAX:
+            raise argparse.ArgumentTypeError(f"unix:{path}: longer than a socket path may be "
+                                             f"({UNIX_PATH_MAX} bytes)")
+        return path
     return endpoint(text)
+
+
+def _where(http: tuple[str, int] | str) -> str:
+    return f"unix:{http}" if isinstance(http, str) else f"{http[0]}:{http[1]}"
 
 
 def endpoint(text: str) -> tuple[str, int]:
@@ -56,7 +90,7 @@ def utf8_text(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gossip", description="A gossip node accelerated with eBPF.")
+    p = _Parser(prog="python -m gossip", description="A gossip node accelerated with eBPF.")
     sub = p.add_subparsers(dest="command", required=True)
     n = sub.add_parser("node", help="run one node until SIGTERM/SIGINT")
     n.add_argument("--name", required=True, type=utf8_text)
@@ -99,7 +133,10 @@ async def run_node(args) -> int:
                         secrets=tuple(s.encode() for s in args.secret) or (b"",), cluster=args.cluster,
                         protocol=args.protocol, listen_addr=args.addr, listen_port=args.port,
                         log_level=args.log_level, state_dir=args.state_dir)
-    events = open(args.events, "a", buffering=1) if args.events else None
+    try:
+        events = open(args.events, "a", buffering=1) if args.events else None
+    except OSError as e:
+        raise UsageError(f"--events {args.events}: cannot open: {e.strerror}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -110,10 +147,20 @@ async def run_node(args) -> int:
                     record_refreshes=args.record_refreshes)
         runner = None
         try:
-            await node.join()
+            try:
+                await node.join()
+            except OSError as e:
+                if e.errno not in _LISTEN_ERRNOS:
+                    raise
+                raise UsageError(f"cannot listen on {config.listen_addr}:{config.listen_port}/{config.protocol}: "
+                                 f"{os.strerror(e.errno)}") from None
             if args.http:
                 from ._http import serve
-                runner = await serve(node, args.http)
+                try:
+                    runner = await serve(node, args.http)
+                except OSError as e:
+                    raise UsageError(f"--http {_where(args.http)}: cannot listen: "
+                                     f"{os.strerror(e.errno) if e.errno else e}") from None
                 log.info("HTTP API on %s", args.http)
             await stop.wait()
             log.info("shutting down")

@@ -154,6 +154,18 @@ class GossipCore:
             self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=state.version.origin,
                                            seq=state.version.seq))
 
+    def roll_back(self, version: Version, data: bytes) -> None:
+        """Hold VERSION and DATA again (the last durable state) after the driver could not make a newer one durable:
+        a value the disk refused must not leave the node, not even in a later swap. The HLC mark stays where it
+        is, so the next publish is still above the refused version. Recorded as ``metadata_adopted`` with
+        ``via="rollback"``."""
+        if (version, data) == (self._version, self._data):
+            return
+        self._version, self._data = version, data
+        self.stats["adopted_rollback"] += 1
+        self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via="rollback",
+                                            size=len(data), src=""))
+
     def durable_state(self) -> DurableState:
         """What must be kept for a restart: the version and value held, and the HLC mark."""
         return DurableState(version=self._version, data=self._data, hlc=self._hlc)

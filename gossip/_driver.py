@@ -11,12 +11,16 @@ simulator (`testbed.sim._engine`) -- do it through a `CoreDriver`, so the rules 
 - a record is ``{"t": round(now, 6), "node": name, **event.to_json()}``; the driver's own records (``started``,
   ``stats``, ``stopped``) have the same ``t`` and ``node`` first;
 - a timer step ticks the core, writes the ``stats`` record once per cycle, drains, and says how long to sleep;
+  the ``stats`` record's ``timer_late_s`` is how late that step ran after the time the previous one asked for
+  (on a real host: the wait of a sleeping process for a core, the simulator's wake-up model; 0 in the simulator,
+  whose timers are exact);
 - with a state store (``NodeConfig.state_dir`` on a node, a `gossip._state.MemoryStore` in the simulator) the
   driver starts the core from the stored state (a refused file is one ``state_refused`` record and one log line,
   and the node starts empty), and a drain whose accepted state lists a new metadata version writes the core's
   `DurableState` before anything else: before its sends go out and before the publish that caused it returns. If
-  that write fails, the drain's sends are withheld, a ``state_write_failed`` record is written and `StateError`
-  is raised (a publish is then not acknowledged). Only metadata adoptions write; heartbeats never do.
+  that write fails, the drain's sends are withheld, the core rolls back to the last durable value (so no later
+  swap carries the refused one), a ``state_write_failed`` record is written and `StateError` is raised (a publish
+  is then not acknowledged). Only metadata adoptions write; heartbeats never do.
 
 That is what makes a simulated run's records match a real node's and the same seed give the same file.
 
@@ -100,7 +104,7 @@ class CoreDriver:
     """
 
     __slots__ = ("core", "name", "send", "write", "fastpath", "on_event", "record_stats", "stats_extra",
-                 "next_stats", "store", "saved")
+                 "next_stats", "store", "saved", "saved_data", "wake_at")
 
     def __init__(self, core: GossipCore, *, name: str, send: Callable[[list[Send]], None],
                  write: Callable[[dict], None], now: float, fastpath: AcceptedSink | None = None,
@@ -110,10 +114,12 @@ class CoreDriver:
         self.fastpath, self.on_event = fastpath, on_event
         self.record_stats, self.stats_extra = record_stats, stats_extra
         self.next_stats = now
+        self.wake_at: float | None = None  # when the last timer step asked to be woken
         if store is None and core.config.state_dir is not None:
             store = FileStore(core.config.state_dir, cluster=core.cluster)
         self.store = store
         self.saved = None  # the version last made durable
+        self.saved_data = b""
         if store is not None:
             self._restore(now)
 
@@ -133,7 +139,7 @@ class CoreDriver:
         elif loaded.state is not None:
             v = loaded.state.version
             log.info("state file %s: version %d/%08x, HLC mark %d", store.path, v.seq, v.origin, core.hlc_mark)
-        self.saved = core.read()[0]
+        self.saved, self.saved_data = core.read()
 
     def drain(self, now: float) -> None:
         """Hand on everything the core produced since the last drain: accepted state, sends, then events."""
@@ -163,6 +169,7 @@ class CoreDriver:
             self.store.save(state)
         except OSError as e:
             withheld = core.take_sends()  # an adopted value must not leave before it is durable
+            core.roll_back(self.saved, self.saved_data)  # nor later, in a swap: the node holds what its disk holds
             log.error("state file %s: write failed (%s): %d send(s) withheld", self.store.path, e, len(withheld))
             self.write_record({"kind": "state_write_failed", "path": self.store.path, "error": str(e),
                                "version": state.version.seq, "origin": state.version.origin,
@@ -171,7 +178,7 @@ class CoreDriver:
             if events:
                 self.record(events, now)
             raise StateError(f"state file {self.store.path}: write failed: {e}") from e
-        self.saved = state.version
+        self.saved, self.saved_data = state.version, state.data
 
     def record(self, events: Sequence[Event], now: float) -> None:
         """Write one record per event, stamped NOW, except routine drops."""
@@ -200,6 +207,11 @@ class CoreDriver:
             self.next_stats = now + cycle
             if self.record_stats:
                 extra = self.stats_extra
-                self.write_record({"kind": "stats", **core.stats, **(extra() if extra is not None else {})}, now)
+                rec = {"kind": "stats", **core.stats, **(extra() if extra is not None else {})}
+                if self.wake_at is not None:
+                    rec["timer_late_s"] = round(max(now - self.wake_at, 0.0), 6)
+                self.write_record(rec, now)
         self.drain(now)
-        return min(max(min(core.next_deadline(), self.next_stats) - now, 0.001), cycle)
+        sleep = min(max(min(core.next_deadline(), self.next_stats) - now, 0.001), cycle)
+        self.wake_at = now + sleep
+        return sleep

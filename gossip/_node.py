@@ -176,9 +176,8 @@ class Node:
 
         Raises `UsageError` when DATA does not fit in a packet, and `StateError` (naming the state file and the
         OS error) when the state file cannot be written: the publish is not acknowledged and its rumor is withheld,
-        and the node keeps running; a later publish succeeds once the disk takes writes again. (The core still
-        holds the refused value in memory, so its next swap can carry it to a peer: a known gap of the driver,
-        pinned by an xfail test in tests/node/test_state.py.)
+        and the node keeps running, holding its last durable value again (the refused one is never sent, not even
+        in a later swap); a later publish succeeds once the disk takes writes again.
         """
         now = self._clock()
         self._trace_op("publish", now, data=data.hex())

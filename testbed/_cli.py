@@ -1,4 +1,10 @@
-"""``python -m testbed``: run a scenario, redraw a run's plots, or clean up what killed runs left behind."""
+"""``python -m testbed``: run a scenario, redraw a run's plots, or clean up what killed runs left behind.
+
+A mistake the user can make (a bad value, a path that is not a run or cannot be written, a bad scenario file) is
+reported in one line on stderr, naming what is wrong, with exit status 2: argument values are checked by their
+argparse types, paths and run directories before any work starts, and the package's `ScenarioError` and
+`UsageError` are turned into that line here. Nothing else is caught: a bug of ours still shows its traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,70 @@ import sys
 import time
 from pathlib import Path
 
-from . import analysis, plots, scenario as scenario_mod
-from .errors import ScenarioError, TestbedError
+from . import scenario as scenario_mod
+from .errors import ScenarioError, TestbedError, TopologyError, UsageError
+
+# analysis, plots and the interpreter are imported by the commands that use them: with matplotlib and the fault
+# modules they take a second, which a mistaken argument should not wait for
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, its errors in one line: ``prog: error: message`` (the usage it would print first is --help's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _int_in(low: int, high: int):
+    """An argparse type: an integer in LOW..HIGH."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high}, got {value}")
+        return value
+    return parse
+
+
+def rumor_choice(text: str) -> int | None:
+    """``--rumor``: the index of a published version (0: the first), or ``all`` (None: every rumor pooled)."""
+    if text == "all":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a rumor index (0, 1, ...) or all, got {text!r}")
+    return int(text)
+
+
+def _unwritable(p: Path) -> str | None:
+    """Why the file P cannot be written (its directory must exist: a plot is not worth a directory tree), or None."""
+    parent = p.parent
+    if p.is_dir():
+        return f"{p} is a directory; name the plot file (e.g. {p / 'compare.png'})"
+    if not parent.exists():
+        return f"{p}: the directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{p}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{p}: the directory {parent} is not writable"
+    return None
+
+
+def plot_file(text: str) -> Path:
+    """An output file in a writable directory: checked before the comparison is computed."""
+    problem = _unwritable(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def run_id(text: str) -> str:
+    from .net.topology import check_run_id
+    try:
+        return check_run_id(text)
+    except TopologyError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
 
 
 def _table(summary: dict) -> str:
@@ -40,9 +108,7 @@ def cmd_run(args) -> int:
     s = s.with_overrides(nodes=args.nodes, backend=args.backend, seed=args.seed,
                          xdp=False if args.no_xdp else None)
     if s.backend != "sim" and os.geteuid() != 0:
-        print(f"error: the {s.backend} backend needs root (namespaces, veth, BPF); try --backend sim",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"the {s.backend} backend needs root (namespaces, veth, BPF); try --backend sim")
     out = Path(args.out) if args.out else Path("runs") / f"{s.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     from .runner import run_scenario
     summary = run_scenario(s, out, progress=not args.quiet)
@@ -54,22 +120,33 @@ def cmd_run(args) -> int:
 
 def cmd_plot(args) -> int:
     run_dir = Path(args.run_dir)
-    if not (run_dir / "events.jsonl").exists():
-        print(f"error: {run_dir} is not a run directory (no events.jsonl)", file=sys.stderr)
-        return 2
+    summary = _summary(run_dir)
+    if not (run_dir / "events.jsonl").is_file():
+        raise UsageError(f"{run_dir} is not a run directory (no events.jsonl)")
+    from . import analysis, plots
+    from .interpreter import output_dir
+    out = output_dir(args.out, "plot directory") if args.out else run_dir
     history = analysis.load_history(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    for p in plots.draw_all(run_dir, history, summary, summary.get("plots") and
+    for p in plots.draw_all(out, history, summary, summary.get("plots") and
                             [Path(n).stem for n in summary["plots"]]):
         print(p)
     return 0
 
 
-def _analysed(*dirs) -> str | None:
-    for d in dirs:
-        if not (Path(d) / "summary.json").exists():
-            return f"error: {d} is not an analysed run directory (no summary.json)"
-    return None
+def _summary(run_dir: Path | str) -> dict:
+    """The summary of an analysed run directory, or a `UsageError` saying why RUN_DIR is not one."""
+    path = Path(run_dir) / "summary.json"
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"{run_dir} is not an analysed run directory (no such directory)")
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not an analysed run directory (no summary.json)")
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}: not a run summary (invalid JSON at line {e.lineno})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("rumors"), list):
+        raise UsageError(f"{path}: not a run summary (no rumors)")
+    return summary
 
 
 def _print_comparison(result: dict, a_label: str, b_label: str) -> None:
@@ -82,30 +159,34 @@ def _print_comparison(result: dict, a_label: str, b_label: str) -> None:
 
 
 def cmd_compare(args) -> int:
-    error = _analysed(args.run_a, *args.run_b)
-    if error:
-        print(error, file=sys.stderr)
-        return 2
-    index = None if args.rumor == "all" else int(args.rumor)
+    index = args.rumor
+    for d in (args.run_a, *args.run_b):
+        rumors = len(_summary(d)["rumors"])
+        if not rumors:
+            raise UsageError(f"{d}: no rumor to compare (its scenario published nothing)")
+        if index is not None and index >= rumors:
+            raise UsageError(f"--rumor {index}: {d} has {rumors} rumor(s) (0..{rumors - 1}, or all)")
+    out = args.out or Path(args.run_b[0]) / "compare.png"
+    if problem := _unwritable(out):
+        raise UsageError(problem)
+    from . import analysis, plots
     run_b = args.run_b[0] if len(args.run_b) == 1 else args.run_b
     result = analysis.compare_runs(args.run_a, run_b, index)
     _print_comparison(result, args.run_a, " + ".join(args.run_b))
-    out = Path(args.out) if args.out else Path(args.run_b[0]) / "compare.png"
     plots.compare([args.run_a, args.run_b], out, index=index, title=f"KS distance {result['ks']:.3f}")
     print(f"plot: {out}")
     return 0
 
 
 def cmd_mirror(args) -> int:
-    from .experiments import mirror
-    error = _analysed(args.run_dir)
-    if error:
-        print(error, file=sys.stderr)
-        return 2
+    _summary(args.run_dir)
+    if not (Path(args.run_dir) / "events.jsonl").is_file():
+        raise UsageError(f"{args.run_dir} is not a run directory (no events.jsonl)")
     out = Path(args.out) if args.out else Path(args.run_dir) / f"mirror-{args.model}"
-    if out.exists() and any(out.iterdir()):
-        print(f"error: {out} is not empty; choose another --out", file=sys.stderr)
-        return 2
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"{out} is not empty; choose another --out")
+    from . import plots
+    from .experiments import mirror
     result = mirror.mirror(args.run_dir, out, seeds=args.seeds, model=args.model)
     _print_comparison(result, args.run_dir, f"{out} (simulator, {args.model} model)")
     plots.compare([args.run_dir, result["runs"]], out / "compare.png", index=None,
@@ -116,10 +197,12 @@ def cmd_mirror(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .experiments import sweep as sweep_mod
+    from .interpreter import output_dir
     spec = sweep_mod.load(args.sweep)
-    if args.seeds:
+    if args.seeds is not None:
         spec["seeds"] = args.seeds
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{spec['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    output_dir(out, "result directory")
     df = sweep_mod.run(spec, out, progress=not args.quiet)
     cols = sweep_mod.point_keys(df)
     print(df.groupby(cols)[["t50", "t90", "t100", "messages_per_node", "fraction"]].mean().round(3).to_string())
@@ -139,7 +222,7 @@ def cmd_clean(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m testbed", description="Run gossip scenarios on real nodes.")
+    p = _Parser(prog="python -m testbed", description="Run gossip scenarios on real nodes.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a scenario and check it")
     r.add_argument("scenario", help="a YAML file, or the name of one in scenarios/")
@@ -152,30 +235,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
     pl = sub.add_parser("plot", help="redraw the plots of a run directory")
     pl.add_argument("run_dir")
+    pl.add_argument("--out", metavar="DIR", help="draw into DIR, created if need be (default RUN_DIR)")
     pl.set_defaults(fn=cmd_plot)
     cp = sub.add_parser("compare", help="KS distance between two runs' infection curves, and both on one plot")
     cp.add_argument("run_a")
     cp.add_argument("run_b", nargs="+", help="one run, or several (e.g. seeds of one scenario) pooled")
-    cp.add_argument("--rumor", default="0", help="which published version (0: the first; all: pool them)")
-    cp.add_argument("--out", help="plot file (default RUN_B/compare.png)")
+    cp.add_argument("--rumor", type=rumor_choice, default=0,
+                    help="which published version (0: the first; all: pool them)")
+    cp.add_argument("--out", type=plot_file, help="plot file, in an existing directory (default RUN_B/compare.png)")
     cp.set_defaults(fn=cmd_compare)
     mp = sub.add_parser("mirror", help="run a recorded testbed run's scenario on the simulator, with the host "
                                        "measured on that run, and compare the two")
     mp.add_argument("run_dir")
-    mp.add_argument("--seeds", type=int, default=5, help="simulator runs to pool (default 5)")
+    mp.add_argument("--seeds", type=_int_in(1, 1000), default=5, help="simulator runs to pool (default 5)")
     mp.add_argument("--model", choices=("host", "wakeup", "link"), default="host",
                     help="host: shared cores, CPU per packet and wake-up measured on the run (default); wakeup: "
                          "each node's measured wait only; link: a measured delay per copy")
     mp.add_argument("--out", help="directory for the simulator runs (default RUN_DIR/mirror-MODEL)")
     mp.set_defaults(fn=cmd_mirror)
     sw = sub.add_parser("sweep", help="run a grid of simulator runs on all cores and tabulate them")
-    sw.add_argument("sweep", help="a sweep YAML file")
+    sw.add_argument("sweep", help="a sweep YAML file, or the name of one in sweeps/")
     sw.add_argument("--out", help="result directory (default runs/sweep-<name>-<timestamp>)")
-    sw.add_argument("--seeds", type=int, help="override the number of seeds")
+    sw.add_argument("--seeds", type=_int_in(1, 1000), help="override the number of seeds (1..1000)")
     sw.add_argument("--quiet", action="store_true")
     sw.set_defaults(fn=cmd_sweep)
     c = sub.add_parser("clean", help="remove namespaces, links, BPF pins and processes left by killed runs")
-    c.add_argument("--run-id", help="only this run's leftovers")
+    c.add_argument("--run-id", type=run_id, help="only this run's leftovers")
     c.add_argument("--dry-run", action="store_true", help="list, do not remove")
     c.set_defaults(fn=cmd_clean)
     return p
@@ -187,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ScenarioError as e:
+    except (ScenarioError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TestbedError as e:

@@ -1,9 +1,11 @@
 """The testbed package's error hierarchy.
 
-`ScenarioError` is the user's mistake in a scenario file and names the file, the line and the field. `TopologyError`
-is a bad topology description (a misuse of the API, caught before anything touches the kernel). `DeployError` is a
-failure while building, running or tearing down the real network; `CommandError` is the one kind of it that comes
-from an external command, and carries that command and its stderr.
+`ScenarioError` is the user's mistake in a scenario file and names the file, the line and the field; `UsageError`
+is the user's mistake anywhere else (an output path that cannot be written, a directory that is not a run, a value
+out of range for the run it applies to) and names what is wrong. The command line reports either in one line and
+exits 2. `TopologyError` is a bad topology description (a misuse of the API, caught before anything touches the
+kernel). `DeployError` is a failure while building, running or tearing down the real network; `CommandError` is the
+one kind of it that comes from an external command, and carries that command and its stderr.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class ScenarioError(TestbedError, ValueError):
         self.line = line
         self.field = field
         self.message = message
+
+
+class UsageError(TestbedError, ValueError):
+    """The user named something a command cannot use: the message names it (the path, the run, the value)."""
 
 
 class TopologyError(TestbedError, ValueError):

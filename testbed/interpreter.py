@@ -22,7 +22,7 @@ from typing import Callable
 
 from . import analysis, nemesis, plots
 from .cluster.base import Cluster
-from .errors import TestbedError
+from .errors import UsageError
 from .scenario import Scenario, select_nodes
 
 _NEVER, _UP, _PAUSED, _DOWN = "never", "up", "paused", "down"
@@ -47,15 +47,26 @@ class Progress:
             print(f"[testbed] {phase:<10} {left_s:6.1f} s left   nodes up {up}/{total}", file=self.out, flush=True)
 
 
-def prepare_out(out: Path) -> Path:
+def output_dir(out: Path | str, what: str = "run directory") -> Path:
+    """Create the directory OUT (and its parents) for a command's output; a `UsageError` naming it if it cannot be
+    created or written."""
     out = Path(out)
-    if (out / "events.jsonl").exists() or (out / "events").exists():
-        raise TestbedError(f"{out} already holds a run; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TestbedError(f"{out}: cannot create the run directory: {e.strerror}") from None
+        raise UsageError(f"{out}: cannot create the {what}: {e.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"{out}: the {what} is not writable")
     return out
+
+
+def prepare_out(out: Path) -> Path:
+    """Create the run directory OUT; a `UsageError` naming it if it holds a run already or cannot be written.
+    Checked before any node starts, so a bad --out costs nothing."""
+    out = Path(out)
+    if (out / "events.jsonl").exists() or (out / "events").exists():
+        raise UsageError(f"{out} already holds a run; choose another --out")
+    return output_dir(out)
 
 
 class Interpreter:

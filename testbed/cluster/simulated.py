@@ -16,6 +16,7 @@ import numpy as np
 from gossip import _wire as wire
 
 from .. import analysis
+from ..errors import ScenarioError
 from ..sim import Constant, Simulation, disseminate, latency_from_spec
 from .base import Cluster, Read
 
@@ -28,7 +29,9 @@ def _latency(s, key: str = "latency"):
         return None
     spec = dict(spec)
     if spec["kind"] == "measured":
-        spec = {"kind": "measured", "samples_ms": measured_latency_ms(spec["run"], spec.get("source", "heartbeats"))}
+        samples = measured_latency_ms(spec["run"], spec.get("source", "heartbeats"), file=s.file,
+                                      field=f"sim.{key}.run")
+        spec = {"kind": "measured", "samples_ms": samples}
     return latency_from_spec(spec)
 
 
@@ -41,12 +44,14 @@ def _cpu(s) -> tuple[int, float]:
     return spec["cores"], float(spec["service_us"]) / 1e6
 
 
-def measured_latency_ms(run_dir: str, source: str = "heartbeats") -> list[float]:
-    """Per-hop latencies measured on a recorded testbed run, from SOURCE (see `analysis.HOP_SOURCES`)."""
+def measured_latency_ms(run_dir: str, source: str = "heartbeats", *, file: str = "<scenario>",
+                        field: str = "sim.latency.run") -> list[float]:
+    """Per-hop latencies measured on a recorded testbed run, from SOURCE (see `analysis.HOP_SOURCES`); a run with
+    none is a `ScenarioError` naming the scenario FILE and FIELD that chose it."""
     what, read = analysis.HOP_SOURCES[source]
     samples = read(run_dir)
     if not samples:
-        raise ValueError(f"{run_dir}: no {what} recorded to measure latency from")
+        raise ScenarioError(file, None, field, f"{run_dir}: no {what} recorded to measure latency from")
     return sorted(samples)
 
 

@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 from .. import analysis
 from .. import scenario as scenario_mod
-from ..errors import TestbedError
+from ..errors import UsageError
 
 MODELS = ("host", "wakeup", "link")
 WIRE_MS = 0.05  # one veth hop and the bridge, without the processes at either end
@@ -45,13 +45,13 @@ def sim_scenario(run_dir: Path | str, *, model: str = "host", wire_ms: float = W
     history = analysis.load_history(run_dir)
     meta = history.meta
     if meta.get("backend") == "sim":
-        raise TestbedError(f"{run_dir}: a simulator run; mirror a testbed (netns or mininet) run")
+        raise UsageError(f"{run_dir}: a simulator run; mirror a testbed (netns or mininet) run")
     if model not in MODELS:
-        raise TestbedError(f"model: must be one of {', '.join(MODELS)}, got {model!r}")
+        raise UsageError(f"model: must be one of {', '.join(MODELS)}, got {model!r}")
     if not meta.get("file") or not Path(meta["file"]).exists():
-        raise TestbedError(f"{run_dir}: its scenario file {meta.get('file')!r} is gone; mirror needs it")
+        raise UsageError(f"{run_dir}: its scenario file {meta.get('file')!r} is gone; mirror needs it")
     if not analysis.rumor_hops(history):
-        raise TestbedError(f"{run_dir}: no metadata rumor hops recorded (the scenario must publish, and the nodes "
+        raise UsageError(f"{run_dir}: no metadata rumor hops recorded (the scenario must publish, and the nodes "
                            "record metadata_sent)")
     s = scenario_mod.load(meta["file"])
     wire = MappingProxyType({"kind": "constant", "ms": wire_ms})
@@ -77,7 +77,7 @@ def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 5, model: str =
     from ..runner import run_scenario as run_sim
 
     if seeds < 1:
-        raise TestbedError(f"seeds: must be >= 1, got {seeds}")
+        raise UsageError(f"seeds: must be >= 1, got {seeds}")
     s = sim_scenario(run_dir, model=model, wire_ms=wire_ms)
     out = Path(out)
     runs = []

@@ -65,7 +65,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ..errors import ScenarioError
-from ..scenario import read_text
+from ..scenario import find, load as load_scenario, read_text
 from ..scenario.schema import Doc as _Doc, fields as _fields
 
 GRID_KEYS = {"nodes": int, "fanout": int, "loss": (int, float), "variant": str, "anti_entropy_s": (int, float)}
@@ -75,8 +75,9 @@ FIGURES = ("fraction", "t50", "t90", "t100", "messages_per_node", "repaired")
 
 
 def load(path: str) -> dict:
-    """Read and validate a sweep file; a mistake is a `ScenarioError` naming file, line and field."""
-    p = Path(path)
+    """Read and validate a sweep file (a path, or the name of one in sweeps/, as scenarios are found in
+    scenarios/); a mistake is a `ScenarioError` naming file, line and field."""
+    p = find(path, folder="sweeps", what="sweep")
     doc = _Doc(str(p), read_text(p, "sweep"))
     spec = {
         "name": (str, True, None, None),
@@ -97,6 +98,10 @@ def load(path: str) -> dict:
     if v["fidelity"] == "full":
         if not v.get("scenario"):
             raise doc.error((), "fidelity full needs 'scenario' (the scenario the grid overrides)")
+        try:
+            load_scenario(v["scenario"])  # refused here, not in every worker once the grid runs
+        except ScenarioError as e:
+            raise doc.error(("scenario",), str(e)) from None
         for key in ("variant", "anti_entropy_s"):
             if key in v["grid"]:
                 raise doc.error(("grid", key), "belongs to the dissemination fidelity (full runs the real cores)")

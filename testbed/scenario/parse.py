@@ -229,10 +229,16 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
     for key in ("latency", "wakeup"):
         if key in sim:
             sim[key] = MappingProxyType(fields(doc, sim[key], ("sim", key), _latency_fields()))
+            if sim[key]["kind"] == "measured":
+                if "run" not in sim[key]:
+                    raise doc.error(("sim", key), "kind measured needs 'run' (a testbed run to measure)")
+                _check_run(doc, ("sim", key, "run"), sim[key]["run"])
     if "cpu" in sim:
         sim["cpu"] = MappingProxyType(fields(doc, sim["cpu"], ("sim", "cpu"), CPU_FIELDS))
         if ("service_us" in sim["cpu"]) == ("run" in sim["cpu"]):
             raise doc.error(("sim", "cpu"), "needs exactly one of service_us or run (a testbed run to measure)")
+        if "run" in sim["cpu"]:
+            _check_run(doc, ("sim", "cpu", "run"), sim["cpu"]["run"])
     dissemination = v["backend"] == "sim" and sim.get("fidelity") == "dissemination"
     duration = float(v["duration_s"])
     timeline = tuple(sorted((_step(doc, raw, i, duration) for i, raw in enumerate(v["timeline"])),
@@ -252,6 +258,13 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
                  duration_s=duration, recovery_s=float(v["recovery_s"]), timeline=timeline,
                  checks=MappingProxyType(checks), plots=tuple(raw_plots), description=v["description"])
     return _final(s)  # the emulated backends' own size limit is checked once the backend is final (`with_overrides`)
+
+
+def _check_run(doc: Doc, path: tuple, run: str) -> None:
+    """A ``run:`` the simulator measures must be a recorded run directory (paths relative to the working directory,
+    where the run is read from): refused at parse time, not once the simulator is being built."""
+    if not (Path(run) / "events.jsonl").is_file():
+        raise doc.error(path, f"{run} is not a recorded run directory (no events.jsonl)")
 
 
 def _parse_checks(doc: Doc, raw, registry) -> dict:
@@ -293,16 +306,17 @@ def with_overrides(s: Scenario, *, nodes: int | None = None, backend: str | None
     return _final(s)
 
 
-def find(name_or_path: str) -> Path:
-    """A scenario path: as given, or, for a bare name not found here, the file of that name in scenarios/."""
+def find(name_or_path: str, *, folder: str = "scenarios", what: str = "scenario") -> Path:
+    """A scenario path: as given, or, for a bare name not found here, the file of that name in FOLDER/ (here, then
+    the project's); ``.yaml`` may be left off. Sweep files are found the same way, in sweeps/."""
     p = Path(name_or_path)
     if p.exists():
         return p
-    for candidate in (Path("scenarios") / p.name, Path(__file__).resolve().parents[2] / "scenarios" / p.name):
+    for candidate in (Path(folder) / p.name, Path(__file__).resolve().parents[2] / folder / p.name):
         for c in (candidate, candidate.with_suffix(".yaml")):
-            if c.exists():
+            if c.is_file():
                 return c
-    raise ScenarioError(str(p), None, "scenario", "no such file (also looked in scenarios/)")
+    raise ScenarioError(str(p), None, what, f"no such file (also looked in {folder}/)")
 
 
 def read_text(path: Path, what: str) -> str:
