@@ -91,6 +91,9 @@ class _Entry:
         self.identity, self.seq, self.last_seen = identity, seq, last_seen
 
 
+MAX_DIRECT_HOPS = 16  # direct heartbeat hop delays kept per stats record (see GossipCore.take_direct_hops)
+
+
 def _ms(now: float) -> int:
     return max(0, int(now * 1000))
 
@@ -109,6 +112,7 @@ class GossipCore:
         self._rng = rng
         self._record_refreshes = record_refreshes
         self._src = ""  # where the message being handled came from (recorded only)
+        self._direct_hops: list[float] = []  # see take_direct_hops
         self._entries: dict[int, _Entry] = {}
         self._live_ids: list[int] = []  # same ids as _entries, for O(1) random picks
         self._live_pos: dict[int, int] = {}
@@ -165,6 +169,16 @@ class GossipCore:
         self.stats["adopted_rollback"] += 1
         self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via="rollback",
                                             size=len(data), src=""))
+
+    def take_direct_hops(self) -> list[float]:
+        """The delays (ms) of heartbeats taken straight from their origin since the last call, at most
+        `MAX_DIRECT_HOPS`: a heartbeat's sequence is its origin's clock in whole ms when it was sent, so on one host
+        (the testbed, the simulator) each is one hop up to the moment the receiver starts on it -- send, wire, the
+        receiver's wait for a core and for what it had queued before -- under the cluster's own load, at every
+        phase of the cycle. Each is up to 1 ms long (the
+        sequence is truncated to the ms). The driver puts them in the ``stats`` record (``hb_hop_ms``)."""
+        hops, self._direct_hops = self._direct_hops, []
+        return hops
 
     def durable_state(self) -> DurableState:
         """What must be kept for a restart: the version and value held, and the HLC mark."""
@@ -310,6 +324,8 @@ class GossipCore:
             entry.identity, entry.seq, entry.last_seen = msg.identity, msg.seq, now
             if self._record_refreshes:
                 self._events.append(MemberRefreshed(node_id=origin, seq=msg.seq))
+            if len(self._direct_hops) < MAX_DIRECT_HOPS and self._src == "%s:%d" % msg.identity.endpoint:
+                self._direct_hops.append(now * 1000.0 - msg.seq)
         self.stats["accepted_heartbeat"] += 1
         self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=origin, seq=msg.seq))
         self._spread(msg, msg.infected.with_added((self.node_id,)))

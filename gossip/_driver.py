@@ -13,7 +13,8 @@ simulator (`testbed.sim._engine`) -- do it through a `CoreDriver`, so the rules 
 - a timer step ticks the core, writes the ``stats`` record once per cycle, drains, and says how long to sleep;
   the ``stats`` record's ``timer_late_s`` is how late that step ran after the time the previous one asked for
   (on a real host: the wait of a sleeping process for a core, the simulator's wake-up model; 0 in the simulator,
-  whose timers are exact);
+  whose timers are exact); its ``hb_hop_ms`` lists the delays of heartbeats taken straight from their origin
+  (`GossipCore.take_direct_hops`);
 - with a state store (``NodeConfig.state_dir`` on a node, a `gossip._state.MemoryStore` in the simulator) the
   driver starts the core from the stored state (a refused file is one ``state_refused`` record and one log line,
   and the node starts empty), and a drain whose accepted state lists a new metadata version writes the core's
@@ -210,6 +211,9 @@ class CoreDriver:
                 rec = {"kind": "stats", **core.stats, **(extra() if extra is not None else {})}
                 if self.wake_at is not None:
                     rec["timer_late_s"] = round(max(now - self.wake_at, 0.0), 6)
+                hops = core.take_direct_hops()
+                if hops:
+                    rec["hb_hop_ms"] = [round(h, 3) for h in hops]
                 self.write_record(rec, now)
         self.drain(now)
         sleep = min(max(min(core.next_deadline(), self.next_stats) - now, 0.001), cycle)

@@ -14,6 +14,7 @@ import collections
 import errno
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -204,20 +205,24 @@ class Node:
             self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
+        """Handle what has queued up, one datagram at a time: each is stamped with the time it is handled and its
+        sends go out before the next is read, as the simulator drains a core after every message (a batch would
+        hold a rumor's forwards back until everything queued behind it had been handled)."""
         self._drain_scheduled = False
-        queue, core = self._queue, self.core
-        now = self._clock()
+        queue, core, driver, clock = self._queue, self.core, self._driver, self._clock
         while queue:
             data, src = queue.popleft()
+            now = clock()
             if self._trace is not None:
                 self._trace_op("rx", now, data=data.hex(), src=src)
             core.receive(data, now, src)
-        try:
-            self._flush()
-        except StateError:
-            # a peer's value could not be made durable: the driver withheld its sends and logged and recorded the
-            # failure; there is no caller to tell, and raising into the event loop would only add a traceback
-            pass
+            try:
+                driver.drain(now)
+            except StateError:
+                # a peer's value could not be made durable: the driver withheld its sends and logged and recorded
+                # the failure; there is no caller to tell, and raising into the event loop would only add a
+                # traceback
+                pass
 
     def _on_transport_error(self, reason: str, detail: str) -> None:
         """A transport's error: a send error (``send_error_<cause>``, ``send_queue_full``: the payload is gone),
@@ -237,10 +242,19 @@ class Node:
 
     async def _run_timer(self) -> None:
         driver = self._driver
+        clock = self._clock
         while True:
-            now = self._clock()
+            now = clock()
             self._trace_op("tick", now)
-            await asyncio.sleep(driver.timer_step(now))
+            target = now + driver.timer_step(now)
+            # Sleep until the driver's deadline itself, not for its delay after this step's own work, and for whole
+            # milliseconds: the loop's epoll waits in milliseconds, rounded up, so any other sleep wakes up to 1 ms
+            # late. The timer is then on time, and what the driver measures as lateness is the process's wait for a
+            # core (the simulator's wake-up model reads it).
+            start = clock()
+            delay = math.ceil(max(target - start, 0.001) * 1000.0) / 1000.0
+            driver.wake_at = start + delay
+            await asyncio.sleep(delay)
 
     def _flush(self) -> None:
         """Hand the core's outputs on (accepted state, sends, events: see `CoreDriver.drain`)."""

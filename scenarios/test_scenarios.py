@@ -140,16 +140,3 @@ def test_operations_with_the_broadcaster(tmp_path):
     assert sum(n["broadcast"]["copies"] for n in stats["nodes"].values()) > 0  # rumors went through TC
 
 
-def test_validation_mirrored_on_the_simulator(tmp_path):
-    """The sim-vs-testbed comparison end to end: the run, then its mirror with the delays measured on it."""
-    from testbed.experiments import mirror
-
-    summary, out = run("validation.yaml", tmp_path)
-    assert_passed(summary, "membership_converged", "metadata_converged", "no_lost_update")
-    assert len(summary["rumors"]) == 10
-    result = mirror.mirror(out, tmp_path / "mirror", seeds=2)
-    assert result["b"]["backend"] == "sim" and result["b"]["runs"] == 2 and result["b"]["rumors"] == 20
-    assert result["a"]["samples"] == 640
-    # The goal is <= 0.15: measured 0.03-0.13 over eight runs on this kind of host, five seeds pooled. Two seeds
-    # pooled on a host busy with other work get a looser bound; the per-copy link model measures 0.36-0.44.
-    assert result["ks"] <= 0.2, result

@@ -178,6 +178,25 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    from .experiments import validate
+    names = validate.SET
+    if args.only:
+        known = {Path(n).stem: n for n in names}
+        for name in args.only:
+            if name not in known:
+                raise UsageError(f"--only {name}: not in the validation set ({', '.join(known)})")
+        names = tuple(known[n] for n in args.only)
+    if os.geteuid() != 0:
+        raise UsageError("validate runs the testbed, which needs root (namespaces, veth, BPF)")
+    from .interpreter import output_dir
+    out = output_dir(args.out or f"runs/validate-{time.strftime('%Y%m%d-%H%M%S')}", "--out")
+    rows = validate.validate(out, scenarios=names, runs=args.runs, seeds=args.seeds)
+    print(validate.table(rows))
+    print(f"\nrows: {out / 'validation.json'}")
+    return 0 if all(r.passed for r in rows) else 1
+
+
 def cmd_mirror(args) -> int:
     _summary(args.run_dir)
     if not (Path(args.run_dir) / "events.jsonl").is_file():
@@ -249,10 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("run_dir")
     mp.add_argument("--seeds", type=_int_in(1, 1000), default=5, help="simulator runs to pool (default 5)")
     mp.add_argument("--model", choices=("host", "wakeup", "link"), default="host",
-                    help="host: shared cores, CPU per packet and wake-up measured on the run (default); wakeup: "
-                         "each node's measured wait only; link: a measured delay per copy")
+                    help="host: each process's wait for a core drawn from how late the run's timers ran, with "
+                         "the XDP model (default); wakeup: each node's measured rumor wait; link: a measured "
+                         "delay per copy")
     mp.add_argument("--out", help="directory for the simulator runs (default RUN_DIR/mirror-MODEL)")
     mp.set_defaults(fn=cmd_mirror)
+    va = sub.add_parser("validate", help="run the simulator's validation set on the testbed, mirror every run "
+                                         "with the host model and print one table (needs root)")
+    va.add_argument("--out", help="result directory (default runs/validate-<timestamp>)")
+    va.add_argument("--runs", type=_int_in(1, 100), default=2, help="testbed runs per scenario (default 2)")
+    va.add_argument("--seeds", type=_int_in(1, 1000), default=5, help="simulator seeds per run (default 5)")
+    va.add_argument("--only", action="append", metavar="NAME",
+                    help="run only this scenario of the set (repeatable; see testbed/experiments/validate.py)")
+    va.set_defaults(fn=cmd_validate)
     sw = sub.add_parser("sweep", help="run a grid of simulator runs on all cores and tabulate them")
     sw.add_argument("sweep", help="a sweep YAML file, or the name of one in sweeps/")
     sw.add_argument("--out", help="result directory (default runs/sweep-<name>-<timestamp>)")

@@ -740,6 +740,36 @@ def rumor_hop_latency_ms(run_dir: Path | str, per: str = "copy", quantiles: int 
     return out
 
 
+def timer_lateness_ms(run_dir: Path | str, quantiles: int = 1000) -> list[float]:
+    """How late the nodes' timers ran on a recorded run, as QUANTILES equally likely values in milliseconds.
+
+    Each ``stats`` record's ``timer_late_s`` is how long a node process that asked to be woken at a time waited
+    beyond it for a core: the wake-up delay of a sleeping process on that host, under that run's load, measured
+    about once per cycle per node at every phase of the cycle. It is read from the run's own timer traffic, not
+    from the rumor curves the simulator is compared with.
+    """
+    history = run_dir if isinstance(run_dir, History) else load_history(run_dir)
+    times = sorted(e["timer_late_s"] for e in history.of_kind("stats") if "timer_late_s" in e)
+    if not times:
+        return []
+    return [1000.0 * times[min(int((k + 0.5) / quantiles * len(times)), len(times) - 1)] for k in range(quantiles)]
+
+
+def direct_heartbeat_hops_ms(run_dir: Path | str, quantiles: int = 1000) -> list[float]:
+    """One-hop delays of heartbeats taken straight from their origin on a recorded run (the stats records'
+    ``hb_hop_ms``, see `gossip.GossipCore.take_direct_hops`), as QUANTILES equally likely values in ms.
+
+    A heartbeat's sequence is its send time truncated to the millisecond, so each raw delay is the true one plus
+    up to 1 ms; half a millisecond is taken off each (the mean of that error), never below zero. This is the
+    run's own idle traffic: every node's heartbeat, every cycle, at every phase, none of it a rumor.
+    """
+    history = run_dir if isinstance(run_dir, History) else load_history(run_dir)
+    times = sorted(max(h - 0.5, 0.0) for e in history.of_kind("stats") for h in e.get("hb_hop_ms", ()))
+    if not times:
+        return []
+    return [times[min(int((k + 0.5) / quantiles * len(times)), len(times) - 1)] for k in range(quantiles)]
+
+
 # Where a simulated delay can be measured from in a recorded run: name -> (what it measures, its reader).
 # The scenario format's ``source`` field takes these names.
 HOP_SOURCES = {
@@ -747,6 +777,8 @@ HOP_SOURCES = {
     "rumors": ("metadata rumor copies", lambda d: rumor_hop_latency_ms(d, per="copy")),
     "adoptions": ("metadata rumor adoptions", lambda d: rumor_hop_latency_ms(d, per="receiver")),
     "first_hops": ("first hops from a publisher", lambda d: rumor_hop_latency_ms(d, per="publisher")),
+    "timer_lateness": ("how late the nodes' timers ran", timer_lateness_ms),
+    "direct_heartbeats": ("heartbeats taken straight from their origin", direct_heartbeat_hops_ms),
 }
 
 
@@ -783,6 +815,35 @@ def cpu_per_packet_s(run_dir: Path | str, per: str = "arrival") -> float:
     if packets <= 0:
         raise ValueError(f"{run_dir}: no stats records with cpu_s and packets to measure from")
     return cpu / packets
+
+
+def cpu_marginal_per_packet_s(run_dir: Path | str) -> float:
+    """CPU seconds one more datagram reaching a node process costs it, over a recorded run.
+
+    The least-squares slope of each stats interval's CPU time (``cpu_s`` growth) on the datagrams the process
+    received in it (``packets_in`` growth), over every node process and interval: the fixed work of a cycle (its
+    heartbeat, timers, the stats record itself) goes into the intercept, not into the cost of a message, which
+    `cpu_per_packet_s`'s average charges every datagram.
+    """
+    history = run_dir if isinstance(run_dir, History) else load_history(run_dir)
+    prev: dict[str, dict] = {}
+    xs: list[float] = []
+    ys: list[float] = []
+    for e in history.events:
+        if e["kind"] == "started":
+            prev.pop(e["node"], None)  # a restarted process counts from zero again
+        elif e["kind"] == "stats" and "cpu_s" in e:
+            p = prev.get(e["node"])
+            if p is not None:
+                xs.append(float(e.get("packets_in", 0) - p.get("packets_in", 0)))
+                ys.append(e["cpu_s"] - p["cpu_s"])
+            prev[e["node"]] = e
+    n = len(xs)
+    mx, my = (sum(xs) / n, sum(ys) / n) if n else (0.0, 0.0)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if n < 3 or sxx <= 0:
+        raise ValueError(f"{run_dir}: too few stats records with cpu_s and packets to measure from")
+    return max(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx, 0.0)
 
 
 def coverage_frame(run_dirs):

@@ -40,6 +40,8 @@ def _cpu(s) -> tuple[int, float]:
     reaching the process when the simulator models XDP too, else per datagram arriving)."""
     spec = s.sim["cpu"]
     if "run" in spec:
+        if spec["cost"] == "marginal":
+            return spec["cores"], analysis.cpu_marginal_per_packet_s(spec["run"])
         return spec["cores"], analysis.cpu_per_packet_s(spec["run"], "userspace" if s.node["xdp"] else "arrival")
     return spec["cores"], float(spec["service_us"]) / 1e6
 
@@ -63,7 +65,11 @@ class SimulatedCluster(Cluster):
         self.config = s.config(listen_port=GOSSIP_PORT)
         kw = {"latency": _latency(s)} if s.sim.get("latency") else {}
         if s.sim.get("cpu"):
-            kw["cpu"] = _cpu(s)
+            cores, service_s = _cpu(s)
+            if s.sim["cpu"]["shared"]:
+                kw["cpu"] = (cores, service_s)
+            else:  # each node process serves what reaches it by itself; the wake-up model holds the waiting
+                kw["service_s"] = service_s
         if s.sim.get("wakeup"):
             kw["wakeup"] = _latency(s, "wakeup")
         self.sim = Simulation(seed=s.seed, config=self.config, xdp=bool(s.node["xdp"]),

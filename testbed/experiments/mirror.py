@@ -5,12 +5,15 @@ packet counts, and, for every copy of every metadata rumor, who sent it, when, a
 receiver took the version (`analysis.rumor_hops`). From that, `mirror` builds the simulator's model of the
 emulation host and runs the scenario under several seeds. Three models:
 
-- ``host`` (the default): what the delay on an emulation host with more node processes than cores is made of.
-  Every datagram a node's fast path lets through costs that process the CPU time per datagram measured on the run
-  (`analysis.cpu_per_packet_s`), on the host's cores, shared by every node (the CPU model); a process that was idle
-  first waits to be scheduled, a delay drawn from the run's first hops from each publisher — a hop taken before
-  the rumor itself loads the host (the wake-up model); the simulator drops what the XDP program would (if the run
-  had XDP). The load a spreading rumor adds, and the heartbeat waves it meets, then come out of the model.
+- ``host`` (the default): every parameter is read from the run's own heartbeat traffic and CPU accounting, none
+  from the rumor curves it is compared with. An idle process that a datagram reaches first waits for a core (the
+  wake-up model; copies that reach it meanwhile are handled with the first), for a delay drawn from the delays of
+  the heartbeats the nodes took straight from their origin (`analysis.direct_heartbeat_hops_ms`: a heartbeat's
+  sequence is its send time, so each is one hop under the run's load, at every phase of the cycle). Then each
+  datagram takes the marginal CPU time one more datagram cost a process on the run
+  (`analysis.cpu_marginal_per_packet_s`) on one of the host's cores, shared by every node: that is where the
+  load a spreading rumor adds comes from. The simulator drops what the XDP program would (if the run had XDP);
+  copies that arrive before their process has taken the first pass it, as on the host.
 - ``wakeup``: the whole delay belongs to the receiving process, drawn from the delays of the copies the nodes took
   (``source: adoptions``); no CPU model.
 - ``link``: the delay belongs to each copy, drawn from the Kaplan–Meier estimate over all copies
@@ -22,7 +25,6 @@ Kolmogorov–Smirnov distance of infection times over every rumor of the run.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -56,9 +58,12 @@ def sim_scenario(run_dir: Path | str, *, model: str = "host", wire_ms: float = W
     s = scenario_mod.load(meta["file"])
     wire = MappingProxyType({"kind": "constant", "ms": wire_ms})
     if model == "host":
-        cores = int(meta.get("host_cpus") or os.cpu_count() or 1)  # runs recorded before host_cpus: this host's
-        sim = {"latency": wire, "wakeup": _measured(run_dir, "first_hops"),
-               "cpu": MappingProxyType({"cores": cores, "run": str(run_dir)})}
+        if not analysis.direct_heartbeat_hops_ms(history, quantiles=1):
+            raise UsageError(f"{run_dir}: its stats records carry no hb_hop_ms (recorded by an older version); "
+                             "run it again, or mirror it with --model wakeup")
+        cores = int(meta.get("host_cpus") or 1)
+        sim = {"latency": wire, "wakeup": _measured(run_dir, "direct_heartbeats"),
+               "cpu": MappingProxyType({"cores": cores, "run": str(run_dir), "cost": "marginal", "shared": True})}
         xdp = bool(meta.get("xdp"))
     elif model == "wakeup":
         sim = {"latency": wire, "wakeup": _measured(run_dir, "adoptions")}

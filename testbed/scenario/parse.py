@@ -75,6 +75,8 @@ CPU_FIELDS = {
     "cores": (int, False, 2, in_range(1, 1024)),
     "service_us": (NUM, False, None, positive),
     "run": (str, False, None, None),
+    "shared": (bool, False, True, None),
+    "cost": (str, False, "average", one_of("average", "marginal")),
 }
 
 

@@ -139,7 +139,8 @@ class Simulation:
                  epoch_s: float = EPOCH_S, keep_events: bool = True, events_path: str | Path | None = None,
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
                  record_refreshes: bool = False, cpu: tuple[int, float] | None = None,
-                 wakeup: LatencyModel | None = None, xdp: bool = False, durable: bool = False) -> None:
+                 wakeup: LatencyModel | None = None, service_s: float = 0.0, xdp: bool = False,
+                 durable: bool = False) -> None:
         self.seed = seed
         self._durable = durable
         # XDP model: every node's fast path drops duplicate and stale messages when they arrive, so they cost the
@@ -152,6 +153,11 @@ class Simulation:
         # WAKEUP); messages arriving meanwhile are handled in the same batch. Delay is then a property of the
         # receiver, not of each link, so a slow process is slow for every copy sent to it.
         self._wakeup = wakeup
+        # Service model: each node process handles what reaches it one message at a time, SERVICE_S each, in
+        # arrival order (a datagram waits behind those already in its socket), after the wake-up if it was idle.
+        if not (isinstance(service_s, (int, float)) and 0.0 <= service_s < 1.0):
+            raise SimError(f"service_s: expected seconds per message in [0, 1), got {service_s!r}")
+        self._service_s = float(service_s)
         # CPU model of the emulation host: (cores, seconds per message). Every delivered message must be processed
         # on one of `cores` shared cores, FIFO: when the cluster is busy, messages wait for a core, as the real
         # node processes of a testbed wait for the machine's CPUs.
@@ -382,6 +388,8 @@ class Simulation:
         cpu_model = self._cpu is not None
         service_s = self._cpu[1] if cpu_model else 0.0
         wakeup, net_rng = self._wakeup, self._net_rng
+        per_node = wakeup is not None or self._service_s > 0.0
+        node_service_s = self._service_s
         try:
             while heap and heap[0][0] <= end:
                 when, _, kind, idx, item = pop(heap)
@@ -391,10 +399,11 @@ class Simulation:
                     fastpath = nodes[idx].fastpath
                     if fastpath is not None and nodes[idx].state is not _DOWN and fastpath.drops(item[0]):
                         continue
-                if kind == _DELIVER and wakeup is not None:
+                if kind == _DELIVER and per_node:
                     node = nodes[idx]
-                    if node.awake_at < when:
-                        node.awake_at = when + wakeup.sample(net_rng)
+                    if node.awake_at < when:  # idle: the process first waits to be scheduled
+                        node.awake_at = when + (wakeup.sample(net_rng) if wakeup is not None else 0.0)
+                    node.awake_at += node_service_s  # busy until this message is handled
                     heapq.heappush(heap, (node.awake_at, next(self._seq),
                                           _DELIVER_CPU if cpu_model else _PROCESS, idx, item))
                 elif (kind == _DELIVER or kind == _DELIVER_CPU) and cpu_model:

@@ -284,3 +284,16 @@ def test_adoptions_name_their_source_and_rumor_sends_name_their_targets():
     # a heartbeat spread is not a metadata hop
     a.tick(1001.0)
     assert not [e for e in a.take_events() if isinstance(e, MetadataSent)]
+
+
+def test_a_heartbeat_taken_straight_from_its_origin_is_a_hop_sample_and_a_forwarded_one_is_not():
+    a, b, c = make_core(0), make_core(1), make_core(2)
+    for x in (a, b, c):
+        for y in (a, b, c):
+            x.set(y.identity, 1000.0)
+    b.tick(1000.0004)  # b's heartbeat: sequence 1000000 (its clock, truncated to the ms)
+    hb = [s for s in b.take_sends() if isinstance(s.message, wire.Heartbeat)][0]
+    a.receive(hb.payload, 1000.0034, "%s:%d" % b.identity.endpoint)  # straight from b: 3.4 ms after its ms
+    c.receive(hb.payload, 1000.0050, "%s:%d" % a.identity.endpoint)  # forwarded by a: not one hop of b's
+    assert a.take_direct_hops() == [pytest.approx(3.4)] and a.take_direct_hops() == []
+    assert c.take_direct_hops() == []

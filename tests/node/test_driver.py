@@ -90,9 +90,11 @@ def test_a_timer_step_ticks_writes_stats_once_a_cycle_and_says_when_to_wake():
     driver.drain(1000.0)
     records.clear()
 
-    def step(now):
+    def step(now, late=None):
         delay = driver.timer_step(now)
         stats = {"t": now, "node": "n0", "kind": "stats", **a.stats, "cpu_s": 0.5}  # drains do not count
+        if late is not None:  # how late this step ran after the time the previous one asked to be woken
+            stats["timer_late_s"] = late
         return delay, stats
 
     delay, stats = step(1000.0)  # the first stats record is due at once (`now` given to the driver)
@@ -100,15 +102,15 @@ def test_a_timer_step_ticks_writes_stats_once_a_cycle_and_says_when_to_wake():
     assert journal.entries == [("send", [("Heartbeat", (b.identity.endpoint,)),
                                          ("SwapRequest", (b.identity.endpoint,))])]
     assert step(1000.4)[0] == pytest.approx(0.6) and records == [stats]  # no tick due, no stats: sleep the rest
-    delay, stats = step(1001.0)
+    delay, stats = step(1001.0, late=0.0)
     assert delay == 1.0 and records[-1] == stats and len(records) == 2
     assert step(1001.9995)[0] == 0.001  # never less than 1 ms: a timer loop must not spin
-    delay, stats = step(1002.0)
-    assert delay == pytest.approx(0.5) and records[-1] == stats  # b's expiry comes before the next cycle
+    delay, stats = step(1002.25, late=0.2495)  # woken 249.5 ms after the 1002.0005 it asked for
+    assert delay == pytest.approx(0.25) and records[-1] == stats  # b's expiry comes before the next cycle
     assert step(1002.5)[0] == pytest.approx(0.5)
     assert records[-1] == {"t": 1002.5, "node": "n0", "node_id": b.node_id, "name": "n1", "reason": "timeout",
                            "kind": "member_removed"}
-    assert [r["t"] for r in records if r["kind"] == "stats"] == [1000.0, 1001.0, 1002.0]
+    assert [r["t"] for r in records if r["kind"] == "stats"] == [1000.0, 1001.0, 1002.25]
 
 
 def test_without_stats_records_the_cycle_still_bounds_the_sleep():

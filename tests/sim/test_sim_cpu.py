@@ -1,8 +1,10 @@
 """The simulator's host models: messages queue for shared cores (CPU), and a delay can belong to the receiving
 process (wake-up), as on an emulation host."""
 
+import pytest
+
 from gossip import NodeConfig
-from testbed.sim import Constant, Simulation, first_times
+from testbed.sim import Constant, SimError, Simulation, first_times
 
 
 def spread_ms(nodes: int, seed: int, **models) -> list[float]:
@@ -38,3 +40,27 @@ def test_wakeup_delay_belongs_to_the_receiver():
     assert len(base) == len(slow) == 16
     # every hop now costs one 5 ms wake-up of the receiver: first receivers at 5 ms, the next hop at 10 ms
     assert slow[1] >= 5.0 and median(slow) >= 10.0 and median(base) < 1.0
+
+
+def test_each_node_serves_its_messages_one_at_a_time():
+    """service_s: a process handles what reaches it serially, so a node that many copies reach at once is slower
+    for the last of them, while the other nodes' work does not delay it (no shared cores)."""
+    fast = Constant(delay_s=0.0001)
+    base = spread_ms(16, 4, latency=fast)
+    served = spread_ms(16, 4, latency=fast, service_s=0.002)
+    assert len(base) == len(served) == 16
+    # every hop now costs at least one 2 ms service at the receiver (the publisher's own adoption is at 0)
+    assert served[1] >= 2.0 and median(served) >= 4.0 and median(base) < 1.0
+    with pytest.raises(SimError, match="service_s"):
+        spread_ms(4, 1, service_s=-0.001)
+
+
+def test_simulated_timers_are_punctual_and_say_so():
+    """The stats record's timer_late_s is 0 in the simulator: its timers fire exactly when asked (the testbed's
+    real ones are late by a host-dependent wait, which the host model draws from)."""
+    config = NodeConfig(cycle_s=0.5, timeout_s=3.0)
+    with Simulation(seed=1, config=config) as sim:
+        sim.add_nodes(4, seeding="all")
+        sim.run_until(3.0)
+        late = [e["timer_late_s"] for e in sim.events if e["kind"] == "stats" and "timer_late_s" in e]
+    assert len(late) >= 4 * 4 and set(late) == {0.0}

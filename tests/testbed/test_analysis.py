@@ -149,3 +149,37 @@ def test_load_history_reads_records_back_sorted_and_skips_a_torn_line(tmp_path):
     # a string repeated across records is one object, not one per record (what keeps a large run small)
     first, second = h.events
     assert second["addr"] is first["addr"] and list(second)[2] is list(first)[2]  # a value, and the key "kind"
+
+
+def test_the_marginal_cpu_per_datagram_leaves_the_fixed_work_of_a_cycle_out():
+    """Each interval costs 12 ms of fixed work plus 150 us per datagram: the slope is the per-datagram cost, while
+    the average (what cpu_per_packet_s charges) would also spread the fixed work over the datagrams."""
+    ev, cpu = [], {"n0": 0.0, "n1": 0.0}
+    for k, pkts in enumerate((10, 40, 25, 80, 5, 60)):
+        for node, scale in (("n0", 1), ("n1", 2)):
+            n = pkts * scale
+            cpu[node] += 0.012 + 0.000150 * n
+            ev.append({"t": float(k), "node": node, "kind": "stats", "cpu_s": cpu[node],
+                       "packets_in": sum(p * scale for p in (10, 40, 25, 80, 5, 60)[:k + 1])})
+    h = hist(ev)
+    assert A.cpu_marginal_per_packet_s(h) == pytest.approx(0.000150, rel=1e-6)
+    with pytest.raises(ValueError, match="too few"):
+        A.cpu_marginal_per_packet_s(hist(ev[:2]))
+
+
+def test_direct_heartbeat_hops_lose_half_the_truncated_millisecond():
+    h = hist([{"t": 1.0, "node": "n0", "kind": "stats", "hb_hop_ms": [0.2, 1.5, 3.0]},
+              {"t": 2.0, "node": "n1", "kind": "stats", "hb_hop_ms": [10.5]},
+              {"t": 2.0, "node": "n2", "kind": "stats"}])
+    q = A.direct_heartbeat_hops_ms(h, quantiles=4)
+    assert q == [0.0, 1.0, 2.5, 10.0]  # each raw delay holds up to 1 ms of truncation: 0.5 off, never below 0
+    assert A.direct_heartbeat_hops_ms(hist([{"t": 1.0, "node": "n0", "kind": "stats"}])) == []
+
+
+def test_the_ks_critical_value_shrinks_with_the_samples():
+    from testbed.experiments.validate import ks_critical
+
+    assert ks_critical(100, 100, alpha=0.05) == pytest.approx(1.3581 * (2 / 100) ** 0.5, rel=1e-3)
+    assert ks_critical(640, 3200) < ks_critical(160, 800) < ks_critical(160, 160)
+    with pytest.raises(ValueError):
+        ks_critical(0, 10)
