@@ -1,11 +1,13 @@
 """The simulator predicts the testbed: a reduced validation set, run for real and mirrored with the default model.
 
-Two scenarios of the set (`testbed.experiments.validate.SET`; `python -m testbed validate` runs all of them), each
-run once on netns and mirrored on the simulator with the default host model under five seeds. The model reads
-nothing but the run's own heartbeat hops and CPU accounting, so it is not tuned to these curves. A row passes when
-the KS distance (seeds pooled) is within the target or within what chance alone gives for those sample sizes
-(`validate.ks_critical`), and the median seed alone within its own bound; and, where the run had XDP, when the
-simulator's share of duplicate drops made by XDP is within 10 % of the testbed's. Needs root.
+Two scenarios of the set (`testbed.experiments.validate.SET`; `python -m testbed validate` runs all of them and
+prints the table the README quotes), each run twice on netns and each run mirrored on the simulator with the
+default host model under three seeds. The model reads nothing but the run's own heartbeat hops and CPU
+accounting, so it is not tuned to these curves. The two testbed runs are judged together (one run on this shared
+host varies by up to ~0.1 in KS from the next): the distance between all testbed infection times and all
+simulated ones must be within the target, 0.15, or within what chance alone gives for those sample sizes
+(`validate.ks_critical`); and, where the run had XDP, the simulator's share of duplicate drops made by XDP must
+be within 10 % of the testbed's. Needs root.
 """
 
 import pytest
@@ -15,17 +17,21 @@ from testbed.net.cleanup import find_leftovers
 
 pytestmark = [pytest.mark.root, pytest.mark.netns, pytest.mark.bpf, pytest.mark.slow]
 
-REDUCED = ("validation/n16-f2-c05.yaml", "validation/n24-f2-c1-loss-noxdp.yaml")
+# one with XDP (its drop split is checked), one without XDP and with 5 % loss
+REDUCED = {"validation/n16-f2-c05.yaml": True, "validation/n24-f2-c1-loss-noxdp.yaml": False}
 
 
 @pytest.mark.parametrize("name", REDUCED)
-def test_the_host_model_predicts_a_testbed_run_it_was_not_tuned_to(name, tmp_path):
-    (row,) = validate.validate(tmp_path, scenarios=(name,), runs=1, seeds=5, progress=lambda line: None)
-    print(validate.table([row]))
-    assert row.samples[0] >= 100 and row.samples[1] >= 4 * row.samples[0]
-    assert row.ks_critical == pytest.approx(validate.ks_critical(*row.samples), abs=1e-3)
-    assert row.passed, validate.table([row])
-    tb, sim = row.xdp_share
-    if row.xdp:
-        assert tb is not None and sim is not None and abs(sim - tb) <= 0.1 * tb, row.xdp_share
+def test_the_host_model_predicts_testbed_runs_it_was_not_tuned_to(name, tmp_path):
+    rows = validate.validate(tmp_path, scenarios=(name,), runs=2, seeds=3, progress=lambda line: None)
+    print(validate.table(rows))
+    assert len(rows) == 2 and all(len(r.sim_dirs) == 3 and r.samples[0] >= 100 for r in rows)
+    assert all(r.ks_critical == pytest.approx(validate.ks_critical(*r.samples), abs=1e-3) for r in rows)
+    ks, critical = validate.pooled(rows)
+    assert ks <= max(validate.TARGET_POOLED, critical), (ks, critical, validate.table(rows))
+    assert all(r.xdp is REDUCED[name] for r in rows)
+    for r in rows:
+        if r.xdp:
+            tb, sim = r.xdp_share
+            assert tb is not None and sim is not None and abs(sim - tb) <= 0.1 * tb, r.xdp_share
     assert find_leftovers(None).namespaces == ()

@@ -65,6 +65,8 @@ class Row:
     cpu_us: float  # marginal, per datagram reaching a process
     host_busy: float  # fraction of the host's cores the node processes kept busy
     xdp_share: tuple[float | None, float | None]  # of duplicate drops, testbed and simulator
+    run_dir: str = ""
+    sim_dirs: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -119,7 +121,20 @@ def row_for(name: str, index: int, run_dir: Path, mirror_result: dict) -> Row:
                t50_ms=(_median_t(a, "t50"), _median_t(b, "t50")), t90_ms=(_median_t(a, "t90"), _median_t(b, "t90")),
                hb_hop_ms=(round(hops[len(hops) // 2], 2), round(hops[int(0.9 * len(hops))], 2)),
                cpu_us=round(1e6 * analysis.cpu_marginal_per_packet_s(run_dir), 1),
-               host_busy=host_busy(run_dir), xdp_share=(xdp_share(run_dir), sim_share))
+               host_busy=host_busy(run_dir), xdp_share=(xdp_share(run_dir), sim_share), run_dir=str(run_dir),
+               sim_dirs=tuple(str(d) for d in sims))
+
+
+def pooled(rows: list[Row]) -> tuple[float, float]:
+    """The KS distance between every testbed run of ROWS pooled and every simulator run of theirs pooled, and the
+    critical value for those sample sizes: several testbed runs of one scenario, judged together."""
+    def times(d):
+        s = analysis.load_summary(d)
+        return [t for i in range(len(s["rumors"])) for t in analysis.infection_times(s, i)]
+
+    a = [t for r in rows for t in times(r.run_dir)]
+    b = [t for r in rows for d in r.sim_dirs for t in times(d)]
+    return analysis.ks_distance(a, b), ks_critical(len(a), len(b))
 
 
 def validate(out: Path | str, *, scenarios=SET, runs: int = 2, seeds: int = 5, model: str = "host",
