@@ -12,8 +12,7 @@ simulator (`testbed.sim._engine`) -- do it through a `CoreDriver`, so the rules 
   ``stats``, ``stopped``) have the same ``t`` and ``node`` first;
 - a timer step ticks the core, writes the ``stats`` record once per cycle, drains, and says how long to sleep;
   the ``stats`` record's ``timer_late_s`` is how late that step ran after the time the previous one asked for
-  (on a real host: the wait of a sleeping process for a core, the simulator's wake-up model; 0 in the simulator,
-  whose timers are exact); its ``hb_hop_ms`` lists the delays of heartbeats taken straight from their origin
+  (on a real host: the wait of a sleeping process for a core; 0 in the simulator, whose timers are exact); its ``hb_hop_ms`` lists the delays of heartbeats taken straight from their origin
   (`GossipCore.take_direct_hops`);
 - with a state store (``NodeConfig.state_dir`` on a node, a `gossip._state.MemoryStore` in the simulator) the
   driver starts the core from the stored state (a refused file is one ``state_refused`` record and one log line,

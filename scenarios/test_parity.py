@@ -2,7 +2,7 @@
 simulator, and the two must tell the same story:
 
 - the same checks pass (and the same ones are unknown);
-- each rumor's t90 agrees within two cycles;
+- the rumors' median t90 agrees within two cycles, each rumor's within four;
 - a partition cuts exactly the pairs across its sides on both (no heartbeat accepted across, some within);
 - loss drops the configured fraction of what crossed the network during its window on both (binomial bounds),
   per direction on the testbed;
@@ -105,13 +105,21 @@ def test_same_story_on_netns_and_sim(runs, name):
     # the same checks pass, fail or cannot judge
     assert _verdicts(tb) == _verdicts(sim), (tb["checks"], sim["checks"])
     assert tb["passed"] and sim["passed"], (tb["checks"], sim["checks"])
-    # each rumor's t90 within two cycles (plus 0.1 s: a real node's timer and wake-up are not exact, and a rumor
-    # that needs anti-entropy completes on some node's swap, a cycle or two after the publish)
+    # the rumors' median t90 within two cycles (plus 0.1 s: a real node's timer and wake-up are not exact, and a
+    # rumor that needs anti-entropy completes on some node's swap, a cycle or two after the publish), and each
+    # rumor's within four: under loss one rumor's t90 is one draw of a two-humped distribution (the push reached
+    # 90 %, or a swap a few cycles later had to), so two single draws may differ by more than a median may
     assert len(tb["rumors"]) == len(sim["rumors"])
+    t90s = []
     for a, b in zip(tb["rumors"], sim["rumors"]):
         assert (a["t90"] is None) == (b["t90"] is None)
         if a["t90"] is not None:
-            assert abs(a["t90"] - b["t90"]) <= 2 * cycle + 0.1, (a, b)
+            assert abs(a["t90"] - b["t90"]) <= 4 * cycle + 0.1, (a, b)
+            t90s.append((a["t90"], b["t90"]))
+    if t90s:
+        median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        tb_med, sim_med = median([a for a, _ in t90s]), median([b for _, b in t90s])
+        assert abs(tb_med - sim_med) <= 2 * cycle + 0.1, (tb_med, sim_med, t90s)
     # a partition cuts the same pairs on both
     for backend, d in (("netns", tb_dir), ("sim", sim_dir)):
         for w in _windows(d, "partition"):

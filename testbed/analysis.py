@@ -770,6 +770,17 @@ def direct_heartbeat_hops_ms(run_dir: Path | str, quantiles: int = 1000) -> list
     return [times[min(int((k + 0.5) / quantiles * len(times)), len(times) - 1)] for k in range(quantiles)]
 
 
+def heartbeat_handling_s(run_dir: Path | str) -> float:
+    """The mean time a node process took to handle a heartbeat it accepted, from starting on the datagram to its
+    forwards being sent, over a recorded run (the stats records' ``hb_handle_ms``): the work a hop costs its
+    receiver besides the wait for a core. Heartbeats only: no rumor is looked at."""
+    history = run_dir if isinstance(run_dir, History) else load_history(run_dir)
+    xs = [h for e in history.of_kind("stats") for h in e.get("hb_handle_ms", ())]
+    if not xs:
+        raise ValueError(f"{run_dir}: no hb_handle_ms in its stats records (recorded by an older version)")
+    return sum(xs) / len(xs) / 1000.0
+
+
 # Where a simulated delay can be measured from in a recorded run: name -> (what it measures, its reader).
 # The scenario format's ``source`` field takes these names.
 HOP_SOURCES = {

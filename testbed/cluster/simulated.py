@@ -70,6 +70,10 @@ class SimulatedCluster(Cluster):
                 kw["cpu"] = (cores, service_s)
             else:  # each node process serves what reaches it by itself; the wake-up model holds the waiting
                 kw["service_s"] = service_s
+        if s.sim.get("handling"):
+            spec = s.sim["handling"]
+            kw["handling_s"] = (analysis.heartbeat_handling_s(spec["run"]) if "run" in spec
+                                else float(spec["ms"]) / 1000.0)
         if s.sim.get("wakeup"):
             kw["wakeup"] = _latency(s, "wakeup")
         self.sim = Simulation(seed=s.seed, config=self.config, xdp=bool(s.node["xdp"]),

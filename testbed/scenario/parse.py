@@ -69,6 +69,12 @@ SIM_FIELDS = {
     "latency": (dict, False, None, None),
     "cpu": (dict, False, None, None),
     "wakeup": (dict, False, None, None),
+    "handling": (dict, False, None, None),
+}
+
+HANDLING_FIELDS = {
+    "ms": (NUM, False, None, non_negative),
+    "run": (str, False, None, None),
 }
 
 CPU_FIELDS = {
@@ -235,6 +241,12 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
                 if "run" not in sim[key]:
                     raise doc.error(("sim", key), "kind measured needs 'run' (a testbed run to measure)")
                 _check_run(doc, ("sim", key, "run"), sim[key]["run"])
+    if "handling" in sim:
+        sim["handling"] = MappingProxyType(fields(doc, sim["handling"], ("sim", "handling"), HANDLING_FIELDS))
+        if ("ms" in sim["handling"]) == ("run" in sim["handling"]):
+            raise doc.error(("sim", "handling"), "needs exactly one of ms or run (a testbed run to measure)")
+        if "run" in sim["handling"]:
+            _check_run(doc, ("sim", "handling", "run"), sim["handling"]["run"])
     if "cpu" in sim:
         sim["cpu"] = MappingProxyType(fields(doc, sim["cpu"], ("sim", "cpu"), CPU_FIELDS))
         if ("service_us" in sim["cpu"]) == ("run" in sim["cpu"]):

@@ -65,6 +65,18 @@ class _SimNode:
         self.store: MemoryStore | None = None  # its durable state, kept across crashes (``durable=True``)
 
 
+class _Deferred:
+    """Stands in for a fast path during a drain whose drop-state writes must wait (the handling model)."""
+
+    __slots__ = ("accepted",)
+
+    def __init__(self) -> None:
+        self.accepted: list = []
+
+    def accept(self, accepted) -> None:
+        self.accepted.extend(accepted)
+
+
 class _FastPath:
     """The XDP fast path of one node incarnation: the drop rules of `bpf/xdp_fastpath.c`, on decoded messages.
 
@@ -139,8 +151,8 @@ class Simulation:
                  epoch_s: float = EPOCH_S, keep_events: bool = True, events_path: str | Path | None = None,
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
                  record_refreshes: bool = False, cpu: tuple[int, float] | None = None,
-                 wakeup: LatencyModel | None = None, service_s: float = 0.0, xdp: bool = False,
-                 durable: bool = False) -> None:
+                 wakeup: LatencyModel | None = None, service_s: float = 0.0, handling_s: float = 0.0,
+                 xdp: bool = False, durable: bool = False) -> None:
         self.seed = seed
         self._durable = durable
         # XDP model: every node's fast path drops duplicate and stale messages when they arrive, so they cost the
@@ -158,6 +170,13 @@ class Simulation:
         if not (isinstance(service_s, (int, float)) and 0.0 <= service_s < 1.0):
             raise SimError(f"service_s: expected seconds per message in [0, 1), got {service_s!r}")
         self._service_s = float(service_s)
+        # Handling model: what handling a message the core forwards costs its process, from starting on it to its
+        # sends leaving (decode, MAC, accept, encode and sign the copies): its sends leave HANDLING_S after it
+        # starts, and the process is busy until then.
+        if not (isinstance(handling_s, (int, float)) and 0.0 <= handling_s < 1.0):
+            raise SimError(f"handling_s: expected seconds in [0, 1), got {handling_s!r}")
+        self._handling_s = float(handling_s)
+        self._send_delay = 0.0  # added to the departure of what _route sends now
         # CPU model of the emulation host: (cores, seconds per message). Every delivered message must be processed
         # on one of `cores` shared cores, FIFO: when the cluster is busy, messages wait for a core, as the real
         # node processes of a testbed wait for the machine's CPUs.
@@ -388,7 +407,8 @@ class Simulation:
         cpu_model = self._cpu is not None
         service_s = self._cpu[1] if cpu_model else 0.0
         wakeup, net_rng = self._wakeup, self._net_rng
-        per_node = wakeup is not None or self._service_s > 0.0
+        handling_s = self._handling_s
+        per_node = wakeup is not None or self._service_s > 0.0 or handling_s > 0.0
         node_service_s = self._service_s
         try:
             while heap and heap[0][0] <= end:
@@ -424,7 +444,24 @@ class Simulation:
                         else:
                             core.stats["packets_in"] += 1
                             core.receive_message(item[0], when, item[1])
-                        node.driver.drain(when)
+                        if handling_s:
+                            sent_before = self._net["sent"]
+                            self._send_delay = handling_s
+                            driver = node.driver
+                            fastpath = driver.fastpath
+                            if fastpath is not None:  # the real node writes the drop state when it is done
+                                driver.fastpath = _Deferred()
+                            driver.drain(when)
+                            if fastpath is not None:
+                                accepted, driver.fastpath = driver.fastpath.accepted, fastpath
+                                if accepted:
+                                    heapq.heappush(heap, (when + handling_s, next(self._seq), _CALL, idx,
+                                                          functools.partial(fastpath.accept, accepted)))
+                            self._send_delay = 0.0
+                            if self._net["sent"] != sent_before and node.awake_at < when + handling_s:
+                                node.awake_at = when + handling_s  # busy handling it: later copies wait
+                        else:
+                            node.driver.drain(when)
                     elif state is _PAUSED:
                         if len(node.queue) < node.config.buffer:
                             node.queue.append(item)
@@ -641,7 +678,7 @@ class Simulation:
                 latency = model.sample(rng)
                 if delay and nodes[dst].delay is not None:
                     latency += nodes[dst].delay.sample(rng)
-                push(heap, (now + latency, next(seq), _DELIVER, dst, item))
+                push(heap, (now + self._send_delay + latency, next(seq), _DELIVER, dst, item))
         net["sent"] += sent
         if unknown:
             net["dropped_unknown"] += unknown

@@ -64,3 +64,14 @@ def test_simulated_timers_are_punctual_and_say_so():
         sim.run_until(3.0)
         late = [e["timer_late_s"] for e in sim.events if e["kind"] == "stats" and "timer_late_s" in e]
     assert len(late) >= 4 * 4 and set(late) == {0.0}
+
+
+def test_a_forwarded_copy_leaves_after_the_receivers_handling_time():
+    """handling_s: what a receiver forwards leaves that long after it starts on the message; the publisher's own
+    sends are not delayed, so the first hop is the wire alone and every later hop adds the handling."""
+    fast = Constant(delay_s=0.0001)
+    handled = spread_ms(16, 4, latency=fast, handling_s=0.002)
+    assert len(handled) == 16
+    assert handled[1] < 1.0 and median(handled) >= 2.0
+    with pytest.raises(SimError, match="handling_s"):
+        spread_ms(4, 1, handling_s=2.0)
