@@ -127,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _open_events(path: str):
+    """PATH opened for appending records, one JSON line each. A process killed in the middle of a record leaves
+    a torn line without its newline (the kernel stops a write at a page boundary when SIGKILL arrives); the next
+    incarnation starts on a line of its own, so only the torn fragment is unreadable, not its first record."""
+    f = open(path, "a", buffering=1)
+    if f.tell() > 0:
+        with open(path, "rb") as r:
+            r.seek(-1, os.SEEK_END)
+            if r.read(1) != b"\n":
+                f.write("\n")
+    return f
+
+
 async def run_node(args) -> int:
     config = NodeConfig(fanout=args.fanout, cycle_s=args.cycle, timeout_s=args.timeout, buffer=args.buffer,
                         max_packet_bytes=args.max_packet,
@@ -134,7 +147,7 @@ async def run_node(args) -> int:
                         protocol=args.protocol, listen_addr=args.addr, listen_port=args.port,
                         log_level=args.log_level, state_dir=args.state_dir)
     try:
-        events = open(args.events, "a", buffering=1) if args.events else None
+        events = _open_events(args.events) if args.events else None
     except OSError as e:
         raise UsageError(f"--events {args.events}: cannot open: {e.strerror}") from None
     stop = asyncio.Event()

@@ -168,3 +168,19 @@ def test_http_still_accepts_valid_requests_and_the_node_keeps_gossiping(cluster)
     log = n0.log_path.read_text()
     assert "Traceback" not in log and "Error" not in log, log[-3000:]
     assert all(n.proc.poll() is None for n in cluster.nodes)
+
+
+def test_a_restarted_node_starts_its_events_on_a_fresh_line_after_a_torn_record(tmp_path):
+    """A node SIGKILLed mid-record leaves a line without its newline; the next incarnation must not glue its
+    first record to that fragment (the reader would lose both)."""
+    from gossip._cli import _open_events
+
+    path = tmp_path / "n0.jsonl"
+    path.write_text('{"t": 1.0, "kind": "stats"}\n{"t": 2.0, "ki')  # torn by a kill
+    with _open_events(str(path)) as f:
+        f.write('{"t": 3.0, "kind": "started"}\n')
+    lines = path.read_text().splitlines()
+    assert lines == ['{"t": 1.0, "kind": "stats"}', '{"t": 2.0, "ki', '{"t": 3.0, "kind": "started"}']
+    with _open_events(str(path)) as f:  # a clean end gets no empty line
+        f.write('{"t": 4.0, "kind": "started"}\n')
+    assert path.read_text().splitlines()[-2:] == ['{"t": 3.0, "kind": "started"}', '{"t": 4.0, "kind": "started"}']
