@@ -740,6 +740,18 @@ def rumor_hop_latency_ms(run_dir: Path | str, per: str = "copy", quantiles: int 
     return out
 
 
+def _history(run_dir: Path | str | History) -> History:
+    """RUN_DIR's history, or RUN_DIR itself when it is one (callers that read several measures load it once)."""
+    return run_dir if isinstance(run_dir, History) else load_history(run_dir)
+
+
+def _quantiles(times: list[float], quantiles: int) -> list[float]:
+    """QUANTILES equally likely values of the sorted TIMES (empty when there are none)."""
+    if not times:
+        return []
+    return [times[min(int((k + 0.5) / quantiles * len(times)), len(times) - 1)] for k in range(quantiles)]
+
+
 def timer_lateness_ms(run_dir: Path | str, quantiles: int = 1000) -> list[float]:
     """How late the nodes' timers ran on a recorded run, as QUANTILES equally likely values in milliseconds.
 
@@ -748,11 +760,9 @@ def timer_lateness_ms(run_dir: Path | str, quantiles: int = 1000) -> list[float]
     about once per cycle per node at every phase of the cycle. It is read from the run's own timer traffic, not
     from the rumor curves the simulator is compared with.
     """
-    history = run_dir if isinstance(run_dir, History) else load_history(run_dir)
-    times = sorted(e["timer_late_s"] for e in history.of_kind("stats") if "timer_late_s" in e)
-    if not times:
-        return []
-    return [1000.0 * times[min(int((k + 0.5) / quantiles * len(times)), len(times) - 1)] for k in range(quantiles)]
+    history = _history(run_dir)
+    return _quantiles(sorted(1000.0 * e["timer_late_s"] for e in history.of_kind("stats") if "timer_late_s" in e),
+                      quantiles)
 
 
 def direct_heartbeat_hops_ms(run_dir: Path | str, quantiles: int = 1000) -> list[float]:
@@ -763,18 +773,16 @@ def direct_heartbeat_hops_ms(run_dir: Path | str, quantiles: int = 1000) -> list
     up to 1 ms; half a millisecond is taken off each (the mean of that error), never below zero. This is the
     run's own idle traffic: every node's heartbeat, every cycle, at every phase, none of it a rumor.
     """
-    history = run_dir if isinstance(run_dir, History) else load_history(run_dir)
-    times = sorted(max(h - 0.5, 0.0) for e in history.of_kind("stats") for h in e.get("hb_hop_ms", ()))
-    if not times:
-        return []
-    return [times[min(int((k + 0.5) / quantiles * len(times)), len(times) - 1)] for k in range(quantiles)]
+    history = _history(run_dir)
+    return _quantiles(sorted(max(h - 0.5, 0.0) for e in history.of_kind("stats") for h in e.get("hb_hop_ms", ())),
+                      quantiles)
 
 
 def heartbeat_handling_s(run_dir: Path | str) -> float:
     """The mean time a node process took to handle a heartbeat it accepted, from starting on the datagram to its
     forwards being sent, over a recorded run (the stats records' ``hb_handle_ms``): the work a hop costs its
     receiver besides the wait for a core. Heartbeats only: no rumor is looked at."""
-    history = run_dir if isinstance(run_dir, History) else load_history(run_dir)
+    history = _history(run_dir)
     xs = [h for e in history.of_kind("stats") for h in e.get("hb_handle_ms", ())]
     if not xs:
         raise ValueError(f"{run_dir}: no hb_handle_ms in its stats records (recorded by an older version)")
@@ -836,7 +844,7 @@ def cpu_marginal_per_packet_s(run_dir: Path | str) -> float:
     heartbeat, timers, the stats record itself) goes into the intercept, not into the cost of a message, which
     `cpu_per_packet_s`'s average charges every datagram.
     """
-    history = run_dir if isinstance(run_dir, History) else load_history(run_dir)
+    history = _history(run_dir)
     prev: dict[str, dict] = {}
     xs: list[float] = []
     ys: list[float] = []

@@ -87,9 +87,8 @@ def xdp_share(run_dir: Path | str) -> float | None:
     return round(xdp / (xdp + node), 3) if xdp else None
 
 
-def host_busy(run_dir: Path | str) -> float:
-    """The fraction of the host's cores the node processes used, from their stats records' ``cpu_s``."""
-    history = analysis.load_history(run_dir)
+def host_busy(history: analysis.History) -> float:
+    """The fraction of the host's cores a run's node processes used, from their stats records' ``cpu_s``."""
     first: dict[str, dict] = {}
     last: dict[str, dict] = {}
     for e in history.of_kind("stats"):
@@ -120,8 +119,8 @@ def row_for(name: str, index: int, run_dir: Path, mirror_result: dict) -> Row:
                ks_critical_seed=round(ks_critical(n, max(m // max(len(sims), 1), 1)), 3), samples=(n, m),
                t50_ms=(_median_t(a, "t50"), _median_t(b, "t50")), t90_ms=(_median_t(a, "t90"), _median_t(b, "t90")),
                hb_hop_ms=(round(hops[len(hops) // 2], 2), round(hops[int(0.9 * len(hops))], 2)),
-               cpu_us=round(1e6 * analysis.cpu_marginal_per_packet_s(run_dir), 1),
-               host_busy=host_busy(run_dir), xdp_share=(xdp_share(run_dir), sim_share), run_dir=str(run_dir),
+               cpu_us=round(1e6 * analysis.cpu_marginal_per_packet_s(history), 1),
+               host_busy=host_busy(history), xdp_share=(xdp_share(run_dir), sim_share), run_dir=str(run_dir),
                sim_dirs=tuple(str(d) for d in sims))
 
 
