@@ -24,6 +24,20 @@ PUBLISH_OP = "publish_op"
 INJECTED = "injected"  # scapy injection: what, target, count, expect (the drop reason it must be counted under)
 XDP_STATS = "xdp_stats"
 FINAL = "final"        # final read of a node at the end of the run
+NET_STATS = "net_stats"  # what the network dropped, cluster-wide, sampled once per cycle (node "network")
+NETWORK_DROP_REASONS = ("loss", "partition")  # what both backends' networks count, with the same meaning
+
+
+def network_drops(counters: Mapping[str, int]) -> dict[str, int]:
+    """Packets the network dropped per reason (`NETWORK_DROP_REASONS`), from either backend's network counters
+    (netns: the fault programs' ``from_node_dropped_loss``, ``to_node_dropped_partition``, an nft partition's
+    ``bridge_dropped_partition``; simulator: ``dropped_loss``, ``dropped_partition``)."""
+    out = dict.fromkeys(NETWORK_DROP_REASONS, 0)
+    for k, v in counters.items():
+        for reason in NETWORK_DROP_REASONS:
+            if k.endswith(f"dropped_{reason}") and isinstance(v, int):
+                out[reason] += v
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -454,13 +468,13 @@ def rumors(history: History) -> list[Rumor]:
             return None
         t100 = t_at(1.0)
         end = t_pub + (t100 if t100 is not None else 60.0)
-        msgs = _sent_between(stats, t_pub, end, ("sent_metadata",))
+        msgs = sent_between(stats, t_pub, end, ("sent_metadata",))
         out.append(Rumor(version=v[0], origin=v[1], origin_node=pub["node"], published_at=t_pub,
                          coverage=coverage, t50=t_at(0.5), t90=t_at(0.9), t100=t100, messages=msgs))
     return out
 
 
-def _sent_between(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...]) -> int:
+def sent_between(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...]) -> int:
     """Sum over nodes of the growth of counters KEYS between the stats records bracketing [t0, t1]."""
     per_node: dict[str, list[dict]] = {}
     for s in stats:

@@ -22,6 +22,7 @@ from typing import Callable
 
 from gossip import _wire as wire
 
+from .. import analysis
 from ..errors import DeployError
 from ..net import make_network
 from ..net.topology import Topology, new_run_id
@@ -299,10 +300,13 @@ class EmulatedCluster(Cluster):
                 "dropped": {k[len("dropped_"):]: v for k, v in st.items() if k.startswith("dropped_") and v}}
 
     def sample(self, names: list[str]) -> list[dict]:
-        if self.fastpath is None:
-            return []
         t = round(time.time(), 6)
-        return [{"t": t, "node": n, "kind": "xdp_stats", **self._xdp(n)} for n in names]
+        out = [] if self.fastpath is None else [{"t": t, "node": n, "kind": "xdp_stats", **self._xdp(n)}
+                                                 for n in names]
+        if self.faults is not None:
+            out.append({"t": t, "node": "network", "kind": analysis.NET_STATS,
+                        "dropped": analysis.network_drops(self.network_counters())})
+        return out
 
     def counters(self, name: str) -> dict:
         try:

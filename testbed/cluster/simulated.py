@@ -221,6 +221,18 @@ class SimulatedCluster(Cluster):
     def network_counters(self) -> dict:
         return self.sim.network_stats()
 
+    def sample(self, names: list[str]) -> list[dict]:
+        """The XDP model's counters per node and the network's drops, as the emulated cluster samples them."""
+        t = self.now()
+        out = []
+        for n in names:
+            fastpath = self.sim.fastpath_stats(n)
+            if fastpath is not None:
+                out.append({"t": t, "node": n, "kind": analysis.XDP_STATS, **fastpath})
+        out.append({"t": t, "node": "network", "kind": analysis.NET_STATS,
+                    "dropped": analysis.network_drops(self.sim.network_stats())})
+        return out
+
     def stop_all(self) -> None:
         return None
 

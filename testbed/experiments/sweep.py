@@ -415,11 +415,24 @@ def _styles(series: list[dict]) -> None:
                       "marker": _MARKERS[j % len(_MARKERS)]}
 
 
+DODGE = 0.045  # the sideways shift between neighbouring series: a fraction of a linear x unit, or of a decade
+
+
+def _dodge(series: list[dict], *, log: bool) -> None:
+    """Shift each series' points sideways a little, symmetrically around the true x, so that series with equal
+    values (the same cost at every N, say) do not hide under each other: every legend entry stays visible."""
+    k = len(series)
+    for i, s in enumerate(series):
+        off = (i - (k - 1) / 2) * DODGE / max(1, k // 4 + 1)
+        s["dx"] = (lambda xs, f=10 ** off: xs * f) if log else (lambda xs, o=off: xs + o)
+
+
 def _draw(ax, s: dict, scale: float = 1.0, label: str | None = None):
-    line, = ax.plot(s["xs"], s["mean"] * scale, lw=1.3, label=label or s["label"], **s.get("style", {}))
+    xs = s["dx"](s["xs"]) if "dx" in s else s["xs"]
+    line, = ax.plot(xs, s["mean"] * scale, lw=1.3, label=label or s["label"], **s.get("style", {}))
     band = (s["lo"].notna() & s["hi"].notna()).to_numpy()
     if band.any():
-        ax.fill_between(s["xs"][band], s["lo"][band] * scale, s["hi"][band] * scale, color=line.get_color(),
+        ax.fill_between(xs[band], s["lo"][band] * scale, s["hi"][band] * scale, color=line.get_color(),
                         alpha=0.22, lw=0)
     return line
 
@@ -447,6 +460,7 @@ def _time_plot(plt, summary, fig: str, what: str, path: Path) -> Path:
     series = _series(summary, "nodes", fig)
     drawn = [s for s in series if len(s["xs"])]
     _styles(drawn)
+    _dodge(drawn, log=True)
     timed = [s for s in drawn if s["variant"] != "push"]
     rounds = [s for s in drawn if s["variant"] == "push"]
     missing = [s for s in series if not len(s["xs"])]
@@ -465,8 +479,8 @@ def _time_plot(plt, summary, fig: str, what: str, path: Path) -> Path:
         rax = ax.twinx() if timed else ax
         handles += [_draw(rax, s, label=f"{s['label']} (rounds, right axis)" if timed else None) for s in rounds]
         rax.set_ylabel(f"{fig} of push (rounds)")
-    ax.set_title(f"Time to {what} coverage vs cluster size\n(mean over seeds, band: 95 % Student-t interval)",
-                 fontsize=10)
+    ax.set_title(f"Time to {what} coverage vs cluster size\n(mean over seeds, band: 95 % Student-t interval; "
+                 "series shifted sideways a little so none hides another)", fontsize=10)
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="best")
     else:
@@ -489,13 +503,15 @@ def _messages_plot(plt, summary, path: Path) -> Path:
     figure, ax = plt.subplots(figsize=(8.5, 5))
     drawn = [s for s in _series(summary, "fanout", "messages_per_node") if len(s["xs"])]
     _styles(drawn)
+    _dodge(drawn, log=False)
     for s in drawn:
         _draw(ax, s)
     ax.set_xlabel("fanout (peers per rumor hop)")
     ax.set_xticks(sorted(summary["fanout"].unique()))
     ax.set_ylabel("messages per node for one update\n(rumor copies + swap answers carrying it)")
-    ax.set_title("Message cost of one update vs fanout\n(mean over seeds, band: 95 % Student-t interval; "
-                 "where no band shows it is narrower than the line)", fontsize=10)
+    ax.set_title("Message cost of one update vs fanout\n(mean over seeds, band: 95 % Student-t interval, narrower "
+                 "than the line where none shows;\nseries shifted sideways a little so none hides another)",
+                 fontsize=10)
     ax.legend(fontsize=7, loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -506,9 +522,7 @@ def _messages_plot(plt, summary, path: Path) -> Path:
 def plot(summary, out: Path) -> list[Path]:
     """From the summary table: t100 and t90 vs N (when N varies) and messages per node vs fanout (when the
     fanout varies), each a mean line with its 95 % band. Returns the files written."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the caller's: the CLI chose a file-only one, a notebook its own
     out = Path(out)
     made = []
     if "nodes" in summary.columns and summary["nodes"].nunique() > 1:
