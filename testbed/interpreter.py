@@ -111,7 +111,7 @@ class Interpreter:
         return [n for n in self.hosts if self.state[n] == _UP]
 
     def pick(self, sel, count: int | None = None) -> list[str]:
-        return select_nodes(sel, live=self.live(), rng=self.rng, count=count,
+        return select_nodes(sel, live=self.live(), rng=self.rng, count=count, say=self.say,
                             started=[n for n in self.hosts if self.state[n] != _NEVER])
 
     def at(self, t_s: float, label: str, action: Callable) -> None:

@@ -7,7 +7,9 @@ A fault module defines a `Fault` subclass with
 - ``colour`` and ``label(...)`` for the plots' shaded windows,
 - ``excuses_removal(window, observer, removed)``: whether this fault window explains that OBSERVER removed
   REMOVED from its view (the ``no_false_deaths`` check asks every window),
-- ``unsupported(scenario)``: why a backend or fidelity cannot honour it, or None.
+- ``unsupported(scenario)``: why a backend or fidelity cannot honour it, or None,
+- ``node_counts`` (optional): the fields that count nodes; a scenario may write them as a share (``count: 25%``),
+  and the parser refuses a count above the scenario's size.
 
 Adding a fault is one module in this package and its test; nothing else names it.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from ..scenario.relative import count_check
 
 if TYPE_CHECKING:
     from ..analysis import FaultWindow
@@ -70,7 +74,8 @@ class NodesFault(Fault):
     act: ClassVar[str] = ""
     undo: ClassVar[str] = ""
     fields = {"node": ((str, list), False, None, None),
-              "count": (int, False, None, lambda v: None if v > 0 else "must be > 0")}
+              "count": ((int, str), False, None, count_check)}  # a number of nodes, or a share: 25%
+    node_counts = ("count",)  # resolved against the scenario's size and bounded by it (`testbed.scenario.relative`)
     exclusive = ("node", "count")
 
     def start(self, ctx, step) -> Active:

@@ -1,5 +1,6 @@
-"""partition: cut the network into sides: ``groups`` (lists of node names) or ``split`` (the first fraction of the
-hosts against the rest). Hosts in no group, nodes that join later included, form one more side together: every
+"""partition: cut the network into sides: ``groups`` (lists of node names, or shares of the initial nodes such as
+``[50%, 50%]``, resolved by `testbed.scenario.relative`) or ``split`` (the first fraction of the hosts against the
+rest). Hosts in no group, nodes that join later included, form one more side together: every
 host is on exactly one side, and a message crosses only between nodes of one side. ``via: bpf`` (the fault
 program on each host's bridge-side veth end) or ``via: nft`` (a bridge-family table matching addresses, on every
 topology shape)."""
@@ -35,6 +36,11 @@ class Partition(Fault):
         ctx.cluster.partition(groups, via=step.params.get("via", "bpf"))
         return Active(kind=self.name, name=f"partition {'/'.join(str(len(g)) for g in groups)}", start=ctx.now(),
                       groups=groups)
+
+    def unsupported(self, scenario, step) -> str | None:
+        if len(scenario.hosts) < 2:
+            return f"a partition needs at least 2 nodes, the scenario has {len(scenario.hosts)}"
+        return None
 
     def stop(self, ctx, active: Active) -> None:
         ctx.cluster.partition([])  # only the partition: a loss window open beside it stays

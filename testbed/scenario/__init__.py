@@ -12,11 +12,16 @@ __all__ = ["BACKENDS", "MAX_EMULATED_NODES", "MAX_SIM_NODES", "NODE_FIELDS", "OP
            "find", "load", "parse", "read_text", "select_nodes", "with_overrides"]
 
 
-def select_nodes(sel, *, live: list[str], started: list[str], rng, count: int | None = None) -> list[str]:
+def select_nodes(sel, *, live: list[str], started: list[str], rng, count: int | None = None,
+                 say=None) -> list[str]:
     """The node names a step's ``node``/``target`` selects: "random" (COUNT of the LIVE ones, one by default),
-    "all" (every STARTED node), a name, or a list of names."""
+    "all" (every STARTED node), a name, or a list of names. The parser has refused a COUNT above the scenario's
+    size; fewer live nodes than COUNT (others down meanwhile) picks them all, and SAY tells."""
     if sel is None or sel == "random":
-        return rng.sample(live, min(count or 1, len(live)))
+        want = count or 1
+        if want > len(live) and say is not None:
+            say(f"asked for {want} random live node(s), {len(live)} live: taking {len(live)}")
+        return rng.sample(live, min(want, len(live)))
     if sel == "all":
         return list(started)
     return [sel] if isinstance(sel, str) else list(sel)

@@ -25,6 +25,10 @@ class Step:
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     line: int | None = None
     index: int = 0  # its position in the file's timeline (for messages)
+    # the fields written relative to the scenario's size (``node: last``, ``count: 25%``; see
+    # `testbed.scenario.relative`), as written: PARAMS holds them resolved for the current size, and an override
+    # of the size resolves them again from here
+    relative: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def label(self) -> str:

@@ -18,6 +18,7 @@ from gossip import NodeConfig
 from gossip.errors import ConfigError
 
 from ..errors import ScenarioError
+from . import relative
 from .model import MAX_EMULATED_NODES, MAX_SIM_NODES, Scenario, Step
 from .schema import NUM, Doc, fields, in_range, non_negative, one_of, positive
 
@@ -147,16 +148,55 @@ def _step(doc: Doc, raw, i: int, duration: float) -> Step:
         pair = getattr(fault, "exclusive", None)
         if pair and pair[0] in values and pair[1] in values:
             raise doc.error(path, f"{action} takes '{pair[0]}' or '{pair[1]}', not both")
+    rel = {k: values[k] for k in _relative_keys(kind, action) if k in values and relative.is_relative(values[k])}
     return Step(at_s=at, kind=kind, action=action, until_s=None if until is None else float(until),
-                params=MappingProxyType(values), line=doc.lines.get(path), index=i)
+                params=MappingProxyType(values), line=doc.lines.get(path), index=i, relative=MappingProxyType(rel))
+
+
+def _count_keys(st_kind: str, action: str) -> tuple[str, ...]:
+    """The fields of a step that count nodes (a fault module's ``node_counts``; an injection's count is packets)."""
+    if st_kind != "fault":
+        return ()
+    nemesis, _, _ = _registries()
+    return tuple(getattr(nemesis.REGISTRY[action], "node_counts", ()))
+
+
+def _relative_keys(st_kind: str, action: str) -> tuple[str, ...]:
+    return ("node", "target", "groups") + _count_keys(st_kind, action)
+
+
+def _resolve(s: Scenario) -> Scenario:
+    """S with every size-relative field of its timeline resolved for its current number of nodes."""
+    steps = []
+    for st in s.timeline:
+        if not st.relative:
+            steps.append(st)
+            continue
+        counts = _count_keys(st.kind, st.action)
+        resolved = {}
+        for key, v in st.relative.items():
+            try:
+                resolved[key] = (relative.groups(v, s.nodes) if key == "groups" else
+                                 relative.count(v, s.nodes) if key in counts else relative.nodes_of(v, s.nodes))
+            except relative.Invalid as e:
+                raise ScenarioError(s.file, st.line, f"timeline[{st.index}].{key}{e.sub}", str(e)) from None
+        steps.append(replace(st, params=MappingProxyType({**st.params, **resolved})))
+    return replace(s, timeline=tuple(steps))
 
 
 def _node_name_ok(name, total: int) -> bool:
     return isinstance(name, str) and name.startswith("n") and name[1:].isdigit() and int(name[1:]) < total
 
 
+def _unknown(name, s: Scenario, total: int) -> str:
+    joining = ("" if total == s.nodes else f", n{s.nodes} joins later" if total == s.nodes + 1 else
+               f", n{s.nodes}..n{total - 1} join later")
+    return f"unknown node {name!r} (nodes are n0..n{s.nodes - 1}{joining}; first, last or P% scale with the size)"
+
+
 def _check_names(s: Scenario) -> None:
-    """Every node name a step uses must exist by the time the step runs; partition groups may not overlap."""
+    """Every node name a step uses must exist by the time the step runs, a node count must not ask for more nodes
+    than there are (a scenario scaled down is refused, never clamped); partition groups may not overlap."""
     total = s.nodes + s.joins
     for st in s.timeline:
         i = st.index
@@ -166,16 +206,21 @@ def _check_names(s: Scenario) -> None:
                 if name in ("random", "all"):
                     continue
                 if not _node_name_ok(name, total):
-                    raise ScenarioError(s.file, st.line, f"timeline[{i}].{key}",
-                                        f"unknown node {name!r} (nodes are n0..n{total - 1})")
+                    raise ScenarioError(s.file, st.line, f"timeline[{i}].{key}", _unknown(name, s, total))
+        for key in _count_keys(st.kind, st.action):
+            c = st.params.get(key)
+            if c is not None and c > total:
+                has = f"{s.nodes} nodes" + (f" and {total - s.nodes} that join later" if total > s.nodes else "")
+                raise ScenarioError(s.file, st.line, f"timeline[{i}].{key}",
+                                    f"asks for {c} nodes but the scenario has {has} (a share such as 25% scales "
+                                    f"with the size)")
         seen: dict[str, int] = {}
         for g, group in enumerate(st.params.get("groups") or []):
             if not isinstance(group, list) or not group:
                 raise ScenarioError(s.file, st.line, f"timeline[{i}].groups[{g}]", "must be a non-empty list of names")
             for name in group:
                 if not _node_name_ok(name, total):
-                    raise ScenarioError(s.file, st.line, f"timeline[{i}].groups[{g}]",
-                                        f"unknown node {name!r} (nodes are n0..n{total - 1})")
+                    raise ScenarioError(s.file, st.line, f"timeline[{i}].groups[{g}]", _unknown(name, s, total))
                 if name in seen:
                     raise ScenarioError(s.file, st.line, f"timeline[{i}].groups[{g}]",
                                         f"{name} is already in groups[{seen[name]}]")
@@ -199,6 +244,7 @@ def _check_supported(s: Scenario) -> None:
 
 
 def _final(s: Scenario) -> Scenario:
+    s = _resolve(s)
     _check_names(s)
     _check_supported(s)
     return s
