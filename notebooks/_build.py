@@ -26,19 +26,32 @@ for c in summary["checks"]:
     print(f"  {c['name']:<22} {c['passed']}  {c['detail']}")"""),
         new_code_cell("""df = analysis.coverage_frame([out])
 df.head()"""),
-        new_code_cell("""import matplotlib.pyplot as plt
-from testbed.sim import disseminate, theory
+        new_code_cell("""from IPython.display import Image, display
+from testbed import plots
 
+# the run's own figures, as `python -m testbed run` draws them: the infection curve against the time since the
+# publish, with the mean-field infect-and-die curve at this run's measured hop delay beside it, and the latency
+history = analysis.load_history(out)
+for name in ("infection", "latency"):
+    display(Image(filename=str(plots.draw_all(out, history, summary, [name])[0])))
+assert summary["passed"] and df["fraction"].max() == 1.0"""),
+        new_code_cell("""import matplotlib.pyplot as plt
+import numpy as np
+from testbed.sim import Constant, disseminate, theory
+
+# the forwarding rule alone, hop by hop (every hop 1 ms), on 10,000 simulated nodes, against the mean-field curve
 fig, ax = plt.subplots(figsize=(7, 4))
-for rumor, g in df.groupby("rumor"):
-    ax.step(g["seconds"] * 1000, g["fraction"], where="post", label=f"rumor {rumor} (full protocol, sim)")
-one = disseminate(10_000, "protocol", fanout=3, seed=1)
-ax.axhline(theory.infect_and_die_fraction(3), ls="--", color="gray",
-           label="infect-and-die limit, f=3 (rumor alone, no anti-entropy)")
-ax.axhline(one.final_fraction, ls=":", color="black", label="forwarding rule alone, n=10,000")
-ax.set_xlabel("ms since publish"); ax.set_ylabel("fraction of live nodes"); ax.legend(fontsize=7)
-assert summary["passed"] and df["fraction"].max() == 1.0
-fig"""),
+for f, c in ((2, "C0"), (3, "C1"), (4, "C2")):
+    ys = theory.infect_and_die_curve(10_000, f)
+    ax.plot(range(len(ys)), ys, "--", color=c, lw=1, label=f"mean field, f={f} (limit {theory.infect_and_die_fraction(f):.3f})")
+    hops = [np.round(disseminate(10_000, "infect_and_die", fanout=f, seed=s,
+                                 latency=Constant(delay_s=0.001)).informed_at / 0.001) for s in range(3)]
+    measured = np.mean([[np.mean(h <= k) for k in range(len(ys))] for h in hops], axis=0)
+    ax.plot(range(len(ys)), measured, "o", color=c, ms=4, label=f"simulated, f={f} (3 seeds)")
+ax.set_xlabel("hop"); ax.set_ylabel("fraction of nodes informed"); ax.set_ylim(0, 1.02)
+ax.set_title("Infect-and-die on 10,000 nodes: simulation against the mean-field curve", fontsize=10)
+ax.legend(fontsize=7, loc="lower right")
+plt.show()"""),
     ],
     "testbed.ipynb": [
         new_markdown_cell("# The real testbed: churn with XDP on and off\n\nRuns `scenarios/churn.yaml` on "
@@ -59,11 +72,16 @@ for xdp in (True, False):
 fig, ax = plt.subplots(figsize=(7, 4))
 for xdp, summary in runs.items():
     r = summary["rumors"][0]
-    ax.step([0] + [dt for dt, _ in r["coverage"]], [0] + [f for _, f in r["coverage"]], where="post",
+    ax.step([1e-4] + [max(dt, 1e-4) for dt, _ in r["coverage"]], [0] + [f for _, f in r["coverage"]], where="post",
             label=f"XDP {'on' if xdp else 'off'} (t100 {r['t100']} s)")
-ax.set_xlabel("seconds since publish"); ax.set_ylabel("fraction of live nodes"); ax.legend()
+ax.set_xscale("log"); ax.set_xlabel("seconds since publish (log scale)"); ax.set_ylabel("fraction of live nodes")
+ax.set_title("First publish during churn, XDP on and off", fontsize=10); ax.legend()
 print("KS distance between the two first rumors:", round(analysis.compare_runs(base / "xdp-on", base / "xdp-off")["ks"], 3))
-fig"""),
+plt.show()"""),
+        new_code_cell("""from IPython.display import Image, display
+# the figures the run itself drew (python -m testbed run draws the same): one time axis, fault windows shaded
+for name in ("convergence", "messages"):
+    display(Image(filename=str(base / "xdp-on" / f"{name}.png")))"""),
         new_code_cell("""def node_cpu(run_dir):
     # userspace work per node: packets that reached the node (the rest XDP dropped in the kernel)
     stats = json.loads((run_dir / "stats.json").read_text())["nodes"]
@@ -91,7 +109,16 @@ print(f"push, f=1, n={n}: mean rounds {np.mean(rounds):.2f}  theory {theory.push
 for f in (2, 3, 4):
     frac = np.mean([disseminate(n, "infect_and_die", fanout=f, seed=s).final_fraction for s in range(seeds)])
     print(f"infect-and-die, f={f}: {frac:.4f}  theory {theory.infect_and_die_fraction(f):.4f}")
-assert abs(np.mean(rounds) - theory.push_rounds(n)) <= 2"""),
+assert abs(np.mean(rounds) - theory.push_rounds(n)) <= 2
+
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.hist(rounds, bins=np.arange(min(rounds) - 0.5, max(rounds) + 1.5), color="C0", alpha=0.6,
+        label=f"simulated push, f=1, n={n:,} ({seeds} seeds)")
+ax.axvline(theory.push_rounds(n), color="black", ls="--", label="log2(n) + ln(n) (Pittel, without its O(1) term)")
+ax.set_xlabel("rounds until every node is informed"); ax.set_ylabel("seeds"); ax.legend(fontsize=7)
+ax.set_title("Round-based push against its closed form", fontsize=10)
+plt.show()"""),
         new_code_cell("""import os, tempfile, pathlib
 from IPython.display import Image, display
 from testbed import plots

@@ -28,9 +28,11 @@ def title(what: str, summary: dict) -> str:
 
 
 def run_span(history: analysis.History) -> tuple[float, float]:
-    """The run's time axis in seconds since the timeline started: from 0 to its last record."""
+    """The run's time axis in seconds since the timeline started: from 0 to the final reads (what nodes record
+    while they are being stopped after those is teardown, not the run), or to the last record without them."""
     t0 = history.t0
-    end = max((e["t"] for e in history.events), default=t0)
+    finals = [e["t"] for e in history.of_kind(analysis.FINAL)]
+    end = max(finals) if finals else max((e["t"] for e in history.events), default=t0)
     end = max([end] + [f.end for f in history.faults])
     return 0.0, max(end - t0, 1e-3)
 

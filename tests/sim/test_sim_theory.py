@@ -33,3 +33,18 @@ def test_closed_forms():
     assert theory.infect_and_die_fraction(1) == 0.0
     with pytest.raises(SimError):
         theory.push_rounds(1)
+
+
+def test_simulated_infect_and_die_follows_the_mean_field_curve_hop_by_hop():
+    """The dissemination simulator's forwarding rule, every hop 1 ms, against `theory.infect_and_die_curve`: the
+    fraction informed after each hop, averaged over three seeds, within 0.03 of the closed form at every hop."""
+    import numpy as np
+
+    from testbed.sim import Constant, disseminate, theory
+
+    for f in (2, 3, 4):
+        curve = theory.infect_and_die_curve(10_000, f)
+        hops = [np.round(disseminate(10_000, "infect_and_die", fanout=f, seed=s,
+                                     latency=Constant(delay_s=0.001)).informed_at / 0.001) for s in range(3)]
+        for k, expected in enumerate(curve):
+            assert np.mean([np.mean(h <= k) for h in hops]) == pytest.approx(expected, abs=0.03), (f, k)
