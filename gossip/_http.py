@@ -5,22 +5,40 @@ POST /start. A bad request gets a 4xx with a JSON ``{"error": ...}`` naming what
 the node could not make durable (``state_dir`` on a full or failing disk) gets 503 with the state file and the OS
 error: it was not acknowledged, and the same request can succeed once the disk takes writes again.
 
-The server is a minimal HTTP/1.1 implementation on asyncio streams (one request per connection; bodies by
-Content-Length only, at most 64 KiB, so a Transfer-Encoding is refused with 411; lines of at most 8 KiB): the
-testbed starts hundreds of nodes at once, and a full web framework's import cost (~0.2 s of CPU per process) would
-dominate their start-up. Each step of the parse validates one thing (the request line, one header, the length)
-and turns anything wrong into an `HttpError` with its status; it must never let a client's bytes raise anything
-else.
+HTTP/1.1 is parsed by h11, a sans-IO state machine (bytes in, events out): request framing (Content-Length or
+chunked bodies, pipelining, keep-alive, ``Expect: 100-continue``) is where a hand-written parser goes wrong, and h11
+validates every line and header the RFC way, including that an HTTP/1.1 request names its ``Host``. It costs about
+13 ms of import on top of the node (measured by benchmarks/bench_http.py), paid only by a node started with
+``--http``; a web framework would cost ~0.2 s of CPU per process, which dominates when the testbed starts hundreds
+of nodes at once. This module does the I/O and the bounds, which h11 leaves to its caller:
+
+- the request head (request line and headers) at most MAX_HEAD_BYTES (414 if the request line alone is longer,
+  else 431), at most MAX_HEADER_LINES headers (431), a body at most MAX_BODY_BYTES (413);
+- a whole request, from the first byte awaited (so also the idle time of a kept-alive connection) to the end of its
+  body, within ``request_timeout_s``: a slow sender (one byte a second) is cut off, not only a silent one; an
+  answer must be taken by the client within WRITE_TIMEOUT_S;
+- at most ``max_connections`` connections at once (the next ones get 503), MAX_REQUESTS_PER_CONNECTION requests on
+  one connection.
+
+An error answer closes the connection. Nothing a client sends may raise anything out of the connection handler:
+h11's `RemoteProtocolError` and our `HttpError` become answers, a client that hangs up or stalls gets the
+connection closed, and only a bug of ours is logged (with its traceback) and answered 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import logging
+import os
 import re
+import socket
+import stat
 from http import HTTPStatus
+
+import h11
 
 from ._node import Node
 from ._state import StateError
@@ -28,17 +46,19 @@ from ._wire import Identity
 from .errors import UsageError
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_LINE_BYTES = 8 * 1024  # the request line and each header line; the stream reader's buffer limit
+MAX_HEAD_BYTES = 16 * 1024  # the request line and all header lines; h11's max_incomplete_event_size
 MAX_HEADER_LINES = 64
-READ_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 5.0
+WRITE_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 256
+MAX_REQUESTS_PER_CONNECTION = 1000
+READ_BYTES = 65536
 LINGER_BYTES = 1 << 20  # after an error answer, read (and discard) at most this much of what the client still sends
 LINGER_S = 1.0
 
 log = logging.getLogger("gossip")
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a method or a header name
-_TARGET = re.compile(r"/[\x21-\x7e]*")  # origin-form: visible ASCII, no spaces
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # no control characters (CR, LF, NUL, ...)
+_BYTEARRAY = re.compile(r"bytearray\((b(['\"]).*\2)\)", re.S)
 
 
 class HttpError(Exception):
@@ -99,8 +119,12 @@ def handle(node: Node, method: str, path: str, body: bytes):
     if route == ("GET", "/stats"):
         s = node.stats()
         dropped = {k[len("dropped_"):]: v for k, v in s.items() if k.startswith("dropped_")}
-        return {"node": node.identity.name, "packets_in": s.get("packets_in", 0),
-                "packets_out": s.get("packets_out", 0), "dropped": dropped, "counters": s}
+        out = {"node": node.identity.name, "packets_in": s.get("packets_in", 0),
+               "packets_out": s.get("packets_out", 0), "dropped": dropped, "counters": s}
+        xdp = node.fastpath_stats()
+        if xdp is not None:  # what the kernel dropped before the node saw it, and the fast path's map use
+            out["xdp"] = xdp
+        return out
     if route == ("POST", "/publish"):
         try:
             version = node.publish(body)
@@ -123,115 +147,180 @@ def handle(node: Node, method: str, path: str, body: bytes):
     raise HttpError(404, f"{method} {path}: not found")
 
 
-async def _read_line(reader: asyncio.StreamReader, what: str, status: int) -> str:
-    """One CRLF- (or LF-) terminated line of at most MAX_LINE_BYTES, without its ending, as latin-1 text."""
-    try:
-        raw = await reader.readuntil(b"\n")
-    except asyncio.LimitOverrunError:
-        raise HttpError(status, f"{what} longer than {MAX_LINE_BYTES} bytes") from None
-    return raw[:-2].decode("latin-1") if raw.endswith(b"\r\n") else raw[:-1].decode("latin-1")
+class _ClientGone(Exception):
+    """The client hung up mid-request: nothing to answer."""
 
 
-def _request_line(line: str) -> tuple[str, str]:
-    parts = line.split(" ")
-    if (len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in ("HTTP/1.0", "HTTP/1.1")
-            or not _TARGET.fullmatch(parts[1])):
-        raise HttpError(400, f"bad request line {line[:80]!r}")
-    return parts[0], parts[1]
+def _protocol_error(e: h11.RemoteProtocolError, conn: h11.Connection, in_head: bool) -> HttpError:
+    """h11's complaint about the client's bytes as the answer to give, in this API's words."""
+    if e.error_status_hint == 431 and in_head:  # h11's buffer outgrew MAX_HEAD_BYTES before the head ended
+        if b"\n" not in conn.trailing_data[0]:
+            return HttpError(414, f"request line longer than {MAX_HEAD_BYTES} bytes")
+        return HttpError(431, f"request head (request line and header lines) longer than {MAX_HEAD_BYTES} bytes")
+    if e.error_status_hint == 501:  # a transfer coding other than chunked
+        return HttpError(411, f"{e}: send the body chunked or with a Content-Length")
+    message = _BYTEARRAY.sub(r"\1", str(e))  # "illegal header line: bytearray(b'X-A: a\x00b')"
+    if message.startswith("illegal "):  # one vocabulary with our own errors
+        message = "bad " + message[len("illegal "):]
+    return HttpError(400, message[:200])
 
 
-def _header(line: str) -> tuple[str, str]:
-    """One header line as (lower-case name, value): the name a token right before the colon (RFC 9112 5.1),
-    the value without surrounding whitespace and free of control characters; no obsolete line folding."""
-    name, colon, value = line.partition(":")
-    if not colon or not _TOKEN.fullmatch(name):
-        raise HttpError(400, f"bad header line {line[:80]!r}")
-    value = value.strip(" \t")
-    if not _FIELD_VALUE.fullmatch(value):
-        raise HttpError(400, f"bad header value in {line[:80]!r}")
-    return name.lower(), value
-
-
-def _content_length(value: str) -> int:
-    # ASCII digits only: str.isdigit() also accepts "²" and "١", which int() then refuses or reads
-    if not (0 < len(value) <= 19 and value.isascii() and value.isdigit()):
-        raise HttpError(400, f"bad Content-Length {value[:40]!r}")
-    return int(value)
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
-    method, target = _request_line(await _read_line(reader, "request line", 414))
-    length: int | None = None
-    for _ in range(MAX_HEADER_LINES):
-        line = await _read_line(reader, "header line", 431)
-        if not line:
-            break
-        name, value = _header(line)
-        if name == "content-length":
-            n = _content_length(value)
-            if length is not None and n != length:
-                raise HttpError(400, "conflicting Content-Length headers")
-            length = n
-        elif name == "transfer-encoding":  # we read bodies by Content-Length only: a chunked body would be lost
-            raise HttpError(411, "Transfer-Encoding is not supported: send the body with a Content-Length")
-    else:
+def _check_request(event: h11.Request) -> tuple[str, str]:
+    """(method, path) of a request h11 parsed, or the HttpError for what h11 leaves to us to refuse."""
+    target = event.target.decode("latin-1")
+    if event.http_version not in (b"1.0", b"1.1"):
+        raise HttpError(400, f"bad request line: HTTP/{event.http_version.decode('latin-1')} is not served "
+                             f"(HTTP/1.0 and HTTP/1.1 are)")
+    if not target.startswith("/"):
+        raise HttpError(400, f"bad request line: target {target[:80]!r} is not a path")
+    if len(event.headers) > MAX_HEADER_LINES:
         raise HttpError(431, f"more than {MAX_HEADER_LINES} header lines")
-    length = length or 0
-    if length > MAX_BODY_BYTES:
-        raise HttpError(413, f"body of {length} bytes exceeds {MAX_BODY_BYTES}")
-    body = await reader.readexactly(length) if length else b""
-    return method, target.split("?", 1)[0], body
+    names = [name for name, _ in event.headers]
+    if b"transfer-encoding" in names and b"content-length" in names:  # RFC 9112 6.3: a smuggling attempt
+        raise HttpError(400, "both Transfer-Encoding and Content-Length: send one")
+    for name, value in event.headers:
+        if name == b"content-length" and int(value) > MAX_BODY_BYTES:  # h11 checked: ASCII digits, one value
+            raise HttpError(413, f"body of {int(value)} bytes exceeds {MAX_BODY_BYTES}")
+    return event.method.decode("ascii"), target.split("?", 1)[0]
+
+
+async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> tuple[str, str, bytes] | None:
+    """The next request on the connection as (method, path, body); None if the client closed between requests."""
+    route = None
+    body = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            if conn.trailing_data[1]:  # raised on the client's EOF: it left mid-request
+                raise _ClientGone() from None
+            raise _protocol_error(e, conn, in_head=route is None) from None
+        if event is h11.NEED_DATA:
+            if conn.they_are_waiting_for_100_continue:
+                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            # h11 bounds only an event still incomplete: read no more than would take a head past MAX_HEAD_BYTES,
+            # or a longer head arriving in one read would be parsed whole
+            room = MAX_HEAD_BYTES + 1 - len(conn.trailing_data[0]) if route is None else READ_BYTES
+            conn.receive_data(await reader.read(max(room, 1)))  # b"" is the client's EOF
+        elif isinstance(event, h11.Request):
+            route = _check_request(event)
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY_BYTES:  # a chunked body: its length is known only as it arrives
+                raise HttpError(413, f"body of more than {MAX_BODY_BYTES} bytes exceeds {MAX_BODY_BYTES}")
+        elif isinstance(event, h11.EndOfMessage):
+            return route[0], route[1], bytes(body)
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+        else:  # PAUSED cannot come before EndOfMessage
+            raise AssertionError(f"unexpected h11 event {event!r}")
 
 
 def _response(status: int, payload) -> bytes:
+    """An answer that closes the connection, formatted here rather than by h11: after the client's bytes put h11's
+    state in ERROR (or the request was a HEAD) h11 would refuse to send a body, and the body is the error."""
     body = json.dumps(payload).encode()
     reason = HTTPStatus(status).phrase
     return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"Connection: close\r\n\r\n").encode() + body
 
 
-async def _serve_one(node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answer one request. Malformed HTTP gets a 4xx; a client that hangs up or stalls gets the connection
-    closed; nothing a client sends raises out of here."""
-    linger = False
-    try:
+def _ok(conn: h11.Connection, payload, close: bool) -> bytes:
+    body = json.dumps(payload).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if close:
+        headers.append(("Connection", "close"))
+    return (conn.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
+            + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+
+
+async def _serve_connection(node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            request_timeout_s: float) -> None:
+    """Answer the requests of one connection, until the client closes, an error answer, or a limit."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    out = b""
+    for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
         try:
-            method, path, body = await asyncio.wait_for(_read_request(reader), READ_TIMEOUT_S)
-            out = _response(200, handle(node, method, path, body))
+            async with asyncio.timeout(request_timeout_s):
+                request = await _read_request(conn, reader, writer)
+            if request is None:
+                return
+            payload = handle(node, *request)
+        except (_ClientGone, TimeoutError):
+            return  # hung up or stalled mid-request: nothing to answer
         except HttpError as e:
-            out, linger = _response(e.status, {"error": str(e)}), True
-        except (asyncio.IncompleteReadError, asyncio.TimeoutError):
-            return  # the client hung up or stalled mid-request: nothing to answer
+            out = _response(e.status, {"error": str(e)})
+            break
         except Exception as e:  # a bug of ours, not the client's: answer it, keep serving, and show it once
             log.exception("HTTP handler failed")
             out = _response(500, {"error": f"internal error: {type(e).__name__}"})
+            break
+        last = served == MAX_REQUESTS_PER_CONNECTION
+        async with asyncio.timeout(WRITE_TIMEOUT_S):
+            writer.write(_ok(conn, payload, close=last))
+            await writer.drain()
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:  # MUST_CLOSE: HTTP/1.0, close
+            break
+        conn.start_next_cycle()
+    async with asyncio.timeout(WRITE_TIMEOUT_S):
         writer.write(out)
         await writer.drain()
-        if linger:
-            await _linger(reader, writer)
-    except OSError:
-        pass
-    finally:
-        writer.close()
+    await _linger(reader, writer)
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """After an error answer, stop writing and discard what the client is still sending (bounded): closing with
-    unread bytes would reset the connection, and the client might lose the answer."""
+    """Before closing, stop writing and discard what the client is still sending (bounded): closing with unread
+    bytes would reset the connection, and the client might lose the answer."""
     if writer.can_write_eof():
         writer.write_eof()
     try:
         async with asyncio.timeout(LINGER_S):
             left = LINGER_BYTES
-            while left > 0 and (chunk := await reader.read(min(left, 65536))):
+            while left > 0 and (chunk := await reader.read(min(left, READ_BYTES))):
                 left -= len(chunk)
-    except (TimeoutError, OSError):
+    except TimeoutError:
         pass
 
 
-async def serve(node: Node, where: tuple[str, int] | str) -> asyncio.base_events.Server:
+def _refuse_a_live_unix_socket(path: str) -> None:
+    """asyncio replaces a socket file it finds at PATH (a killed node's is stale): refuse one that a process still
+    accepts on, as a TCP bind would, rather than take its address."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return  # nobody listens: stale
+    raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), path)
+
+
+async def serve(node: Node, where: tuple[str, int] | str, *, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                max_connections: int = MAX_CONNECTIONS) -> asyncio.base_events.Server:
     """Serve the API on (ADDR, PORT), or on a Unix socket path (reachable from any network namespace)."""
-    cb = lambda r, w: _serve_one(node, r, w)  # noqa: E731
+    open_connections = 0
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_connections
+        try:
+            if open_connections >= max_connections:
+                writer.write(_response(503, {"error": f"{max_connections} connections open: try again later"}))
+                return
+            open_connections += 1
+            try:
+                await _serve_connection(node, reader, writer, request_timeout_s)
+            finally:
+                open_connections -= 1
+        except (OSError, TimeoutError):
+            pass  # the client went away, or would not take its answer
+        finally:
+            writer.close()
+
     if isinstance(where, str):
-        return await asyncio.start_unix_server(cb, path=where, limit=MAX_LINE_BYTES)
-    return await asyncio.start_server(cb, where[0], where[1], reuse_address=True, limit=MAX_LINE_BYTES)
+        _refuse_a_live_unix_socket(where)
+        return await asyncio.start_unix_server(connected, path=where, limit=READ_BYTES)
+    return await asyncio.start_server(connected, where[0], where[1], reuse_address=True, limit=READ_BYTES)

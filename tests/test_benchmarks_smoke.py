@@ -12,6 +12,9 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
 from run_all import BENCHMARKS  # noqa: E402
 
+# figures a benchmark's smoke run must print (a line starting with the name and holding a number)
+FIGURES = {"bench_http.py": ("import h11", "import gossip._http", "GET /stats, keep-alive")}
+
 
 # the soak benchmark has its own test below, which also checks each of its figures
 @pytest.mark.parametrize("script,quick,needs_root", [(s, q, r) for s, _, q, r in BENCHMARKS if s != "bench_soak.py"],
@@ -24,6 +27,8 @@ def test_benchmark_smoke_run(script, quick, needs_root):
     r = subprocess.run([sys.executable, str(BENCH / script), *quick], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert re.search(r"\d", r.stdout), "a benchmark must print figures"
+    for figure in FIGURES.get(script, ()):
+        assert re.search(rf"^{re.escape(figure)}\s.*\d", r.stdout, re.M), f"no {figure!r} figure:\n{r.stdout}"
 
 
 def test_soak_benchmark_smoke_run():

@@ -138,6 +138,13 @@ GOSSIP = [
     # the node logs that it listens (INFO) before it tries the HTTP address: quieter, the error is the only line
     ("node-http-port-in-use", ["node", "--name", "a", "--addr", "127.0.0.1", "--port", "{FREE}", "--log-level",
                                "warning", "--http", "127.0.0.1:{TCP}"], ["--http 127.0.0.1:{TCP}", "in use"]),
+    # a Unix socket another process still accepts on is not taken over (a stale one would be replaced)
+    ("node-http-unix-in-use", ["node", "--name", "a", "--addr", "127.0.0.1", "--port", "{FREE2}", "--log-level",
+                               "warning", "--http", "unix:{W}/live.sock"],
+     ["--http unix:{W}/live.sock", "Address already in use"]),
+    ("node-http-host-unknown", ["node", "--name", "a", "--addr", "127.0.0.1", "--port", "{FREE3}", "--log-level",
+                                "warning", "--http", "nosuch.invalid:8001"],
+     ["--http nosuch.invalid:8001: cannot listen"]),
     ("node-events-dir-missing", ["node", "--name", "a", "--addr", "127.0.0.1", "--port", "{FREE}", "--events",
                                  "/nonexistent/dir/e.jsonl"], ["/nonexistent/dir/e.jsonl"]),
     ("node-port-out-of-range", ["node", "--name", "a", "--port", "70000"], ["listen_port", "70000"]),
@@ -168,12 +175,16 @@ def results(tmp_path_factory):
     (w / "corrupt" / "summary.json").write_text('{"rumors": [')
     held_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     held_tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held_unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        held_unix.bind(str(w / "live.sock"))
+        held_unix.listen()
         held_udp.bind(("127.0.0.1", 0))
         held_tcp.bind(("127.0.0.1", 0))
         held_tcp.listen()
         subst = {"W": str(w), "UDP": str(held_udp.getsockname()[1]), "TCP": str(held_tcp.getsockname()[1]),
-                 "FREE": str(_free_port(socket.SOCK_DGRAM))}
+                 "FREE": str(_free_port(socket.SOCK_DGRAM)), "FREE2": str(_free_port(socket.SOCK_DGRAM)),
+                 "FREE3": str(_free_port(socket.SOCK_DGRAM))}
         cases = [(cid, "testbed", argv, names) for cid, argv, names in TESTBED] + \
                 [(cid, "gossip", argv, names) for cid, argv, names in GOSSIP]
 
@@ -189,6 +200,7 @@ def results(tmp_path_factory):
     finally:
         held_udp.close()
         held_tcp.close()
+        held_unix.close()
     return out
 
 
@@ -209,6 +221,11 @@ def test_a_mistake_is_one_line_naming_it_and_exit_2(results, cid):
     assert r.stdout == "", (argv, r.stdout)
     for name in names:
         assert name in lines[0], (argv, name, lines[0])
+
+
+def test_a_host_name_that_does_not_resolve_gets_the_resolvers_reason(results):
+    argv, names, r = results["node-http-host-unknown"]
+    assert "Unknown error" not in r.stderr, r.stderr  # a resolver's error has a negative errno
 
 
 def test_sweep_names_are_found_in_sweeps_as_scenarios_are_in_scenarios(tmp_path, monkeypatch):
