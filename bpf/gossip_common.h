@@ -29,6 +29,7 @@ enum gossip_type {
     GOSSIP_METADATA = 2,
     GOSSIP_SWAP_REQ = 3,
     GOSSIP_SWAP_RESP = 4,
+    GOSSIP_LEAVE = 5, /* not judged by the fast path: passed to the node */
 };
 
 /* The header exactly as on the wire (naturally aligned, no padding). */

@@ -91,8 +91,10 @@ static __always_inline enum fp_stat classify(struct xdp_md *ctx, __u32 ifindex, 
         return FP_DROP_UNKNOWN_VERSION;
     if (bpf_ntohl(g->cluster) != cfg->cluster_id)
         return FP_DROP_FOREIGN_CLUSTER;
+    /* A type this program does not judge (LEAVE, or one it does not know) goes to the node, whose decoder is the
+     * authority: it counts an unknown type as malformed itself, and a new type needs no change here. */
     if (g->type < GOSSIP_HEARTBEAT || g->type > GOSSIP_SWAP_RESP)
-        return FP_DROP_MALFORMED;
+        return FP_PASS_OTHER;
     if (udp_len != sizeof(*udp) + GOSSIP_HEADER_BYTES + bpf_ntohs(g->body_len) + GOSSIP_MAC_BYTES)
         return FP_DROP_MALFORMED;
 

@@ -6,13 +6,14 @@ docs/wire-format.md.
 
 from ._config import NodeConfig
 from ._core import GossipCore, MemberInfo, Version
-from ._events import (Accepted, Event, HeartbeatsChanged, MemberAdded, MemberRefreshed, MemberRemoved,
-                      MetadataAdopted, MetadataSent, PacketDropped, Send)
+from ._events import (Accepted, Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed,
+                      MemberRemoved, MetadataAdopted, MetadataSent, PacketDropped, Send)
 from ._wire import Identity, cluster_id, node_id
 from .errors import ConfigError, GossipError, ProtocolError, UsageError
 
 __all__ = [
     "Accepted", "ConfigError", "Event", "GossipCore", "GossipError", "HeartbeatsChanged", "Identity",
-    "MemberAdded", "MemberInfo", "MemberRefreshed", "MemberRemoved", "MetadataAdopted", "MetadataSent",
-    "NodeConfig", "PacketDropped", "ProtocolError", "Send", "UsageError", "Version", "cluster_id", "node_id",
+    "LeaveSent", "MemberAdded", "MemberInfo", "MemberLeft", "MemberRefreshed", "MemberRemoved", "MetadataAdopted",
+    "MetadataSent", "NodeConfig", "PacketDropped", "ProtocolError", "Send", "UsageError", "Version", "cluster_id",
+    "node_id",
 ]

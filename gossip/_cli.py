@@ -1,5 +1,5 @@
-"""Command line: ``python -m gossip node ...`` runs one node until SIGTERM/SIGINT; ``python -m gossip demo``
-runs a small local cluster on loopback and narrates what it does.
+"""Command line: ``python -m gossip node ...`` runs one node until SIGTERM/SIGINT, then leaves (it tells its peers,
+which drop it at once); ``python -m gossip demo`` runs a small local cluster on loopback and narrates what it does.
 
 A user's mistake (a bad value, an address that cannot be listened on, a path that cannot be used) is one line on
 stderr naming it, exit status 2: values are checked by their argparse types, and what only the kernel can refuse
@@ -152,6 +152,9 @@ async def run_node(args) -> int:
         raise UsageError(f"--events {args.events}: cannot open: {e.strerror}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # SIGTERM and SIGINT end the wait below; node.close() then announces the leave (peers drop this node at once)
+    # and waits at most _node.LEAVE_FLUSH_S for it to go out before the process exits. A second signal changes
+    # nothing: the flush is bounded anyway.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with _accel.accelerators(args, config) as (fastpath, broadcaster):
@@ -172,8 +175,8 @@ async def run_node(args) -> int:
                 try:
                     runner = await serve(node, args.http)
                 except OSError as e:
-                    # strerror, not os.strerror(errno): a host name that does not resolve has a negative errno
-                    raise UsageError(f"--http {_where(args.http)}: cannot listen: {e.strerror or e}") from None
+                    raise UsageError(f"--http {_where(args.http)}: cannot listen: "
+                                     f"{os.strerror(e.errno) if e.errno else e}") from None
                 log.info("HTTP API on %s", args.http)
             await stop.wait()
             log.info("shutting down")

@@ -12,7 +12,15 @@ Protocol, in one place (see README and docs/wire-format.md):
   than any it accepted from that origin) refreshes the origin's entry and forwards it the same way. A rumor ends
   when a holder finds no uninfected live peer.
 - Entries not refreshed for ``timeout_s`` are removed. Seeds that are not live get the heartbeat as well, so a
-  node that knows nobody (or a healed partition) finds its way back.
+  node that knows nobody (or a healed partition) finds its way back. A seed (`set`) is only a target to contact
+  until a heartbeat from it arrives: it takes part in the spread like a member, but is not listed (`members`)
+  and makes no ``member_added`` until it is heard from.
+- `leave(now)` ends the node for good: it spreads a LEAVE rumor about itself (as a heartbeat: up to ``fanout``
+  peers, each receiver forwarding it to up to ``fanout`` uninfected peers) carrying the sequence its next heartbeat
+  would have had, and sends nothing afterwards. A receiver drops the origin at once (``member_left``) and takes the
+  leave's sequence as the origin's accepted heartbeat sequence, so the leaver's older heartbeats still in flight
+  are stale and cannot bring it back, a replayed LEAVE is a duplicate or stale, and a restarted incarnation (whose
+  heartbeat sequences start at its clock in ms) is taken back by its first heartbeat.
 - ``publish(data)`` makes a version newer than every version the node has seen and spreads it as a rumor; a node
   keeps the highest version, ordered by (seq, origin).
 - Every cycle a node sends its version (and value) to one random live peer; the peer answers with its own value
@@ -32,8 +40,8 @@ from typing import NamedTuple
 
 from . import _wire as wire
 from ._config import NodeConfig
-from ._events import (Accepted, Event, HeartbeatsChanged, MemberAdded, MemberRefreshed, MemberRemoved,
-                      MetadataAdopted, MetadataSent, PacketDropped, Send)
+from ._events import (Accepted, Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed,
+                      MemberRemoved, MetadataAdopted, MetadataSent, PacketDropped, Send)
 from .errors import ProtocolError, UsageError
 
 MAX_REMEMBERED_ORIGINS = 65536
@@ -85,10 +93,11 @@ class MemberInfo:
 
 
 class _Entry:
-    __slots__ = ("identity", "seq", "last_seen")
+    __slots__ = ("identity", "seq", "last_seen", "heard")
 
-    def __init__(self, identity: wire.Identity, seq: int, last_seen: float) -> None:
+    def __init__(self, identity: wire.Identity, seq: int, last_seen: float, heard: bool) -> None:
         self.identity, self.seq, self.last_seen = identity, seq, last_seen
+        self.heard = heard  # False for a seed no heartbeat has come from yet: contacted, not listed
 
 
 MAX_DIRECT_HOPS = 16  # direct heartbeat hop delays kept per stats record (see GossipCore.take_direct_hops)
@@ -113,7 +122,7 @@ class GossipCore:
         self._record_refreshes = record_refreshes
         self._src = ""  # where the message being handled came from (recorded only)
         self._direct_hops: list[float] = []  # see take_direct_hops
-        self._entries: dict[int, _Entry] = {}
+        self._entries: dict[int, _Entry] = {}  # members, and seeds not heard from yet (not listed)
         self._live_ids: list[int] = []  # same ids as _entries, for O(1) random picks
         self._live_pos: dict[int, int] = {}
         self._accepted_seq: dict[int, int] = {}  # highest heartbeat seq accepted per origin, kept after removal
@@ -124,6 +133,7 @@ class GossipCore:
         self._hlc = 0  # highest version seq seen or issued: every publish is above it
         self._restored = False
         self._heartbeats = True
+        self._left = False
         self._next_cycle = now
         self._events: list[Event] = []
         self._sends: list[Send] = []
@@ -191,12 +201,14 @@ class GossipCore:
     # ---- public operations -------------------------------------------------------------------------------
 
     def set(self, identity: wire.Identity, now: float) -> None:
-        """Add a known node (a seed). It is live until it has been silent for timeout_s."""
+        """Add a known node (a seed): a target to contact, listed as a member only once a heartbeat from it arrives.
+        Until then it gets rumors and swaps as a member does, for timeout_s; after that, while it stays silent,
+        only the heartbeats sent to seeds that are not live."""
         if identity.node_id == self.node_id:
             return
         self._seeds[identity.endpoint] = None
         if identity.node_id not in self._entries:
-            self._add(identity, 0, now)
+            self._add(identity, 0, now, heard=False)
 
     def stop(self) -> None:
         """Stop this node's own heartbeats; it keeps receiving, forwarding and swapping."""
@@ -205,6 +217,8 @@ class GossipCore:
             self._events.append(HeartbeatsChanged(running=False))
 
     def start(self) -> None:
+        if self._left:
+            raise UsageError("start: this node has left; a node that left cannot start again (start a new one)")
         if not self._heartbeats:
             self._heartbeats = True
             self._events.append(HeartbeatsChanged(running=True))
@@ -213,8 +227,32 @@ class GossipCore:
     def heartbeats_running(self) -> bool:
         return self._heartbeats
 
+    @property
+    def has_left(self) -> bool:
+        return self._left
+
+    def leave(self, now: float) -> int:
+        """Announce that this node leaves, and stop it for good: spread a LEAVE rumor about itself to up to fanout
+        live peers (its receivers forward it as they forward a heartbeat), then send nothing more -- no heartbeat,
+        no swap, no forward. The LEAVE carries the sequence its next heartbeat would have had, so it outranks every
+        heartbeat this incarnation sent. Returns how many peers it was sent to; a second call sends nothing."""
+        if self._left:
+            return 0
+        self.stop()
+        self._left = True
+        self._hb_seq = max(self._hb_seq + 1, _ms(now))
+        msg = wire.Leave(cluster=self.cluster, origin=self.node_id, seq=self._hb_seq, identity=self.identity)
+        before = len(self._sends)
+        self._spread(msg, wire.Infected(ids=frozenset({self.node_id})))
+        targets = self._sends[before].targets if len(self._sends) > before else ()
+        self.stats["leaves_sent"] += 1
+        self._events.append(LeaveSent(seq=self._hb_seq, targets=tuple(f"{a}:{p}" for a, p in targets)))
+        return len(targets)
+
     def publish(self, data: bytes, now: float) -> Version:
         """Adopt DATA under a version newer than any seen here and spread it as a rumor."""
+        if self._left:
+            raise UsageError("publish: this node has left the cluster")
         if not isinstance(data, bytes):
             raise UsageError("data: must be bytes")
         limit = wire.max_data_bytes(self.config.max_packet_bytes, self.identity)
@@ -236,13 +274,16 @@ class GossipCore:
                         port=self.identity.port, private=self.identity.private, seq=self._hb_seq, last_seen=0.0)
         out = [me]
         for nid, e in self._entries.items():
+            if not e.heard:
+                continue
             i = e.identity
             out.append(MemberInfo(node_id=nid, name=i.name, addr=i.addr, port=i.port, private=i.private,
                                   seq=e.seq, last_seen=e.last_seen))
         return out
 
     def live_ids(self) -> set[int]:
-        return set(self._entries)
+        """The ids `members` lists, this node excluded."""
+        return {nid for nid, e in self._entries.items() if e.heard}
 
     # ---- driver interface --------------------------------------------------------------------------------
 
@@ -256,6 +297,8 @@ class GossipCore:
     def tick(self, now: float) -> None:
         """Run every timer due at NOW: expiry, then the cycle's heartbeat and swap."""
         self._expire(now)
+        if self._left:
+            return  # a node that left sends nothing: its driver is about to stop it
         if now >= self._next_cycle:
             cycle = self.config.cycle_s
             self._next_cycle += cycle
@@ -282,6 +325,8 @@ class GossipCore:
     def receive_message(self, msg: wire.Message, now: float, src: str = "") -> None:
         """Handle one already-verified message (the simulator's entry point; `receive` ends here too)."""
         self._src = src
+        if self._left:
+            return  # gone: it must not forward (a forward would carry its sends past its own LEAVE)
         self._HANDLERS[type(msg)](self, msg, now)
 
     def note_drop(self, reason: str, detail: str = "") -> None:
@@ -322,11 +367,36 @@ class GossipCore:
             self._add(msg.identity, msg.seq, now)
         else:
             entry.identity, entry.seq, entry.last_seen = msg.identity, msg.seq, now
-            if self._record_refreshes:
+            if not entry.heard:  # a seed, heard from at last: a member from now on
+                entry.heard = True
+                self._events.append(MemberAdded(node_id=origin, name=msg.identity.name, addr=msg.identity.addr,
+                                                port=msg.identity.port))
+            elif self._record_refreshes:
                 self._events.append(MemberRefreshed(node_id=origin, seq=msg.seq))
             if len(self._direct_hops) < MAX_DIRECT_HOPS and self._src == "%s:%d" % msg.identity.endpoint:
                 self._direct_hops.append(now * 1000.0 - msg.seq)
         self.stats["accepted_heartbeat"] += 1
+        self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=origin, seq=msg.seq))
+        self._spread(msg, msg.infected.with_added((self.node_id,)))
+
+    def _on_leave(self, msg: wire.Leave, now: float) -> None:
+        origin = msg.origin
+        if origin == self.node_id:
+            return self.note_drop("duplicate", "own leave")  # an earlier incarnation's, replayed: this one stays
+        if msg.identity.node_id != origin:
+            return self.note_drop("malformed", f"identity {msg.identity.addr}:{msg.identity.port} is not origin")
+        last = self._accepted_seq.get(origin)
+        if last is not None and msg.seq <= last:
+            return self.note_drop("duplicate" if msg.seq == last else "stale", f"leave {origin:#010x}/{msg.seq}")
+        # the leave's sequence becomes the origin's: its older heartbeats, still in flight, are stale from now on
+        self._remember_seq(origin, msg.seq)
+        entry = self._entries.get(origin)
+        if entry is not None:
+            self._drop_entry(origin)
+            if entry.heard:
+                self.stats["members_left"] += 1
+                self._events.append(MemberLeft(node_id=origin, name=entry.identity.name, seq=msg.seq))
+        self.stats["accepted_leave"] += 1
         self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=origin, seq=msg.seq))
         self._spread(msg, msg.infected.with_added((self.node_id,)))
 
@@ -357,6 +427,7 @@ class GossipCore:
         wire.MetadataRumor: _on_metadata,
         wire.SwapRequest: _on_swap_request,
         wire.SwapResponse: _on_swap_response,
+        wire.Leave: _on_leave,
     }
 
     # ---- internals -------------------------------------------------------------------------------------------
@@ -376,21 +447,28 @@ class GossipCore:
                                             src="" if via == "publish" else self._src))
         self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=version.origin, seq=version.seq))
 
-    def _add(self, identity: wire.Identity, seq: int, now: float) -> None:
+    def _add(self, identity: wire.Identity, seq: int, now: float, heard: bool = True) -> None:
         nid = identity.node_id
-        self._entries[nid] = _Entry(identity, seq, now)
+        self._entries[nid] = _Entry(identity, seq, now, heard)
         self._live_pos[nid] = len(self._live_ids)
         self._live_ids.append(nid)
-        self._events.append(MemberAdded(node_id=nid, name=identity.name, addr=identity.addr, port=identity.port))
+        if heard:
+            self._events.append(MemberAdded(node_id=nid, name=identity.name, addr=identity.addr,
+                                            port=identity.port))
 
-    def _remove(self, nid: int, reason: str) -> None:
+    def _drop_entry(self, nid: int) -> _Entry:
         entry = self._entries.pop(nid)
         pos = self._live_pos.pop(nid)
         last = self._live_ids.pop()
         if last != nid:
             self._live_ids[pos] = last
             self._live_pos[last] = pos
-        self._events.append(MemberRemoved(node_id=nid, name=entry.identity.name, reason=reason))
+        return entry
+
+    def _remove(self, nid: int, reason: str) -> None:
+        entry = self._drop_entry(nid)
+        if entry.heard:  # a seed never heard from was never listed: nothing to remove from anyone's view
+            self._events.append(MemberRemoved(node_id=nid, name=entry.identity.name, reason=reason))
 
     def _remember_seq(self, origin: int, seq: int) -> None:
         if origin not in self._accepted_seq and len(self._accepted_seq) >= MAX_REMEMBERED_ORIGINS:
@@ -434,14 +512,14 @@ class GossipCore:
         if not targets and not extra:
             return
         infected = infected.with_added(targets + [wire.node_id(*e) for e in extra])
-        if isinstance(msg, wire.Heartbeat):
-            msg = wire.Heartbeat(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity,
-                                 infected=infected)
+        if isinstance(msg, (wire.Heartbeat, wire.Leave)):
+            msg = type(msg)(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity,
+                            infected=infected)
         else:
             msg = wire.MetadataRumor(cluster=msg.cluster, origin=msg.origin, version=msg.version, data=msg.data,
                                      infected=infected)
         endpoints = tuple(self._entries[n].identity.endpoint for n in targets) + extra
-        if not isinstance(msg, wire.Heartbeat):
+        if isinstance(msg, wire.MetadataRumor):
             self._events.append(MetadataSent(version=msg.version, origin=msg.origin,
                                              targets=tuple(f"{a}:{p}" for a, p in endpoints)))
         self._emit(msg, endpoints)

@@ -21,6 +21,9 @@ simulator (`testbed.sim._engine`) -- do it through a `CoreDriver`, so the rules 
   that write fails, the drain's sends are withheld, the core rolls back to the last durable value (so no later
   swap carries the refused one), a ``state_write_failed`` record is written and `StateError` is raised (a publish
   is then not acknowledged). Only metadata adoptions write; heartbeats never do.
+- a graceful leave is `leave`: the core's leave (its LEAVE rumor and ``leave_sent`` event), drained at once so the
+  rumor is handed to the send function before the driver's caller stops sending; then `stopped` writes the
+  ``stopped`` record a node writes when it closes.
 
 That is what makes a simulated run's records match a real node's and the same seed give the same file.
 
@@ -189,6 +192,20 @@ class CoreDriver:
             if ev.kind == "packet_dropped" and ev.reason in ROUTINE_DROPS:
                 continue  # most of a simulation's events: nothing else is done for them
             self.write(_put_event({"t": round(now, 6), "node": self.name}, ev))
+
+    def leave(self, now: float) -> int:
+        """The core leaves (see `GossipCore.leave`) and its LEAVE goes to the send function now; returns to how
+        many peers it went."""
+        sent = self.core.leave(now)
+        self.drain(now)
+        return sent
+
+    def stopped(self, now: float) -> None:
+        """Write the ``stopped`` record: the members listed at the end, the version held and the core's counters."""
+        core = self.core
+        version, _ = core.read()
+        self.write_record({"kind": "stopped", "members": sorted(m.name for m in core.members()),
+                           "version": version.seq, "origin": version.origin, **core.stats}, now)
 
     def write_record(self, fields: dict, now: float) -> None:
         """Write one of the driver's own records (FIELDS starts with ``kind``), stamped NOW."""

@@ -44,6 +44,26 @@ class MemberRemoved(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MemberLeft(Event):
+    """The member announced its leave (a LEAVE of sequence SEQ) and was dropped at once: a departure, not a
+    failure, so it is a kind of its own and never a ``member_removed`` (which checks read as deaths)."""
+
+    kind = "member_left"
+    node_id: int
+    name: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaveSent(Event):
+    """This node left: it announced its leave (sequence SEQ) to TARGETS ("addr:port" each) and stopped."""
+
+    kind = "leave_sent"
+    seq: int
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MetadataAdopted(Event):
     """This node now holds metadata VERSION (published by ORIGIN); VIA is publish, rumor or swap, and SRC the
     "addr:port" it came from (empty for a publish, or when the driver does not know)."""
@@ -113,7 +133,9 @@ class Send:
 class Accepted:
     """The node accepted (verified and applied) a message: fast-path state may now drop its duplicates.
 
-    For HEARTBEAT, SEQ is the origin's heartbeat sequence; otherwise SEQ is the metadata version the node now holds.
+    For HEARTBEAT, SEQ is the origin's heartbeat sequence (an accepted LEAVE is listed as a HEARTBEAT of its
+    sequence: it moves the origin's sequence, so a fast path drops the older heartbeats the core now drops);
+    otherwise SEQ is the metadata version the node now holds.
     """
 
     type: int

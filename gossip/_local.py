@@ -184,6 +184,26 @@ class LocalCluster:
         node.proc.send_signal(signal.SIGKILL)
         node.proc.wait()
 
+    def terminate(self, node: LocalNode, timeout_s: float = 10.0) -> int:
+        """SIGTERM: the node announces its leave and exits; returns its exit status (SIGKILL after TIMEOUT_S)."""
+        node.proc.send_signal(signal.SIGTERM)
+        try:
+            return node.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            node.proc.kill()
+            node.proc.wait()
+            raise
+
+    def events(self, node: LocalNode) -> list[dict]:
+        """The records in NODE's events file (a line torn by a SIGKILL is skipped)."""
+        out = []
+        for line in (self.workdir / f"{node.name}.events.jsonl").read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
     def live(self) -> list[LocalNode]:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
 

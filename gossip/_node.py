@@ -31,6 +31,7 @@ from .errors import UsageError
 
 log = logging.getLogger("gossip")
 
+LEAVE_FLUSH_S = 0.5  # how long close() waits for its LEAVE to leave (UDP: at once; TCP: a connect or a write)
 
 
 class FastPathSink(Protocol):
@@ -64,7 +65,9 @@ class BroadcastSink(Protocol):
 
 
 class Node:
-    """A gossip node. ``await join()`` binds and starts it; ``await close()`` shuts it down.
+    """A gossip node. ``await join()`` binds and starts it; ``await close()`` (or ``await leave()``) announces its
+    leave to its peers, so they drop it at once, and shuts it down; ``await close(leave=False)`` stops it without a
+    word, as a crash would, and peers forget it after timeout_s.
 
     The other operations (`get`, `set`, `stop`, `start`, `publish`, `read`) are synchronous: they act on the
     core at once and hand any resulting datagrams to the transport.
@@ -131,28 +134,37 @@ class Node:
         log.info("node %s (%08x) listening on %s:%d/%s", self.identity.name, self.core.node_id,
                  cfg.listen_addr, cfg.listen_port, cfg.protocol)
 
-    async def close(self) -> None:
-        """Stop the timer and the transport. Idempotent."""
+    async def close(self, *, leave: bool = True) -> None:
+        """Stop the timer and the transport; with LEAVE (the default) announce the leave first (see `leave`).
+        Idempotent."""
         if self._timer is not None:
             self._timer.cancel()
             await asyncio.gather(self._timer, return_exceptions=True)
             self._timer = None
         if self._transport is not None:
+            if leave and not self.core.has_left:
+                now = self._clock()
+                self._trace_op("leave", now)
+                sent = self._driver.leave(now)
+                await self._transport.flush(LEAVE_FLUSH_S)  # bounded: the process is about to end
+                log.info("left: LEAVE sent to %d peer(s)", sent)
             await self._transport.close()
             self._transport = None
-            version, data = self.core.read()
-            self._driver.write_record({"kind": "stopped", "members": sorted(m.name for m in self.core.members()),
-                                       "version": version.seq, "origin": version.origin, **self.core.stats},
-                                      self._clock())
+            self._driver.stopped(self._clock())
         if self._events_out is not None:
             self._events_out.flush()
+
+    async def leave(self) -> None:
+        """Leave the cluster: a LEAVE rumor to up to fanout peers (they drop this node at once and pass it on),
+        a flush of at most `LEAVE_FLUSH_S` for it to go out, then `close`. What SIGTERM and SIGINT do."""
+        await self.close(leave=True)
 
     def get(self) -> list[MemberInfo]:
         """The live node list, this node first."""
         return self.core.members()
 
     def set(self, node: Identity) -> None:
-        """Add a known node (a seed)."""
+        """Add a known node (a seed): contacted at once, listed by `get` once it has been heard from."""
         if not isinstance(node, Identity):
             raise UsageError(f"node: must be an Identity, got {type(node).__name__}")
         now = self._clock()
@@ -167,9 +179,9 @@ class Node:
         self._flush()
 
     def start(self) -> None:
-        """Resume heartbeats."""
-        self._trace_op("start", 0.0)
+        """Resume heartbeats (not after a leave: `UsageError`)."""
         self.core.start()
+        self._trace_op("start", 0.0)
         self._flush()
 
     def publish(self, data: bytes) -> Version:
@@ -192,6 +204,17 @@ class Node:
 
     def stats(self) -> dict:
         return dict(self.core.stats)
+
+    def fastpath_stats(self) -> dict | None:
+        """The kernel fast path's counters for this node's interface (`bpf.FastPathWriter.stats`), or None without
+        a fast path that counts; a map that cannot be read (the program went away) is None too, not an error."""
+        stats = getattr(self._fastpath, "stats", None)
+        if stats is None:
+            return None
+        try:
+            return stats()
+        except (OSError, ValueError):  # bpf's MapError / BpfUsageError
+            return None
 
     # ---- plumbing --------------------------------------------------------------------------------------------
 
@@ -317,7 +340,7 @@ def _seed_identities(seeds) -> tuple[Identity, ...]:
 def _log_event(ev: Event) -> None:
     if ev.kind == "packet_dropped":
         log.debug("dropped packet: %s %s", ev.reason, ev.detail)
-    elif ev.kind in ("member_added", "member_removed", "metadata_adopted"):
+    elif ev.kind in ("member_added", "member_removed", "member_left", "metadata_adopted"):
         log.info("%s", ev)
 
 

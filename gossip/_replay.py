@@ -38,6 +38,8 @@ def replay(trace_lines: Iterable[str], *, config: NodeConfig, identity: Identity
             core.stop()
         elif kind == "start":
             core.start()
+        elif kind == "leave":
+            core.leave(now)
         elif kind == "drop":
             core.note_drop(op["reason"], op["detail"])
         else:

@@ -131,6 +131,13 @@ class UdpTransport(asyncio.DatagramProtocol):
         else:
             t.sendto(payload, endpoint)  # an OSError comes back through error_received
 
+    async def flush(self, timeout_s: float) -> None:
+        """Wait, at most TIMEOUT_S, until what was sent has left (sendto only buffers when the socket is full)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.transport is not None and self.transport.get_write_buffer_size() and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
     async def close(self) -> None:
         self._closing = True
         if self._reopening is not None:
@@ -160,24 +167,33 @@ class _TcpPeer:
             except OSError as e:  # ECONNREFUSED, EHOSTUNREACH, EPERM, ...
                 self._lost(errno_reason("send_error", e), f"connect {self.endpoint}: {e}")
                 continue
+            # every payload taken from the queue is marked done once written or lost: flush() waits on that
+            in_hand = True
             try:
                 while True:
                     writer.write(FRAME.pack(len(payload)) + payload)
                     await asyncio.wait_for(writer.drain(), owner.write_timeout_s)
+                    in_hand = False
+                    self.queue.task_done()
                     payload = await asyncio.wait_for(self.queue.get(), owner.idle_timeout_s)
+                    in_hand = True
             except asyncio.TimeoutError:
                 pass  # idle: close; a later send reconnects
             except OSError as e:
                 owner.on_error(errno_reason("send_error", e), f"write {self.endpoint}: {e}")
             finally:
+                if in_hand:
+                    self.queue.task_done()
                 writer.close()
 
     def _lost(self, reason: str, detail: str) -> None:
         """The frame in hand could not be sent, and the peer is down: drop the queued ones too (counted under
         the same reason) rather than let them pile up."""
         self.owner.on_error(reason, detail)
+        self.queue.task_done()
         while not self.queue.empty():
             self.queue.get_nowait()
+            self.queue.task_done()
             self.owner.on_error(reason, f"peer {self.endpoint} unreachable")
 
 
@@ -228,6 +244,15 @@ class TcpTransport:
             peer.queue.put_nowait(payload)
         except asyncio.QueueFull:
             self.on_error("send_queue_full", f"peer {endpoint}")
+
+    async def flush(self, timeout_s: float) -> None:
+        """Wait, at most TIMEOUT_S, until every queued frame has been written or given up on."""
+        waits = [p.queue.join() for p in self._peers.values()]
+        if waits:
+            try:
+                await asyncio.wait_for(asyncio.gather(*waits), timeout_s)
+            except asyncio.TimeoutError:
+                pass  # bounded: a peer that does not take the frame in time is not waited for
 
     async def close(self) -> None:
         if self._server is not None:

@@ -39,6 +39,7 @@ class MsgType(enum.IntEnum):
     METADATA = 2
     SWAP_REQ = 3
     SWAP_RESP = 4
+    LEAVE = 5
 
 
 # Offsets of the header fields, for code that reads them without decoding (BPF mirrors these in C).
@@ -214,7 +215,22 @@ class SwapResponse:
     type = MsgType.SWAP_RESP
 
 
-Message = Heartbeat | MetadataRumor | SwapRequest | SwapResponse
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leave:
+    """ORIGIN announces that it leaves the cluster; SEQ is in its heartbeat sequence space, above every heartbeat
+    it sent (the sequence its next heartbeat would have had), so the leave outranks them and a newer incarnation's
+    heartbeats outrank the leave. Spread as a rumor, like a heartbeat."""
+
+    cluster: int
+    origin: int
+    seq: int
+    identity: Identity
+    infected: Infected = field(default_factory=Infected)
+    type = MsgType.LEAVE
+
+
+Message = Heartbeat | MetadataRumor | SwapRequest | SwapResponse | Leave
+_ABOUT_ORIGIN = (Heartbeat, Leave)  # the two rumors whose body is the origin's identity and whose seq is its sequence
 
 
 def mac(key: bytes, signed: bytes) -> bytes:
@@ -260,11 +276,11 @@ def max_data_bytes(max_packet_bytes: int, identity: Identity | None = None) -> i
 
 def encode_body(msg: Message, max_packet_bytes: int) -> tuple[bytes, Message]:
     """The body bytes of MSG, and MSG as encoded (its infected set may have become a Bloom filter)."""
-    if isinstance(msg, Heartbeat):
+    if isinstance(msg, _ABOUT_ORIGIN):
         prefix = _identity_bytes(msg.identity)
         inf = _fit_infected(len(prefix), msg.infected, max_packet_bytes)
         if inf is not msg.infected:
-            msg = Heartbeat(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity, infected=inf)
+            msg = type(msg)(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity, infected=inf)
         return prefix + _infected_bytes(inf), msg
     if isinstance(msg, MetadataRumor):
         prefix = _data_bytes(msg.data)
@@ -285,7 +301,7 @@ def fit(msg: Message, max_packet_bytes: int) -> Message:
 
     Computed from sizes alone (no encoding): this runs for every message a node sends.
     """
-    if isinstance(msg, Heartbeat):
+    if isinstance(msg, _ABOUT_ORIGIN):
         prefix = msg.identity.encoded_size()
     elif isinstance(msg, MetadataRumor):
         prefix = 2 + len(msg.data)
@@ -294,15 +310,15 @@ def fit(msg: Message, max_packet_bytes: int) -> Message:
     inf = _fit_infected(prefix, msg.infected, max_packet_bytes)
     if inf is msg.infected:
         return msg
-    if isinstance(msg, Heartbeat):
-        return Heartbeat(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity, infected=inf)
+    if isinstance(msg, _ABOUT_ORIGIN):
+        return type(msg)(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity, infected=inf)
     return MetadataRumor(cluster=msg.cluster, origin=msg.origin, version=msg.version, data=msg.data, infected=inf)
 
 
 def encode(msg: Message, *, key: bytes, max_packet_bytes: int = 1400, flags: int = 0) -> bytes:
     """The datagram for MSG, signed with KEY. Raises `UsageError` if it cannot fit in MAX_PACKET_BYTES."""
     body, msg = encode_body(msg, max_packet_bytes)
-    seq = msg.seq if isinstance(msg, Heartbeat) else msg.version
+    seq = msg.seq if isinstance(msg, _ABOUT_ORIGIN) else msg.version
     if not 0 <= seq < 1 << 64:
         raise UsageError(f"seq/version out of range: {seq}")
     head = HEADER.pack(MAGIC, FORMAT_VERSION, msg.type, msg.cluster, msg.origin, flags, len(body), seq)
@@ -404,4 +420,5 @@ _DECODERS = {
     MsgType.SWAP_REQ: lambda r, c, o, s: SwapRequest(cluster=c, origin=o, version=s, sender=r.identity(),
                                                      data=r.data()),
     MsgType.SWAP_RESP: lambda r, c, o, s: SwapResponse(cluster=c, origin=o, version=s, data=r.data()),
+    MsgType.LEAVE: lambda r, c, o, s: Leave(cluster=c, origin=o, seq=s, identity=r.identity(), infected=r.infected()),
 }

@@ -187,7 +187,7 @@ def _view_records(history: History) -> Iterator[tuple[float, str, int, str]]:
             yield e["t"], n, _RESET, n
         elif k == "member_added" and n in running:
             yield e["t"], n, _ADD, names.get(e["node_id"], f"#{e['node_id']:08x}")
-        elif k == "member_removed" and n in running:
+        elif k in ("member_removed", "member_left") and n in running:  # left: announced, not a death
             yield e["t"], n, _REMOVE, names.get(e["node_id"], f"#{e['node_id']:08x}")
         elif k == PROC and e["state"] == "down" and n in running:
             running.discard(n)
@@ -195,7 +195,8 @@ def _view_records(history: History) -> Iterator[tuple[float, str, int, str]]:
 
 
 class Views:
-    """Each node's member list over time, rebuilt from its own started / member_added / member_removed records.
+    """Each node's member list over time, rebuilt from its own started / member_added / member_removed / member_left
+    records.
 
     The records are kept as a log per node and replayed on demand: a full snapshot per record would cost O(N) each,
     and a cluster of N nodes makes O(N^2) of them. Queries at increasing times (as every caller makes them) continue

@@ -95,6 +95,8 @@ class _FastPath:
 
     def drops(self, msg) -> bool:
         t = type(msg)
+        if t is gwire.Leave:  # a type the program does not judge passes (as passed_other, not in "passed")
+            return False
         if t is gwire.Heartbeat:
             held = self.heartbeat.get(msg.origin)
             if held is None or msg.seq > held:
@@ -284,13 +286,14 @@ class Simulation:
         self._start(node, node.seeds)
 
     def leave(self, name: str) -> None:
-        """Graceful leave: stop the node's heartbeats, then stop the node (which, like `Node.close`, writes a
-        ``stopped`` record)."""
-        self.stop_heartbeats(name)
-        node = self._node(name)
-        version, _ = node.core.read()
-        node.driver.write_record({"kind": "stopped", "members": sorted(m.name for m in node.core.members()),
-                                  "version": version.seq, "origin": version.origin, **node.core.stats}, self._now)
+        """Graceful leave, as `Node.close` on SIGTERM: the core's leave (its LEAVE rumor goes out now, through the
+        shared driver), the ``stopped`` record, then the process is gone. A paused node is resumed first, as the
+        testbed sends SIGCONT before SIGTERM."""
+        node = self._node(name, _UP, _PAUSED)
+        if node.state == _PAUSED:
+            self.resume(name)
+        node.driver.leave(self._now)
+        node.driver.stopped(self._now)
         self.crash(name)
 
     def pause(self, name: str) -> None:
@@ -451,9 +454,13 @@ class Simulation:
                             fastpath = driver.fastpath
                             if fastpath is not None:  # the real node writes the drop state when it is done
                                 driver.fastpath = _Deferred()
-                            driver.drain(when)
+                            try:
+                                driver.drain(when)
+                            finally:  # whatever the drain raised, the node keeps its real fast path
+                                deferred = driver.fastpath
+                                driver.fastpath = fastpath
                             if fastpath is not None:
-                                accepted, driver.fastpath = driver.fastpath.accepted, fastpath
+                                accepted = deferred.accepted
                                 if accepted:
                                     heapq.heappush(heap, (when + handling_s, next(self._seq), _CALL, idx,
                                                           functools.partial(fastpath.accept, accepted)))

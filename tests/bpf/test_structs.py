@@ -75,7 +75,7 @@ def test_constants_match_the_header_and_the_wire_codec():
                  "FT_GLOBAL"):
         assert d[name] == getattr(S, name), name
     assert {t.name: int(t) for t in _wire.MsgType} == {
-        "HEARTBEAT": 1, "METADATA": 2, "SWAP_REQ": 3, "SWAP_RESP": 4}
+        "HEARTBEAT": 1, "METADATA": 2, "SWAP_REQ": 3, "SWAP_RESP": 4, "LEAVE": 5}
     assert enum_names("gossip_type") == [f"GOSSIP_{t.name}" for t in _wire.MsgType]
 
 

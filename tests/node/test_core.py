@@ -2,8 +2,8 @@
 
 import pytest
 
-from gossip import (Identity, MemberAdded, MemberRemoved, MetadataAdopted, MetadataSent, PacketDropped, UsageError,
-                    Version)
+from gossip import (Identity, LeaveSent, MemberAdded, MemberLeft, MemberRemoved, MetadataAdopted, MetadataSent,
+                    PacketDropped, UsageError, Version)
 from gossip import _wire as wire
 
 from fakenet import FakeNet, make_core
@@ -249,15 +249,126 @@ def test_restarted_node_continues_above_its_old_heartbeat_sequence():
     assert b.stats["accepted_heartbeat"] == 3
 
 
-def test_set_ignores_self_and_unknown_members_are_added_once():
-    a = make_core(0)
+def test_a_seed_is_contacted_but_listed_only_once_heard_from():
+    a, b = make_core(0), make_core(1)
     a.set(a.identity, 1000.0)
     assert names(a) == ["n0"]
-    other = Identity(name="x", addr="127.0.0.1", port=9100)
-    a.set(other, 1000.0)
-    a.set(other, 1000.0)
-    assert names(a) == ["n0", "x"]
-    assert sum(isinstance(e, MemberAdded) for e in a.take_events()) == 1
+    a.set(Identity(name="", addr=b.identity.addr, port=b.identity.port), 1000.0)  # a seed: known by address
+    a.set(Identity(name="", addr="127.0.0.1", port=9100), 1000.0)  # a seed nobody listens on
+    assert names(a) == ["n0"] and a.live_ids() == set()
+    assert not [e for e in a.take_events() if isinstance(e, MemberAdded)]
+    a.tick(1000.0)  # the seeds are contacted all the same: a's heartbeat goes to them
+    hb = next(s for s in a.take_sends() if isinstance(s.message, wire.Heartbeat))
+    assert b.identity.endpoint in hb.targets
+    b.receive(hb.payload, 1000.0)
+    b.tick(1000.0)
+    for s in b.take_sends():
+        if isinstance(s.message, wire.Heartbeat):
+            a.receive(s.payload, 1000.0)
+    assert names(a) == ["n0", "n1"]  # heard from: listed, under its own name
+    assert [(e.name, e.port) for e in a.take_events() if isinstance(e, MemberAdded)] == [("n1", b.identity.port)]
+    # the silent seed is never listed, and expiring it removes nothing anyone saw
+    a.tick(1000.0 + a.config.timeout_s + 1)
+    assert not [e for e in a.take_events() if isinstance(e, (MemberAdded, MemberRemoved)) and e.name == ""]
+
+
+def _joined(n, **cfg):
+    """N cores that have all heard from each other (full views), and the fake network between them."""
+    cores = [make_core(i, cycle_s=1.0, timeout_s=5.0, **cfg) for i in range(n)]
+    for c in cores:
+        for o in cores:
+            c.set(o.identity, 1000.0)
+    net = FakeNet(cores)
+    now = net.run(1000.0, 1002.0, 0.5)
+    assert all(names(c) == sorted(f"n{i}" for i in range(n)) for c in cores)
+    for c in cores:
+        c.take_events()
+    return cores, net, now
+
+
+def test_a_leave_reaches_every_peer_which_drops_the_leaver_at_once_as_left_not_removed():
+    cores, net, now = _joined(10, fanout=2)
+    leaver = cores[4]
+    last_hb = next(m.seq for m in leaver.members() if m.name == "n4")
+    assert leaver.leave(now) == 2  # fanout peers
+    (announced,) = [e for e in leaver.take_events() if isinstance(e, LeaveSent)]
+    assert announced.seq > last_hb and len(announced.targets) == 2
+    before = len(net.delivered)
+    net.pump(now, [leaver])
+    leaves = [d for d in net.delivered[before:] if d[0] == "Leave"]
+    assert sorted(to for _, frm, to in leaves if frm == "n4") == sorted(
+        c.identity.name for c in cores if "%s:%d" % c.identity.endpoint in announced.targets)
+    assert len(leaves) <= 2 * 10  # a rumor: each holder forwards it once, to at most fanout peers
+    for c in cores:
+        if c is leaver:
+            continue
+        assert "n4" not in names(c)
+        events = c.take_events()
+        assert [(e.name, e.seq) for e in events if isinstance(e, MemberLeft)] == [("n4", announced.seq)]
+        assert not [e for e in events if isinstance(e, MemberRemoved)]
+        assert c.stats["accepted_leave"] == 1 and c.stats["members_left"] == 1
+    # the leaver sends nothing more, and cannot be started again
+    leaver.tick(now + 1.0)
+    assert leaver.take_sends() == []
+    with pytest.raises(UsageError, match="left"):
+        leaver.start()
+    with pytest.raises(UsageError, match="left"):
+        leaver.publish(b"x", now + 1.0)
+    assert leaver.leave(now + 1.0) == 0
+
+
+def test_heartbeats_of_a_leaver_still_in_flight_do_not_bring_it_back():
+    cores, net, now = _joined(3)
+    a, b = cores[0], cores[1]
+    a.tick(now + 1.0)
+    old_hb = next(s for s in a.take_sends() if isinstance(s.message, wire.Heartbeat))
+    for c in cores[1:]:
+        c.take_sends()
+    a.leave(now + 1.0)
+    (leave,) = a.take_sends()
+    b.receive(leave.payload, now + 1.0)
+    b.take_events()
+    b.receive(old_hb.payload, now + 1.0)  # sent before the leave, arriving after it
+    assert "n0" not in names(b)
+    assert _drops(b) == ["stale"]
+
+
+def test_a_replayed_leave_after_the_node_came_back_does_nothing():
+    cores, net, now = _joined(3)
+    a, b = cores[0], cores[1]
+    a.leave(now)
+    (leave,) = a.take_sends()
+    b.receive(leave.payload, now)
+    assert "n0" not in names(b)
+    b.receive(leave.payload, now)  # the same copy again
+    assert _drops(b) == ["duplicate"]
+    fresh = make_core(0, now=now + 3.0, cycle_s=1.0, timeout_s=5.0)  # same address, a new incarnation
+    fresh.set(b.identity, now + 3.0)
+    fresh.tick(now + 3.0)
+    hb = next(s for s in fresh.take_sends() if isinstance(s.message, wire.Heartbeat))
+    b.receive(hb.payload, now + 3.0)
+    assert "n0" in names(b)
+    b.take_events()
+    b.receive(leave.payload, now + 3.5)  # the old incarnation's leave, replayed
+    assert "n0" in names(b)
+    assert _drops(b) == ["stale"]
+    assert b.stats["accepted_leave"] == 1
+
+
+def test_a_forged_or_misaddressed_leave_is_dropped_and_counted():
+    cores, net, now = _joined(3, secrets=(b"k",))
+    a, b = cores[0], cores[1]
+    seq = 10 ** 13
+    forged = wire.encode(wire.Leave(cluster=a.cluster, origin=a.node_id, seq=seq, identity=a.identity),
+                         key=b"not-the-key")
+    not_its_own = b.encode(wire.Leave(cluster=a.cluster, origin=a.node_id, seq=seq, identity=cores[2].identity))
+    about_me = b.encode(wire.Leave(cluster=b.cluster, origin=b.node_id, seq=seq, identity=b.identity))
+    for p in (forged, not_its_own, about_me):
+        b.receive(p, now)
+    assert _drops(b) == ["bad_mac", "malformed", "duplicate"]
+    assert b.stats["dropped_bad_mac"] == 1 and b.stats["dropped_malformed"] == 1
+    assert names(b) == ["n0", "n1", "n2"] and b.stats["accepted_leave"] == 0
+    assert b.take_sends() == []
 
 
 def test_adoptions_name_their_source_and_rumor_sends_name_their_targets():

@@ -29,6 +29,8 @@ messages = st.one_of(
               u32, seqs, identities, st.binary(max_size=300)),
     st.builds(lambda o, s, d: wire.SwapResponse(cluster=CLUSTER, origin=o, version=s, data=d),
               u32, seqs, st.binary(max_size=300)),
+    st.builds(lambda o, s, i, inf: wire.Leave(cluster=CLUSTER, origin=o, seq=s, identity=i, infected=inf),
+              u32, seqs, identities, infected),
 )
 
 
@@ -74,3 +76,21 @@ def test_fit_from_sizes_agrees_with_encoding(msg, max_packet):
     except wire.UsageError:
         return
     assert wire.fit(msg, max_packet) == by_encoding
+
+
+def test_a_leave_carries_its_sequence_in_the_header_and_its_identity_in_the_body():
+    ident = wire.Identity(name="n7", addr="10.0.0.7", port=7946, private=b"rack=3")
+    leave = wire.Leave(cluster=CLUSTER, origin=ident.node_id, seq=1_700_000_000_123, identity=ident,
+                       infected=wire.Infected(ids=frozenset({ident.node_id, 5})))
+    data = wire.encode(leave, key=KEYS[0])
+    magic, version, mtype, cluster, origin, flags, body_len, seq = wire.peek_header(data)
+    assert (mtype, origin, seq) == (5, ident.node_id, 1_700_000_000_123)
+    assert wire.decode(data, cluster=CLUSTER, keys=KEYS) == leave
+    # the body is a heartbeat's: the same bytes under the other type
+    hb = wire.Heartbeat(cluster=CLUSTER, origin=leave.origin, seq=leave.seq, identity=ident, infected=leave.infected)
+    assert wire.encode(hb, key=KEYS[0])[wire.HEADER_BYTES:-wire.MAC_BYTES] == data[wire.HEADER_BYTES:-wire.MAC_BYTES]
+    # a big infected set becomes a Bloom filter, as a heartbeat's does
+    big = wire.Leave(cluster=CLUSTER, origin=1, seq=2, identity=ident, infected=wire.Infected(ids=frozenset(range(400))))
+    fitted = wire.fit(big, 600)
+    assert fitted.infected.bloom is not None and isinstance(fitted, wire.Leave)
+    assert len(wire.encode(big, key=KEYS[0], max_packet_bytes=600)) + wire.IPV4_UDP_OVERHEAD <= 600
