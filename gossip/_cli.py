@@ -175,8 +175,8 @@ async def run_node(args) -> int:
                 try:
                     runner = await serve(node, args.http)
                 except OSError as e:
-                    raise UsageError(f"--http {_where(args.http)}: cannot listen: "
-                                     f"{os.strerror(e.errno) if e.errno else e}") from None
+                    # strerror, not os.strerror(errno): a host name that does not resolve has a negative errno
+                    raise UsageError(f"--http {_where(args.http)}: cannot listen: {e.strerror or e}") from None
                 log.info("HTTP API on %s", args.http)
             await stop.wait()
             log.info("shutting down")

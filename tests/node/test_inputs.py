@@ -88,7 +88,7 @@ def cluster(tmp_path_factory):
 
 
 def _post(path, body: bytes, extra: str = "") -> bytes:
-    return f"POST {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+    return f"POST {path} HTTP/1.1\r\nHost: n0\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
 def _set(obj) -> bytes:
@@ -112,9 +112,9 @@ MALFORMED = [
     pytest.param(_post("/set", b'{"addr": "\xff"}'), 400, "body is not UTF-8", id="latin1-body"),
     pytest.param(_post("/set", b'{"port": ' + b"9" * 5000 + b"}"), 400, "body is not JSON", id="huge-int"),
     pytest.param(b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n", 414, "request line longer", id="long-line"),
-    pytest.param(b"GET /list HTTP/1.1\r\nX-A: " + b"a" * 200_000 + b"\r\n\r\n", 431, "header line longer",
+    pytest.param(b"GET /list HTTP/1.1\r\nX-A: " + b"a" * 200_000 + b"\r\n\r\n", 431, "request head",
                  id="200kB-header"),
-    pytest.param(b"GET /list HTTP/1.1\r\n" + b"X-A: b\r\n" * 65 + b"\r\n", 431, "header lines",
+    pytest.param(b"GET /list HTTP/1.1\r\nHost: n0\r\n" + b"X-A: b\r\n" * 65 + b"\r\n", 431, "header lines",
                  id="many-headers"),
     pytest.param("POST /publish HTTP/1.1\r\nContent-Length: ²\r\n\r\n".encode(), 400, "bad Content-Length",
                  id="superscript-length"),
@@ -124,17 +124,19 @@ MALFORMED = [
                  "bad Content-Length", id="huge-length"),
     pytest.param(b"POST /publish HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc", 400,
                  "conflicting Content-Length", id="two-lengths"),
-    pytest.param(b"POST /publish HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", 413, "exceeds", id="big-body"),
-    pytest.param(b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411,
-                 "Transfer-Encoding", id="chunked"),
+    pytest.param(b"POST /publish HTTP/1.1\r\nHost: n0\r\nContent-Length: 100000\r\n\r\n", 413, "exceeds",
+                 id="big-body"),
+    pytest.param(b"POST /publish HTTP/1.1\r\nHost: n0\r\nTransfer-Encoding: gzip\r\n\r\n", 411, "Transfer-Encoding",
+                 id="gzip"),
+    pytest.param(b"POST /publish HTTP/1.1\r\nHost: n0\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+                 "bad chunk header", id="bad-chunk"),
     pytest.param(b"POST /publish HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc", 400, "bad header line",
                  id="space-before-colon"),
-    pytest.param(b"GET /list HTTP/1.1\r\nX-A: a\r\n folded\r\n\r\n", 400, "bad header line", id="obs-fold"),
-    pytest.param(b"GET /list HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400, "bad header value", id="nul-in-header"),
+    pytest.param(b"GET /list HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", 400, "bad header line", id="nul-in-header"),
     pytest.param(b"GET /list HTTP/2.0\r\n\r\n", 400, "bad request line", id="http2"),
-    pytest.param(b"GET list HTTP/1.1\r\n\r\n", 400, "bad request line", id="relative-target"),
+    pytest.param(b"GET list HTTP/1.1\r\nHost: n0\r\n\r\n", 400, "bad request line", id="relative-target"),
     pytest.param(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, "bad request line", id="tls-hello"),
-    pytest.param(b"DELETE /list HTTP/1.1\r\n\r\n", 405, "method not allowed", id="wrong-method"),
+    pytest.param(b"DELETE /list HTTP/1.1\r\nHost: n0\r\n\r\n", 405, "method not allowed", id="wrong-method"),
 ]
 
 
@@ -151,7 +153,7 @@ def test_http_answers_every_malformed_request_with_a_4xx_naming_the_problem(clus
 def test_http_closes_cleanly_on_a_request_cut_short_and_keeps_serving(cluster):
     n0 = cluster.nodes[0]
     for cut in (b"", b"GET /list HT", b"GET /list HTTP/1.1\r\nX-A: 1", b"POST /publish HTTP/1.1\r\n"
-                b"Content-Length: 10\r\n\r\nabc"):
+                b"Host: n0\r\nContent-Length: 10\r\n\r\nabc"):
         assert http_exchange(n0.http_where, cut, timeout=5) == b""
     assert n0.get("/metadata")["data"] == ""  # the cut publish published nothing
 
