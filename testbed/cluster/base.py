@@ -76,7 +76,7 @@ class Cluster(abc.ABC):
 
     @abc.abstractmethod
     def leave(self, name: str) -> None:
-        """A graceful stop: own heartbeats off, then the process ends."""
+        """A graceful stop: the node announces its leave (peers drop it at once, as ``member_left``), then ends."""
 
     @abc.abstractmethod
     def heartbeats(self, name: str, on: bool) -> None:

@@ -200,8 +200,7 @@ class EmulatedCluster(Cluster):
             self.procs.resume(name)
 
     def leave(self, name: str) -> None:
-        with contextlib.suppress(control.ControlError):
-            control.call(self._control(name), "POST", "/stop")
+        # SIGTERM is the node's own leave (a LEAVE rumor, a bounded flush, exit): the path a user's node takes
         self.procs.terminate(name)
 
     def heartbeats(self, name: str, on: bool) -> None:
