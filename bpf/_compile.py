@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import CompileError, UnavailableError
+from .errors import BpfUsageError, CompileError, UnavailableError
 
 HERE = Path(__file__).resolve().parent
 
@@ -57,19 +57,25 @@ def _captured_stderr():
             log.append(tmp.read().decode(errors="replace"))
 
 
-def compile_program(c_file: str, functions: dict[str, str]):
+def compile_program(c_file: str, functions: dict[str, str], defines: dict[str, int] | None = None):
     """Compile HERE/C_FILE and load FUNCTIONS ({name: "xdp" | "sched_cls"}) through the verifier.
 
-    Returns (bpf, {name: fd}). Raises `CompileError` with bcc's log when compiling or loading fails.
+    DEFINES are the program's tunables ({"FP_MAX_HEARTBEATS": 262144}), passed as -D flags: the C keeps its
+    defaults under #ifndef and its source is never templated. Returns (bpf, {name: fd}). Raises `CompileError`
+    with bcc's log when compiling or loading fails.
     """
     require()
     import bcc
 
     kinds = {"xdp": bcc.BPF.XDP, "sched_cls": bcc.BPF.SCHED_CLS}
+    flags = [f"-I{HERE}", "-Wno-compare-distinct-pointer-types"]
+    for name, value in (defines or {}).items():
+        if not (name.isidentifier() and isinstance(value, int) and not isinstance(value, bool)):
+            raise BpfUsageError(f"{c_file}: a define must be NAME=integer, got {name!r}={value!r}")
+        flags.append(f"-D{name}={value}")
     with _captured_stderr() as log:
         try:
-            b = bcc.BPF(src_file=str(HERE / c_file).encode(),
-                        cflags=[f"-I{HERE}", "-Wno-compare-distinct-pointer-types"])
+            b = bcc.BPF(src_file=str(HERE / c_file).encode(), cflags=flags)
             fds = {name: b.load_func(name.encode(), kinds[kind]).fd for name, kind in functions.items()}
         except Exception as e:
             err = e
@@ -103,14 +109,15 @@ class PinnedProgram:
         self._pins: list[str] = []
 
     @classmethod
-    def compile(cls, *, pin_dir: str | None = None):
+    def compile(cls, *, pin_dir: str | None = None, defines: dict[str, int] | None = None):
         """Compile and load the program (~2 s, ~150 MB: do it once per testbed) and pin its maps to PIN_DIR.
 
         PIN_DIR defaults to a fresh directory under /run/xdp-gossip/bpffs (a bpffs mounted there if needed).
+        DEFINES are the program's load-time tunables (see `compile_program`).
         """
         from . import _attach, _sys  # netlink only here: a node that opens the pins never needs it
 
-        bpf, fds = compile_program(cls.C_FILE, {cls.PROGRAM: cls.SECTION})
+        bpf, fds = compile_program(cls.C_FILE, {cls.PROGRAM: cls.SECTION}, defines)
         pin_dir = _sys.prepare_pin_dir(pin_dir, cls.KIND)
         self = cls(bpf, fds[cls.PROGRAM], pin_dir)
         try:

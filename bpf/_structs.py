@@ -22,7 +22,7 @@ class GossipHdr(ctypes.BigEndianStructure):
 
 
 # ---- XDP fast path ----
-FP_MAX_NODES = 4096
+FP_MAX_NODES = 4096  # the defaults of a load that names no size (bpf/fastpath.py sizes the maps per run)
 FP_MAX_HEARTBEATS = 131072
 
 
@@ -32,6 +32,10 @@ class FpConfig(ctypes.Structure):
 
 class FpHbKey(ctypes.Structure):
     _fields_ = [("ifindex", ctypes.c_uint32), ("origin", ctypes.c_uint32)]
+
+
+class FpWrites(ctypes.Structure):
+    _fields_ = [("inserted", ctypes.c_uint64), ("evicted", ctypes.c_uint64)]
 
 
 class FpVersion(ctypes.Structure):
@@ -92,7 +96,8 @@ class FtStats(ctypes.Structure):
 # what each program's maps hold: (key type, value type), by map name; the struct test walks this
 MAP_TYPES = {
     "xdp_fastpath.c": {"fp_config": (ctypes.c_uint32, FpConfig), "fp_heartbeat": (FpHbKey, ctypes.c_uint64),
-                       "fp_metadata": (ctypes.c_uint32, FpVersion), "fp_stats": (ctypes.c_uint32, FpStats)},
+                       "fp_metadata": (ctypes.c_uint32, FpVersion), "fp_stats": (ctypes.c_uint32, FpStats),
+                       "fp_writes": (ctypes.c_uint32, FpWrites)},
     "tc_broadcast.c": {"bc_slots": (ctypes.c_uint32, BcSlot), "bc_ifslot": (ctypes.c_uint32, ctypes.c_uint32),
                        "bc_stats": (ctypes.c_uint32, BcStats)},
     "faults.c": {"ft_loss": (ctypes.c_uint32, ctypes.c_uint64), "ft_side": (ctypes.c_uint32, ctypes.c_uint32),

@@ -147,6 +147,15 @@ def map_info(fd: int) -> MapInfo:
     return info
 
 
+def map_memlock(fd: int) -> int:
+    """The kernel memory the map at FD takes, in bytes (its fdinfo's ``memlock``: what the kernel charges it)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("memlock:"):
+                return int(line.split()[1])
+    raise MapError(f"fdinfo of fd {fd}: no memlock line (not a BPF map?)", errno.EINVAL)
+
+
 def prog_id(fd: int) -> int:
     info = ProgInfo()
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info)),

@@ -7,17 +7,24 @@ Two sides, usually in two processes:
 - `FastPathWriter`, in a node: opens the pinned maps with plain bpf(2) calls (no bcc, no compile) and records
   what the node accepted after verifying the MAC. The program never records anything on first sight, so nothing
   reaches the drop maps that the node has not accepted itself.
+
+The maps are sized when the program is loaded (`map_sizes`): one program serving N nodes holds a heartbeat pair
+per (node, origin), N x N of them, in an LRU that must never be full (see `map_sizes` for why). Each writer counts
+the pairs it created and the ones it found evicted (`fp_writes`), so a map too small for its run shows up in the
+stats as ``hb_evicted`` instead of as duplicates quietly reaching the nodes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import functools
 import os
 
 from . import _sys  # _attach (netlink) is imported where used: a node's writer never needs it
 from ._compile import PinnedProgram
-from ._structs import FP_STAT_NAMES, FpConfig, FpHbKey, FpStats, FpVersion
+from ._structs import FP_STAT_NAMES, FpConfig, FpHbKey, FpStats, FpVersion, FpWrites
 from .errors import BpfError, BpfUsageError, MapError
 
 PIN_ROOT = _sys.PIN_ROOT
@@ -25,16 +32,51 @@ C_FILE = "xdp_fastpath.c"
 PROGRAM = "xdp_fastpath"
 # pinned file name -> (key type, value type)
 MAPS = {"fp_config": (ctypes.c_uint32, FpConfig), "fp_heartbeat": (FpHbKey, ctypes.c_uint64),
-        "fp_metadata": (ctypes.c_uint32, FpVersion), "fp_stats": (ctypes.c_uint32, FpStats)}
+        "fp_metadata": (ctypes.c_uint32, FpVersion), "fp_stats": (ctypes.c_uint32, FpStats),
+        "fp_writes": (ctypes.c_uint32, FpWrites)}
+WRITER_MAPS = ("fp_heartbeat", "fp_metadata", "fp_stats", "fp_writes")
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 
+# The LRU hash (common LRU) keeps up to LRU_LOCAL_FREE_TARGET free elements on each CPU that updates it, and a CPU
+# refilling its own list evicts when the shared free list holds fewer: measured here (2 CPUs, 64 nodes' pairs
+# rewritten round-robin), 128 free elements left every pair evicted between two rounds, 256 none.
+LRU_LOCAL_FREE_TARGET = 128
+MAX_HEARTBEAT_ENTRIES = 1 << 26  # ~5 GB of kernel memory: far beyond any run here, refused as a likely mistake
 
-def read_stats(stats_fd: int, ifindex: int | None = None) -> dict[str, int]:
-    """The fast path's counters for one interface, or summed over all of them (ifindex None)."""
+
+def map_sizes(nodes: int, members: int) -> dict[str, int]:
+    """The -D sizes of the fast path's maps for one program serving NODES interfaces whose nodes each hear from up
+    to MEMBERS origins (a testbed of N nodes: N and N; a lone node: 1 and the cluster size it expects).
+
+    The heartbeat LRU gets every pair plus 1/16 and two CPUs' worth of LRU free lists per possible CPU: an LRU
+    hash evicts before it is full (`LRU_LOCAL_FREE_TARGET`) and, once full, every write of an existing pair takes a
+    free element first and so evicts another pair: a map exactly the size of its pairs drops almost nothing.
+    """
+    if not (isinstance(nodes, int) and isinstance(members, int) and nodes >= 1 and members >= 1):
+        raise BpfUsageError(f"map_sizes: nodes and members must be integers >= 1, got {nodes!r}, {members!r}")
+    pairs = nodes * members
+    heartbeats = pairs + pairs // 16 + 2 * LRU_LOCAL_FREE_TARGET * _sys.possible_cpus()
+    if heartbeats > MAX_HEARTBEAT_ENTRIES:
+        raise BpfUsageError(f"map_sizes: {nodes} nodes x {members} members need {heartbeats} heartbeat entries, "
+                            f"more than {MAX_HEARTBEAT_ENTRIES}")
+    return {"FP_MAX_NODES": max(nodes, 16), "FP_MAX_HEARTBEATS": heartbeats}
+
+
+def read_stats(stats_fd: int, ifindex: int | None = None, writes_fd: int | None = None) -> dict[str, int]:
+    """The fast path's counters for one interface, or summed over all of them (ifindex None); with WRITES_FD
+    also the writers' ``hb_inserted`` and ``hb_evicted`` (see `FastPathWriter`)."""
     out = _sys.sum_percpu_counters(stats_fd, ifindex, FpStats, FP_STAT_NAMES)
     out["passed"] = sum(v for k, v in out.items() if k.startswith("passed_") and k != "passed_other")
     out["dropped"] = sum(v for k, v in out.items() if k.startswith("dropped_"))
+    if writes_fd is not None:
+        keys = [ctypes.c_uint32(ifindex)] if ifindex is not None else _sys.map_keys(writes_fd, ctypes.c_uint32)
+        out["hb_inserted"] = out["hb_evicted"] = 0
+        writes = FpWrites()
+        for key in keys:
+            if _sys.map_lookup(writes_fd, key, writes):
+                out["hb_inserted"] += writes.inserted
+                out["hb_evicted"] += writes.evicted
     return out
 
 
@@ -54,6 +96,25 @@ class FastPath(PinnedProgram):
 
     C_FILE, PROGRAM, SECTION, KIND, MAPS = C_FILE, PROGRAM, "xdp", "fastpath", tuple(MAPS)
 
+    @classmethod
+    def compile(cls, *, pin_dir: str | None = None, nodes: int | None = None,
+                members: int | None = None) -> "FastPath":
+        """Compile and load the fast path with maps sized for NODES interfaces whose nodes hear from up to MEMBERS
+        origins each (`map_sizes`; MEMBERS defaults to NODES), and pin its maps. Without NODES: the header's
+        defaults (4096 interfaces, 131,072 heartbeat pairs)."""
+        defines = None if nodes is None else map_sizes(nodes, nodes if members is None else members)
+        return super().compile(pin_dir=pin_dir, defines=defines)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Each map's max_entries, as the kernel reports it."""
+        return {name: _sys.map_info(fd).max_entries for name, fd in self.map_fds.items()}
+
+    @property
+    def memory(self) -> dict[str, int]:
+        """Each map's kernel memory in bytes, as the kernel accounts it (``memlock`` in the map fd's fdinfo)."""
+        return {name: _sys.map_memlock(fd) for name, fd in self.map_fds.items()}
+
     def attach(self, ifindex: int, *, netns: str | None = None, mode: str = "native"):
         """Context manager: the program on IFINDEX (inside NETNS, a name or a path) in "native" or "generic" mode.
 
@@ -68,6 +129,7 @@ class FastPath(PinnedProgram):
             raise BpfUsageError(f"configure: cluster_id must be a u32 and port 1..65535, got {cluster_id}, {port}")
         key = ctypes.c_uint32(ifindex)
         _sys.percpu_update(self.map_fds["fp_stats"], key, FpStats())
+        _sys.map_update(self.map_fds["fp_writes"], key, FpWrites())
         _sys.map_update(self.map_fds["fp_config"], key, FpConfig(cluster_id=cluster_id, port=port))
 
     def unconfigure(self, ifindex: int) -> None:
@@ -85,14 +147,21 @@ class FastPath(PinnedProgram):
 
         Keys: the drop reasons (dropped_foreign_cluster, dropped_unknown_version, dropped_malformed,
         dropped_duplicate, dropped_stale), passed_<type> for each message type, passed_other (not gossip for the
-        node), and the totals passed (gossip passed) and dropped.
+        node), the totals passed (gossip passed) and dropped, and the writers' heartbeat pairs: hb_inserted,
+        hb_evicted (pairs the LRU evicted that a node needed again: nonzero means the map is too small for the
+        run) and hb_capacity (the map's size, for every interface together).
         """
-        return read_stats(self.map_fds["fp_stats"], ifindex)
+        out = read_stats(self.map_fds["fp_stats"], ifindex, self.map_fds["fp_writes"])
+        out["hb_capacity"] = self._hb_capacity
+        return out
+
+    @functools.cached_property
+    def _hb_capacity(self) -> int:
+        return _sys.map_info(self.map_fds["fp_heartbeat"]).max_entries
 
     def writer(self, ifindex: int) -> "FastPathWriter":
         """A writer sharing this process's map fds (for a node running in this process)."""
-        return FastPathWriter.from_fds(ifindex, **{f"{name[3:]}_fd": self.map_fds[name]
-                                                   for name in ("fp_heartbeat", "fp_metadata", "fp_stats")})
+        return FastPathWriter.from_fds(ifindex, **{f"{name[3:]}_fd": self.map_fds[name] for name in WRITER_MAPS})
 
 
 class FastPathWriter:
@@ -101,37 +170,49 @@ class FastPathWriter:
     Open it from the pin directory the testbed hands the node (`FastPathWriter(pin_dir, ifindex)`), with IFINDEX
     the index of the node's own interface (`socket.if_nametoindex(iface)` inside the node's namespace). A node
     starting with empty state calls `reset()` first, so versions a previous run accepted do not drop its traffic.
+
+    A heartbeat is written as an update of an existing pair (BPF_EXIST: one call, the usual case); when the pair is
+    missing, it is created and counted in ``fp_writes``: as ``inserted``, and as ``evicted`` too when this writer
+    had created that pair before, since only the LRU removes a running node's pairs. That counts each evicted pair
+    the node needed again, at the origin's next accepted heartbeat: the evictions that let copies through. A pair
+    evicted whose origin never sends again is not counted, and costs nothing.
     """
 
     def __init__(self, pin_dir: str, ifindex: int) -> None:
         fds: dict[str, int] = {}
         try:
-            for name in ("fp_heartbeat", "fp_metadata", "fp_stats"):
+            for name in WRITER_MAPS:
                 fds[name] = _sys.obj_get(os.path.join(pin_dir, name))
                 _check_map(fds[name], name)
         except BaseException:
             for fd in fds.values():
                 os.close(fd)
             raise
-        self._init(ifindex, fds["fp_heartbeat"], fds["fp_metadata"], fds["fp_stats"])
+        self._init(ifindex, fds["fp_heartbeat"], fds["fp_metadata"], fds["fp_stats"], fds["fp_writes"])
 
     @classmethod
-    def from_fds(cls, ifindex: int, *, heartbeat_fd: int, metadata_fd: int,
-                 stats_fd: int | None = None) -> "FastPathWriter":
+    def from_fds(cls, ifindex: int, *, heartbeat_fd: int, metadata_fd: int, stats_fd: int | None = None,
+                 writes_fd: int | None = None) -> "FastPathWriter":
         """A writer on map fds this process already holds (they are duplicated: the caller keeps its own)."""
         self = cls.__new__(cls)
         self._init(ifindex, os.dup(heartbeat_fd), os.dup(metadata_fd),
-                   os.dup(stats_fd) if stats_fd is not None else None)
+                   os.dup(stats_fd) if stats_fd is not None else None,
+                   os.dup(writes_fd) if writes_fd is not None else None)
         return self
 
-    def _init(self, ifindex: int, hb_fd: int, md_fd: int, stats_fd: int | None) -> None:
+    def _init(self, ifindex: int, hb_fd: int, md_fd: int, stats_fd: int | None, writes_fd: int | None) -> None:
         self.ifindex = ifindex
-        self._hb_fd, self._md_fd, self._stats_fd = hb_fd, md_fd, stats_fd
+        self._hb_fd, self._md_fd, self._stats_fd, self._writes_fd = hb_fd, md_fd, stats_fd, writes_fd
         # reused for every write: the hot path allocates nothing
         self._hb_key = FpHbKey(ifindex=ifindex)
         self._hb_seq = ctypes.c_uint64()
         self._md_key = ctypes.c_uint32(ifindex)
         self._md_version = FpVersion()
+        self._writes = FpWrites()  # counted on from what an earlier process on this interface left
+        if writes_fd is not None:
+            _sys.map_lookup(writes_fd, self._md_key, self._writes)
+        self._created: set[int] = set()  # origins whose pair this writer created
+        self.hb_capacity = _sys.map_info(hb_fd).max_entries
 
     def heartbeat_accepted(self, origin: int, seq: int) -> None:
         """The node accepted ORIGIN's heartbeat SEQ: from now on the fast path drops copies of it and older ones."""
@@ -139,7 +220,22 @@ class FastPathWriter:
             raise BpfUsageError(f"heartbeat_accepted: origin {origin} / seq {seq} out of range")
         self._hb_key.origin = origin
         self._hb_seq.value = seq
+        try:
+            _sys.map_update(self._hb_fd, self._hb_key, self._hb_seq, _sys.BPF_EXIST)
+        except MapError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            self._create(origin)
+
+    def _create(self, origin: int) -> None:
         _sys.map_update(self._hb_fd, self._hb_key, self._hb_seq)
+        self._writes.inserted += 1
+        if origin in self._created:
+            self._writes.evicted += 1
+        else:
+            self._created.add(origin)
+        if self._writes_fd is not None:
+            _sys.map_update(self._writes_fd, self._md_key, self._writes)
 
     def metadata_accepted(self, version: int, origin: int) -> None:
         """The node now holds metadata version (VERSION, ORIGIN): rumors and swap responses not newer are dropped,
@@ -156,19 +252,22 @@ class FastPathWriter:
         for key in _sys.map_keys(self._hb_fd, FpHbKey):
             if key.ifindex == self.ifindex:
                 _sys.map_delete(self._hb_fd, key)
+        self._created.clear()  # pairs gone by our own hand are not evictions
 
     def stats(self) -> dict[str, int]:
         """This node's fast-path counters (see `FastPath.stats`)."""
         if self._stats_fd is None:
             raise BpfUsageError("this writer was made without the stats map")
-        return read_stats(self._stats_fd, self.ifindex)
+        out = read_stats(self._stats_fd, self.ifindex, self._writes_fd)
+        out["hb_capacity"] = self.hb_capacity
+        return out
 
     def close(self) -> None:
-        for fd in (self._hb_fd, self._md_fd, self._stats_fd):
+        for fd in (self._hb_fd, self._md_fd, self._stats_fd, self._writes_fd):
             if fd is not None and fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._hb_fd = self._md_fd = self._stats_fd = -1
+        self._hb_fd = self._md_fd = self._stats_fd = self._writes_fd = -1
 
     def __enter__(self) -> "FastPathWriter":
         return self
@@ -177,4 +276,4 @@ class FastPathWriter:
         self.close()
 
 
-__all__ = ["FastPath", "FastPathWriter", "MapError", "read_stats"]
+__all__ = ["FastPath", "FastPathWriter", "MapError", "map_sizes", "read_stats"]

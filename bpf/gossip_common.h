@@ -44,9 +44,16 @@ struct gossip_hdr {
     __be64 seq;
 };
 
-/* ---- XDP fast path (xdp_fastpath.c): every map is keyed by the ingress ifindex of a node's veth ---- */
-#define FP_MAX_NODES      4096
+/* ---- XDP fast path (xdp_fastpath.c): every map is keyed by the ingress ifindex of a node's veth ----
+ * The map sizes are chosen when the program is loaded: bpf/fastpath.py passes -DFP_MAX_NODES and
+ * -DFP_MAX_HEARTBEATS sized to the run (one program serving N nodes needs N x N heartbeat pairs). The values here
+ * are the defaults of a load that names no size. */
+#ifndef FP_MAX_NODES
+#define FP_MAX_NODES 4096 /* interfaces one program serves */
+#endif
+#ifndef FP_MAX_HEARTBEATS
 #define FP_MAX_HEARTBEATS 131072 /* (node, origin) pairs; LRU: an evicted pair only means the next copy passes */
+#endif
 
 /* fp_config: ifindex -> what the node on that interface listens for. No entry: the program passes everything. */
 struct fp_config {
@@ -59,6 +66,14 @@ struct fp_config {
 struct fp_hb_key {
     __u32 ifindex;
     __u32 origin;
+};
+
+/* fp_writes: ifindex -> what the node's writer did to fp_heartbeat; written by userspace only (one writer per
+ * interface), never by the program. An eviction is counted when the node accepts a heartbeat from an origin whose
+ * pair it wrote before and finds the pair gone: only the LRU removes a node's pairs while it runs. */
+struct fp_writes {
+    __u64 inserted; /* pairs created (first heartbeat accepted from an origin, or again after an eviction) */
+    __u64 evicted;  /* pairs the LRU had evicted, found missing at the origin's next accepted heartbeat */
 };
 
 /* fp_metadata: ifindex -> the metadata version the node holds; versions order by (seq, origin) */

@@ -18,6 +18,7 @@ BPF_TABLE("hash", __u32, struct fp_config, fp_config, FP_MAX_NODES);
 BPF_TABLE("lru_hash", struct fp_hb_key, __u64, fp_heartbeat, FP_MAX_HEARTBEATS);
 BPF_TABLE("hash", __u32, struct fp_version, fp_metadata, FP_MAX_NODES);
 BPF_TABLE("percpu_hash", __u32, struct fp_stats, fp_stats, FP_MAX_NODES);
+BPF_TABLE("hash", __u32, struct fp_writes, fp_writes, FP_MAX_NODES); /* userspace's own counters, see the header */
 
 static __always_inline struct gossip_hdr *parse_gossip(struct cursor *c)
 {

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the adopted metadata and the HLC mark in DIR, and restart from them (default: memory)")
     n.add_argument("--xdp", metavar="IFACE", help="attach the XDP fast path to IFACE (needs root and bcc)")
     n.add_argument("--xdp-mode", choices=("native", "generic"), default="native")
+    n.add_argument("--xdp-entries", type=_accel.xdp_entries, default=_accel.DEFAULT_XDP_ENTRIES, metavar="N",
+                   help="origins the fast path of --xdp remembers: at least the cluster's size "
+                        f"(default {_accel.DEFAULT_XDP_ENTRIES})")
     n.add_argument("--xdp-pin", metavar="DIR", help="use fast-path maps pinned in DIR (attached by the testbed)")
     n.add_argument("--broadcast", action="store_true",
                    help="send rumors through the TC in-kernel broadcaster (UDP; with --xdp)")

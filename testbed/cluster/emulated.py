@@ -101,7 +101,9 @@ class EmulatedCluster(Cluster):
         t = time.monotonic()
         hosts = self.net.hosts
         if wants_xdp:
-            self.fastpath = stack.enter_context(bpf.FastPath.compile(pin_dir=f"{pin_root}/fastpath"))
+            # one program for every node: its maps hold each node's state about every node (N x N pairs)
+            self.fastpath = stack.enter_context(bpf.FastPath.compile(pin_dir=f"{pin_root}/fastpath",
+                                                                     nodes=len(hosts)))
             cid = wire.cluster_id(cfg["cluster"])
             for h in hosts:
                 stack.enter_context(self.fastpath.attach(h.ifindex, netns=h.netns_path, mode=cfg["xdp_mode"]))
@@ -296,7 +298,8 @@ class EmulatedCluster(Cluster):
     def _xdp(self, name: str) -> dict:
         st = self.fastpath.stats(self._hosts[name].ifindex)
         return {"passed": st.get("passed", 0),
-                "dropped": {k[len("dropped_"):]: v for k, v in st.items() if k.startswith("dropped_") and v}}
+                "dropped": {k[len("dropped_"):]: v for k, v in st.items() if k.startswith("dropped_") and v},
+                "evicted": st.get("hb_evicted", 0)}  # nonzero: the heartbeat map was too small for the run
 
     def sample(self, names: list[str]) -> list[dict]:
         t = round(time.time(), 6)
