@@ -139,9 +139,14 @@ def test_long_pause_is_a_timeout_then_a_rejoin():
 
 def test_leave_and_join():
     sim = converged_cluster()
-    sim.leave("n7")
-    assert [r["kind"] for r in sim.events[-2:]] == ["heartbeats", "stopped"]
-    assert sim.events[-2] | {"t": 0} == {"t": 0, "node": "n7", "running": False, "kind": "heartbeats"}
+    sim.leave("n7")  # the core's leave, as a node's on SIGTERM: heartbeats off, its LEAVE sent, stopped
+    assert [r["kind"] for r in sim.events[-3:]] == ["heartbeats", "leave_sent", "stopped"]
+    assert sim.events[-3] | {"t": 0} == {"t": 0, "node": "n7", "running": False, "kind": "heartbeats"}
+    left_at = sim.time_s
+    sim.run_until(left_at + CONFIG.cycle_s)  # far inside the timeout: everyone dropped n7 on its LEAVE
+    about = [r for r in sim.events if r.get("name") == "n7" and r["kind"] in ("member_left", "member_removed")]
+    assert sorted(r["node"] for r in about) == sorted(others(sim.live_nodes(), "n7"))
+    assert {r["kind"] for r in about} == {"member_left"}
     sim.add_node("late", seeds=["n0"])
     sim.run_until(sim.time_s + CONFIG.timeout_s + 5)
     live = sim.live_nodes()
@@ -224,7 +229,7 @@ def test_records_have_the_node_log_format():
          "addr": sim.identity("n0").addr, "port": 7946},
         {"t": sim.epoch_s, "node": "n1", "kind": "started", "node_id": ident.node_id, "addr": ident.addr,
          "port": 7946}]
-    assert sim.events[2]["kind"] == "member_added" and sim.events[2]["name"] == ""  # a seed, known by address
+    assert not [r for r in sim.events if r["kind"] == "member_added" and r["name"] == ""]  # seeds: listed once heard
     sim.leave("n2")  # what Node.close writes
     stopped = sim.events[-1]
     assert list(stopped)[:6] == ["t", "node", "kind", "members", "version", "origin"]
