@@ -4,10 +4,16 @@ Each attachment is a context manager whose teardown runs in `finally` and leaves
 XDP slot that is taken is refused rather than replaced, detaching removes only our own program, and a clsact
 qdisc is removed only if this process added it and no filter remains on it. Netlink goes through pyroute2; a
 handle opened inside a namespace keeps that namespace, so the caller's thread is moved only while opening it.
+
+Every handle this module makes is made, used and closed on one thread of its own (`_on_netlink_thread`): pyroute2's
+synchronous API drives an asyncio loop of its own, which cannot run on a thread already running one (a node
+attaching from inside its loop got "This event loop is already running"), and it keeps per-thread state, so a
+handle used from another thread would open a second socket in that thread's namespace.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import os
@@ -41,10 +47,60 @@ _clsact_users: dict[tuple[int, int], int] = {}
 _clsact_lock = threading.Lock()
 
 
+_netlink_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_netlink_pool_lock = threading.Lock()
+_on_pool = threading.local()
+
+
+def _mark_netlink_thread() -> None:
+    _on_pool.active = True
+
+
+def _on_netlink_thread(fn, *args, **kwargs):
+    """FN(*ARGS, **KWARGS) run on this process's netlink thread (see the module docstring); its exception re-raised
+    here. Calls are serialised: each is a few netlink messages."""
+    global _netlink_pool
+    if getattr(_on_pool, "active", False):  # already there: a nested call must not wait on itself
+        return fn(*args, **kwargs)
+    with _netlink_pool_lock:
+        if _netlink_pool is None:
+            _netlink_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="bpf-netlink", initializer=_mark_netlink_thread)
+        pool = _netlink_pool
+    return pool.submit(fn, *args, **kwargs).result()
+
+
 def open_iproute(netns: str | None) -> IPRoute:
-    """An IPRoute handle whose socket lives in NETNS (None: the calling thread's namespace)."""
+    """An IPRoute handle whose socket lives in NETNS (None: the calling thread's namespace), for use on the calling
+    thread only (which must not be running an asyncio loop)."""
     with entered(netns):
         return IPRoute()
+
+
+class _Handle:
+    """An IPRoute handle in one namespace that lives on the netlink thread: its methods are called there, and what
+    they return is read there (pyroute2 returns lazy iterators that drive its loop as they are read). NETNS None
+    means the namespace of the thread that makes the handle."""
+
+    def __init__(self, netns: str | None) -> None:
+        if netns is None:  # the caller's namespace, not the netlink thread's (the caller may have setns'd)
+            netns = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/ns/net"
+        self._ipr = _on_netlink_thread(open_iproute, netns)
+
+    def __getattr__(self, name: str):
+        method = getattr(self._ipr, name)
+
+        def call(*args, **kwargs):
+            return _on_netlink_thread(_read, method, args, kwargs)
+        return call
+
+    def close(self) -> None:
+        _on_netlink_thread(self._ipr.close)
+
+
+def _read(method, args, kwargs):
+    out = method(*args, **kwargs)
+    return list(out) if hasattr(out, "__next__") else out
 
 
 def _ns_key(netns: str | None, ifindex: int) -> tuple[int, int]:
@@ -58,10 +114,9 @@ def _gone(e: NetlinkError) -> bool:
 
 def xdp_prog_id(ifindex: int, netns: str | None = None) -> int:
     """The id of the XDP program on the interface, 0 if none."""
-    ipr = open_iproute(netns)
+    ipr = _Handle(netns)
     try:
-        link = ipr.get_links(ifindex)[0]
-        xdp = link.get_attr("IFLA_XDP")
+        xdp = ipr.get_links(ifindex)[0].get_attr("IFLA_XDP")
         return (xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp is not None else 0
     finally:
         ipr.close()
@@ -73,7 +128,7 @@ def xdp_attached(prog_fd: int, ifindex: int, *, netns: str | None = None, mode: 
     if mode not in XDP_MODES:
         raise BpfUsageError(f"mode: must be one of {sorted(XDP_MODES)}, got {mode!r}")
     flags = XDP_MODES[mode]
-    ipr = open_iproute(netns)
+    ipr = _Handle(netns)
     try:
         try:
             ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", prog_fd),
@@ -96,13 +151,13 @@ def xdp_attached(prog_fd: int, ifindex: int, *, netns: str | None = None, mode: 
         ipr.close()
 
 
-def _filters(ipr: IPRoute, ifindex: int, parent: int) -> list:
+def _filters(ipr: _Handle, ifindex: int, parent: int) -> list:
     return [f for f in ipr.get_filters(index=ifindex, parent=parent) if f.get_attr("TCA_KIND")]
 
 
 def tc_filters(ifindex: int, netns: str | None = None) -> dict[str, int]:
     """How many filters each clsact hook of the interface has (0 when there is no clsact)."""
-    ipr = open_iproute(netns)
+    ipr = _Handle(netns)
     try:
         return {d: len(_filters(ipr, ifindex, p)) for d, p in TC_PARENTS.items()}
     except NetlinkError:
@@ -115,7 +170,7 @@ def tc_filters(ifindex: int, netns: str | None = None) -> dict[str, int]:
 def tc_attached(prog_fds: dict[str, int], ifindex: int, *, netns: str | None = None, prio: int, name: str):
     """Direct-action cls_bpf filters on the clsact hooks of IFINDEX: PROG_FDS maps "ingress"/"egress" to a fd."""
     key = _ns_key(netns, ifindex)
-    ipr = open_iproute(netns)
+    ipr = _Handle(netns)
     added: list[int] = []
     counted = False
     try:
