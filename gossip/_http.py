@@ -7,10 +7,11 @@ error: it was not acknowledged, and the same request can succeed once the disk t
 
 HTTP/1.1 is parsed by h11, a sans-IO state machine (bytes in, events out): request framing (Content-Length or
 chunked bodies, pipelining, keep-alive, ``Expect: 100-continue``) is where a hand-written parser goes wrong, and h11
-validates every line and header the RFC way, including that an HTTP/1.1 request names its ``Host``. It costs about
-13 ms of import on top of the node (measured by benchmarks/bench_http.py), paid only by a node started with
-``--http``; a web framework would cost ~0.2 s of CPU per process, which dominates when the testbed starts hundreds
-of nodes at once. This module does the I/O and the bounds, which h11 leaves to its caller:
+validates every line and header the RFC way, including that an HTTP/1.1 request names its ``Host``. Its import
+costs 9-13 ms on top of the node (benchmarks/bench_http.py: the least and the median of fresh interpreters), paid
+only by a node started with ``--http``: more than a few ms, but a web framework would cost ~0.2 s of CPU per
+process, which dominates when the testbed starts hundreds of nodes at once. This module does the I/O and the
+bounds, which h11 leaves to its caller:
 
 - the request head (request line and headers) at most MAX_HEAD_BYTES (414 if the request line alone is longer,
   else 431), at most MAX_HEADER_LINES headers (431), a body at most MAX_BODY_BYTES (413);
@@ -317,6 +318,8 @@ async def serve(node: Node, where: tuple[str, int] | str, *, request_timeout_s: 
                 open_connections -= 1
         except (OSError, TimeoutError):
             pass  # the client went away, or would not take its answer
+        except Exception:  # a bug of ours: shown once, and the server keeps accepting
+            log.exception("HTTP connection failed")
         finally:
             writer.close()
 
