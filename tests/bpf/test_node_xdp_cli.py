@@ -107,6 +107,9 @@ def two_nodes(tmp_path: Path):
         finally:
             for proc in procs:  # before the Testnet teardown, which checks nothing is left attached
                 proc.stop()
+                for d in own_pin_dirs(proc.popen.pid):  # left only by a node that had to be killed
+                    path = os.path.join(bpf.PIN_ROOT, d)
+                    bpf._sys.unpin([os.path.join(path, f) for f in os.listdir(path)], path)
 
 
 def heartbeat_frames(frames: list[bytes], origin_ip: str) -> list[bytes]:
@@ -151,7 +154,7 @@ def test_node_with_xdp_from_the_cli_drops_a_duplicate_flood_in_the_kernel(tmp_pa
         assert proc_a.stop() == 0
         assert xdp_prog_id(a.ifindex, a.ns) == 0  # detached by the node itself on SIGTERM
         assert "Traceback" not in proc_a.text()
-        assert not [d for d in own_pin_dirs(pid_a)]
+        assert not own_pin_dirs(pid_a)  # unpinned by the node itself
 
 
 def test_a_failing_attach_falls_back_to_userspace_with_one_line(tmp_path, fastpath):
