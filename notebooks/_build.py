@@ -4,8 +4,15 @@ what users open and what the tests execute)."""
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-QUICK = """import os
-QUICK = os.environ.get("XG_NOTEBOOK_QUICK") == "1"  # the test suite runs the notebooks small"""
+
+
+def parameters(source: str):
+    """The notebook's parameter cell: plain assignments, tagged ``parameters`` as papermill expects, so
+    ``papermill -p NODES 16`` (or a harness injecting a cell after it, as tests/test_notebooks.py does) overrides
+    them."""
+    return new_code_cell("# parameters: papermill (or any harness) may override these in a cell after this one\n"
+                         + source, metadata={"tags": ["parameters"]})
+
 
 NOTEBOOKS = {
     "quickstart.ipynb": [
@@ -13,12 +20,12 @@ NOTEBOOKS = {
                           "discrete-event simulator (no root needed), loads the run directory into pandas and "
                           "plots the infection curve of one rumor, next to the theory for a single rumor "
                           "(infect-and-die's final fraction)."),
-        new_code_cell(QUICK + """
-import tempfile, pathlib
+        parameters("NODES = 64  # basic.yaml scaled to this many simulated nodes"),
+        new_code_cell("""import tempfile, pathlib
 from testbed import scenario, analysis
 from testbed.runner import run_scenario
 
-s = scenario.load("basic.yaml").with_overrides(backend="sim", nodes=16 if QUICK else 64)
+s = scenario.load("basic.yaml").with_overrides(backend="sim", nodes=NODES)
 out = pathlib.Path(tempfile.mkdtemp(prefix="quickstart-")) / "run"
 summary = run_scenario(s, out)
 print("passed:", summary["passed"])
@@ -57,8 +64,8 @@ plt.show()"""),
         new_markdown_cell("# The real testbed: churn with XDP on and off\n\nRuns `scenarios/churn.yaml` on "
                           "real nodes in network namespaces (needs root), once with the XDP fast path and once "
                           "without, then compares their infection curves and the CPU the nodes spent."),
-        new_code_cell(QUICK + """
-import tempfile, pathlib, json
+        parameters("NODES = 64  # churn.yaml's size (each run takes about a minute at 64)"),
+        new_code_cell("""import tempfile, pathlib, json
 from testbed import analysis
 from testbed.runner import run_subprocess
 
@@ -66,7 +73,7 @@ base = pathlib.Path(tempfile.mkdtemp(prefix="testbed-nb-"))
 runs = {}
 for xdp in (True, False):
     out = base / ("xdp-on" if xdp else "xdp-off")
-    runs[xdp] = run_subprocess("churn.yaml", out, nodes=16 if QUICK else 64, xdp=xdp)
+    runs[xdp] = run_subprocess("churn.yaml", out, nodes=NODES, xdp=xdp)
     print(f"XDP {'on ' if xdp else 'off'}: passed={runs[xdp]['passed']}  packets={runs[xdp]['packets']}")"""),
         new_code_cell("""import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(7, 4))
@@ -96,14 +103,16 @@ assert runs[True]["packets"]["xdp_dropped"] > 0 and runs[False]["packets"]["xdp_
         new_markdown_cell("# Validation: the simulator against theory and against the testbed\n\n"
                           "1. Round-based push with fanout 1 needs log2(n) + ln(n) rounds on average (Pittel).\n"
                           "2. Infect-and-die with fanout f reaches the fraction π solving π = 1 − e^(−fπ).\n"
-                          "3. `validation.yaml` (64 nodes, ten publishes) on the testbed (needs root), mirrored on the "
+                          "3. `validation.yaml` (`NODES` nodes, ten publishes) on the testbed (needs root), mirrored on the "
                           "simulator with the host measured on that run (`testbed.experiments.mirror`): KS distance of the "
                           "infection-time distributions, every rumor pooled."),
-        new_code_cell(QUICK + """
-import numpy as np
+        parameters("SEEDS = 50        # simulated runs per closed-form check\n"
+                   "NODES = 64        # validation.yaml's size on the testbed\n"
+                   "MIRROR_SEEDS = 5  # simulator seeds pooled against the testbed run"),
+        new_code_cell("""import numpy as np
 from testbed.sim import disseminate, theory
 
-n, seeds = 10_000, (10 if QUICK else 50)
+n, seeds = 10_000, SEEDS
 rounds = [disseminate(n, "push", fanout=1, seed=s).informed_at.max() for s in range(seeds)]
 print(f"push, f=1, n={n}: mean rounds {np.mean(rounds):.2f}  theory {theory.push_rounds(n):.2f}")
 for f in (2, 3, 4):
@@ -129,10 +138,10 @@ if os.geteuid() != 0:
     print("the testbed half needs root: skipped")
 else:
     base = pathlib.Path(tempfile.mkdtemp(prefix="validation-nb-"))
-    run_subprocess("validation.yaml", base / "netns")
+    run_subprocess("validation.yaml", base / "netns", nodes=NODES)
     # the same scenario on the simulator, with the host measured on the netns run: shared cores, CPU per packet,
     # XDP drops, and the wake-up delay of its first hops
-    result = mirror.mirror(base / "netns", base / "sim", seeds=2 if QUICK else 5)
+    result = mirror.mirror(base / "netns", base / "sim", seeds=MIRROR_SEEDS)
     print(f"netns: median t50 {result['a']['t50']} s over {result['a']['rumors']} rumors")
     print(f"sim:   median t50 {result['b']['t50']} s over {result['b']['rumors']} rumors ({result['b']['runs']} seeds)")
     print(f"KS distance, every rumor pooled: {result['ks']:.3f} (goal <= 0.15); "
