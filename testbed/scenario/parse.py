@@ -101,6 +101,9 @@ def _latency_fields() -> dict:
     }
 
 
+# what each latency kind must be given (`measured` needs its run, checked with it)
+LATENCY_NEEDS = {"constant": ("ms",), "uniform": ("low_ms", "high_ms"), "exponential": ("mean_ms",), "measured": ()}
+
 # Operations: the workload the interpreter itself performs (faults live in `testbed.nemesis`)
 OPS = {
     "publish": {"node": ((str, list), False, "random", None), "data": (str, False, None, None)},
@@ -283,6 +286,13 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
     for key in ("latency", "wakeup"):
         if key in sim:
             sim[key] = MappingProxyType(fields(doc, sim[key], ("sim", key), _latency_fields()))
+            spec = sim[key]
+            need = [k for k in LATENCY_NEEDS[spec["kind"]] if k not in spec]
+            if need:
+                raise doc.error(("sim", key), f"kind {spec['kind']} needs {' and '.join(need)}")
+            if spec["kind"] == "uniform" and spec["high_ms"] < spec["low_ms"]:
+                raise doc.error(("sim", key, "high_ms"), f"must be >= low_ms ({spec['low_ms']}), got "
+                                                         f"{spec['high_ms']}")
             if sim[key]["kind"] == "measured":
                 if "run" not in sim[key]:
                     raise doc.error(("sim", key), "kind measured needs 'run' (a testbed run to measure)")

@@ -147,3 +147,19 @@ def test_the_node_block_is_a_node_config_plus_testbed_options():
     assert isinstance(c, NodeConfig) and c.fanout == 2 and c.secrets == (b"testbed",) and c.listen_port == 7946
     e = err(GOOD.replace("  fanout: 2", "  fanout: 2\n  listen_port: 9"))  # the testbed chooses it
     assert e.field == "node.listen_port" and "unknown key" in e.message
+
+
+@pytest.mark.parametrize("latency,field,words", [
+    ("{kind: constant}", "sim.latency", "kind constant needs ms"),
+    ("{kind: uniform, low_ms: 1}", "sim.latency", "needs high_ms"),
+    ("{kind: uniform, low_ms: 5, high_ms: 1}", "sim.latency.high_ms", "must be >= low_ms (5)"),
+    ("{kind: exponential, floor_ms: 1}", "sim.latency", "needs mean_ms"),
+    ("{kind: exponential, mean_ms: 0}", "sim.latency.mean_ms", "must be > 0"),
+    ("{kind: constant, ms: -1}", "sim.latency.ms", "must be >= 0"),
+])
+def test_latency_keys_are_checked_per_kind(latency, field, words):
+    e = err(GOOD + f"backend: sim\nsim: {{latency: {latency}}}\n")
+    assert (e.line, e.field) == (18, field) and words in e.message, str(e)
+    ok = parse(GOOD + "backend: sim\nsim: {latency: {kind: uniform, low_ms: 1, high_ms: 5}}\n", "s.yaml")
+    assert dict(ok.sim["latency"]) == {"kind": "uniform", "low_ms": 1, "high_ms": 5, "floor_ms": 0.0,
+                                       "source": "heartbeats"}
