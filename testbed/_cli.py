@@ -191,7 +191,7 @@ def cmd_validate(args) -> int:
         raise UsageError("validate runs the testbed, which needs root (namespaces, veth, BPF)")
     from .interpreter import output_dir
     out = output_dir(args.out or f"runs/validate-{time.strftime('%Y%m%d-%H%M%S')}", "--out")
-    rows = validate.validate(out, scenarios=names, runs=args.runs, seeds=args.seeds)
+    rows = validate.validate(out, scenarios=names, runs=args.runs, seeds=args.seeds, progress=not args.quiet)
     print(validate.table(rows))
     print(f"\nrows: {out / 'validation.json'}")
     return 0 if all(r.passed for r in rows) else 1
@@ -206,7 +206,7 @@ def cmd_mirror(args) -> int:
         raise UsageError(f"{out} is not empty; choose another --out")
     from . import plots
     from .experiments import mirror
-    result = mirror.mirror(args.run_dir, out, seeds=args.seeds, model=args.model)
+    result = mirror.mirror(args.run_dir, out, seeds=args.seeds, model=args.model, progress=not args.quiet)
     _print_comparison(result, args.run_dir, f"{out} (simulator, {args.model} model)")
     plots.compare([args.run_dir, result["runs"]], out / "compare.png", index=None,
                   title=f"KS distance {result['ks']:.3f}")
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default runs/<scenario>-<timestamp>)")
     r.add_argument("--seed", type=int)
     r.add_argument("--no-xdp", action="store_true", help="run the nodes without the XDP fast path")
-    r.add_argument("--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--quiet", action="store_true", help="no progress on stderr")
     r.set_defaults(fn=cmd_run)
     pl = sub.add_parser("plot", help="redraw the plots of a run directory")
     pl.add_argument("run_dir")
@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the XDP model (default); wakeup: each node's measured rumor wait; link: a measured "
                          "delay per copy")
     mp.add_argument("--out", help="directory for the simulator runs (default RUN_DIR/mirror-MODEL)")
+    mp.add_argument("--quiet", action="store_true", help="no progress on stderr")
     mp.set_defaults(fn=cmd_mirror)
     va = sub.add_parser("validate", help="run the simulator's validation set on the testbed, mirror every run "
                                          "with the host model and print one table (needs root)")
@@ -280,12 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--seeds", type=_int_in(1, 1000), default=5, help="simulator seeds per run (default 5)")
     va.add_argument("--only", action="append", metavar="NAME",
                     help="run only this scenario of the set (repeatable; see testbed/experiments/validate.py)")
+    va.add_argument("--quiet", action="store_true", help="no progress on stderr")
     va.set_defaults(fn=cmd_validate)
     sw = sub.add_parser("sweep", help="run a grid of simulator runs on all cores and tabulate them")
     sw.add_argument("sweep", help="a sweep YAML file, or the name of one in sweeps/")
     sw.add_argument("--out", help="result directory (default runs/sweep-<name>-<timestamp>)")
     sw.add_argument("--seeds", type=_int_in(1, 1000), help="override the number of seeds (1..1000)")
-    sw.add_argument("--quiet", action="store_true")
+    sw.add_argument("--quiet", action="store_true", help="no progress on stderr")
     sw.set_defaults(fn=cmd_sweep)
     c = sub.add_parser("clean", help="remove namespaces, links, BPF pins and processes left by killed runs")
     c.add_argument("--run-id", type=run_id, help="only this run's leftovers")

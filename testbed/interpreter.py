@@ -15,7 +15,6 @@ import heapq
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,28 +22,11 @@ from typing import Callable
 from . import analysis, nemesis, plots
 from .cluster.base import Cluster
 from .errors import UsageError
+from .progress import Progress
 from .scenario import Scenario, select_nodes
 
 _NEVER, _UP, _PAUSED, _DOWN = "never", "up", "paused", "down"
 RECOVERY_POLL_S = 0.25
-
-
-class Progress:
-    """Prints what the run is doing: the phase, time left, nodes up."""
-
-    def __init__(self, enabled: bool, out=sys.stderr) -> None:
-        self.enabled, self.out = enabled, out
-        self._last = 0.0
-
-    def say(self, msg: str) -> None:
-        if self.enabled:
-            print(f"[testbed] {msg}", file=self.out, flush=True)
-
-    def tick(self, phase: str, left_s: float, up: int, total: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.enabled and (force or now - self._last >= 2.0):
-            self._last = now
-            print(f"[testbed] {phase:<10} {left_s:6.1f} s left   nodes up {up}/{total}", file=self.out, flush=True)
 
 
 def output_dir(out: Path | str, what: str = "run directory") -> Path:
@@ -74,7 +56,7 @@ class Interpreter:
 
     def __init__(self, s: Scenario, cluster: Cluster, out: Path, *, progress: Progress | None = None) -> None:
         self.s, self.cluster, self.out = s, cluster, Path(out)
-        self.progress = progress or Progress(False)
+        self.progress = progress or Progress(enabled=False)
         self.rng = random.Random(s.seed)
         self.hosts = s.hosts
         self.cycle_s = float(s.node.get("cycle_s", 1.0))
@@ -220,6 +202,7 @@ class Interpreter:
         try:
             with self.cluster:
                 seeds = self._initial_seeds()
+                self.progress.phase(f"starting {len(seeds)} nodes")
                 self.cluster.start_nodes(seeds)
                 for name in seeds:
                     self.state[name] = _UP
@@ -236,7 +219,7 @@ class Interpreter:
         # The analysis reads the run back from its files: the cluster (a simulator's cores) and the kept records go
         # first; at 2,000 simulated nodes they hold GBs, and the history read back takes as much again.
         self.cluster, self.history = None, []
-        summary = analyse(self.out, self.s, extra={"network": self.stats.get("network", {})})
+        summary = analyse(self.out, self.s, extra={"network": self.stats.get("network", {})}, progress=self.progress)
         if interrupted is not None:
             raise interrupted
         return summary
@@ -260,10 +243,12 @@ class Interpreter:
             if self.now() >= self._next_sample:
                 self._sample()
                 self._next_sample += self.cycle_s
-            self.progress.tick("timeline", self.s.duration_s - self.now_s(), len(self.live()), len(self.hosts))
+            self.progress.update(nodes_up=f"{len(self.live())}/{len(self.hosts)}")
 
     def _drive(self) -> None:
         self.t0 = self.now()
+        self.progress.phase("timeline", total=self.s.duration_s, unit=" s", done=self.now_s,
+                            nodes_up=f"{len(self.live())}/{len(self.hosts)}")
         self._next_sample = self.t0 + self.cycle_s
         for step in self.s.timeline:
             self.at(step.at_s, step.label, lambda step=step: self._begin(step))
@@ -291,15 +276,20 @@ class Interpreter:
         self.recovery_start = self.now()
         # 2. wait for recovery: every live node's view equals the live set and all hold one version
         limit = self.s.recovery_s if wait_for_recovery else 0.0
+        self.progress.phase("recovery", total=limit, unit=" s", done=lambda: self.now() - self.recovery_start)
+        recovered = False
         while self.now() - self.recovery_start < limit:
             if self.cluster.recovered(set(self.live())):
+                recovered = True
                 break
             self.cluster.advance_to(min(self.now() + RECOVERY_POLL_S, self.recovery_start + limit), self._on_exit)
             self._sample()
-            self.progress.tick("recovery", self.recovery_start + limit - self.now(), len(self.live()),
-                               len(self.hosts))
+            self.progress.update(nodes_up=f"{len(self.live())}/{len(self.hosts)}")
+        self.progress.end("recovered" if recovered else "not recovered" if limit else "")
+        self.progress.phase("final cycle")
         self.cluster.advance_to(self.now() + min(self.cycle_s, 1.0), self._on_exit)
         self._sample()
+        self.progress.phase("final reads", total=len(self.live()), done=0)
         # 3. final reads
         for name in self.live():
             r = self.cluster.read(name)
@@ -309,18 +299,23 @@ class Interpreter:
             self.record({"node": name, "kind": analysis.FINAL, "members": sorted(r.members),
                          "version": r.version, "origin": r.origin})
             self.stats["nodes"][name] = self.cluster.counters(name)
+            self.progress.update(len(self.stats["nodes"]))
         self.stats["network"] = self.cluster.network_counters()
+        self.progress.phase("stopping the nodes")
         self.cluster.stop_all()
+        self.progress.end()
         for name in self.hosts:
             if self.state[name] in (_UP, _PAUSED):
                 self.state[name] = _DOWN
 
     def _write(self) -> None:
+        self.progress.phase("writing the run directory")
         now = self.now() if self.t0 else time.time()
         windows = self.windows + [active.window(now) for _, active in self.open.values()]
         write_run(self.out, self.s, records=self.history + self.cluster.node_records(), windows=windows,
                   stats=self.stats, meta={"t0": self.t0, "recovery_start": self.recovery_start,
                                           "unexpected_exits": self.unexpected_exits, **self.cluster.meta()})
+        self.progress.end()
 
 
 def write_run(out: Path, s: Scenario, *, records: list[dict], windows: list[dict], stats: dict, meta: dict) -> None:
@@ -343,13 +338,19 @@ def write_run(out: Path, s: Scenario, *, records: list[dict], windows: list[dict
     (out / "meta.json").write_text(json.dumps({**base, **meta}, indent=1))
 
 
-def analyse(out: Path, s: Scenario, *, extra: dict | None = None) -> dict:
+def analyse(out: Path, s: Scenario, *, extra: dict | None = None, progress: Progress | None = None) -> dict:
     """Check and plot a written run directory; writes summary.json (which lists the plots it wrote)."""
+    progress = progress or Progress(enabled=False)
+    progress.phase("reading the history")
     history = analysis.load_history(out)
+    progress.phase(f"{len(s.checks)} checks")
     summary = analysis.summarize(history, dict(s.checks))
     if extra:
         summary.update(extra)
+    progress.end("passed" if summary["passed"] else "FAILED")
+    progress.phase(f"{len(s.plots)} plots")
     written = plots.draw_all(out, history, summary, s.plots)
     summary["plots"] = [p.name for p in written]
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    progress.end(f"{len(written)} written")
     return summary

@@ -14,17 +14,26 @@ from pathlib import Path
 
 from .cluster import for_scenario
 from .errors import TestbedError
-from .interpreter import Interpreter, Progress, prepare_out
+from .interpreter import Interpreter, prepare_out
+from .progress import Progress, as_progress
 from .scenario import Scenario
 
 
-def run_scenario(scenario: Scenario, out_dir: Path, *, progress: bool = False) -> dict:
+def run_scenario(scenario: Scenario, out_dir: Path, *, progress: bool | Progress = False) -> dict:
+    """Run SCENARIO into the new run directory OUT_DIR and return its summary. PROGRESS: shown on stderr (True),
+    not (False), or on a caller's `Progress`, which the run's phases then share."""
     out = prepare_out(Path(out_dir))
+    p = as_progress(progress)
     if scenario.backend == "sim" and scenario.sim.get("fidelity") == "dissemination":
         from .cluster.simulated import run_dissemination
-        return run_dissemination(scenario, out)
-    p = Progress(progress)
-    return Interpreter(scenario, for_scenario(scenario, out, progress=p), out, progress=p).run()
+        p.phase(f"dissemination over {scenario.nodes:,} nodes")
+        summary = run_dissemination(scenario, out)
+        p.end()
+        return summary
+    try:
+        return Interpreter(scenario, for_scenario(scenario, out, progress=p), out, progress=p).run()
+    finally:
+        p.end()  # a phase an error cut short still gets its last line
 
 
 def run_subprocess(scenario: str, out_dir: Path | str, *, backend: str | None = None, nodes: int | None = None,

@@ -79,6 +79,9 @@ class SimulatedCluster(Cluster):
         self.sim = Simulation(seed=s.seed, config=self.config, xdp=bool(s.node["xdp"]),
                               record_refreshes=bool(s.node.get("record_refreshes")),
                               durable=bool(s.node.get("durable")), **kw)
+        if progress is not None and progress.enabled:  # the simulator's speed on the run's display, as it runs
+            from ..progress import sim_pacer
+            self.sim.progress = sim_pacer(progress)
         self._groups: list[list[str]] | None = None
         self._views_at: tuple[float, dict, dict] | None = None
 

@@ -79,20 +79,28 @@ def sim_scenario(run_dir: Path | str, *, model: str = "host", wire_ms: float = W
 
 
 def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 5, model: str = "host",
-           wire_ms: float = WIRE_MS) -> dict:
+           wire_ms: float = WIRE_MS, progress=False) -> dict:
     """Run the scenario of RUN_DIR on the simulator under SEEDS seeds (into OUT/seed-K), with the host model
-    measured on RUN_DIR; return the comparison (`analysis.compare_runs` over every rumor, seeds pooled)."""
+    measured on RUN_DIR; return the comparison (`analysis.compare_runs` over every rumor, seeds pooled).
+    PROGRESS (see `testbed.progress.as_progress`): each simulator run's phases, labelled with its seed."""
+    from ..progress import as_progress
     from ..runner import run_scenario as run_sim
 
     if seeds < 1:
         raise UsageError(f"seeds: must be >= 1, got {seeds}")
+    p = as_progress(progress, "mirror")
+    p.phase("measuring the host model on the run")
     s = sim_scenario(run_dir, model=model, wire_ms=wire_ms)
+    p.end()
     out = Path(out)
     runs = []
     for k in range(seeds):
         d = out / f"seed-{k}"
-        run_sim(replace(s, seed=s.seed + k), d)
+        with p.within(f"seed {k + 1}/{seeds}"):
+            run_sim(replace(s, seed=s.seed + k), d, progress=p)
         runs.append(d)
+    p.phase(f"comparing with {len(runs)} simulator run(s)")
     result = analysis.compare_runs(run_dir, runs, index=None)
+    p.end()
     result.update(model=model, runs=[str(d) for d in runs])
     return result

@@ -58,13 +58,13 @@ import itertools
 import json
 import math
 import os
-import sys
 import textwrap
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from ..errors import ScenarioError
+from ..progress import Progress, as_progress
 from ..scenario import find, load as load_scenario, read_text
 from ..scenario.schema import Doc as _Doc, fields as _fields
 
@@ -212,37 +212,18 @@ def _mean(xs):
 
 # ---- engines ---------------------------------------------------------------------------------------------------
 
-class _Progress:
-    """A one-line progress bar on stderr (or nothing)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.done, self.started = total, enabled, 0, time.monotonic()
-
-    def step(self) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * self.done / self.total)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / self.done * (self.total - self.done)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} runs, "
-                         f"{elapsed:5.1f} s, ~{eta:4.0f} s left")
-        if self.done == self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _run_local(task, todo: list[dict], workers: int, progress: _Progress) -> list[dict]:
+def _run_local(task, todo: list[dict], workers: int, progress: Progress) -> list[dict]:
     rows = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for fut in as_completed([pool.submit(task, p) for p in todo]):
-            rows.append(fut.result())
-            progress.step()
+        pending = {pool.submit(task, p) for p in todo}
+        while pending:  # woken every second too, so the elapsed time and the estimate move between finished runs
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            rows.extend(fut.result() for fut in done)
+            progress.update(len(rows))
     return rows
 
 
-def _run_dask(sweep: dict, task, todo: list[dict], workers: int, progress: _Progress) -> list[dict]:
+def _run_dask(sweep: dict, task, todo: list[dict], workers: int, progress: Progress) -> list[dict]:
     """On the cluster at ``dask_scheduler``, or on a `LocalCluster` of WORKERS single-threaded processes that
     lives as long as the sweep (the runs are numpy and Python: threads would share one interpreter lock)."""
     import logging
@@ -263,14 +244,15 @@ def _run_dask(sweep: dict, task, todo: list[dict], workers: int, progress: _Prog
         rows = []
         for fut in completed(client.map(task, todo, pure=False)):
             rows.append(fut.result())
-            progress.step()
+            progress.update(len(rows))
     return rows
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
 
-def run(sweep: dict, out: Path, *, progress: bool = True):
-    """Run every point of SWEEP, write the tables and the plots to OUT, and return the table (a DataFrame)."""
+def run(sweep: dict, out: Path, *, progress: bool | Progress = True):
+    """Run every point of SWEEP, write the tables and the plots to OUT, and return the table (a DataFrame).
+    PROGRESS: runs done of all, with the time left, on stderr (True), not (False), or on a caller's `Progress`."""
     import pandas as pd
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,11 +263,13 @@ def run(sweep: dict, out: Path, *, progress: bool = True):
         scenario_path = str(scenario_mod.find(sweep["scenario"]))
     task = functools.partial(run_point, sweep["fidelity"], scenario_path=scenario_path)
     workers = sweep.get("workers") or os.cpu_count() or 1
-    bar = _Progress(len(todo), progress)
+    bar = as_progress(progress, "sweep")
+    bar.phase(f"{sweep['name']} on {workers} {sweep['engine']} worker(s)", total=len(todo), unit=" runs", done=0)
     if sweep["engine"] == "dask":
         rows = _run_dask(sweep, task, todo, workers, bar)
     else:
         rows = _run_local(task, todo, workers, bar)
+    bar.end()
     df = pd.DataFrame(rows)
     df = df.sort_values(point_keys(df) + ["seed"]).reset_index(drop=True)
     for col in ("t50", "t90", "t100", "fraction"):  # None (never reached) becomes NaN
@@ -296,9 +280,8 @@ def run(sweep: dict, out: Path, *, progress: bool = True):
     record = {k: v for k, v in sweep.items() if k != "lines"}
     (out / "sweep.json").write_text(json.dumps({**record, "tables": formats}, indent=1, default=str))
     plot(summary, out)
-    if progress:
-        note = "" if any(f.endswith(".parquet") for f in formats) else " (no Parquet: pyarrow is not installed)"
-        sys.stderr.write(f"tables: {', '.join(formats)}{note}\n")
+    note = "" if any(f.endswith(".parquet") for f in formats) else " (no Parquet: pyarrow is not installed)"
+    bar.say(f"tables: {', '.join(formats)}{note}")
     return df
 
 

@@ -137,25 +137,28 @@ def pooled(rows: list[Row]) -> tuple[float, float]:
 
 
 def validate(out: Path | str, *, scenarios=SET, runs: int = 2, seeds: int = 5, model: str = "host",
-             progress=print) -> list[Row]:
-    """Run the validation set (see the module docstring); returns one `Row` per testbed run."""
+             progress=True) -> list[Row]:
+    """Run the validation set (see the module docstring); returns one `Row` per testbed run. PROGRESS (see
+    `testbed.progress.as_progress`): which scenario, run and step, each run's phases, and each row when done."""
+    from ..progress import as_progress
     from ..runner import run_scenario
     from . import mirror
 
     if runs < 1 or seeds < 1:
         raise UsageError(f"runs and seeds must be >= 1, got {runs} and {seeds}")
     out = Path(out)
+    p = as_progress(progress, "validate")
     rows: list[Row] = []
-    for name in scenarios:
+    for i, name in enumerate(scenarios):
         s = scenario_mod.load(str(ROOT / "scenarios" / name) if (ROOT / "scenarios" / name).is_file() else name)
         for k in range(runs):
             d = out / s.name / f"run-{k}"
-            progress(f"[validate] {s.name}: testbed run {k + 1}/{runs}")
-            run_scenario(replace(s, seed=s.seed + 100 * k), d)
-            progress(f"[validate] {s.name}: mirror of run {k + 1} under {seeds} seed(s)")
-            result = mirror.mirror(d, d / f"mirror-{model}", seeds=seeds, model=model)
+            with p.within(f"scenario {i + 1}/{len(scenarios)} {s.name} · testbed run {k + 1}/{runs}"):
+                run_scenario(replace(s, seed=s.seed + 100 * k), d, progress=p)
+            with p.within(f"scenario {i + 1}/{len(scenarios)} {s.name} · mirror of run {k + 1}"):
+                result = mirror.mirror(d, d / f"mirror-{model}", seeds=seeds, model=model, progress=p)
             rows.append(row_for(s.name, k, d, result))
-            progress(table(rows[-1:], header=False))
+            p.say(table(rows[-1:], header=False))
     (out / "validation.json").write_text(json.dumps([asdict(r) | {"passed": r.passed} for r in rows], indent=1))
     return rows
 

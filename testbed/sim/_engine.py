@@ -24,7 +24,7 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO, Callable, Iterable
 
 from gossip import GossipCore, Identity, NodeConfig, Version
 from gossip import _wire as gwire
@@ -146,6 +146,10 @@ class Simulation:
         durable: give every node durable metadata, as ``NodeConfig.state_dir`` does on a real node: a store that
             outlives its crashes (written by the shared driver at the same points a node writes its state file),
             so a crashed node restarts with the version, value and HLC mark it last made durable, not empty.
+        progress: a hook called between slices of every `run_until` with (time_s, messages arrived so far); it
+            returns the simulated seconds to run before its next call (`testbed.progress.sim_pacer` sizes them by
+            the wall clock, which this module never reads). Also settable later as the ``progress`` attribute.
+            Without it a run is one slice; slicing changes nothing a run computes.
     """
 
     def __init__(self, *, seed: int = 0, config: NodeConfig | None = None,
@@ -154,8 +158,10 @@ class Simulation:
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
                  record_refreshes: bool = False, cpu: tuple[int, float] | None = None,
                  wakeup: LatencyModel | None = None, service_s: float = 0.0, handling_s: float = 0.0,
-                 xdp: bool = False, durable: bool = False) -> None:
+                 xdp: bool = False, durable: bool = False,
+                 progress: Callable[[float, int], float] | None = None) -> None:
         self.seed = seed
+        self.progress = progress
         self._durable = durable
         # XDP model: every node's fast path drops duplicate and stale messages when they arrive, so they cost the
         # process nothing (the CPU and wake-up models charge only what reaches it) -- and the simulator skips the
@@ -404,6 +410,17 @@ class Simulation:
         end = self.epoch_s + t_s
         if end < self._now:
             raise SimError(f"run_until: {t_s} s is in the past (now {self.time_s} s)")
+        hook = self.progress
+        if hook is not None:
+            # in slices, so a long run shows progress; a slice ends where the whole run would have been then
+            while True:
+                step = hook(self._now - self.epoch_s, self._net["arrived"])
+                if not (step > 0 and self._now + step < end):  # a hook that returns no time ends the slicing
+                    break
+                self._run_until(self._now + step)
+        self._run_until(end)
+
+    def _run_until(self, end: float) -> None:
         heap, nodes, pop = self._heap, self._nodes, heapq.heappop
         wire = self.wire
         arrived = delivered = queued_over = down = 0
