@@ -13,6 +13,7 @@ import bisect
 import dataclasses
 import heapq
 import json
+import math
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -179,8 +180,13 @@ def _view_records(history: History) -> Iterator[tuple[float, str, int, str]]:
     names: dict[int, str] = {}
     for e in history.of_kind("started"):
         names[e["node_id"]] = e["node"]
+    # the run ends at its final reads: what the nodes record after them is the teardown (each node leaves on
+    # SIGTERM, so the others record member_left), not part of what the views are judged on
+    end = max((e["t"] for e in history.of_kind(FINAL)), default=math.inf)
     running: set[str] = set()
     for e in history.events:
+        if e["t"] > end:
+            continue
         k, n = e["kind"], e.get("node")
         if k == "started":
             running.add(n)
@@ -318,6 +324,11 @@ def membership_timeline(history: History) -> Timeline:
     themselves. The property holds while no live node is at a distance, so no change costs a set comparison.
     """
     end = history.events[-1]["t"] if history.events else 0.0
+    # the run ends at its final reads: what nodes record while being stopped after them (a real node's SIGTERM
+    # leave, its peers' member_left) is the teardown, not a view breaking
+    finals = [e["t"] for e in history.of_kind(FINAL)]
+    if finals:
+        end = max(finals)
     live: set[str] = set()
     view: dict[str, set[str]] = {}
     off: dict[str, int] = {}  # node -> |view △ live set|
@@ -361,7 +372,8 @@ def membership_timeline(history: History) -> Timeline:
         if n in live:
             wrong += (off[n] != 0) - (before != 0)
 
-    records = heapq.merge(_liveness_records(history), _view_records(history), key=itemgetter(0))
+    records = (r for r in heapq.merge(_liveness_records(history), _view_records(history), key=itemgetter(0))
+               if r[0] <= end)
     changes = _replay(records, apply, lambda: bool(live) and wrong == 0)
     failing = tuple(sorted((n for n in live if off[n]), key=node_order))
     return Timeline(changes=tuple(changes), end=end, live_at_end=len(live), failing=failing)

@@ -48,6 +48,18 @@ def test_a_crashed_node_must_leave_every_view():
     assert tl.changes == ((1.12, True), (5.0, False), (9.5, True)) and tl.live_at_end == 2 and tl.failing == ()
 
 
+def test_a_leave_removes_the_leaver_from_views_and_the_teardown_after_the_final_reads_does_not_count():
+    left = [{"t": 3.0, "node": "n2", "kind": "proc", "state": "down"}] + [
+        {"t": 2.9, "node": n, "kind": "member_left", "node_id": 12, "name": "n2", "seq": 7} for n in ("n0", "n1")]
+    finals = [{"t": 4.0, "node": n, "kind": "final", "members": ["n0", "n1"]} for n in ("n0", "n1")]
+    teardown = [{"t": 4.5, "node": "n1", "kind": "member_left", "node_id": 10, "name": "n0", "seq": 8}]
+    h = hist(three_nodes() + left + finals + teardown)
+    assert A.Views(h).view("n0", 3.5) == {"n0", "n1"}  # member_left removes, as a removal does
+    tl = A.membership_timeline(h)
+    assert tl.changes == ((1.12, True), (2.9, False), (3.0, True)) and tl.failing == ()  # n1 leaving at 4.5: teardown
+    assert A.Views(h).view("n1", 5.0) == {"n0", "n1"}
+
+
 def test_convergence_is_when_views_stayed_right_not_when_they_first_were():
     ev = three_nodes() + [removed(3.0, "n0", 11, "n1"), added(6.0, "n0", 11)]
     h = hist(ev)
