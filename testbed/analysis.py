@@ -324,11 +324,6 @@ def membership_timeline(history: History) -> Timeline:
     themselves. The property holds while no live node is at a distance, so no change costs a set comparison.
     """
     end = history.events[-1]["t"] if history.events else 0.0
-    # the run ends at its final reads: what nodes record while being stopped after them (a real node's SIGTERM
-    # leave, its peers' member_left) is the teardown, not a view breaking
-    finals = [e["t"] for e in history.of_kind(FINAL)]
-    if finals:
-        end = max(finals)
     live: set[str] = set()
     view: dict[str, set[str]] = {}
     off: dict[str, int] = {}  # node -> |view △ live set|
@@ -372,8 +367,7 @@ def membership_timeline(history: History) -> Timeline:
         if n in live:
             wrong += (off[n] != 0) - (before != 0)
 
-    records = (r for r in heapq.merge(_liveness_records(history), _view_records(history), key=itemgetter(0))
-               if r[0] <= end)
+    records = heapq.merge(_liveness_records(history), _view_records(history), key=itemgetter(0))
     changes = _replay(records, apply, lambda: bool(live) and wrong == 0)
     failing = tuple(sorted((n for n in live if off[n]), key=node_order))
     return Timeline(changes=tuple(changes), end=end, live_at_end=len(live), failing=failing)
