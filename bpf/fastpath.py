@@ -247,10 +247,14 @@ class FastPathWriter:
         _sys.map_update(self._md_fd, self._md_key, self._md_version)
 
     def reset(self) -> None:
-        """Forget every version recorded for this node (a walk of the heartbeat map: call it once, at start)."""
+        """Forget every version recorded for this node (a walk of the heartbeat map, ~0.1 s at 512 nodes' pairs:
+        call it once, at start)."""
         _sys.map_delete(self._md_fd, self._md_key)
-        for key in _sys.map_keys(self._hb_fd, FpHbKey):
-            if key.ifindex == self.ifindex:
+        pairs = memoryview(_sys.map_keys_bytes(self._hb_fd, ctypes.sizeof(FpHbKey), 8)).cast("I")
+        key = FpHbKey(ifindex=self.ifindex)
+        for i, ifindex in enumerate(pairs[0::2]):  # (ifindex, origin) in host order, as FpHbKey lays them out
+            if ifindex == self.ifindex:
+                key.origin = pairs[2 * i + 1]
                 _sys.map_delete(self._hb_fd, key)
         self._created.clear()  # pairs gone by our own hand are not evictions
 
