@@ -46,7 +46,6 @@ _FILTER_HANDLE = 1
 _clsact_users: dict[tuple[int, int], int] = {}
 _clsact_lock = threading.Lock()
 
-
 _netlink_pool: concurrent.futures.ThreadPoolExecutor | None = None
 _netlink_pool_lock = threading.Lock()
 _on_pool = threading.local()
@@ -54,6 +53,15 @@ _on_pool = threading.local()
 
 def _mark_netlink_thread() -> None:
     _on_pool.active = True
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child has no netlink thread (only the forking thread is copied): it makes its own when needed."""
+    global _netlink_pool, _netlink_pool_lock
+    _netlink_pool, _netlink_pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _on_netlink_thread(fn, *args, **kwargs):
@@ -88,6 +96,8 @@ class _Handle:
         self._ipr = _on_netlink_thread(open_iproute, netns)
 
     def __getattr__(self, name: str):
+        if name.startswith("_"):  # only IPRoute's public methods are forwarded (and never _ipr itself)
+            raise AttributeError(name)
         method = getattr(self._ipr, name)
 
         def call(*args, **kwargs):
