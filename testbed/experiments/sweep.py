@@ -99,7 +99,7 @@ def load(path: str) -> dict:
         if not v.get("scenario"):
             raise doc.error((), "fidelity full needs 'scenario' (the scenario the grid overrides)")
         try:
-            load_scenario(v["scenario"])  # refused here, not in every worker once the grid runs
+            base = load_scenario(v["scenario"])  # refused here, not in every worker once the grid runs
         except ScenarioError as e:
             raise doc.error(("scenario",), str(e)) from None
         for key in ("variant", "anti_entropy_s"):
@@ -107,6 +107,11 @@ def load(path: str) -> dict:
                 raise doc.error(("grid", key), "belongs to the dissemination fidelity (full runs the real cores)")
         if "anti_entropy_s" in doc.value:
             raise doc.error(("anti_entropy_s",), "the full fidelity swaps every node.cycle_s of its scenario")
+        for i, n in enumerate(v["grid"].get("nodes", [])):  # and so is a size of the grid it cannot hold
+            try:
+                base.with_overrides(nodes=n, backend="sim")
+            except ScenarioError as e:
+                raise doc.error(("grid", "nodes", i), str(e)) from None
     if v["engine"] == "dask" and importlib.util.find_spec("distributed") is None:
         raise doc.error(("engine",), "dask is not installed: pip install -e '.[distributed]' (or engine: local)")
     if v.get("dask_scheduler") and v["engine"] != "dask":

@@ -179,3 +179,14 @@ def test_the_cli_scales_and_refuses_in_one_line(tmp_path):
     publishers = [e["node"] for e in map(json.loads, (out / "events.jsonl").read_text().splitlines())
                   if e["kind"] == PUBLISH_OP]
     assert publishers and publishers[-1] in window["groups"][1], (publishers, window["groups"])
+
+
+def test_a_full_sweep_refuses_a_size_its_scenario_cannot_hold(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(f"name: s\nfidelity: full\nscenario: {ROOT / 'scenarios' / 'attack.yaml'}\n"
+                 "grid:\n  nodes: [16, 4]\nseeds: 1\n")
+    with pytest.raises(ScenarioError) as e:
+        sweep.load(str(f))
+    assert (e.value.line, e.value.field) == (5, "grid.nodes[1]") and "unknown node 'n4'" in e.value.message
+    f.write_text(f.read_text().replace("[16, 4]", "[16, 8]"))
+    assert sweep.load(str(f))["grid"]["nodes"] == [16, 8]
