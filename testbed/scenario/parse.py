@@ -372,12 +372,13 @@ def with_overrides(s: Scenario, *, nodes: int | None = None, backend: str | None
 
 
 def find(name_or_path: str, *, folder: str = "scenarios", what: str = "scenario") -> Path:
-    """A scenario path: as given, or, for a bare name not found here, the file of that name in FOLDER/ (here, then
-    the project's); ``.yaml`` may be left off. Sweep files are found the same way, in sweeps/."""
+    """A scenario path: as given, or, for a name not found here, that path or file name in FOLDER/ (here, then
+    the project's: ``validation/n16-f2-c05`` is found too); ``.yaml`` may be left off. Sweep files are found the same way, in sweeps/."""
     p = Path(name_or_path)
     if p.exists():
         return p
-    for candidate in (Path(folder) / p.name, Path(__file__).resolve().parents[2] / folder / p.name):
+    project = Path(__file__).resolve().parents[2] / folder
+    for candidate in (Path(folder) / p, project / p, Path(folder) / p.name, project / p.name):  # validation/x too
         for c in (candidate, candidate.with_suffix(".yaml")):
             if c.is_file():
                 return c

@@ -190,3 +190,9 @@ def test_a_full_sweep_refuses_a_size_its_scenario_cannot_hold(tmp_path):
     assert (e.value.line, e.value.field) == (5, "grid.nodes[1]") and "unknown node 'n4'" in e.value.message
     f.write_text(f.read_text().replace("[16, 4]", "[16, 8]"))
     assert sweep.load(str(f))["grid"]["nodes"] == [16, 8]
+
+
+def test_a_scenario_in_a_subfolder_is_found_by_its_path_under_scenarios(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository: the project's scenarios/ is searched
+    s = load("validation/n16-f2-c05")
+    assert s.file.endswith("scenarios/validation/n16-f2-c05.yaml") and s.with_overrides(nodes=SMALL).nodes == SMALL
