@@ -200,6 +200,7 @@ class Interpreter:
     def run(self) -> dict:
         interrupted = None
         try:
+            self.progress.phase("setting up the cluster")
             with self.cluster:
                 seeds = self._initial_seeds()
                 self.progress.phase(f"starting {len(seeds)} nodes")
@@ -343,12 +344,12 @@ def analyse(out: Path, s: Scenario, *, extra: dict | None = None, progress: Prog
     progress = progress or Progress(enabled=False)
     progress.phase("reading the history")
     history = analysis.load_history(out)
-    progress.phase(f"{len(s.checks)} checks")
+    progress.phase(f"{len(s.checks)} check{'' if len(s.checks) == 1 else 's'}")
     summary = analysis.summarize(history, dict(s.checks))
     if extra:
         summary.update(extra)
     progress.end("passed" if summary["passed"] else "FAILED")
-    progress.phase(f"{len(s.plots)} plots")
+    progress.phase(f"{len(s.plots)} plot{'' if len(s.plots) == 1 else 's'}")
     written = plots.draw_all(out, history, summary, s.plots)
     summary["plots"] = [p.name for p in written]
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -130,8 +130,10 @@ class Progress:
             text += f" {_num(done)}{self._unit}"
         text += "".join(f", {k.replace('_', ' ')} {v}" for k, v in self._fields.items())
         elapsed = now - self._t0
-        if not final and done is not None and self._total and 0 < frac < 1 and elapsed >= 1.0:
-            text += f", {_seconds(elapsed)}, ~{_seconds(elapsed * (1 - frac) / frac)} left"
+        if not final and elapsed >= 1.0:
+            text += f", {_seconds(elapsed)}"
+            if done is not None and self._total and 0 < frac < 1:
+                text += f", ~{_seconds(elapsed * (1 - frac) / frac)} left"
         return text
 
     def _draw(self, now: float) -> None:
