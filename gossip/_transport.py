@@ -257,9 +257,12 @@ class TcpTransport:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        tasks = [p.task for p in self._peers.values()] + list(self._readers)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {p.task for p in self._peers.values()} | set(self._readers)
+        while pending:
+            # cancelled again until done: on Python 3.11 wait_for swallows a cancel that arrives as its inner
+            # future completes (a frame read as a peer sends one), and the task then waits out its read timeout
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
         if self._server is not None:
             await self._server.wait_closed()
