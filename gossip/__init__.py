@@ -12,8 +12,17 @@ from ._wire import Identity, cluster_id, node_id
 from .errors import ConfigError, GossipError, ProtocolError, UsageError
 
 __all__ = [
-    "Accepted", "ConfigError", "Event", "GossipCore", "GossipError", "HeartbeatsChanged", "Identity",
+    "Accepted", "Node", "ConfigError", "Event", "GossipCore", "GossipError", "HeartbeatsChanged", "Identity",
     "LeaveSent", "MemberAdded", "MemberInfo", "MemberLeft", "MemberRefreshed", "MemberRemoved", "MetadataAdopted",
     "MetadataSent", "NodeConfig", "PacketDropped", "ProtocolError", "Send", "UsageError", "Version", "cluster_id",
     "node_id",
 ]
+
+
+def __getattr__(name: str):
+    # `Node` (asyncio, sockets) is loaded on first use: the testbed and the simulator import this package for the
+    # protocol core and `NodeConfig` only, and should not pay for the asyncio driver they never run
+    if name == "Node":
+        from ._node import Node
+        return Node
+    raise AttributeError(f"module 'gossip' has no attribute {name!r}")
