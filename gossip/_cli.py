@@ -18,7 +18,7 @@ import signal
 import stat
 import sys
 
-from . import _accel
+from . import _accel, protocols
 from ._config import LOG_LEVELS, PROTOCOLS, NodeConfig
 
 _D = NodeConfig()  # the defaults: NodeConfig is the one definition of node options (and validates them)
@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--port", type=int, default=_D.listen_port)
     n.add_argument("--seed", type=seed_endpoint, action="append", default=[], metavar="ADDR:PORT",
                    help="a known node to contact (repeatable)")
-    n.add_argument("--protocol", choices=PROTOCOLS, default=_D.protocol)
+    n.add_argument("--protocol", choices=PROTOCOLS, default=_D.protocol, help="the transport")
+    n.add_argument("--membership", default=_D.membership, type=utf8_text, metavar="NAME|MODULE:NAME",
+                   help=f"the membership protocol (default {_D.membership}; built in: "
+                        f"{', '.join(sorted(protocols.BUILTIN))}; MODULE:NAME imports MODULE, which registers NAME)")
     n.add_argument("--secret", action="append", default=[], type=utf8_text,
                    help="cluster secret (repeatable: the first signs, all verify)")
     n.add_argument("--cluster", default=_D.cluster, type=utf8_text, help="cluster name (its hash is the cluster id)")
@@ -147,8 +150,8 @@ async def run_node(args) -> int:
     config = NodeConfig(fanout=args.fanout, cycle_s=args.cycle, timeout_s=args.timeout, buffer=args.buffer,
                         max_packet_bytes=args.max_packet,
                         secrets=tuple(s.encode() for s in args.secret) or (b"",), cluster=args.cluster,
-                        protocol=args.protocol, listen_addr=args.addr, listen_port=args.port,
-                        log_level=args.log_level, state_dir=args.state_dir)
+                        protocol=args.protocol, membership=args.membership, listen_addr=args.addr,
+                        listen_port=args.port, log_level=args.log_level, state_dir=args.state_dir)
     try:
         events = _open_events(args.events) if args.events else None
     except OSError as e:

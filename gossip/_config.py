@@ -26,7 +26,8 @@ class NodeConfig:
     max_packet_bytes: int = 1400
     secrets: tuple[bytes, ...] = (b"",)
     cluster: str = "gossip"
-    protocol: str = "udp"
+    protocol: str = "udp"  # the transport
+    membership: str = "heartbeat"  # the membership protocol: a name in `gossip.protocols`, or MODULE:NAME
     listen_addr: str = "127.0.0.1"
     listen_port: int = 7946
     log_level: str = "info"
@@ -47,6 +48,12 @@ class NodeConfig:
             raise ConfigError("cluster", "must be a non-empty string")
         if self.protocol not in PROTOCOLS:
             raise ConfigError("protocol", f"must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        # imported here: the registry's built-in protocols import this module
+        from .protocols import _registry
+        try:
+            _registry.factory(self.membership)
+        except _registry.UnknownProtocol as e:
+            raise ConfigError("membership", str(e)) from None
         try:
             ipaddress.IPv4Address(self.listen_addr)
         except (ipaddress.AddressValueError, ValueError):

@@ -43,6 +43,7 @@ from ._config import NodeConfig
 from ._events import (Accepted, Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed,
                       MemberRemoved, MetadataAdopted, MetadataSent, PacketDropped, Send)
 from .errors import ProtocolError, UsageError
+from .protocols import register
 
 MAX_REMEMBERED_ORIGINS = 65536
 
@@ -107,8 +108,10 @@ def _ms(now: float) -> int:
     return max(0, int(now * 1000))
 
 
+@register("heartbeat")  # the default protocol; drivers make cores through the registry (`gossip.protocols`)
 class GossipCore:
-    """One node's protocol state. Not thread-safe; drive it from one task or thread."""
+    """One node's protocol state (a `gossip.protocols.Protocol`). Not thread-safe; drive it from one task or
+    thread."""
 
     def __init__(self, *, config: NodeConfig, identity: wire.Identity, rng: random.Random, now: float,
                  record_refreshes: bool = False, state: DurableState | None = None) -> None:

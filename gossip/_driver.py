@@ -1,4 +1,4 @@
-"""Draining a `GossipCore`: the one place that says what a driver does with what the core produced.
+"""Draining a protocol core (`gossip.protocols.Protocol`): the one place that says what a driver does with what the core produced.
 
 The core is sans-IO: it only queues sends, events and accepted state. Something must take them out after every
 input and hand them on, and must run the core's timer. Both drivers -- the asyncio node (`gossip._node`) and the
@@ -13,7 +13,7 @@ simulator (`testbed.sim._engine`) -- do it through a `CoreDriver`, so the rules 
 - a timer step ticks the core, writes the ``stats`` record once per cycle, drains, and says how long to sleep;
   the ``stats`` record's ``timer_late_s`` is how late that step ran after the time the previous one asked for
   (on a real host: the wait of a sleeping process for a core; 0 in the simulator, whose timers are exact); its ``hb_hop_ms`` lists the delays of heartbeats taken straight from their origin
-  (`GossipCore.take_direct_hops`);
+  (`Protocol.take_direct_hops`);
 - with a state store (``NodeConfig.state_dir`` on a node, a `gossip._state.MemoryStore` in the simulator) the
   driver starts the core from the stored state (a refused file is one ``state_refused`` record and one log line,
   and the node starts empty), and a drain whose accepted state lists a new metadata version writes the core's
@@ -38,10 +38,10 @@ import dataclasses
 import logging
 from typing import Callable, Protocol, Sequence
 
-from ._core import GossipCore
 from ._events import Accepted, Event, Send
 from ._state import FileStore, StateError, StateStore
 from ._wire import MsgType
+from .protocols import Protocol as Core
 from .errors import UsageError
 
 log = logging.getLogger("gossip")
@@ -109,7 +109,7 @@ class CoreDriver:
     __slots__ = ("core", "name", "send", "write", "fastpath", "on_event", "record_stats", "stats_extra",
                  "next_stats", "store", "saved", "saved_data", "wake_at")
 
-    def __init__(self, core: GossipCore, *, name: str, send: Callable[[list[Send]], None],
+    def __init__(self, core: Core, *, name: str, send: Callable[[list[Send]], None],
                  write: Callable[[dict], None], now: float, fastpath: AcceptedSink | None = None,
                  on_event: Callable[[Event], None] | None = None, record_stats: bool = True,
                  stats_extra: Callable[[], dict] | None = None, store: StateStore | None = None) -> None:
@@ -194,7 +194,7 @@ class CoreDriver:
             self.write(_put_event({"t": round(now, 6), "node": self.name}, ev))
 
     def leave(self, now: float) -> int:
-        """The core leaves (see `GossipCore.leave`) and its LEAVE goes to the send function now; returns to how
+        """The core leaves (see `Protocol.leave`) and its LEAVE goes to the send function now; returns to how
         many peers it went."""
         sent = self.core.leave(now)
         self.drain(now)

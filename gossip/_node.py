@@ -1,4 +1,5 @@
-"""The asyncio gossip node: drives a `GossipCore` with a UDP or TCP transport, a timer and an event log.
+"""The asyncio gossip node: drives a protocol core (`gossip.protocols`, chosen by
+``NodeConfig.membership``) with a UDP or TCP transport, a timer and an event log.
 
 Everything protocol-related lives in the core, and what to do with its outputs (in which order, what the log
 records) in `gossip._driver`, which the simulator shares; this module only moves bytes and time. Received datagrams
@@ -21,12 +22,13 @@ import time
 from typing import IO, Callable, Protocol
 
 from ._config import NodeConfig
-from ._core import GossipCore, MemberInfo, Version
+from ._core import MemberInfo, Version
 from ._driver import CoreDriver
 from ._events import Accepted, Event, Send
 from ._state import StateError
 from ._transport import TcpTransport, UdpTransport, errno_reason
 from ._wire import Identity, MsgType
+from .protocols import create as create_core
 from .errors import UsageError
 
 log = logging.getLogger("gossip")
@@ -85,8 +87,8 @@ class Node:
         self.identity = Identity(name=name, addr=config.listen_addr, port=config.listen_port, private=private)
         self._clock = clock
         now = clock()
-        self.core = GossipCore(config=config, identity=self.identity, rng=rng or random.Random(), now=now,
-                               record_refreshes=record_refreshes)
+        self.core = create_core(config, self.identity, rng or random.Random(), now=now,
+                                record_refreshes=record_refreshes)
         # every input the core gets, in order: replaying it into a core with the same seed gives the same events
         self._trace = trace
         self._trace_op("init", now)

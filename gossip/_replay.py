@@ -1,8 +1,8 @@
 """Replaying a node's input trace into a fresh core: the proof that the core is a pure function of its inputs.
 
 A `Node` given ``trace=`` writes every input its core receives (datagrams, ticks, operations, with the ``now``
-it passed); `replay` feeds the same inputs, in the same order, to a new `GossipCore` with the same seed and returns
-the events it records. Any driver — the asyncio node, the simulator — must produce exactly these.
+it passed); `replay` feeds the same inputs, in the same order, to a new core (of ``config.membership``, made
+through `gossip.protocols`) with the same seed and returns the events it records. Any driver — the asyncio node, the simulator — must produce exactly these.
 """
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ import random
 from typing import Iterable
 
 from ._config import NodeConfig
-from ._core import GossipCore
 from ._events import Event
 from ._wire import Identity
+from .protocols import Protocol, create
 
 
 def replay(trace_lines: Iterable[str], *, config: NodeConfig, identity: Identity, seed: int) -> list[Event]:
-    core: GossipCore | None = None
+    core: Protocol | None = None
     events: list[Event] = []
     for line in trace_lines:
         op = json.loads(line)
         kind, now = op["op"], op["t"]
         if kind == "init":
-            core = GossipCore(config=config, identity=identity, rng=random.Random(seed), now=now)
+            core = create(config, identity, random.Random(seed), now=now)
         elif kind == "rx":
             core.receive(bytes.fromhex(op["data"]), now, op.get("src", ""))
         elif kind == "tick":

@@ -135,7 +135,8 @@ class EmulatedCluster(Cluster):
         c, host = self.cfg, self._hosts[name]
         index = int(name[1:])
         argv = [self.python, "-m", "gossip", "node", "--name", name, "--addr", host.ip,
-                "--port", str(GOSSIP_PORT), "--protocol", c["protocol"], "--secret", c["secret"],
+                "--port", str(GOSSIP_PORT), "--protocol", c["protocol"],
+                "--membership", c.get("membership", "heartbeat"), "--secret", c["secret"],
                 "--cluster", c["cluster"], "--fanout", str(c["fanout"]), "--cycle", str(c["cycle_s"]),
                 "--timeout", str(c["timeout_s"]), "--buffer", str(c["buffer"]),
                 "--max-packet", str(c["max_packet_bytes"]),

@@ -26,7 +26,8 @@ BACKENDS = ("netns", "mininet", "sim")
 SHAPES = ("bridge", "line", "ring", "tree")
 
 # `NodeConfig` fields a scenario may set (the testbed chooses each node's address, port and log level itself)
-CONFIG_FIELDS = ("fanout", "cycle_s", "timeout_s", "buffer", "max_packet_bytes", "protocol", "cluster")
+CONFIG_FIELDS = ("fanout", "cycle_s", "timeout_s", "buffer", "max_packet_bytes", "protocol", "membership",
+                 "cluster")
 _TYPES = {"int": int, "float": NUM, "str": str}
 # the testbed's own node options: how it runs the node, not how the node gossips
 TESTBED_NODE_FIELDS = {

@@ -1,4 +1,5 @@
-"""The full-fidelity simulator: one real `GossipCore` per node, a virtual clock and a virtual network.
+"""The full-fidelity simulator: one real protocol core per node (of ``config.membership``, made through
+`gossip.protocols`), a virtual clock and a virtual network.
 
 This is the second driver of the protocol core (the asyncio node in `gossip._node` is the first). It feeds the
 cores exactly what a real node feeds them -- decoded messages (or, with ``wire=True``, signed datagrams through the
@@ -26,11 +27,13 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Callable, Iterable
 
-from gossip import GossipCore, Identity, NodeConfig, Version
+from gossip import Identity, NodeConfig, Version
 from gossip import _wire as gwire
 from gossip import node_id as wire_node_id
 from gossip._driver import CoreDriver
 from gossip._state import MemoryStore
+from gossip.protocols import Protocol as Core
+from gossip.protocols import create as create_core
 
 from ._errors import SimError
 from ._latency import DEFAULT_LATENCY, LatencyModel
@@ -51,7 +54,7 @@ class _SimNode:
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
         self.seeds: tuple[tuple[str, int], ...] = ()
-        self.core: GossipCore | None = None
+        self.core: Core | None = None
         self.driver: CoreDriver | None = None  # drains `core`; replaced with it
         self.state = _DOWN
         self.incarnation = 0
@@ -541,7 +544,7 @@ class Simulation:
     def identity(self, name: str) -> Identity:
         return self._node(name).identity
 
-    def core(self, name: str) -> GossipCore:
+    def core(self, name: str) -> Core:
         """The running core of node NAME, for inspection (driving it directly bypasses the simulator)."""
         return self._node(name, _UP, _PAUSED).core
 
@@ -632,8 +635,7 @@ class Simulation:
         now = self._now
         node.pending = False
         rng = random.Random(f"{self.seed}/{node.name}/{node.incarnation}")
-        node.core = GossipCore(config=node.config, identity=node.identity, rng=rng, now=now,
-                               record_refreshes=self._record_refreshes)
+        node.core = create_core(node.config, node.identity, rng, now=now, record_refreshes=self._record_refreshes)
         node.state, node.queue, node.seeds = _UP, [], seeds
         node.fastpath = _FastPath() if self._xdp else None  # a node resets its fast-path state at start
         node.driver = CoreDriver(node.core, name=node.name, send=functools.partial(self._route, node.index),
@@ -666,7 +668,7 @@ class Simulation:
     def _schedule_tick(self, node: _SimNode, when: float) -> None:
         heapq.heappush(self._heap, (when, next(self._seq), _TICK, node.index, node.token))
 
-    def _receive(self, core: GossipCore, item, now: float) -> None:
+    def _receive(self, core: Core, item, now: float) -> None:
         """ITEM is (datagram or message, the sender's "addr:port")."""
         if self.wire:
             core.receive(item[0], now, item[1])

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import random
 
-from gossip import GossipCore, Identity, NodeConfig
+from gossip import GossipCore, Identity, NodeConfig, protocols
 
 
 def make_core(i: int, *, now: float = 1000.0, seed: int | None = None, **cfg) -> GossipCore:
+    """A core of ``cfg["membership"]`` (default heartbeat), made through the registry as drivers make them."""
     port = 9000 + i
     config = NodeConfig(listen_addr="127.0.0.1", listen_port=port, **cfg)
-    return GossipCore(config=config, identity=Identity(name=f"n{i}", addr="127.0.0.1", port=port),
-                      rng=random.Random(i if seed is None else seed), now=now)
+    return protocols.create(config, Identity(name=f"n{i}", addr="127.0.0.1", port=port),
+                            random.Random(i if seed is None else seed), now=now)
 
 
 class FakeNet:

@@ -1,0 +1,371 @@
+"""``antientropy``: membership by gossiping the whole heartbeat table, metadata by push-pull swaps only.
+
+The gossip-style failure detector of van Renesse, Minsky and Hayden ("A Gossip-Style Failure Detection Service",
+Middleware 1998), on this package's wire format and behind the `gossip.protocols.Protocol` interface. It is the
+example of a protocol that is not built into the core: one module, registered by name, selected with
+``membership: antientropy``. It uses only the existing message types, so the codec, the MAC, the XDP fast path and
+the simulator's fast-path model all apply to it unchanged.
+
+- Every ``cycle_s`` a node raises its own heartbeat sequence (its clock in ms, as the heartbeat protocol does, so
+  a restarted incarnation is newer) and sends its whole table -- one HEARTBEAT per member it lists, itself
+  included while its heartbeats run -- to up to ``fanout`` random peers, plus one seed it has not heard from (so a
+  lone node or a healed partition finds its way back). Nothing is forwarded on receipt: every entry travels only
+  in the tables of the next cycles, so an entry reaches everyone in O(log N) cycles and a cycle costs
+  ``fanout * N`` datagrams per node (the price of keeping no rumor state).
+- A receiver takes an entry whose sequence is higher than any it accepted for that origin (refreshing it, or
+  adding a member); the rest are ``duplicate``/``stale`` drops, which is what a fast path drops too. An entry not
+  raised for ``timeout_s`` is removed. The highest sequence accepted per origin is kept after removal, so the stale
+  copies of a removed member still in other tables cannot bring it back; its next incarnation can.
+- `leave` sends a LEAVE carrying a sequence above all its heartbeats to every member it lists (no forwarding: a
+  member that misses it times the leaver out); a receiver drops the origin at once.
+- Metadata: every cycle a node sends its version and value to one random member (SWAP_REQUEST); the peer adopts
+  it when newer and answers with its own when that is newer -- the heartbeat protocol's anti-entropy, with the same
+  (seq, origin) version order. A publish also pushes its value to ``fanout`` members at once. No rumor is ever
+  sent (a METADATA rumor that arrives is taken when newer, not forwarded).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from .. import _wire as wire
+from .._config import NodeConfig
+from .._core import DurableState, MemberInfo, Version
+from .._events import (Accepted, Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed,
+                       MemberRemoved, MetadataAdopted, PacketDropped, Send)
+from ..errors import ProtocolError, UsageError
+from ._registry import register
+
+MAX_REMEMBERED_ORIGINS = 65536
+MAX_DIRECT_HOPS = 16
+
+
+def _ms(now: float) -> int:
+    return max(0, int(now * 1000))
+
+
+class _Entry:
+    __slots__ = ("identity", "seq", "last_seen", "heard")
+
+    def __init__(self, identity: wire.Identity, seq: int, last_seen: float, heard: bool) -> None:
+        self.identity, self.seq, self.last_seen, self.heard = identity, seq, last_seen, heard
+
+
+@register("antientropy")
+class AntiEntropyCore:
+    """One node's state of the ``antientropy`` protocol (a `gossip.protocols.Protocol`)."""
+
+    def __init__(self, *, config: NodeConfig, identity: wire.Identity, rng: random.Random, now: float,
+                 record_refreshes: bool = False, state: DurableState | None = None) -> None:
+        if identity.addr != config.listen_addr or identity.port != config.listen_port:
+            raise UsageError("identity: addr/port must equal the config's listen_addr/listen_port")
+        self.config, self.identity, self.node_id = config, identity, identity.node_id
+        self.cluster = wire.cluster_id(config.cluster)
+        self.stats: Counter[str] = Counter()
+        self._rng = rng
+        self._record_refreshes = record_refreshes
+        self._entries: dict[int, _Entry] = {}  # members, and seeds not heard from yet (not listed)
+        self._accepted_seq: dict[int, int] = {}  # highest sequence accepted per origin, kept after removal
+        self._seeds: dict[tuple[str, int], None] = {}
+        self._hb_seq = 0
+        self._version, self._data, self._hlc = Version(0, 0), b"", 0
+        self._restored = False
+        self._heartbeats, self._left = True, False
+        self._next_cycle = now
+        self._src = ""
+        self._events: list[Event] = []
+        self._sends: list[Send] = []
+        self._accepted: list[Accepted] = []
+        self._hops: list[float] = []
+        if state is not None:
+            self.restore(state)
+
+    # ---- durable state ---------------------------------------------------------------------------------------
+
+    def restore(self, state: DurableState) -> None:
+        if self._restored or self._hlc:
+            raise UsageError("state: a core can be restored only once, before it has seen any metadata")
+        if not isinstance(state, DurableState):
+            raise UsageError("state: must be a DurableState")
+        limit = wire.max_data_bytes(self.config.max_packet_bytes, self.identity)
+        if len(state.data) > limit:
+            raise UsageError(f"state: its {len(state.data)} bytes of data exceed the {limit} that fit in "
+                             f"max_packet_bytes={self.config.max_packet_bytes}")
+        self._restored = True
+        self._hlc = max(state.hlc, state.version.seq)
+        if state.version != Version(0, 0):
+            self._src = ""
+            self._adopt(state.version, state.data, "restore")
+
+    def roll_back(self, version: Version, data: bytes) -> None:
+        if (version, data) != (self._version, self._data):
+            self._version, self._data = version, data
+            self.stats["adopted_rollback"] += 1
+            self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via="rollback",
+                                                size=len(data), src=""))
+
+    def durable_state(self) -> DurableState:
+        return DurableState(version=self._version, data=self._data, hlc=self._hlc)
+
+    @property
+    def hlc_mark(self) -> int:
+        return self._hlc
+
+    # ---- operations ------------------------------------------------------------------------------------------
+
+    def set(self, identity: wire.Identity, now: float) -> None:
+        if identity.node_id == self.node_id:
+            return
+        self._seeds[identity.endpoint] = None
+        if identity.node_id not in self._entries:
+            self._entries[identity.node_id] = _Entry(identity, 0, now, heard=False)
+
+    def stop(self) -> None:
+        if self._heartbeats:
+            self._heartbeats = False
+            self._events.append(HeartbeatsChanged(running=False))
+
+    def start(self) -> None:
+        if self._left:
+            raise UsageError("start: this node has left; a node that left cannot start again (start a new one)")
+        if not self._heartbeats:
+            self._heartbeats = True
+            self._events.append(HeartbeatsChanged(running=True))
+
+    @property
+    def heartbeats_running(self) -> bool:
+        return self._heartbeats
+
+    @property
+    def has_left(self) -> bool:
+        return self._left
+
+    def leave(self, now: float) -> int:
+        if self._left:
+            return 0
+        self.stop()
+        self._left = True
+        self._hb_seq = max(self._hb_seq + 1, _ms(now))
+        targets = tuple(e.identity.endpoint for e in self._entries.values())
+        if targets:
+            self._emit(wire.Leave(cluster=self.cluster, origin=self.node_id, seq=self._hb_seq,
+                                  identity=self.identity), targets)
+        self.stats["leaves_sent"] += 1
+        self._events.append(LeaveSent(seq=self._hb_seq, targets=tuple(f"{a}:{p}" for a, p in targets)))
+        return len(targets)
+
+    def publish(self, data: bytes, now: float) -> Version:
+        if self._left:
+            raise UsageError("publish: this node has left the cluster")
+        if not isinstance(data, bytes):
+            raise UsageError("data: must be bytes")
+        limit = wire.max_data_bytes(self.config.max_packet_bytes, self.identity)
+        if len(data) > limit:
+            raise UsageError(f"data: {len(data)} bytes exceeds the {limit} that fit in max_packet_bytes="
+                             f"{self.config.max_packet_bytes}")
+        version = Version(max(self._hlc + 1, _ms(now)), self.node_id)
+        self._src = ""
+        self._adopt(version, data, "publish")
+        peers = self._pick(self.config.fanout)
+        if peers:  # the push half of a swap, at once: the value need not wait for the next cycle
+            self._emit(self._swap_request(), tuple(self._entries[n].identity.endpoint for n in peers))
+        return version
+
+    def read(self) -> tuple[Version, bytes]:
+        return self._version, self._data
+
+    def members(self) -> list[MemberInfo]:
+        i = self.identity
+        out = [MemberInfo(node_id=self.node_id, name=i.name, addr=i.addr, port=i.port, private=i.private,
+                          seq=self._hb_seq, last_seen=0.0)]
+        for nid, e in self._entries.items():
+            if e.heard:
+                i = e.identity
+                out.append(MemberInfo(node_id=nid, name=i.name, addr=i.addr, port=i.port, private=i.private,
+                                      seq=e.seq, last_seen=e.last_seen))
+        return out
+
+    def live_ids(self) -> set[int]:
+        return {nid for nid, e in self._entries.items() if e.heard}
+
+    # ---- driver interface ------------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        oldest = min((e.last_seen for e in self._entries.values()), default=None)
+        return self._next_cycle if oldest is None else min(self._next_cycle, oldest + self.config.timeout_s)
+
+    def tick(self, now: float) -> None:
+        limit = now - self.config.timeout_s
+        for nid in [n for n, e in self._entries.items() if e.last_seen <= limit]:
+            entry = self._entries.pop(nid)
+            if entry.heard:  # a seed never heard from was never listed
+                self._events.append(MemberRemoved(node_id=nid, name=entry.identity.name, reason="timeout"))
+        if self._left or now < self._next_cycle:
+            return
+        self._next_cycle += self.config.cycle_s
+        if self._next_cycle <= now:  # fell behind (a paused process): no burst to catch up
+            self._next_cycle = now + self.config.cycle_s
+        self._gossip_table(now)
+        peers = self._pick(1)
+        if peers:
+            self._emit(self._swap_request(), (self._entries[peers[0]].identity.endpoint,))
+
+    def receive(self, datagram: bytes, now: float, src: str = "") -> None:
+        self.stats["packets_in"] += 1
+        try:
+            msg = wire.decode(datagram, cluster=self.cluster, keys=self.config.secrets)
+        except ProtocolError as e:
+            self.note_drop(e.reason, e.detail)
+            return
+        self.receive_message(msg, now, src)
+
+    def receive_message(self, msg: wire.Message, now: float, src: str = "") -> None:
+        if self._left:
+            return
+        self._src = src
+        t = type(msg)
+        if t is wire.Heartbeat:
+            self._on_heartbeat(msg, now)
+        elif t is wire.SwapRequest:
+            self._on_swap_request(msg)
+        elif t is wire.SwapResponse or t is wire.MetadataRumor:
+            if self._newer(Version(msg.version, msg.origin), "metadata"):
+                self._adopt(Version(msg.version, msg.origin), msg.data, "swap" if t is wire.SwapResponse else "rumor")
+        elif t is wire.Leave:
+            self._on_leave(msg)
+        else:
+            self.note_drop("malformed", f"message type {t.__name__} is not used by antientropy")
+
+    def note_drop(self, reason: str, detail: str = "") -> None:
+        self.stats[f"dropped_{reason}"] += 1
+        self.stats["dropped"] += 1
+        self._events.append(PacketDropped(reason=reason, detail=detail))
+
+    def take_sends(self) -> list[Send]:
+        out, self._sends = self._sends, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def take_accepted(self) -> list[Accepted]:
+        out, self._accepted = self._accepted, []
+        return out
+
+    def take_direct_hops(self) -> list[float]:
+        hops, self._hops = self._hops, []
+        return hops
+
+    def encode(self, msg: wire.Message) -> bytes:
+        return wire.encode(msg, key=self.config.secrets[0], max_packet_bytes=self.config.max_packet_bytes)
+
+    # ---- handlers --------------------------------------------------------------------------------------------
+
+    def _check_origin(self, msg, what: str) -> bool:
+        """True if MSG (a heartbeat or leave) is newer than anything accepted from its origin."""
+        origin = msg.origin
+        if origin == self.node_id:
+            self.note_drop("duplicate", f"own {what}")  # our own entry, back in a peer's table: routine
+            return False
+        if msg.identity.node_id != origin:
+            self.note_drop("malformed", f"identity {msg.identity.addr}:{msg.identity.port} is not origin")
+            return False
+        last = self._accepted_seq.get(origin)
+        if last is not None and msg.seq <= last:
+            self.note_drop("duplicate" if msg.seq == last else "stale", f"{what} {origin:#010x}/{msg.seq}")
+            return False
+        if origin not in self._accepted_seq and len(self._accepted_seq) >= MAX_REMEMBERED_ORIGINS:
+            for old in self._accepted_seq:  # forget the oldest origin that is not listed; listed ones stay
+                if old not in self._entries:
+                    del self._accepted_seq[old]
+                    break
+        self._accepted_seq[origin] = msg.seq
+        self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=origin, seq=msg.seq))
+        return True
+
+    def _on_heartbeat(self, msg: wire.Heartbeat, now: float) -> None:
+        if not self._check_origin(msg, "heartbeat"):
+            return
+        origin, ident = msg.origin, msg.identity
+        self.stats["accepted_heartbeat"] += 1
+        entry = self._entries.get(origin)
+        if entry is None or not entry.heard:
+            self._entries[origin] = _Entry(ident, msg.seq, now, heard=True)
+            self._events.append(MemberAdded(node_id=origin, name=ident.name, addr=ident.addr, port=ident.port))
+            return
+        entry.identity, entry.seq, entry.last_seen = ident, msg.seq, now
+        if self._record_refreshes:
+            self._events.append(MemberRefreshed(node_id=origin, seq=msg.seq))
+        if len(self._hops) < MAX_DIRECT_HOPS and self._src == "%s:%d" % ident.endpoint:
+            self._hops.append(now * 1000.0 - msg.seq)  # sent by its origin: one hop (its seq is its clock in ms)
+
+    def _on_leave(self, msg: wire.Leave) -> None:
+        if not self._check_origin(msg, "leave"):
+            return
+        self.stats["accepted_leave"] += 1
+        entry = self._entries.pop(msg.origin, None)
+        if entry is not None and entry.heard:
+            self.stats["members_left"] += 1
+            self._events.append(MemberLeft(node_id=msg.origin, name=entry.identity.name, seq=msg.seq))
+
+    def _on_swap_request(self, msg: wire.SwapRequest) -> None:
+        theirs = Version(msg.version, msg.origin)
+        if theirs == self._version:
+            return self.note_drop("duplicate", "swap request for the version held")
+        if theirs > self._version:
+            self._src = "%s:%d" % msg.sender.endpoint  # where it listens (a TCP peer's source port is not that)
+            return self._adopt(theirs, msg.data, "swap")
+        self.stats["swap_answered"] += 1
+        self._emit(wire.SwapResponse(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
+                                     data=self._data), (msg.sender.endpoint,))
+
+    # ---- internals -------------------------------------------------------------------------------------------
+
+    def _newer(self, v: Version, what: str) -> bool:
+        if v > self._version:
+            return True
+        self.note_drop("duplicate" if v == self._version else "stale", f"{what} version {v.seq}/{v.origin:#010x}")
+        return False
+
+    def _adopt(self, version: Version, data: bytes, via: str) -> None:
+        self._version, self._data = version, data
+        self._hlc = max(self._hlc, version.seq)
+        self.stats[f"adopted_{via}"] += 1
+        self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via=via, size=len(data),
+                                            src=self._src))
+        self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=version.origin, seq=version.seq))
+
+    def _pick(self, k: int) -> list[int]:
+        """Up to K random ids of the table (members and seeds not yet heard from)."""
+        ids = list(self._entries)
+        return ids if len(ids) <= k else self._rng.sample(ids, k)
+
+    def _swap_request(self) -> wire.SwapRequest:
+        return wire.SwapRequest(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
+                                sender=self.identity, data=self._data)
+
+    def _gossip_table(self, now: float) -> None:
+        targets = [self._entries[n].identity.endpoint for n in self._pick(self.config.fanout)]
+        live = {e.identity.endpoint for e in self._entries.values()}
+        lost = [s for s in self._seeds if s not in live]
+        if lost:
+            targets.append(lost[self._rng.randrange(len(lost))])
+        if not targets:
+            return
+        targets = tuple(targets)
+        if self._heartbeats:
+            self._hb_seq = max(self._hb_seq + 1, _ms(now))
+            self.stats["heartbeats_sent"] += 1
+            self._emit(wire.Heartbeat(cluster=self.cluster, origin=self.node_id, seq=self._hb_seq,
+                                      identity=self.identity), targets)
+        for nid, e in self._entries.items():
+            if e.heard:
+                self._emit(wire.Heartbeat(cluster=self.cluster, origin=nid, seq=e.seq, identity=e.identity), targets)
+
+    def _emit(self, msg: wire.Message, targets: tuple[tuple[str, int], ...]) -> None:
+        msg = wire.fit(msg, self.config.max_packet_bytes)
+        self.stats["packets_out"] += len(targets)
+        self.stats[f"sent_{msg.type.name.lower()}"] += len(targets)
+        self._sends.append(Send(message=msg, targets=targets, encoder=self.encode))
