@@ -55,7 +55,7 @@ class FpStats(ctypes.Structure):
 BC_MAX_TARGETS = 32
 BC_MAX_SLOTS = 1024
 BC_MARK = 0x42430001
-BC_IDLE, BC_ARMED, BC_DONE = 0, 1, 2
+BC_ID_HEAD, BC_ID_TAG = 24, 16  # a datagram's identity: its gossip header and its MAC
 
 
 class BcTarget(ctypes.Structure):
@@ -63,13 +63,14 @@ class BcTarget(ctypes.Structure):
 
 
 class BcSlot(ctypes.Structure):
-    _fields_ = [("state", ctypes.c_uint32), ("ifindex", ctypes.c_uint32), ("generation", ctypes.c_uint32),
-                ("failed", ctypes.c_uint32), ("sport", ctypes.c_uint8 * 2), ("count", ctypes.c_uint16),
-                ("enabled", ctypes.c_uint16), ("pad", ctypes.c_uint16),
+    _fields_ = [("armed", ctypes.c_uint64), ("generation", ctypes.c_uint64), ("done", ctypes.c_uint32),
+                ("failed", ctypes.c_uint32), ("ifindex", ctypes.c_uint32), ("enabled", ctypes.c_uint16),
+                ("sport", ctypes.c_uint8 * 2), ("count", ctypes.c_uint16), ("udp_len", ctypes.c_uint16),
+                ("head", ctypes.c_uint8 * BC_ID_HEAD), ("tag", ctypes.c_uint8 * BC_ID_TAG), ("pad", ctypes.c_uint32),
                 ("targets", BcTarget * BC_MAX_TARGETS)]
 
 
-BC_STAT_NAMES = ("broadcasts", "copies", "clone_errors", "egress_drops", "mismatches", "passed")
+BC_STAT_NAMES = ("broadcasts", "copies", "clone_errors", "egress_drops", "mismatches", "stale", "torn", "passed")
 
 
 class BcStats(ctypes.Structure):

@@ -106,12 +106,8 @@ struct fp_stats {
 #define BC_MAX_TARGETS 32
 #define BC_MAX_SLOTS   1024
 #define BC_MARK        0x42430001 /* skb->mark of a clone on its own pass through the program */
-
-enum bc_state {
-    BC_IDLE = 0,  /* nothing pending */
-    BC_ARMED = 1, /* userspace filled the targets and is about to send the packet to targets[0] */
-    BC_DONE = 2,  /* the program emitted the copies; "failed" says which clones did not go out */
-};
+#define BC_ID_HEAD     GOSSIP_HEADER_BYTES /* identity: the datagram's gossip header ... */
+#define BC_ID_TAG      GOSSIP_MAC_BYTES    /* ... and its MAC, the last bytes of the UDP payload */
 
 struct bc_target {
     __be32 addr;
@@ -119,18 +115,27 @@ struct bc_target {
     __u8 mac[6];
 };
 
-/* bc_slots: one slot per attached interface, in an mmap-able array shared with the sending process.
- * Userspace writes the targets, then state = BC_ARMED, then sends one datagram to targets[0]; the program
- * recognises it by (source port, destination address, destination port) and emits the other copies. */
+/* bc_slots: one slot per attached interface, in an mmap-able array shared with the sending process, so arming
+ * is plain memory writes (no syscall). Arming is a seqlock: userspace makes `generation` odd, writes sport..targets
+ * (the "arm block", one memcpy), makes `generation` even (g) and sets `armed` = g last; then it sends the datagram
+ * to targets[0]. The program takes the slot by exchanging `armed` with 0, emits copies only if the datagram is the
+ * armed one by its own identity (source port, destination, UDP length, gossip header, MAC), re-checks before each
+ * copy that `generation` is still g (the block was not rewritten under it), and finally writes `failed`, then
+ * `done` = g. A datagram that is not the armed one (an older or delayed one) is passed unchanged to its own
+ * destination and counted. */
 struct bc_slot {
-    __u32 state;      /* enum bc_state; written last by userspace, and by the program when done */
-    __u32 ifindex;    /* the interface owning the slot, 0 if free */
-    __u32 generation; /* bumped by userspace on each arm; helps when reading a slot by hand */
+    __u64 armed;      /* generation of the pending broadcast, 0 none; written last by userspace, zeroed on take */
+    __u64 generation; /* seqlock word: odd while userspace writes the arm block (64-bit: bcc's BPF atomics are) */
+    __u32 done;       /* generation the program completed (low 32 bits); "failed" belongs to it */
     __u32 failed;     /* bit i set: no copy to targets[i] could be made (userspace resends it) */
-    __be16 sport;     /* UDP source port of the socket that sends the armed datagram */
-    __u16 count;      /* targets in use, 1..BC_MAX_TARGETS */
+    __u32 ifindex;    /* the interface owning the slot, 0 if free */
     __u16 enabled;    /* 1 while the program is attached to ifindex */
-    __u16 pad;
+    __be16 sport;     /* arm block from here: UDP source port of the socket that sends the armed datagram */
+    __u16 count;      /* targets in use, 2..BC_MAX_TARGETS */
+    __u16 udp_len;    /* UDP length (header + payload) of the armed datagram */
+    __u8 head[BC_ID_HEAD]; /* its gossip header as sent */
+    __u8 tag[BC_ID_TAG];   /* its MAC */
+    __u32 pad;
     struct bc_target targets[BC_MAX_TARGETS];
 };
 
@@ -139,7 +144,9 @@ enum bc_stat {
     BC_COPIES,         /* datagrams that left per broadcast, the original included */
     BC_CLONE_ERRORS,   /* bpf_clone_redirect failed to make a copy: the sender resends it */
     BC_EGRESS_DROPS,   /* a copy was dropped on egress (a fault filter, a full queue): not resent, like a sendto */
-    BC_MISMATCHES,     /* a slot was armed but the datagram was another one (passed unchanged) */
+    BC_MISMATCHES,     /* a slot was armed but the datagram came from another port or went to another destination */
+    BC_STALE,          /* same port and destination, another identity (older or delayed datagram): passed as is */
+    BC_TORN,           /* userspace rewrote the slot during a broadcast: the copies not yet made were left out */
     BC_PASSED,         /* everything else, passed unchanged */
     BC_STAT_COUNT,
 };

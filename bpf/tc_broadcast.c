@@ -1,14 +1,19 @@
 /* TC egress broadcaster: the node sends one UDP datagram, this program puts one copy per target on the wire.
  *
- * The node writes the target list into its slot of the mmap-able bc_slots array (no syscall), marks the slot
- * armed and sends the datagram to targets[0]. Here, on egress of the node's interface, the armed datagram is
- * recognised by (source port, destination address, destination port). The program then loops: rewrite the
- * destination MAC, address and port (fixing the IP and UDP checksums incrementally), mark the skb and
- * bpf_clone_redirect it out of the same interface, once per further target. Cloning in a loop, rather than each
- * clone spawning the next, avoids the kernel's xmit recursion limit (8). Each clone passes through this program
- * again; the mark lets it through. Finally the original is restored to targets[0] and passes, so the sender's
- * sendto sees an ordinary success. Helpers (not direct writes) edit the packet: they unshare the data a clone
- * still references.
+ * The node writes the target list and the datagram's identity into its slot of the mmap-able bc_slots array
+ * (plain memory writes, no syscall; the protocol is described at struct bc_slot), arms the slot and sends the
+ * datagram to targets[0]. Here, on egress of the node's interface, the program takes the slot and checks that the
+ * datagram is the armed one by its own identity: source port, destination, UDP length, the gossip header (type,
+ * cluster, origin, sequence or version) and the MAC, which covers the whole content. Anything else, e.g. an older
+ * datagram that waited for ARP after the sender gave up on it, is passed unchanged to its own destination only and
+ * counted (mismatches, stale), so it can never take a newer target list. The program then loops: rewrite the
+ * destination MAC, address and port (the IP checksum computed here, the UDP one through the helper, which knows
+ * whether the stack left it to the device), mark the skb and bpf_clone_redirect it out of the same interface, once
+ * per further target. Cloning in a loop, rather than each clone spawning the next, avoids the kernel's xmit
+ * recursion limit (8). Each clone passes through this program again; the mark lets it through. Finally the
+ * original is restored to targets[0] and passes, so the sender's sendto sees an ordinary success. Helpers (not
+ * direct writes) edit the packet: they unshare the data a clone still references. Per copy that is three helper
+ * calls (UDP checksum, one 38-byte header store, the clone), four when the port differs.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -30,6 +35,8 @@ BPF_TABLE("percpu_hash", __u32, struct bc_stats, bc_stats, BC_MAX_SLOTS);
 #define UDP_OFF      (IP_OFF + sizeof(struct iphdr))
 #define UDP_DPORT_OFF (UDP_OFF + __builtin_offsetof(struct udphdr, dest))
 #define UDP_CSUM_OFF (UDP_OFF + __builtin_offsetof(struct udphdr, check))
+#define HDR_BYTES    (UDP_DPORT_OFF + 2) /* Ethernet, IPv4 and UDP up to the destination port: stored at once */
+#define PAYLOAD_OFF  (UDP_OFF + sizeof(struct udphdr))
 
 struct dest {
     __be32 addr;
@@ -37,36 +44,73 @@ struct dest {
     __u8 mac[6];
 };
 
-/* Point the packet at NEW (currently addressed to CUR). BPF_F_PSEUDO_HDR: the address is in the UDP pseudo
- * header; BPF_F_MARK_MANGLED_0 leaves a zero (absent) UDP checksum alone and never writes one. */
-static __always_inline int retarget(struct __sk_buff *skb, const struct dest *cur, const struct dest *new)
+/* The frame's first HDR_BYTES bytes, edited on the stack and written with one helper call per copy. */
+struct hdr {
+    __u8 bytes[HDR_BYTES];
+} __attribute__((aligned(8)));
+
+/* RFC 1624: the checksum CHECK after the 32-bit word OLD became NEW. One's complement sums do not depend on byte
+ * order, so the words are used as they lie in memory. */
+static __always_inline __u16 ip_csum_replace4(__u16 check, __u32 old, __u32 new)
 {
-    int err = 0;
-    err |= bpf_l4_csum_replace(skb, UDP_CSUM_OFF, cur->addr, new->addr,
-                               BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | sizeof(new->addr));
-    err |= bpf_l4_csum_replace(skb, UDP_CSUM_OFF, cur->port, new->port, BPF_F_MARK_MANGLED_0 | sizeof(new->port));
-    err |= bpf_l3_csum_replace(skb, IP_CSUM_OFF, cur->addr, new->addr, sizeof(new->addr));
-    err |= bpf_skb_store_bytes(skb, IP_DADDR_OFF, &new->addr, sizeof(new->addr), 0);
-    err |= bpf_skb_store_bytes(skb, UDP_DPORT_OFF, &new->port, sizeof(new->port), 0);
-    err |= bpf_skb_store_bytes(skb, 0, new->mac, sizeof(new->mac), 0);
+    __u32 sum = (__u16)~check + (__u16)~old + (__u16)~(old >> 16) + (__u16)new + (__u16)(new >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (__u16)~sum;
+}
+
+/* Point the packet at NEW (currently addressed to CUR; ORIG is its original header). The IP checksum is computed
+ * from the original header; the UDP one by the helper: BPF_F_PSEUDO_HDR, the address is in the pseudo header, and
+ * with a checksum the device completes (CHECKSUM_PARTIAL) only that part is updated; BPF_F_MARK_MANGLED_0 leaves a
+ * zero (absent) UDP checksum alone and never writes one. */
+static __always_inline int retarget(struct __sk_buff *skb, const struct hdr *orig, struct hdr *h,
+                                    const struct dest *cur, const struct dest *new)
+{
+    int err = bpf_l4_csum_replace(skb, UDP_CSUM_OFF, cur->addr, new->addr,
+                                  BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | sizeof(new->addr));
+    if (cur->port != new->port)
+        err |= bpf_l4_csum_replace(skb, UDP_CSUM_OFF, cur->port, new->port,
+                                   BPF_F_MARK_MANGLED_0 | sizeof(new->port));
+    __u16 check;
+    __u32 addr;
+    __builtin_memcpy(&check, &orig->bytes[IP_CSUM_OFF], sizeof(check));
+    __builtin_memcpy(&addr, &orig->bytes[IP_DADDR_OFF], sizeof(addr));
+    check = ip_csum_replace4(check, addr, new->addr);
+    __builtin_memcpy(&h->bytes[0], new->mac, sizeof(new->mac));
+    __builtin_memcpy(&h->bytes[IP_CSUM_OFF], &check, sizeof(check));
+    __builtin_memcpy(&h->bytes[IP_DADDR_OFF], &new->addr, sizeof(new->addr));
+    __builtin_memcpy(&h->bytes[UDP_DPORT_OFF], &new->port, sizeof(new->port));
+    err |= bpf_skb_store_bytes(skb, 0, h->bytes, HDR_BYTES, 0);
     return err;
 }
 
-static __always_inline void count(__u32 ifindex, enum bc_stat stat, __u64 n)
+static __always_inline void count(struct bc_stats *stats, enum bc_stat stat, __u64 n)
 {
-    struct bc_stats *stats = bc_stats.lookup(&ifindex); /* per-CPU: a plain add is safe */
-    if (stats && stat < BC_STAT_COUNT)
+    if (stats && stat < BC_STAT_COUNT) /* per-CPU: a plain add is safe */
         stats->count[stat] += n;
 }
 
+static __always_inline int same(const __u64 *a, const __u64 *b, int words)
+{
+    __u64 diff = 0;
+    for (int i = 0; i < words; i++)
+        diff |= a[i] ^ b[i];
+    return diff == 0;
+}
+
 /* Emit the copies if SKB is the datagram armed in this interface's slot; *ACTION is what becomes of the original. */
-static __always_inline enum bc_stat broadcast(struct __sk_buff *skb, __u32 ifindex, int *action)
+static __always_inline enum bc_stat broadcast(struct __sk_buff *skb, __u32 ifindex, struct bc_stats *stats,
+                                              int *action)
 {
     __u32 *slot_index = bc_ifslot.lookup(&ifindex);
     if (!slot_index)
         return BC_PASSED;
     struct bc_slot *slot = bc_slots.lookup(slot_index);
-    if (!slot || slot->state != BC_ARMED)
+    if (!slot || !slot->armed)
+        return BC_PASSED;
+
+    __u64 gen = slot->armed;
+    if (!gen)
         return BC_PASSED;
 
     struct cursor c = {.pos = (void *)(long)skb->data, .end = (void *)(long)skb->data_end};
@@ -79,25 +123,46 @@ static __always_inline enum bc_stat broadcast(struct __sk_buff *skb, __u32 ifind
     struct udphdr *udp = parse_udp(&c);
     if (!udp)
         return BC_PASSED;
-    if (udp->source != slot->sport || ip->daddr != slot->targets[0].addr || udp->dest != slot->targets[0].port)
-        return BC_MISMATCHES;
-
-    /* the original's destination, restored at the end (packet pointers die at the first helper call) */
     struct dest orig = {.addr = ip->daddr, .port = udp->dest};
     __builtin_memcpy(orig.mac, eth->h_dest, sizeof(orig.mac));
+    __u32 udp_len = bpf_ntohs(udp->len);
+    if (udp->source != slot->sport || orig.addr != slot->targets[0].addr || orig.port != slot->targets[0].port)
+        return BC_MISMATCHES; /* another socket's or another destination's datagram: the slot stays armed */
+
+    /* The identity, compared with the block of generation GEN (a seqlock read: GEN must still be the generation
+     * afterwards); then the slot is taken, so no other datagram can use this arming, nor this one a later one. */
+    __u64 head[BC_ID_HEAD / 8], tag[BC_ID_TAG / 8];
+    if (udp_len != slot->udp_len || udp_len < sizeof(struct udphdr) + BC_ID_HEAD + BC_ID_TAG ||
+        bpf_skb_load_bytes(skb, PAYLOAD_OFF, head, sizeof(head)) ||
+        bpf_skb_load_bytes(skb, UDP_OFF + (udp_len - BC_ID_TAG), tag, sizeof(tag)) ||
+        !same(head, (const __u64 *)slot->head, BC_ID_HEAD / 8) || !same(tag, (const __u64 *)slot->tag, BC_ID_TAG / 8))
+        return BC_STALE;
+    if (__sync_fetch_and_add(&slot->generation, 0) != gen || __sync_val_compare_and_swap(&slot->armed, gen, 0) != gen)
+        return BC_TORN; /* re-armed while we compared: not ours to use */
+
+    struct hdr orig_hdr, h;
+    if (bpf_skb_load_bytes(skb, 0, orig_hdr.bytes, HDR_BYTES))
+        return BC_PASSED;
+    h = orig_hdr;
     struct dest cur = orig;
     __u32 mark = skb->mark;
     __u32 n = slot->count;
     __u32 failed = 0;
     __u64 copies = 1, errors = 0, egress_drops = 0;
-    int broken = 0;
+    int broken = 0, torn = 0;
 
     for (__u32 i = 1; i < BC_MAX_TARGETS; i++) {
         if (i >= n)
             break;
         struct dest next = {.addr = slot->targets[i].addr, .port = slot->targets[i].port};
         __builtin_memcpy(next.mac, slot->targets[i].mac, sizeof(next.mac));
-        if (retarget(skb, &cur, &next)) {
+        /* the target was read under generation GEN: if userspace has begun rewriting the slot it may be torn */
+        if (__sync_fetch_and_add(&slot->generation, 0) != gen) {
+            torn = 1;
+            failed |= ~((1u << i) - 1);
+            break;
+        }
+        if (retarget(skb, &orig_hdr, &h, &cur, &next)) {
             /* the headers may be half rewritten: stop, drop the original, let the sender resend the rest */
             broken = 1;
             failed |= ~((1u << i) - 1) | 1u;
@@ -116,7 +181,7 @@ static __always_inline enum bc_stat broadcast(struct __sk_buff *skb, __u32 ifind
         }
     }
     skb->mark = mark;
-    if (!broken && n > 1 && retarget(skb, &cur, &orig)) {
+    if (!broken && n > 1 && retarget(skb, &orig_hdr, &h, &cur, &orig)) {
         broken = 1;
         failed |= 1u;
     }
@@ -126,10 +191,13 @@ static __always_inline enum bc_stat broadcast(struct __sk_buff *skb, __u32 ifind
     }
 
     slot->failed = failed;
-    slot->state = BC_DONE;
-    count(ifindex, BC_COPIES, copies);
-    count(ifindex, BC_CLONE_ERRORS, errors);
-    count(ifindex, BC_EGRESS_DROPS, egress_drops);
+    asm volatile("" ::: "memory"); /* "failed" before "done": userspace reads done, then failed */
+    slot->done = (__u32)gen;
+    count(stats, BC_COPIES, copies);
+    count(stats, BC_CLONE_ERRORS, errors);
+    count(stats, BC_EGRESS_DROPS, egress_drops);
+    if (torn)
+        count(stats, BC_TORN, 1);
     return BC_BROADCASTS;
 }
 
@@ -138,9 +206,11 @@ int tc_broadcast(struct __sk_buff *skb)
     __u32 ifindex = skb->ifindex;
     int action = TC_ACT_UNSPEC; /* no verdict of our own: later filters (faults) still see every copy */
 
-    if (skb->mark == BC_MARK)
+    if (skb->mark == BC_MARK) {
         skb->mark = 0; /* one of our clones on its own pass: let it out unchanged */
-    else
-        count(ifindex, broadcast(skb, ifindex, &action), 1);
+    } else {
+        struct bc_stats *stats = bc_stats.lookup(&ifindex);
+        count(stats, broadcast(skb, ifindex, stats, &action), 1);
+    }
     return action;
 }
