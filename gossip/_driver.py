@@ -1,4 +1,5 @@
-"""Draining a protocol core (`gossip.protocols.Protocol`): the one place that says what a driver does with what the core produced.
+"""Draining a protocol core (`gossip.protocols.Protocol`): the one place that says what a driver does with what
+the core produced.
 
 The core is sans-IO: it only queues sends, events and accepted state. Something must take them out after every
 input and hand them on, and must run the core's timer. Both drivers -- the asyncio node (`gossip._node`) and the

@@ -2,7 +2,8 @@
 
 A `Node` given ``trace=`` writes every input its core receives (datagrams, ticks, operations, with the ``now``
 it passed); `replay` feeds the same inputs, in the same order, to a new core (of ``config.membership``, made
-through `gossip.protocols`) with the same seed and returns the events it records. Any driver — the asyncio node, the simulator — must produce exactly these.
+through `gossip.protocols`) with the same seed and returns the events it records. Any driver — the asyncio node,
+the simulator — must produce exactly these.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ __all__ = ["BUILTIN", "Protocol", "UnknownProtocol", "create", "factory", "names
 
 @typing.runtime_checkable
 class Protocol(typing.Protocol):
-    """What a membership protocol's core offers: all that its drivers, the node, the simulator, the replay tool,
-    the HTTP API and the testbed call on it.
+    """What a membership protocol's core offers: exactly what its drivers, the node, the simulator, the replay
+    tool, the HTTP API and the testbed call on it (tests/node/test_protocols.py checks both ways).
 
     Sans-IO: datagrams (or decoded messages) and ``now`` in; sends, events, accepted state and timer deadlines
     out. A core never touches a socket, a clock, a file or the module-level random generator. Not thread-safe.
@@ -56,8 +56,7 @@ class Protocol(typing.Protocol):
     """
 
     config: NodeConfig
-    identity: Identity
-    node_id: int  # identity.node_id
+    node_id: int  # the node's id (`gossip.node_id` of its listen address and port)
     cluster: int  # the cluster id every packet carries (`gossip.cluster_id(config.cluster)`)
     stats: Counter[str]  # counters: packets_in, packets_out, sent_<type>, dropped, dropped_<reason>, ...
 
@@ -122,10 +121,8 @@ class Protocol(typing.Protocol):
         """The ids `members` lists, this node excluded."""
 
     @property
-    def has_left(self) -> bool: ...
-
-    @property
-    def heartbeats_running(self) -> bool: ...
+    def has_left(self) -> bool:
+        """True once `leave` has run: the node sends nothing more."""
 
     # ---- durable state ----------------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ test's own (``MODULE:NAME``) run on the simulator, on loopback node processes an
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import random
@@ -15,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from gossip import ConfigError, GossipCore, Identity, NodeConfig, protocols
-from gossip._local import LocalCluster
+from gossip._local import LocalCluster, free_port
+from gossip._node import Node
+from gossip._replay import replay
 from gossip.protocols import _registry
 from gossip.protocols.antientropy import AntiEntropyCore
 from testbed.errors import ScenarioError
@@ -143,6 +147,7 @@ def test_the_drivers_node_simulator_replay_and_testbed_call_nothing_outside_the_
     assert {"receive", "tick", "take_sends", "publish"} <= set(used)  # the pattern does find the call sites
     outside = {n: sorted(files) for n, files in used.items() if n not in _interface()}
     assert not outside
+    assert set(used) == _interface()  # exactly: nothing in it that no caller needs
     for rel in CALLERS:  # and none of them names a protocol class
         assert "GossipCore(" not in (ROOT / rel).read_text(), rel
 
@@ -243,6 +248,41 @@ def test_a_user_protocol_by_module_path_runs_on_the_simulator(user_module):
         # one peer a cycle (plus a silent seed at the start): the table goes to far fewer targets than fanout 3's
         own = sum(sim.core(n).stats["heartbeats_sent"] for n in names)
         assert sum(sim.core(n).stats["sent_heartbeat"] for n in names) < 2 * 12 * own
+
+
+def test_replaying_an_antientropy_nodes_trace_gives_its_events():
+    # the replay tool makes its core from the config's membership, as the node does
+    async def main():
+        nodes, traces, logs = [], [], []
+        for i in range(3):
+            cfg = NodeConfig(listen_port=free_port(), cycle_s=0.1, timeout_s=0.6, membership="antientropy")
+            seeds = ((nodes[0].config.listen_addr, nodes[0].config.listen_port),) if nodes else ()
+            trace, log = io.StringIO(), io.StringIO()
+            node = Node(cfg, name=f"r{i}", seeds=seeds, rng=random.Random(7 + i), trace=trace, events=log,
+                        stats_every_cycle=False)
+            await node.join()
+            nodes.append(node)
+            traces.append(trace)
+            logs.append(log)
+        await asyncio.sleep(0.6)
+        nodes[1].publish(b"traced")
+        await asyncio.sleep(0.6)
+        for n in nodes:
+            await n.close()
+        return nodes, traces, logs
+
+    nodes, traces, logs = asyncio.run(main())
+    for i, (node, trace, log) in enumerate(zip(nodes, traces, logs)):
+        assert type(node.core) is AntiEntropyCore
+        live = [json.loads(line) for line in log.getvalue().splitlines()]
+        live = [{k: v for k, v in e.items() if k not in ("t", "node")} for e in live
+                if e["kind"] not in ("started", "stopped", "stats")]
+        replayed = [e.to_json() for e in replay(trace.getvalue().splitlines(), config=node.config,
+                                                identity=node.identity, seed=7 + i)]
+        replayed = [e for e in replayed
+                    if not (e["kind"] == "packet_dropped" and e["reason"] in ("duplicate", "stale"))]
+        assert replayed == live, f"node r{i}"
+        assert {"member_added", "metadata_adopted", "leave_sent"} <= {e["kind"] for e in live}
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
