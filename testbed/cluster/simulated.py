@@ -254,6 +254,9 @@ DISSEMINATION_PLOTS = ("infection",)
 def dissemination_refusal(s) -> tuple[int | None, str, str] | None:
     """(line, field, message) of the first element of scenario S the dissemination model cannot honour."""
     why = "is not modelled at dissemination fidelity (one rumor over fixed full views)"
+    membership = s.node.get("membership", "heartbeat")
+    if membership != "heartbeat":  # the model is the heartbeat protocol's rumor rule, not another protocol's
+        return None, "node.membership", f"membership {membership!r} {why}: it models the heartbeat protocol only"
     publishes = 0
     for st in s.timeline:
         where = f"timeline[{st.index}]"

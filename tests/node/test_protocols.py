@@ -202,6 +202,18 @@ def test_a_scenario_node_block_sets_membership_and_a_bad_one_is_a_file_line_erro
     assert msg.startswith("ae.yaml:6: node.membership: unknown protocol 'nope'") and "\n" not in msg, msg
 
 
+def test_the_dissemination_model_refuses_another_protocol():
+    text = SCENARIO.format(membership="antientropy").replace("backend: sim\n",
+                                                             "backend: sim\nsim: {fidelity: dissemination}\n")
+    text = text.replace("  - {at: 4, fault: crash, node: n5, until: 8}\n  - {at: 9, op: publish, node: random}\n", "")
+    text = re.sub(r"checks:\n(  - .*\n)+", "checks: [metadata_converged]\nplots: [infection]\n", text)
+    assert parse(text.replace("antientropy", "heartbeat"), "ae.yaml").sim["fidelity"] == "dissemination"
+    with pytest.raises(ScenarioError) as e:
+        parse(text, "ae.yaml")
+    assert str(e.value) == ("ae.yaml: node.membership: membership 'antientropy' is not modelled at dissemination "
+                            "fidelity (one rumor over fixed full views): it models the heartbeat protocol only")
+
+
 # ---- the example protocol runs -------------------------------------------------------------------------------
 
 def _events(run_dir: Path) -> list[dict]:
