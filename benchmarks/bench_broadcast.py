@@ -1,16 +1,21 @@
 """One broadcast of fanout f: the TC broadcaster (one sendto) against one sendto per target.
 
 For f in {3, 8, 16}, a sender namespace and f receiver namespaces on a bridge; each mode sends a bounded number
-of broadcasts of one gossip datagram. Reported per broadcast: syscalls (counted by strace over a short window),
-send-side CPU (process time around the send loop only; receivers are drained outside it) and wall time. Every
-copy is checked to have arrived, so a mode cannot win by losing datagrams. Needs root and bcc.
+of broadcasts of one gossip datagram, the two modes in turn, ROUNDS times, so both see the same machine. Reported
+per broadcast: syscalls (counted by strace over a short window), send-side CPU (user+system from getrusage around
+the send loop only; receivers are drained outside it, and their delivery is steered to the other CPU), wall time,
+and the kernel's own run time of the broadcaster program (kernel.bpf_stats_enabled, switched on for the TC rounds
+and restored afterwards): per broadcast and per invocation (each broadcast runs it once for the original and once
+per clone). Every copy is checked to have arrived, so a mode cannot win by losing datagrams. Needs root and bcc.
 
-    .venv/bin/python benchmarks/bench_broadcast.py [--broadcasts 2000] [--json out.json]
+    .venv/bin/python benchmarks/bench_broadcast.py [--broadcasts 2000] [--rounds 3] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import re
@@ -18,6 +23,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +41,34 @@ FANOUTS = (3, 8, 16)
 PAYLOAD = encode(MetadataRumor(cluster=cluster_id("bench"), origin=1, version=1, data=b"x" * 64), key=b"k")
 BACKLOG_FRAMES = 160  # copies in flight between two drains: well below the kernel's per-CPU backlog (1000)
 SO_SNDBUFFORCE = 32
+
+
+BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+class ProgRunStats(ctypes.Structure):
+    """`struct bpf_prog_info` up to run_cnt (offsets of the UAPI header): the program's own run-time counters."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("_skip", ctypes.c_uint8 * 184),
+                ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64)]
+
+
+def prog_run_stats(prog_fd: int) -> tuple[int, int]:
+    info = ProgRunStats()
+    bpf._sys._bpf(bpf._sys.BPF_OBJ_GET_INFO_BY_FD, bpf._sys._InfoAttr(
+        bpf_fd=prog_fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)), "BPF_OBJ_GET_INFO_BY_FD")
+    return info.run_time_ns, info.run_cnt
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled():
+    """kernel.bpf_stats_enabled = 1 for the block, then back to what it was (it costs every program a little)."""
+    before = BPF_STATS_SYSCTL.read_text().strip()
+    BPF_STATS_SYSCTL.write_text("1")
+    try:
+        yield
+    finally:
+        BPF_STATS_SYSCTL.write_text(before)
 
 
 def count_syscalls(send_once, broadcasts: int, bsend) -> dict[str, float]:
@@ -63,8 +97,10 @@ def count_syscalls(send_once, broadcasts: int, bsend) -> dict[str, float]:
     return {name: n / broadcasts for name, n in calls.items() if n}
 
 
-def run_mode(net: Testnet, sender_sock, bsend, targets, socks, broadcasts: int) -> dict:
-    """Send BROADCASTS broadcasts in batches small enough to be delivered without loss; time the sends only."""
+def run_mode(net: Testnet, sender_sock, bsend, targets, socks, broadcasts: int, prog_fd: int | None = None,
+             strace: bool = True) -> dict:
+    """Send BROADCASTS broadcasts in batches small enough to be delivered without loss; time the sends only.
+    With PROG_FD, also the program's own run time (bpf stats must be on)."""
     def send_once():
         bsend.send(sender_sock, PAYLOAD, targets)
 
@@ -78,6 +114,7 @@ def run_mode(net: Testnet, sender_sock, bsend, targets, socks, broadcasts: int) 
     cpu = wall = user = system = 0.0
     received = 0
     calls_before = bsend.sendto_calls
+    run_before = prog_run_stats(prog_fd) if prog_fd is not None else (0, 0)
     done = 0
     while done < broadcasts:
         n = min(batch, broadcasts - done)
@@ -93,21 +130,37 @@ def run_mode(net: Testnet, sender_sock, bsend, targets, socks, broadcasts: int) 
         for s in socks:
             received += len(drain(s, expect=n, timeout_s=0.3, quiet_s=0))
     sendto_per = (bsend.sendto_calls - calls_before) / broadcasts
-    syscalls = count_syscalls(send_once, batch, bsend)
+    run_after = prog_run_stats(prog_fd) if prog_fd is not None else (0, 0)
+    run_ns, runs = run_after[0] - run_before[0], run_after[1] - run_before[1]
+    syscalls = count_syscalls(send_once, batch, bsend) if strace else {}
     for s in socks:
         drain(s, timeout_s=0.2)
     return {"cpu_us": cpu / broadcasts * 1e6, "user_us": user / broadcasts * 1e6,
             "system_us": system / broadcasts * 1e6, "wall_us": wall / broadcasts * 1e6, "sendto": sendto_per,
             "syscalls": sum(syscalls.values()), "syscalls_by_name": syscalls,
-            "delivered": received / (broadcasts * len(targets))}
+            "delivered": received / (broadcasts * len(targets)), "bpf_us": run_ns / broadcasts / 1e3,
+            "bpf_ns_per_run": run_ns / runs if runs else 0.0, "bpf_runs": runs / broadcasts}
+
+
+def merge(rounds: list[dict]) -> dict:
+    """Rounds of one mode as one: medians of the timings, the first round's syscall counts, the worst delivery."""
+    out = dict(rounds[0])
+    for key in ("cpu_us", "user_us", "system_us", "wall_us", "bpf_us", "bpf_ns_per_run"):
+        out[key] = statistics.median(r[key] for r in rounds)
+    out["delivered"] = min(r["delivered"] for r in rounds)
+    out["rounds"] = [{k: r[k] for k in ("cpu_us", "user_us", "system_us", "bpf_us")} for r in rounds]
+    return out
 
 
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so the testnet's teardown runs on a kill
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broadcasts", type=int, default=2000, help="broadcasts per mode and fanout (bounded)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of both modes, in turn; medians reported")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.broadcasts < 1 or args.rounds < 1:
+        parser.error("--broadcasts and --rounds must be at least 1")
     ok, why = bpf.available()
     if not ok:
         print(f"skipped: {why}")
@@ -132,15 +185,20 @@ def main() -> int:
         for fanout in FANOUTS:
             targets = [(n.ip, PORT) for n in net.nodes[1:1 + fanout]]
             mine = [socks[ip] for ip, _ in targets]
-            with bpf.BroadcastSender(None, sender.ifindex) as plain:
-                by_sendto = run_mode(net, sender_sock, plain, targets, mine, args.broadcasts)
-            with broadcaster.attach(sender.ifindex, netns=sender.ns), \
-                    broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
-                by_tc = run_mode(net, sender_sock, bsend, targets, mine, args.broadcasts)
-            results.append({"fanout": fanout, "sendto": by_sendto, "tc": by_tc})
+            by_sendto, by_tc = [], []
+            for r in range(args.rounds):
+                with bpf.BroadcastSender(None, sender.ifindex) as plain:
+                    by_sendto.append(run_mode(net, sender_sock, plain, targets, mine, args.broadcasts,
+                                              strace=r == 0))
+                with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+                        broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend, bpf_stats_enabled():
+                    by_tc.append(run_mode(net, sender_sock, bsend, targets, mine, args.broadcasts,
+                                          prog_fd=broadcaster.prog_fd, strace=r == 0))
+            results.append({"fanout": fanout, "sendto": merge(by_sendto), "tc": merge(by_tc),
+                            "tc_stats": broadcaster.stats(sender.ifindex)})
 
-    print(f"{args.broadcasts} broadcasts per row, per broadcast: syscalls (strace), send-side CPU (user+system, "
-          "then each), wall time")
+    print(f"{args.broadcasts} broadcasts per mode and round, {args.rounds} rounds in turn (medians), per broadcast: "
+          "syscalls (strace), send-side CPU (user+system, then each), wall time")
     cols = [("syscalls", "syscalls", "{:.2f}"), ("CPU us", "cpu_us", "{:.1f}"), ("user us", "user_us", "{:.1f}"),
             ("system us", "system_us", "{:.1f}"), ("wall us", "wall_us", "{:.1f}")]
     print(f"{'fanout':>6} " + " ".join(f"| {title:^22}" for title, _, _ in cols) + " | delivered")
@@ -152,6 +210,12 @@ def main() -> int:
             ratio = s[key] / t[key] if t[key] else float("inf")
             row += f"| {fmt.format(s[key]):>7} {fmt.format(t[key]):>7} {ratio:>5.2f}x "
         print(row + f"| {s['delivered']:.3f} / {t['delivered']:.3f}")
+    print("the broadcaster program's own run time (bpf stats): per broadcast, per invocation, invocations "
+          "per broadcast; the program's counters over all rounds")
+    for r in results:
+        t, st = r["tc"], r["tc_stats"]
+        print(f"{r['fanout']:>6} | {t['bpf_us']:6.2f} us | {t['bpf_ns_per_run']:6.0f} ns | {t['bpf_runs']:5.2f} | "
+              + " ".join(f"{k}={v}" for k, v in st.items() if v))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

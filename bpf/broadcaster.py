@@ -60,10 +60,15 @@ class _SlotArray:
     def __init__(self, map_fd: int) -> None:
         self._mm = mmap.mmap(map_fd, _MMAP_BYTES, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.slots = (BcSlot * BC_MAX_SLOTS).from_buffer(self._mm)
-        self.base = ctypes.addressof(self.slots)
+        # the same memory as bytes, 32- and 64-bit words: indexing these costs a third of a ctypes field access,
+        # and a slice assignment a sixth of ctypes.memmove
+        self.bytes = memoryview(self._mm)
+        self.u32, self.u64 = self.bytes.cast("I"), self.bytes.cast("Q")
 
     def close(self) -> None:
-        self.slots = None  # release the buffer export before unmapping
+        self.slots = None  # release the buffer exports before unmapping
+        for view in (self.u32, self.u64, self.bytes):
+            view.release()
         self._mm.close()
 
 
@@ -225,8 +230,7 @@ class BroadcastSender:
         self._slots_fd, self._ifslot_fd = slots_fd, ifslot_fd
         self._array = _SlotArray(slots_fd) if slots_fd is not None else None
         self._slot: BcSlot | None = None
-        self._words = None  # (armed, done, failed, generation) as ctypes views of the slot, or None
-        self._block_addr = 0
+        self._fast = None  # what the fast path needs of the slot (see _usable_slot), or None
         self._slot_checked_at = -float("inf")
         self._fresh_until = -float("inf")  # the packed records are good until the neighbour table expires
         self._neigh = _Neighbours(ifindex, netns, mac_ttl_s, mac_retry_s)
@@ -238,7 +242,7 @@ class BroadcastSender:
         self.broadcasts = 0
 
     def close(self) -> None:
-        self._slot = self._words = None
+        self._slot = self._fast = None
         for dup in self._dups.values():
             dup.close()
         self._dups.clear()
@@ -272,7 +276,7 @@ class BroadcastSender:
         slot = self._slot
         if slot is not None and slot.ifindex == self.ifindex and slot.enabled:
             return slot
-        self._slot = self._words = None
+        self._slot = self._fast = None
         if self._array is None or now - self._slot_checked_at < 1.0:
             return None
         # the slot may be assigned after this sender was made: look again, at most once a second
@@ -282,10 +286,11 @@ class BroadcastSender:
             slot = self._array.slots[index.value]
             if slot.ifindex == self.ifindex and slot.enabled:
                 self._slot = slot
-                addr = ctypes.addressof(slot)
-                self._words = tuple(getattr(ctypes, f"c_uint{getattr(BcSlot, name).size * 8}").from_address(
-                    addr + getattr(BcSlot, name).offset) for name in ("armed", "done", "failed", "generation"))
-                self._block_addr = addr + _BLOCK_OFFSET
+                base = index.value * _SLOT_BYTES
+                a = self._array
+                self._fast = (a.u64, a.u32, a.bytes, (base + BcSlot.armed.offset) // 8,
+                              (base + BcSlot.generation.offset) // 8, (base + BcSlot.done.offset) // 4,
+                              (base + BcSlot.failed.offset) // 4, base + _BLOCK_OFFSET)
         return self._slot
 
     def _record(self, target: tuple[str, int], now: float) -> bytes | None:
@@ -340,8 +345,8 @@ class BroadcastSender:
         """Send PAYLOAD from SOCK (a bound UDP socket on this interface, or asyncio's wrapper of one) to every
         (ip, port) in TARGETS. Errors of sendto (e.g. BlockingIOError) propagate; the slot is left disarmed."""
         # The common case first, with nothing made per target: every record packed, the table fresh.
-        words = self._words
-        if words is not None and 1 < len(targets) <= BC_MAX_TARGETS and len(payload) >= _MIN_PAYLOAD \
+        fast = self._fast
+        if fast is not None and 1 < len(targets) <= BC_MAX_TARGETS and len(payload) >= _MIN_PAYLOAD \
                 and time.monotonic() < self._fresh_until and self._slot.enabled:
             if type(sock) is not socket.socket:
                 sock = self._socket(sock)
@@ -352,7 +357,7 @@ class BroadcastSender:
                 except (KeyError, TypeError):  # a target not packed yet (or not a hashable pair): the long way
                     pass
                 else:
-                    self._broadcast(words, sock, sport, payload, packed, targets)
+                    self._broadcast(fast, sock, sport, payload, packed, targets)
                     return
         self._send_slowly(sock, payload, targets)
 
@@ -382,27 +387,27 @@ class BroadcastSender:
             if len(batch) == 1:
                 self._sendto(sock, payload, batch[0])
             else:
-                self._broadcast(self._words, sock, sport, payload, b"".join(records[start:start + BC_MAX_TARGETS]),
+                self._broadcast(self._fast, sock, sport, payload, b"".join(records[start:start + BC_MAX_TARGETS]),
                                 batch)
 
-    def _broadcast(self, words, sock, sport: bytes, payload: bytes, packed: bytes, targets) -> None:
-        armed, done, failed, generation = words
-        gen = (generation.value + 2) & 0xFFFFFFFE or 2  # even, never 0 (0: not armed), fits "done" (32 bits)
-        generation.value = gen - 1  # odd: the block is being written (a broadcast still reading it stops)
+    def _broadcast(self, fast, sock, sport: bytes, payload: bytes, packed: bytes, targets) -> None:
+        u64, u32, mem, armed, generation, done, failed, block_at = fast
+        gen = (u64[generation] + 2) & 0xFFFFFFFE or 2  # even, never 0 (0: not armed), fits "done" (32 bits)
+        u64[generation] = gen - 1  # odd: the block is being written (a broadcast still reading it stops)
         block = b"".join((_BLOCK_HEAD.pack(sport, len(targets), len(payload) + 8), payload[:BC_ID_HEAD],
                           payload[-BC_ID_TAG:], _PAD, packed))
-        ctypes.memmove(self._block_addr, block, len(block))
-        generation.value = gen
-        armed.value = gen  # last: the program ignores the slot until now
+        mem[block_at:block_at + len(block)] = block
+        u64[generation] = gen
+        u64[armed] = gen  # last: the program ignores the slot until now
         try:
             self.sendto_calls += 1
             sock.sendto(payload, targets[0])
         except BaseException:
-            armed.value = 0
+            u64[armed] = 0
             raise
-        if done.value == gen:
+        if u32[done] == gen:
             self.broadcasts += 1
-            missed = failed.value
+            missed = u32[failed]
             if missed:
                 for i, target in enumerate(targets):
                     if missed >> i & 1:
@@ -411,6 +416,6 @@ class BroadcastSender:
             # not taken (detached meanwhile, the datagram waits for ARP, or a re-arm raced it): send the rest.
             # Should the waiting datagram pass the program later it finds the slot disarmed or re-armed for
             # another identity, and goes to targets[0] alone.
-            armed.value = 0
+            u64[armed] = 0
             for target in targets[1:]:
                 self._sendto(sock, payload, target)

@@ -7,6 +7,7 @@ would show. Frames leaving the sender are captured on the root-side end of its v
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import socket
 import time
 
@@ -16,6 +17,7 @@ from scapy.layers.l2 import Ether
 
 from bpf import BroadcastSender
 from bpf._netns import entered
+from bpf._structs import BcTarget
 from bpf_testnet import Testnet, drain, sh
 from gossip._wire import MetadataRumor, cluster_id, encode
 
@@ -25,6 +27,10 @@ PORT = 7946
 RECEIVERS = 16
 OUTSIDERS = 2  # never targeted: must never receive anything
 PAYLOAD = encode(MetadataRumor(cluster=cluster_id("bc-test"), origin=1, version=7, data=b"hello"), key=b"k")
+# datagrams that are not PAYLOAD, each with what the program must count it as while the slot is armed for PAYLOAD
+OLDER = encode(MetadataRumor(cluster=cluster_id("bc-test"), origin=1, version=6, data=b"hello"), key=b"k")
+FORGED = encode(MetadataRumor(cluster=cluster_id("bc-test"), origin=1, version=7, data=b"hellO"), key=b"k")
+assert len(FORGED) == len(PAYLOAD) and FORGED[:24] == PAYLOAD[:24]  # only the content (and so the MAC) differs
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +250,92 @@ def test_send_from_a_running_asyncio_loop_through_its_transport_socket(net, broa
         got = received(net, [ip for ip, _ in targets])
     assert bsend.sendto_calls == 1
     assert all(got[ip] == [PAYLOAD] for ip, _ in targets)
+
+
+def arm(broadcaster, ifindex: int, sock: socket.socket, payload: bytes, targets) -> int:
+    """Arm IFINDEX's slot for PAYLOAD from SOCK to TARGETS (nodes) the way a sender does (the seqlock described
+    at struct bc_slot), without sending anything. Returns the generation armed."""
+    slot = next(s for s in broadcaster._slots.slots if s.ifindex == ifindex)
+    gen = (slot.generation + 2) & 0xFFFFFFFE or 2
+    slot.generation = gen - 1
+    slot.sport[:] = sock.getsockname()[1].to_bytes(2, "big")
+    slot.count, slot.udp_len = len(targets), 8 + len(payload)
+    slot.head[:], slot.tag[:] = payload[:24], payload[-16:]
+    for i, t in enumerate(targets):
+        slot.targets[i] = BcTarget(addr=(ctypes.c_uint8 * 4)(*socket.inet_aton(t.ip)),
+                                   port=(ctypes.c_uint8 * 2)(*PORT.to_bytes(2, "big")),
+                                   mac=(ctypes.c_uint8 * 6)(*bytes.fromhex(t.mac.replace(":", ""))))
+    slot.generation = gen
+    slot.armed = gen
+    return gen
+
+
+def slot_of(broadcaster, ifindex: int):
+    return next(s for s in broadcaster._slots.slots if s.ifindex == ifindex)
+
+
+@pytest.mark.parametrize("other, reason", [(OLDER, "stale"), (FORGED, "stale"), (PAYLOAD, "mismatches")])
+def test_a_datagram_that_is_not_the_armed_one_goes_to_its_own_destination_only(net, broadcaster, other, reason):
+    """The slot armed for PAYLOAD: an older version of it, one with the same header but other content (so another
+    MAC), or PAYLOAD itself from another socket, is sent unchanged to its own destination only and counted; the
+    slot stays armed, and PAYLOAD from the armed socket then takes it."""
+    sender = net.nodes[0]
+    targets = net.nodes[1:5]
+    with broadcaster.attach(sender.ifindex, netns=sender.ns):
+        other_sock = net.udp_socket(sender, PORT + 2) if reason == "mismatches" else net.sender_sock
+        before = broadcaster.stats(sender.ifindex)
+        gen = arm(broadcaster, sender.ifindex, net.sender_sock, PAYLOAD, targets)
+        capture = Capture(net)
+        other_sock.sendto(other, (targets[0].ip, PORT))
+        got = received(net, [targets[0].ip])
+        frames = capture.udp_frames()
+        middle = broadcaster.stats(sender.ifindex)
+        slot = slot_of(broadcaster, sender.ifindex)
+        still_armed = slot.armed
+        done_before = slot.done
+
+        net.sender_sock.sendto(PAYLOAD, (targets[0].ip, PORT))  # the armed datagram, by a plain sendto
+        got_armed = received(net, [t.ip for t in targets])
+        after = broadcaster.stats(sender.ifindex)
+        done_after = slot_of(broadcaster, sender.ifindex).done
+
+    assert got.pop(targets[0].ip) == [other]
+    assert all(v == [] for v in got.values()), "a datagram that was not armed reached another target"
+    assert len(frames) == 1 and Ether(frames[0])[IP].dst == targets[0].ip
+    assert_valid_checksums(frames[0])
+    assert middle[reason] - before[reason] == 1
+    assert middle["broadcasts"] == before["broadcasts"]
+    assert still_armed == gen and done_before != gen
+    assert all(got_armed.pop(t.ip) == [PAYLOAD] for t in targets)
+    assert all(v == [] for v in got_armed.values())
+    assert after["broadcasts"] - middle["broadcasts"] == 1 and done_after == gen
+
+
+def test_a_datagram_delayed_past_a_re_arm_cannot_take_the_new_list(net, broadcaster):
+    """The slot armed for OLDER, given up (as the sender does when its datagram did not pass) and re-armed for
+    PAYLOAD to other targets: OLDER arriving late goes to its own destination only."""
+    sender = net.nodes[0]
+    with broadcaster.attach(sender.ifindex, netns=sender.ns):
+        first = arm(broadcaster, sender.ifindex, net.sender_sock, OLDER, net.nodes[1:4])
+        slot_of(broadcaster, sender.ifindex).armed = 0  # given up
+        second = arm(broadcaster, sender.ifindex, net.sender_sock, PAYLOAD, [net.nodes[1], *net.nodes[5:9]])
+        before = broadcaster.stats(sender.ifindex)
+        net.sender_sock.sendto(OLDER, (net.nodes[1].ip, PORT))
+        got = received(net, [net.nodes[1].ip])
+        after = broadcaster.stats(sender.ifindex)
+        slot_of(broadcaster, sender.ifindex).armed = 0
+    assert second != first
+    assert got.pop(net.nodes[1].ip) == [OLDER]
+    assert all(v == [] for v in got.values())
+    assert after["stale"] - before["stale"] == 1 and after["broadcasts"] == before["broadcasts"]
+
+
+def test_a_payload_too_short_to_carry_an_identity_is_sent_plainly(net, broadcaster):
+    sender = net.nodes[0]
+    targets = [(t.ip, PORT) for t in net.nodes[1:4]]
+    with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+            broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+        bsend.send(net.sender_sock, b"short", targets)
+        got = received(net, [ip for ip, _ in targets])
+    assert bsend.sendto_calls == 3
+    assert all(got[ip] == [b"short"] for ip, _ in targets)
