@@ -11,7 +11,10 @@ the simulator's fast-path model all apply to it unchanged.
   included while its heartbeats run -- to up to ``fanout`` random peers, plus one seed it has not heard from (so a
   lone node or a healed partition finds its way back). Nothing is forwarded on receipt: every entry travels only
   in the tables of the next cycles, so an entry reaches everyone in O(log N) cycles and a cycle costs
-  ``fanout * N`` datagrams per node (the price of keeping no rumor state).
+  ``fanout * N`` datagrams per node (the price of keeping no rumor state). As in the paper, ``timeout_s`` must
+  outlast the cycles an entry takes to reach everyone, which grow with log N: measured on the simulator with
+  ``fanout: 3`` and ``cycle_s: 1``, 5 s holds 64 nodes without a false removal but not 256 (3,605 removals in
+  25 s), which need about 8 s (one removal) to 10 s (none).
 - A receiver takes an entry whose sequence is higher than any it accepted for that origin (refreshing it, or
   adding a member); the rest are ``duplicate``/``stale`` drops, which is what a fast path drops too. An entry not
   raised for ``timeout_s`` is removed. The highest sequence accepted per origin is kept after removal, so the stale
