@@ -22,6 +22,7 @@ import mmap
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -44,6 +45,15 @@ assert (BcSlot.count.offset, BcSlot.udp_len.offset, BcSlot.head.offset, BcSlot.t
                                    _BLOCK_OFFSET + 6 + BC_ID_HEAD, _BLOCK_OFFSET + 6 + BC_ID_HEAD + BC_ID_TAG,
                                    _BLOCK_OFFSET + 10 + BC_ID_HEAD + BC_ID_TAG)
 _MIN_PAYLOAD = BC_ID_HEAD + BC_ID_TAG  # shorter datagrams have no identity: sent plainly
+# ifindex and enabled read as one 64-bit word (with sport, masked off): the fast path's ownership check is one read
+assert BcSlot.ifindex.offset % 8 == 0 and BcSlot.enabled.offset == BcSlot.ifindex.offset + 4
+
+
+def _owner_word(ifindex: int, enabled: int) -> int:
+    return int.from_bytes(struct.pack("=IHH", ifindex, enabled, 0), sys.byteorder)
+
+
+_OWNER_MASK = _owner_word(0xFFFFFFFF, 0xFFFF)
 # neighbour states whose link-layer address can be used: reachable, stale, delay, probe, noarp, permanent
 _NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
 
@@ -227,6 +237,7 @@ class BroadcastSender:
 
     def _init(self, ifindex, slots_fd, ifslot_fd, netns, mac_ttl_s, mac_retry_s) -> None:
         self.ifindex = ifindex
+        self._owner = _owner_word(ifindex, 1)
         self._slots_fd, self._ifslot_fd = slots_fd, ifslot_fd
         self._array = _SlotArray(slots_fd) if slots_fd is not None else None
         self._slot: BcSlot | None = None
@@ -290,7 +301,8 @@ class BroadcastSender:
                 a = self._array
                 self._fast = (a.u64, a.u32, a.bytes, (base + BcSlot.armed.offset) // 8,
                               (base + BcSlot.generation.offset) // 8, (base + BcSlot.done.offset) // 4,
-                              (base + BcSlot.failed.offset) // 4, base + _BLOCK_OFFSET)
+                              (base + BcSlot.failed.offset) // 4, base + _BLOCK_OFFSET,
+                              (base + BcSlot.ifindex.offset) // 8)
         return self._slot
 
     def _record(self, target: tuple[str, int], now: float) -> bytes | None:
@@ -347,7 +359,8 @@ class BroadcastSender:
         # The common case first, with nothing made per target: every record packed, the table fresh.
         fast = self._fast
         if fast is not None and 1 < len(targets) <= BC_MAX_TARGETS and len(payload) >= _MIN_PAYLOAD \
-                and time.monotonic() < self._fresh_until and self._slot.enabled:
+                and time.monotonic() < self._fresh_until \
+                and fast[0][fast[8]] & _OWNER_MASK == self._owner:  # still this interface's slot, attached
             if type(sock) is not socket.socket:
                 sock = self._socket(sock)
             sport = self._sports.get(sock.fileno())
@@ -391,7 +404,7 @@ class BroadcastSender:
                                 batch)
 
     def _broadcast(self, fast, sock, sport: bytes, payload: bytes, packed: bytes, targets) -> None:
-        u64, u32, mem, armed, generation, done, failed, block_at = fast
+        u64, u32, mem, armed, generation, done, failed, block_at, _ = fast
         gen = (u64[generation] + 2) & 0xFFFFFFFE or 2  # even, never 0 (0: not armed), fits "done" (32 bits)
         u64[generation] = gen - 1  # odd: the block is being written (a broadcast still reading it stops)
         block = b"".join((_BLOCK_HEAD.pack(sport, len(targets), len(payload) + 8), payload[:BC_ID_HEAD],
