@@ -63,6 +63,9 @@ def prog_run_stats(prog_fd: int) -> tuple[int, int]:
 @contextlib.contextmanager
 def bpf_stats_enabled():
     """kernel.bpf_stats_enabled = 1 for the block, then back to what it was (it costs every program a little)."""
+    if not BPF_STATS_SYSCTL.exists():  # an older kernel: no run-time figures (reported as 0)
+        yield
+        return
     before = BPF_STATS_SYSCTL.read_text().strip()
     BPF_STATS_SYSCTL.write_text("1")
     try:
