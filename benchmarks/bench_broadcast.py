@@ -214,7 +214,7 @@ def main() -> int:
             row += f"| {fmt.format(s[key]):>7} {fmt.format(t[key]):>7} {ratio:>5.2f}x "
         print(row + f"| {s['delivered']:.3f} / {t['delivered']:.3f}")
     print("the broadcaster program's own run time (bpf stats): per broadcast, per invocation, invocations "
-          "per broadcast; the program's counters over all rounds")
+          "per broadcast; the program's counters in the last round (warm-up included)")
     for r in results:
         t, st = r["tc"], r["tc_stats"]
         print(f"{r['fanout']:>6} | {t['bpf_us']:6.2f} us | {t['bpf_ns_per_run']:6.0f} ns | {t['bpf_runs']:5.2f} | "
