@@ -160,6 +160,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--broadcasts", type=int, default=2000, help="broadcasts per mode and fanout (bounded)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both modes, in turn; medians reported")
+    parser.add_argument("--no-bpf-stats", action="store_true",
+                        help="leave kernel.bpf_stats_enabled alone (no run-time figures; shows what the stats cost)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.broadcasts < 1 or args.rounds < 1:
@@ -194,9 +196,11 @@ def main() -> int:
                     by_sendto.append(run_mode(net, sender_sock, plain, targets, mine, args.broadcasts,
                                               strace=r == 0))
                 with broadcaster.attach(sender.ifindex, netns=sender.ns), \
-                        broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend, bpf_stats_enabled():
+                        broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend, \
+                        (contextlib.nullcontext() if args.no_bpf_stats else bpf_stats_enabled()):
                     by_tc.append(run_mode(net, sender_sock, bsend, targets, mine, args.broadcasts,
-                                          prog_fd=broadcaster.prog_fd, strace=r == 0))
+                                          prog_fd=None if args.no_bpf_stats else broadcaster.prog_fd,
+                                          strace=r == 0))
             results.append({"fanout": fanout, "sendto": merge(by_sendto), "tc": merge(by_tc),
                             "tc_stats": broadcaster.stats(sender.ifindex)})
 
