@@ -57,6 +57,9 @@ class Doc:
         if isinstance(node, yaml.MappingNode):
             out = {}
             for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode):  # `{{at: 2}}`: a mapping (or list) used as a key
+                    raise ScenarioError(self.file, k.start_mark.line + 1, _field(path),
+                                        "a key must be a plain name, not a mapping or a list (doubled braces?)")
                 key = k.value
                 if key in out:
                     raise ScenarioError(self.file, k.start_mark.line + 1, ".".join(map(str, path + (key,))),
@@ -75,8 +78,12 @@ class Doc:
         return None
 
     def error(self, path: tuple, message: str) -> ScenarioError:
-        name = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))
-        return ScenarioError(self.file, self.line(path), name or "scenario", message)
+        return ScenarioError(self.file, self.line(path), _field(path), message)
+
+
+def _field(path: tuple) -> str:
+    """A path as the field it names: ``timeline[3].node``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path)) or "scenario"
 
 
 def type_name(types) -> str:

@@ -58,6 +58,7 @@ def test_a_good_scenario_parses_with_defaults():
     ("    fault: crash", "    fault: meteor", 11, "timeline[1].fault", "unknown fault 'meteor'"),
     ("  - no_lost_update", "  - no_bugs", 16, "checks[1]", "unknown check"),
     ("name: t", "name: t\nname: u", 2, "name", "duplicate key"),
+    ("nodes: 4", "nodes: 4\n{{x: 1}}: 2", 3, "scenario", "a key must be a plain name"),
 ])
 def test_errors_name_file_line_and_field(old, new, line, field, words):
     e = err(GOOD.replace(old, new))
