@@ -19,6 +19,10 @@ A factory is called with keyword arguments only: ``config`` (the `NodeConfig`), 
 randomness), ``now`` (seconds), ``record_refreshes`` (also report each refresh of a member, if the protocol has
 such a thing) and ``state`` (a `gossip._core.DurableState` to start from, or None).
 
+A core usually subclasses `CoreBase` (``gossip.protocols.CoreBase``): metadata by (seq, origin) versions with the
+HLC mark, durable state and roll-back, the member list (seeds unlisted until heard from), the outboxes and the
+decoding of datagrams are then the same in every protocol, and the subclass adds only its membership rules.
+
 The layout: this package holds the interface, the registry (`_registry`, which imports nothing else, so
 `gossip._config` can check names with it) and the example protocol; the heartbeat protocol stays in
 `gossip._core`, which registers it.
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
     from .._events import Accepted, Event, Send
     from .._wire import Identity, Message
 
-__all__ = ["BUILTIN", "Protocol", "UnknownProtocol", "create", "factory", "names", "register"]
+__all__ = ["BUILTIN", "CoreBase", "Protocol", "UnknownProtocol", "create", "factory", "names", "register"]
 
 
 @typing.runtime_checkable
@@ -149,3 +153,13 @@ def create(config: NodeConfig, identity: Identity, rng: random.Random, *, now: f
         raise ConfigError("membership", str(e)) from None
     return make(config=config, identity=identity, rng=rng, now=now, record_refreshes=record_refreshes,
                 state=state)
+
+
+def __getattr__(name: str):
+    # `CoreBase` (the state and behaviour every core shares: metadata, durable state, the member list, the
+    # outboxes, decoding) is what a protocol of one's own subclasses; loaded on first use, as `gossip._core`
+    # imports this package for `register`
+    if name == "CoreBase":
+        from .._corebase import CoreBase
+        return CoreBase
+    raise AttributeError(f"module 'gossip.protocols' has no attribute {name!r}")

@@ -30,90 +30,22 @@ the simulator's fast-path model all apply to it unchanged.
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 from .. import _wire as wire
 from .._config import NodeConfig
-from .._core import DurableState, MemberInfo, Version
-from .._events import (Accepted, Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed,
-                       MemberRemoved, MetadataAdopted, PacketDropped, Send)
-from ..errors import ProtocolError, UsageError
+from .._corebase import CoreBase, DurableState, Version, _Entry, _ms
+from .._events import Accepted, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed, MemberRemoved, Send
 from ._registry import register
-
-MAX_REMEMBERED_ORIGINS = 65536
-MAX_DIRECT_HOPS = 16
-
-
-def _ms(now: float) -> int:
-    return max(0, int(now * 1000))
-
-
-class _Entry:
-    __slots__ = ("identity", "seq", "last_seen", "heard")
-
-    def __init__(self, identity: wire.Identity, seq: int, last_seen: float, heard: bool) -> None:
-        self.identity, self.seq, self.last_seen, self.heard = identity, seq, last_seen, heard
 
 
 @register("antientropy")
-class AntiEntropyCore:
+class AntiEntropyCore(CoreBase):
     """One node's state of the ``antientropy`` protocol (a `gossip.protocols.Protocol`)."""
 
     def __init__(self, *, config: NodeConfig, identity: wire.Identity, rng: random.Random, now: float,
                  record_refreshes: bool = False, state: DurableState | None = None) -> None:
-        if identity.addr != config.listen_addr or identity.port != config.listen_port:
-            raise UsageError("identity: addr/port must equal the config's listen_addr/listen_port")
-        self.config, self.identity, self.node_id = config, identity, identity.node_id
-        self.cluster = wire.cluster_id(config.cluster)
-        self.stats: Counter[str] = Counter()
-        self._rng = rng
-        self._record_refreshes = record_refreshes
-        self._entries: dict[int, _Entry] = {}  # members, and seeds not heard from yet (not listed)
-        self._accepted_seq: dict[int, int] = {}  # highest sequence accepted per origin, kept after removal
-        self._seeds: dict[tuple[str, int], None] = {}
-        self._hb_seq = 0
-        self._version, self._data, self._hlc = Version(0, 0), b"", 0
-        self._restored = False
-        self._heartbeats, self._left = True, False
-        self._next_cycle = now
-        self._src = ""
-        self._events: list[Event] = []
-        self._sends: list[Send] = []
-        self._accepted: list[Accepted] = []
-        self._hops: list[float] = []
-        if state is not None:
-            self.restore(state)
-
-    # ---- durable state ---------------------------------------------------------------------------------------
-
-    def restore(self, state: DurableState) -> None:
-        if self._restored or self._hlc:
-            raise UsageError("state: a core can be restored only once, before it has seen any metadata")
-        if not isinstance(state, DurableState):
-            raise UsageError("state: must be a DurableState")
-        limit = wire.max_data_bytes(self.config.max_packet_bytes, self.identity)
-        if len(state.data) > limit:
-            raise UsageError(f"state: its {len(state.data)} bytes of data exceed the {limit} that fit in "
-                             f"max_packet_bytes={self.config.max_packet_bytes}")
-        self._restored = True
-        self._hlc = max(state.hlc, state.version.seq)
-        if state.version != Version(0, 0):
-            self._src = ""
-            self._adopt(state.version, state.data, "restore")
-
-    def roll_back(self, version: Version, data: bytes) -> None:
-        if (version, data) != (self._version, self._data):
-            self._version, self._data = version, data
-            self.stats["adopted_rollback"] += 1
-            self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via="rollback",
-                                                size=len(data), src=""))
-
-    def durable_state(self) -> DurableState:
-        return DurableState(version=self._version, data=self._data, hlc=self._hlc)
-
-    @property
-    def hlc_mark(self) -> int:
-        return self._hlc
+        super().__init__(config=config, identity=identity, rng=rng, now=now, record_refreshes=record_refreshes)
+        self._start_from(state)
 
     # ---- operations ------------------------------------------------------------------------------------------
 
@@ -123,26 +55,6 @@ class AntiEntropyCore:
         self._seeds[identity.endpoint] = None
         if identity.node_id not in self._entries:
             self._entries[identity.node_id] = _Entry(identity, 0, now, heard=False)
-
-    def stop(self) -> None:
-        if self._heartbeats:
-            self._heartbeats = False
-            self._events.append(HeartbeatsChanged(running=False))
-
-    def start(self) -> None:
-        if self._left:
-            raise UsageError("start: this node has left; a node that left cannot start again (start a new one)")
-        if not self._heartbeats:
-            self._heartbeats = True
-            self._events.append(HeartbeatsChanged(running=True))
-
-    @property
-    def heartbeats_running(self) -> bool:
-        return self._heartbeats
-
-    @property
-    def has_left(self) -> bool:
-        return self._left
 
     def leave(self, now: float) -> int:
         if self._left:
@@ -159,38 +71,11 @@ class AntiEntropyCore:
         return len(targets)
 
     def publish(self, data: bytes, now: float) -> Version:
-        if self._left:
-            raise UsageError("publish: this node has left the cluster")
-        if not isinstance(data, bytes):
-            raise UsageError("data: must be bytes")
-        limit = wire.max_data_bytes(self.config.max_packet_bytes, self.identity)
-        if len(data) > limit:
-            raise UsageError(f"data: {len(data)} bytes exceeds the {limit} that fit in max_packet_bytes="
-                             f"{self.config.max_packet_bytes}")
-        version = Version(max(self._hlc + 1, _ms(now)), self.node_id)
-        self._src = ""
-        self._adopt(version, data, "publish")
+        version = self._publish_version(data, now)
         peers = self._pick(self.config.fanout)
         if peers:  # the push half of a swap, at once: the value need not wait for the next cycle
             self._emit(self._swap_request(), tuple(self._entries[n].identity.endpoint for n in peers))
         return version
-
-    def read(self) -> tuple[Version, bytes]:
-        return self._version, self._data
-
-    def members(self) -> list[MemberInfo]:
-        i = self.identity
-        out = [MemberInfo(node_id=self.node_id, name=i.name, addr=i.addr, port=i.port, private=i.private,
-                          seq=self._hb_seq, last_seen=0.0)]
-        for nid, e in self._entries.items():
-            if e.heard:
-                i = e.identity
-                out.append(MemberInfo(node_id=nid, name=i.name, addr=i.addr, port=i.port, private=i.private,
-                                      seq=e.seq, last_seen=e.last_seen))
-        return out
-
-    def live_ids(self) -> set[int]:
-        return {nid for nid, e in self._entries.items() if e.heard}
 
     # ---- driver interface ------------------------------------------------------------------------------------
 
@@ -214,15 +99,6 @@ class AntiEntropyCore:
         if peers:
             self._emit(self._swap_request(), (self._entries[peers[0]].identity.endpoint,))
 
-    def receive(self, datagram: bytes, now: float, src: str = "") -> None:
-        self.stats["packets_in"] += 1
-        try:
-            msg = wire.decode(datagram, cluster=self.cluster, keys=self.config.secrets)
-        except ProtocolError as e:
-            self.note_drop(e.reason, e.detail)
-            return
-        self.receive_message(msg, now, src)
-
     def receive_message(self, msg: wire.Message, now: float, src: str = "") -> None:
         if self._left:
             return
@@ -240,30 +116,6 @@ class AntiEntropyCore:
         else:
             self.note_drop("malformed", f"message type {t.__name__} is not used by antientropy")
 
-    def note_drop(self, reason: str, detail: str = "") -> None:
-        self.stats[f"dropped_{reason}"] += 1
-        self.stats["dropped"] += 1
-        self._events.append(PacketDropped(reason=reason, detail=detail))
-
-    def take_sends(self) -> list[Send]:
-        out, self._sends = self._sends, []
-        return out
-
-    def take_events(self) -> list[Event]:
-        out, self._events = self._events, []
-        return out
-
-    def take_accepted(self) -> list[Accepted]:
-        out, self._accepted = self._accepted, []
-        return out
-
-    def take_direct_hops(self) -> list[float]:
-        hops, self._hops = self._hops, []
-        return hops
-
-    def encode(self, msg: wire.Message) -> bytes:
-        return wire.encode(msg, key=self.config.secrets[0], max_packet_bytes=self.config.max_packet_bytes)
-
     # ---- handlers --------------------------------------------------------------------------------------------
 
     def _check_origin(self, msg, what: str) -> bool:
@@ -279,12 +131,7 @@ class AntiEntropyCore:
         if last is not None and msg.seq <= last:
             self.note_drop("duplicate" if msg.seq == last else "stale", f"{what} {origin:#010x}/{msg.seq}")
             return False
-        if origin not in self._accepted_seq and len(self._accepted_seq) >= MAX_REMEMBERED_ORIGINS:
-            for old in self._accepted_seq:  # forget the oldest origin that is not listed; listed ones stay
-                if old not in self._entries:
-                    del self._accepted_seq[old]
-                    break
-        self._accepted_seq[origin] = msg.seq
+        self._remember_seq(origin, msg.seq)
         self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=origin, seq=msg.seq))
         return True
 
@@ -301,8 +148,7 @@ class AntiEntropyCore:
         entry.identity, entry.seq, entry.last_seen = ident, msg.seq, now
         if self._record_refreshes:
             self._events.append(MemberRefreshed(node_id=origin, seq=msg.seq))
-        if len(self._hops) < MAX_DIRECT_HOPS and self._src == "%s:%d" % ident.endpoint:
-            self._hops.append(now * 1000.0 - msg.seq)  # sent by its origin: one hop (its seq is its clock in ms)
+        self._note_direct_hop(msg, now)
 
     def _on_leave(self, msg: wire.Leave) -> None:
         if not self._check_origin(msg, "leave"):
@@ -325,20 +171,6 @@ class AntiEntropyCore:
                                      data=self._data), (msg.sender.endpoint,))
 
     # ---- internals -------------------------------------------------------------------------------------------
-
-    def _newer(self, v: Version, what: str) -> bool:
-        if v > self._version:
-            return True
-        self.note_drop("duplicate" if v == self._version else "stale", f"{what} version {v.seq}/{v.origin:#010x}")
-        return False
-
-    def _adopt(self, version: Version, data: bytes, via: str) -> None:
-        self._version, self._data = version, data
-        self._hlc = max(self._hlc, version.seq)
-        self.stats[f"adopted_{via}"] += 1
-        self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via=via, size=len(data),
-                                            src=self._src))
-        self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=version.origin, seq=version.seq))
 
     def _pick(self, k: int) -> list[int]:
         """Up to K random ids of the table (members and seeds not yet heard from)."""

@@ -130,6 +130,30 @@ def _interface() -> set[str]:
     return {n for n in vars(cls) if not n.startswith("_")} | set(cls.__annotations__)
 
 
+def test_both_cores_share_one_meaning_for_metadata_durable_state_and_seeds():
+    """What `CoreBase` holds means the same in every built-in protocol: a restored state, a publish above its HLC
+    mark, a refused value rolled back, an unheard seed not listed, garbage counted and dropped."""
+    from gossip._core import DurableState, Version
+    seen = {}
+    for name in ("heartbeat", "antientropy"):
+        cfg = NodeConfig(listen_port=9000, membership=name)
+        state = DurableState(version=Version(5_000_000, 7), data=b"kept", hlc=9_000_000)
+        core = protocols.create(cfg, Identity(name="a", addr=cfg.listen_addr, port=9000), random.Random(1),
+                                now=1000.0, state=state)
+        assert isinstance(core, protocols.CoreBase)
+        core.set(Identity(name="s", addr="127.0.0.1", port=9001), 1000.0)
+        restored = [e.kind for e in core.take_events()]
+        v = core.publish(b"new", 1000.0)
+        core.roll_back(state.version, state.data)
+        core.receive(b"\x00garbage", 1000.0)
+        seen[name] = (restored, v, core.read(), [m.name for m in core.members()],
+                      core.stats["dropped"], core.durable_state())
+    assert seen["heartbeat"] == seen["antientropy"]
+    restored, v, read, listed, dropped, durable = seen["heartbeat"]
+    assert restored == ["metadata_adopted"] and v.seq == 9_000_001 and read == (Version(5_000_000, 7), b"kept")
+    assert listed == ["a"] and dropped == 1 and durable.hlc == 9_000_001
+
+
 def test_every_member_of_the_interface_is_implemented_by_both_cores():
     for core in (_core("heartbeat"), _core("antientropy")):
         missing = [n for n in sorted(_interface()) if not hasattr(core, n)]
