@@ -127,15 +127,9 @@ class GossipCore(CoreBase):
     # ---- handlers: one per message type ----------------------------------------------------------------------
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now: float) -> None:
+        if not self._take_origin(msg, "heartbeat"):
+            return
         origin = msg.origin
-        if origin == self.node_id:
-            return self.note_drop("duplicate", "own heartbeat")
-        if msg.identity.node_id != origin:
-            return self.note_drop("malformed", f"identity {msg.identity.addr}:{msg.identity.port} is not origin")
-        last = self._accepted_seq.get(origin)
-        if last is not None and msg.seq <= last:
-            return self.note_drop("duplicate" if msg.seq == last else "stale", f"heartbeat {origin:#010x}/{msg.seq}")
-        self._remember_seq(origin, msg.seq)
         entry = self._entries.get(origin)
         if entry is None:
             self._add(msg.identity, msg.seq, now)
@@ -153,16 +147,10 @@ class GossipCore(CoreBase):
         self._spread(msg, msg.infected.with_added((self.node_id,)))
 
     def _on_leave(self, msg: wire.Leave, now: float) -> None:
-        origin = msg.origin
-        if origin == self.node_id:
-            return self.note_drop("duplicate", "own leave")  # an earlier incarnation's, replayed: this one stays
-        if msg.identity.node_id != origin:
-            return self.note_drop("malformed", f"identity {msg.identity.addr}:{msg.identity.port} is not origin")
-        last = self._accepted_seq.get(origin)
-        if last is not None and msg.seq <= last:
-            return self.note_drop("duplicate" if msg.seq == last else "stale", f"leave {origin:#010x}/{msg.seq}")
         # the leave's sequence becomes the origin's: its older heartbeats, still in flight, are stale from now on
-        self._remember_seq(origin, msg.seq)
+        if not self._take_origin(msg, "leave"):
+            return
+        origin = msg.origin
         entry = self._entries.get(origin)
         if entry is not None:
             self._drop_entry(origin)

@@ -296,6 +296,23 @@ class CoreBase:
                                             src="" if via == "publish" else self._src))
         self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=version.origin, seq=version.seq))
 
+    def _take_origin(self, msg, what: str) -> bool:
+        """True, with its sequence remembered, if MSG (a heartbeat or a leave) is newer than anything accepted from
+        its origin; otherwise it is counted and dropped (our own, an identity that is not its origin, stale)."""
+        origin = msg.origin
+        if origin == self.node_id:
+            self.note_drop("duplicate", f"own {what}")  # our own, back from a peer, or an earlier incarnation's
+            return False
+        if msg.identity.node_id != origin:
+            self.note_drop("malformed", f"identity {msg.identity.addr}:{msg.identity.port} is not origin")
+            return False
+        last = self._accepted_seq.get(origin)
+        if last is not None and msg.seq <= last:
+            self.note_drop("duplicate" if msg.seq == last else "stale", f"{what} {origin:#010x}/{msg.seq}")
+            return False
+        self._remember_seq(origin, msg.seq)
+        return True
+
     def _remember_seq(self, origin: int, seq: int) -> None:
         """Keep SEQ as the highest heartbeat sequence accepted from ORIGIN (kept after its removal, so its stale
         copies cannot bring it back), forgetting the oldest origin that is not listed once the memory is full."""

@@ -120,19 +120,9 @@ class AntiEntropyCore(CoreBase):
 
     def _check_origin(self, msg, what: str) -> bool:
         """True if MSG (a heartbeat or leave) is newer than anything accepted from its origin."""
-        origin = msg.origin
-        if origin == self.node_id:
-            self.note_drop("duplicate", f"own {what}")  # our own entry, back in a peer's table: routine
+        if not self._take_origin(msg, what):
             return False
-        if msg.identity.node_id != origin:
-            self.note_drop("malformed", f"identity {msg.identity.addr}:{msg.identity.port} is not origin")
-            return False
-        last = self._accepted_seq.get(origin)
-        if last is not None and msg.seq <= last:
-            self.note_drop("duplicate" if msg.seq == last else "stale", f"{what} {origin:#010x}/{msg.seq}")
-            return False
-        self._remember_seq(origin, msg.seq)
-        self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=origin, seq=msg.seq))
+        self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=msg.origin, seq=msg.seq))
         return True
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now: float) -> None:
