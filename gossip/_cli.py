@@ -89,6 +89,25 @@ def utf8_text(text: str) -> str:
     return text
 
 
+def option_pair(text: str) -> tuple[str, object]:
+    """NAME=VALUE of a protocol option: VALUE true/false, an integer, a number or else a string (the protocol's
+    OPTIONS then check its type and range)."""
+    name, eq, raw = utf8_text(text).partition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"must be NAME=VALUE, got {text!r}")
+    value: object = raw
+    if raw in ("true", "false"):
+        value = raw == "true"
+    else:
+        for parse in (int, float):
+            try:
+                value = parse(raw)
+                break
+            except ValueError:
+                pass
+    return name, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m gossip", description="A gossip node accelerated with eBPF.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -102,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--membership", default=_D.membership, type=utf8_text, metavar="NAME|MODULE:NAME",
                    help=f"the membership protocol (default {_D.membership}; built in: "
                         f"{', '.join(sorted(protocols.BUILTIN))}; MODULE:NAME imports MODULE, which registers NAME)")
+    n.add_argument("--option", type=option_pair, action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting of the membership protocol's own (repeatable; e.g. swim's lifeguard_lhm=false)")
     n.add_argument("--secret", action="append", default=[], type=utf8_text,
                    help="cluster secret (repeatable: the first signs, all verify)")
     n.add_argument("--cluster", default=_D.cluster, type=utf8_text, help="cluster name (its hash is the cluster id)")
@@ -151,7 +172,8 @@ async def run_node(args) -> int:
                         max_packet_bytes=args.max_packet,
                         secrets=tuple(s.encode() for s in args.secret) or (b"",), cluster=args.cluster,
                         protocol=args.protocol, membership=args.membership, listen_addr=args.addr,
-                        listen_port=args.port, log_level=args.log_level, state_dir=args.state_dir)
+                        listen_port=args.port, log_level=args.log_level, state_dir=args.state_dir,
+                        options=tuple(args.option))
     try:
         events = _open_events(args.events) if args.events else None
     except OSError as e:

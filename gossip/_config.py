@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ConfigError
 
@@ -32,6 +33,8 @@ class NodeConfig:
     listen_port: int = 7946
     log_level: str = "info"
     state_dir: str | None = None  # where the adopted metadata and the HLC mark are kept durably (None: memory)
+    # the membership protocol's own settings, checked against its OPTIONS (a mapping is taken; kept as sorted pairs)
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.fanout, "fanout", int, 1, 1024)
@@ -51,9 +54,14 @@ class NodeConfig:
         # imported here: the registry's built-in protocols import this module
         from .protocols import _registry
         try:
-            _registry.factory(self.membership)
+            factory = _registry.factory(self.membership)
         except _registry.UnknownProtocol as e:
             raise ConfigError("membership", str(e)) from None
+        try:
+            object.__setattr__(self, "options", _registry.check_options(factory, self.options))
+        except _registry.UnknownOption as e:
+            raise ConfigError(e.field if e.field != "options." else "options",
+                              f"{e} (membership {self.membership})") from None
         try:
             ipaddress.IPv4Address(self.listen_addr)
         except (ipaddress.AddressValueError, ValueError):
@@ -64,6 +72,17 @@ class NodeConfig:
         if self.state_dir is not None and (not isinstance(self.state_dir, str) or not self.state_dir
                                            or "\0" in self.state_dir):
             raise ConfigError("state_dir", f"must be a directory path (a non-empty string), got {self.state_dir!r}")
+
+    def option(self, name: str) -> Any:
+        """The value of the membership protocol's option NAME: the one given, else the protocol's default."""
+        for key, value in self.options:
+            if key == name:
+                return value
+        from .protocols import _registry
+        known = _registry.options_of(_registry.factory(self.membership))
+        if name not in known:
+            raise KeyError(f"{name!r} is not an option of membership {self.membership!r}")
+        return known[name].default
 
 
 def _check(value, field: str, types, lo, hi) -> None:

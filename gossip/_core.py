@@ -167,27 +167,11 @@ class GossipCore(CoreBase):
         self._adopt(Version(msg.version, msg.origin), msg.data, via="rumor")
         self._spread(msg, msg.infected.with_added((self.node_id,)))
 
-    def _on_swap_request(self, msg: wire.SwapRequest, now: float) -> None:
-        theirs = Version(msg.version, msg.origin)
-        if theirs == self._version:
-            return self.note_drop("duplicate", "swap request for the version held")
-        if theirs > self._version:
-            self._src = "%s:%d" % msg.sender.endpoint  # where it listens (a TCP peer's source port is not that)
-            self._adopt(theirs, msg.data, via="swap")
-            return
-        self.stats["swap_answered"] += 1
-        self._emit(wire.SwapResponse(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
-                                     data=self._data), (msg.sender.endpoint,))
-
-    def _on_swap_response(self, msg: wire.SwapResponse, now: float) -> None:
-        if self._newer(Version(msg.version, msg.origin), "swap response"):
-            self._adopt(Version(msg.version, msg.origin), msg.data, via="swap")
-
     _HANDLERS = {
         wire.Heartbeat: _on_heartbeat,
         wire.MetadataRumor: _on_metadata,
-        wire.SwapRequest: _on_swap_request,
-        wire.SwapResponse: _on_swap_response,
+        wire.SwapRequest: CoreBase._on_swap_request,
+        wire.SwapResponse: CoreBase._on_swap_response,
         wire.Leave: _on_leave,
     }
 
@@ -278,11 +262,4 @@ class GossipCore(CoreBase):
         if not ids:
             return
         peer = self._entries[ids[self._rng.randrange(len(ids))]].identity
-        self._emit(wire.SwapRequest(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
-                                    sender=self.identity, data=self._data), (peer.endpoint,))
-
-    def _emit(self, msg: wire.Message, targets: tuple[tuple[str, int], ...]) -> None:
-        body_fit = wire.fit(msg, self.config.max_packet_bytes)
-        self.stats["packets_out"] += len(targets)
-        self.stats[f"sent_{body_fit.type.name.lower()}"] += len(targets)
-        self._sends.append(Send(message=body_fit, targets=targets, encoder=self.encode))
+        self._emit(self._swap_request(), (peer.endpoint,))

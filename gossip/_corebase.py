@@ -61,11 +61,16 @@ class MemberInfo:
     private: bytes
     seq: int
     last_seen: float
+    state: str = "alive"  # "alive", or (SWIM) "suspect": still a member, not yet refuted or removed
+    incarnation: int | None = None  # (SWIM) the incarnation the member is known at; None where there is none
 
     def to_json(self) -> dict:
-        return {"id": self.node_id, "name": self.name, "addr": self.addr, "port": self.port,
-                "private": self.private.decode("utf-8", "replace"), "seq": self.seq,
-                "last_seen": self.last_seen}
+        out = {"id": self.node_id, "name": self.name, "addr": self.addr, "port": self.port,
+               "private": self.private.decode("utf-8", "replace"), "seq": self.seq,
+               "last_seen": self.last_seen, "state": self.state}
+        if self.incarnation is not None:
+            out["incarnation"] = self.incarnation
+        return out
 
 
 class _Entry:
@@ -295,6 +300,34 @@ class CoreBase:
         self._events.append(MetadataAdopted(version=version.seq, origin=version.origin, via=via, size=len(data),
                                             src="" if via == "publish" else self._src))
         self._accepted.append(Accepted(type=wire.MsgType.METADATA, origin=version.origin, seq=version.seq))
+
+    def _swap_request(self) -> wire.SwapRequest:
+        """This node's half of an anti-entropy swap: its version and value, and where to answer."""
+        return wire.SwapRequest(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
+                                sender=self.identity, data=self._data)
+
+    def _on_swap_request(self, msg: wire.SwapRequest, now: float = 0.0) -> None:
+        """Adopt the requester's value when it is newer; answer with ours when ours is."""
+        theirs = Version(msg.version, msg.origin)
+        if theirs == self._version:
+            return self.note_drop("duplicate", "swap request for the version held")
+        if theirs > self._version:
+            self._src = "%s:%d" % msg.sender.endpoint  # where it listens (a TCP peer's source port is not that)
+            return self._adopt(theirs, msg.data, "swap")
+        self.stats["swap_answered"] += 1
+        self._emit(wire.SwapResponse(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
+                                     data=self._data), (msg.sender.endpoint,))
+
+    def _on_swap_response(self, msg: wire.SwapResponse, now: float = 0.0) -> None:
+        if self._newer(Version(msg.version, msg.origin), "swap response"):
+            self._adopt(Version(msg.version, msg.origin), msg.data, "swap")
+
+    def _emit(self, msg: wire.Message, targets: tuple[tuple[str, int], ...]) -> None:
+        """Queue MSG (fitted to max_packet_bytes) for TARGETS, counted per type."""
+        msg = wire.fit(msg, self.config.max_packet_bytes)
+        self.stats["packets_out"] += len(targets)
+        self.stats[f"sent_{msg.type.name.lower()}"] += len(targets)
+        self._sends.append(Send(message=msg, targets=targets, encoder=self.encode))
 
     def _take_origin(self, msg, what: str) -> bool:
         """True, with its sequence remembered, if MSG (a heartbeat or a leave) is newer than anything accepted from

@@ -55,6 +55,37 @@ class MemberLeft(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MemberSuspected(Event):
+    """(SWIM) The member, at INCARNATION, is suspected of having failed, first by BY (a node id: this node when its
+    own probe failed). Still a member: a suspicion not refuted in time becomes a ``member_removed``."""
+
+    kind = "member_suspected"
+    node_id: int
+    name: str
+    incarnation: int
+    by: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberAlive(Event):
+    """(SWIM) A suspected member refuted the suspicion: it is alive at the higher INCARNATION."""
+
+    kind = "member_alive"
+    node_id: int
+    name: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refuted(Event):
+    """(SWIM) This node heard it was suspected (or declared dead) at INCARNATION and raised its own to NEW."""
+
+    kind = "refuted"
+    incarnation: int
+    new: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LeaveSent(Event):
     """This node left: it announced its leave (sequence SEQ) to TARGETS ("addr:port" each) and stopped."""
 

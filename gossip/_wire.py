@@ -40,6 +40,13 @@ class MsgType(enum.IntEnum):
     SWAP_REQ = 3
     SWAP_RESP = 4
     LEAVE = 5
+    # SWIM (gossip.protocols.swim): probes, their answers, and the push-pull state exchange
+    PING = 6
+    ACK = 7
+    PING_REQ = 8
+    NACK = 9
+    STATE = 10
+    GOSSIP = 11
 
 
 # Offsets of the header fields, for code that reads them without decoding (BPF mirrors these in C).
@@ -229,7 +236,118 @@ class Leave:
     type = MsgType.LEAVE
 
 
-Message = Heartbeat | MetadataRumor | SwapRequest | SwapResponse | Leave
+# ---- SWIM's messages (types 6..10; see docs/wire-format.md) -----------------------------------------------------
+
+ALIVE, SUSPECT, DEAD = 1, 2, 3  # the kinds of a membership update, and of a STATE entry
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Update:
+    """A membership update piggybacked on SWIM messages: KIND (ALIVE, SUSPECT, DEAD) of NODE at INCARNATION.
+    ALIVE carries the member's IDENTITY (how to reach it); SUSPECT and DEAD carry SENDER, the node that suspects or
+    declares it (a DEAD whose sender is the node itself is a graceful leave)."""
+
+    kind: int
+    incarnation: int
+    node: int
+    identity: Identity | None = None
+    sender: int = 0
+
+    def encoded_size(self) -> int:
+        return 1 + 8 + (self.identity.encoded_size() if self.kind == ALIVE else 8)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping:
+    """ORIGIN (listening at SENDER) probes TARGET with probe number SEQ; the answer is an ACK of the same SEQ."""
+
+    cluster: int
+    origin: int
+    seq: int
+    sender: Identity
+    target: int
+    updates: tuple[Update, ...] = ()
+    type = MsgType.PING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """The answer to probe SEQ of ORIGIN, the probed member (also when a relay passes it on)."""
+
+    cluster: int
+    origin: int
+    seq: int
+    updates: tuple[Update, ...] = ()
+    type = MsgType.ACK
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PingReq:
+    """ORIGIN (at SENDER) asks the receiver to probe TARGET for it and pass on the ACK of its probe SEQ."""
+
+    cluster: int
+    origin: int
+    seq: int
+    sender: Identity
+    target: Identity
+    updates: tuple[Update, ...] = ()
+    type = MsgType.PING_REQ
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nack:
+    """ORIGIN, asked to probe TARGET for probe SEQ, got no ACK in time (Lifeguard: tells the asker it is alive)."""
+
+    cluster: int
+    origin: int
+    seq: int
+    target: int
+    type = MsgType.NACK
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateEntry:
+    """One member in a push-pull STATE: its state (ALIVE, SUSPECT, DEAD), incarnation and identity."""
+
+    state: int
+    incarnation: int
+    identity: Identity
+
+    def encoded_size(self) -> int:
+        return 1 + 8 + self.identity.encoded_size()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class State:
+    """Part PART of PARTS of ORIGIN's member list (ORIGIN at incarnation SEQ, listening at SENDER); REPLY asks the
+    receiver to answer with its own."""
+
+    cluster: int
+    origin: int
+    seq: int
+    sender: Identity
+    reply: bool
+    part: int
+    parts: int
+    entries: tuple[StateEntry, ...] = ()
+    type = MsgType.STATE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gossip:
+    """Updates ORIGIN (at incarnation SEQ) sends apart from its probes, every gossip interval while it has some."""
+
+    cluster: int
+    origin: int
+    seq: int
+    updates: tuple[Update, ...] = ()
+    type = MsgType.GOSSIP
+
+
+Message = (Heartbeat | MetadataRumor | SwapRequest | SwapResponse | Leave | Ping | Ack | PingReq | Nack | State
+           | Gossip)
+SWIM_MESSAGES = (Ping, Ack, PingReq, Nack, State, Gossip)
+SWIM_FIXED_BYTES = IPV4_UDP_OVERHEAD + HEADER_BYTES + MAC_BYTES  # what every datagram spends outside its body
 _ABOUT_ORIGIN = (Heartbeat, Leave)  # the two rumors whose body is the origin's identity and whose seq is its sequence
 
 
@@ -274,8 +392,67 @@ def max_data_bytes(max_packet_bytes: int, identity: Identity | None = None) -> i
     return max(0, min(rumor_room, swap_room))
 
 
+_U64 = struct.Struct("!Q")
+_UPDATE_HEAD = struct.Struct("!BQ")  # kind, incarnation
+_NODE_FROM = struct.Struct("!II")
+
+
+def _updates_bytes(updates: tuple[Update, ...]) -> bytes:
+    if len(updates) > 255:
+        raise UsageError(f"at most 255 updates fit a message, got {len(updates)}")
+    out = [bytes([len(updates)])]
+    for u in updates:
+        out.append(_UPDATE_HEAD.pack(u.kind, u.incarnation))
+        if u.kind == ALIVE:
+            if u.identity is None or u.identity.node_id != u.node:
+                raise UsageError("an ALIVE update needs the identity of its node")
+            out.append(_identity_bytes(u.identity))
+        elif u.kind in (SUSPECT, DEAD):
+            out.append(_NODE_FROM.pack(u.node, u.sender))
+        else:
+            raise UsageError(f"update kind must be ALIVE, SUSPECT or DEAD, got {u.kind!r}")
+    return b"".join(out)
+
+
+def _swim_body(msg) -> bytes:
+    t = type(msg)
+    if t is Ping:
+        return _identity_bytes(msg.sender) + _U32S.pack(msg.target) + _updates_bytes(msg.updates)
+    if t is Ack or t is Gossip:
+        return _updates_bytes(msg.updates)
+    if t is PingReq:
+        return _identity_bytes(msg.sender) + _identity_bytes(msg.target) + _updates_bytes(msg.updates)
+    if t is Nack:
+        return _U32S.pack(msg.target)
+    if not (0 <= msg.part < msg.parts <= 255) or len(msg.entries) > 65535:
+        raise UsageError(f"STATE part {msg.part} of {msg.parts}: must be 0 <= part < parts <= 255")
+    out = [_identity_bytes(msg.sender), bytes([1 if msg.reply else 0, msg.part, msg.parts]),
+           _U16.pack(len(msg.entries))]
+    for e in msg.entries:
+        if e.state not in (ALIVE, SUSPECT, DEAD):
+            raise UsageError(f"STATE entry state must be ALIVE, SUSPECT or DEAD, got {e.state!r}")
+        out.append(_UPDATE_HEAD.pack(e.state, e.incarnation) + _identity_bytes(e.identity))
+    return b"".join(out)
+
+
+def swim_prefix_size(msg) -> int:
+    """The body bytes of a SWIM message before its updates (a sender fills the rest of the datagram with them)."""
+    t = type(msg)
+    if t is Ping:
+        return msg.sender.encoded_size() + 4 + 1
+    if t is PingReq:
+        return msg.sender.encoded_size() + msg.target.encoded_size() + 1
+    if t is Ack or t is Gossip:
+        return 1
+    if t is Nack:
+        return 4
+    return msg.sender.encoded_size() + 3 + 2
+
+
 def encode_body(msg: Message, max_packet_bytes: int) -> tuple[bytes, Message]:
     """The body bytes of MSG, and MSG as encoded (its infected set may have become a Bloom filter)."""
+    if isinstance(msg, SWIM_MESSAGES):
+        return _swim_body(msg), msg
     if isinstance(msg, _ABOUT_ORIGIN):
         prefix = _identity_bytes(msg.identity)
         inf = _fit_infected(len(prefix), msg.infected, max_packet_bytes)
@@ -318,7 +495,7 @@ def fit(msg: Message, max_packet_bytes: int) -> Message:
 def encode(msg: Message, *, key: bytes, max_packet_bytes: int = 1400, flags: int = 0) -> bytes:
     """The datagram for MSG, signed with KEY. Raises `UsageError` if it cannot fit in MAX_PACKET_BYTES."""
     body, msg = encode_body(msg, max_packet_bytes)
-    seq = msg.seq if isinstance(msg, _ABOUT_ORIGIN) else msg.version
+    seq = msg.seq if isinstance(msg, _ABOUT_ORIGIN + SWIM_MESSAGES) else msg.version
     if not 0 <= seq < 1 << 64:
         raise UsageError(f"seq/version out of range: {seq}")
     head = HEADER.pack(MAGIC, FORMAT_VERSION, msg.type, msg.cluster, msg.origin, flags, len(body), seq)
@@ -376,6 +553,37 @@ class _Reader:
             return Infected(bloom=self.take(nbytes), hashes=hashes)
         raise ProtocolError("malformed", f"unknown infected-set kind {kind}")
 
+    def updates(self) -> tuple[Update, ...]:
+        out = []
+        for _ in range(self.u8()):
+            kind, inc = _UPDATE_HEAD.unpack(self.take(_UPDATE_HEAD.size))
+            if kind == ALIVE:
+                ident = self.identity()
+                out.append(Update(kind=kind, incarnation=inc, node=ident.node_id, identity=ident))
+            elif kind in (SUSPECT, DEAD):
+                node, sender = _NODE_FROM.unpack(self.take(_NODE_FROM.size))
+                out.append(Update(kind=kind, incarnation=inc, node=node, sender=sender))
+            else:
+                raise ProtocolError("malformed", f"unknown update kind {kind}")
+        return tuple(out)
+
+    def state(self, c: int, o: int, s: int) -> "State":
+        sender = self.identity()
+        reply, part, parts = self.take(3)
+        if reply > 1 or not part < parts:
+            raise ProtocolError("malformed", f"STATE flags {reply}, part {part} of {parts}")
+        entries = []
+        for _ in range(self.u16()):
+            st, inc = _UPDATE_HEAD.unpack(self.take(_UPDATE_HEAD.size))
+            if st not in (ALIVE, SUSPECT, DEAD):
+                raise ProtocolError("malformed", f"unknown STATE entry state {st}")
+            entries.append(StateEntry(state=st, incarnation=inc, identity=self.identity()))
+        return State(cluster=c, origin=o, seq=s, sender=sender, reply=bool(reply), part=part, parts=parts,
+                     entries=tuple(entries))
+
+    def u32(self) -> int:
+        return _U32S.unpack(self.take(4))[0]
+
     def end(self) -> None:
         if self.pos != len(self.buf):
             raise ProtocolError("malformed", f"{len(self.buf) - self.pos} trailing body bytes")
@@ -421,4 +629,12 @@ _DECODERS = {
                                                      data=r.data()),
     MsgType.SWAP_RESP: lambda r, c, o, s: SwapResponse(cluster=c, origin=o, version=s, data=r.data()),
     MsgType.LEAVE: lambda r, c, o, s: Leave(cluster=c, origin=o, seq=s, identity=r.identity(), infected=r.infected()),
+    MsgType.PING: lambda r, c, o, s: Ping(cluster=c, origin=o, seq=s, sender=r.identity(), target=r.u32(),
+                                          updates=r.updates()),
+    MsgType.ACK: lambda r, c, o, s: Ack(cluster=c, origin=o, seq=s, updates=r.updates()),
+    MsgType.PING_REQ: lambda r, c, o, s: PingReq(cluster=c, origin=o, seq=s, sender=r.identity(), target=r.identity(),
+                                                 updates=r.updates()),
+    MsgType.NACK: lambda r, c, o, s: Nack(cluster=c, origin=o, seq=s, target=r.u32()),
+    MsgType.STATE: lambda r, c, o, s: r.state(c, o, s),
+    MsgType.GOSSIP: lambda r, c, o, s: Gossip(cluster=c, origin=o, seq=s, updates=r.updates()),
 }

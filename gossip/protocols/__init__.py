@@ -19,6 +19,12 @@ A factory is called with keyword arguments only: ``config`` (the `NodeConfig`), 
 randomness), ``now`` (seconds), ``record_refreshes`` (also report each refresh of a member, if the protocol has
 such a thing) and ``state`` (a `gossip._core.DurableState` to start from, or None).
 
+A protocol's own settings are its factory's ``OPTIONS`` (a mapping of names to `Option`: a default of the
+option's type, bounds, a help line). A node gets them in ``NodeConfig.options`` (CLI ``--option NAME=VALUE``, a
+scenario's ``node: {options: {...}}``), checked against ``OPTIONS`` when the config is made, so a name that is not
+the protocol's or a bad value is a one-line error naming ``options.NAME``; the core reads them with
+``config.option(NAME)``, which falls back to the default.
+
 A core usually subclasses `CoreBase` (``gossip.protocols.CoreBase``): metadata by (seq, origin) versions with the
 HLC mark, durable state and roll-back, the member list (seeds unlisted until heard from), the outboxes and the
 decoding of datagrams are then the same in every protocol, and the subclass adds only its membership rules.
@@ -35,7 +41,7 @@ import typing
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ._registry import BUILTIN, UnknownProtocol, factory, names, register
+from ._registry import BUILTIN, Option, UnknownOption, UnknownProtocol, factory, names, options_of, register
 
 if TYPE_CHECKING:
     from .._config import NodeConfig
@@ -43,7 +49,8 @@ if TYPE_CHECKING:
     from .._events import Accepted, Event, Send
     from .._wire import Identity, Message
 
-__all__ = ["BUILTIN", "CoreBase", "Protocol", "UnknownProtocol", "create", "factory", "names", "register"]
+__all__ = ["BUILTIN", "CoreBase", "Option", "Protocol", "UnknownOption", "UnknownProtocol", "create", "factory", "names",
+           "options_of", "register"]
 
 
 @typing.runtime_checkable

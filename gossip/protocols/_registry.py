@@ -12,19 +12,92 @@ imports) checks names through it.
 from __future__ import annotations
 
 import importlib
+import math
 import re
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 # built-in name -> the module that registers it when imported
 BUILTIN = {
     "heartbeat": "gossip._core",
     "antientropy": "gossip.protocols.antientropy",
+    "swim": "gossip.protocols.swim",
 }
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 _factories: dict[str, Callable] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting of a protocol's own (``NodeConfig.options``, CLI ``--option NAME=VALUE``, a scenario's
+    ``node: {options: {NAME: VALUE}}``). Its type is its DEFAULT's: a bool, an int, a float (an int is taken) or a
+    string; LO/HI bound a number, CHOICES a string."""
+
+    default: bool | int | float | str
+    help: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def check(self, name: str, value: Any) -> Any:
+        """VALUE as this option holds it, or `UnknownOption` saying what is wrong with it."""
+        d = self.default
+        if isinstance(d, bool):
+            if not isinstance(value, bool):
+                raise UnknownOption(name, f"must be true or false, got {value!r}")
+            return value
+        if isinstance(d, (int, float)):
+            ok = isinstance(value, int) if isinstance(d, int) else isinstance(value, (int, float))
+            if isinstance(value, bool) or not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise UnknownOption(name, f"must be {'an integer' if isinstance(d, int) else 'a number'}, "
+                                          f"got {value!r}")
+            if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+                raise UnknownOption(name, f"must be in [{self.lo}, {self.hi}], got {value!r}")
+            return float(value) if isinstance(d, float) else value
+        if not isinstance(value, str) or (self.choices and value not in self.choices):
+            want = f"one of {', '.join(self.choices)}" if self.choices else "a string"
+            raise UnknownOption(name, f"must be {want}, got {value!r}")
+        return value
+
+
+class UnknownOption(ValueError):
+    """A protocol option is not one of the protocol's, or its value is wrong; FIELD is ``options.NAME``."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = f"options.{name}"
+
+
+def options_of(factory: Callable) -> Mapping[str, Option]:
+    """The options a protocol's factory takes (its ``OPTIONS`` attribute; none if it has no such attribute)."""
+    return getattr(factory, "OPTIONS", None) or {}
+
+
+def check_options(factory: Callable, given: Any) -> tuple[tuple[str, Any], ...]:
+    """GIVEN (a mapping, or (name, value) pairs) checked against FACTORY's options: the pairs, sorted by name.
+    `UnknownOption` names the first option that is not the protocol's or has a bad value."""
+    if isinstance(given, Mapping):
+        pairs = list(given.items())
+    else:
+        try:
+            pairs = [tuple(p) for p in given]
+        except TypeError:
+            raise UnknownOption("", f"must be a mapping of option names to values, got {given!r}") from None
+        if any(len(p) != 2 for p in pairs):
+            raise UnknownOption("", "must be a mapping of option names to values (or name, value pairs)")
+    known = options_of(factory)
+    out = {}
+    for name, value in pairs:
+        if not isinstance(name, str) or name not in known:
+            have = ", ".join(sorted(known)) or "none"
+            raise UnknownOption(str(name), f"is not an option of this protocol (its options: {have})")
+        if name in out:
+            raise UnknownOption(name, "is given twice")
+        out[name] = known[name].check(name, value)
+    return tuple(sorted(out.items()))
 
 
 class UnknownProtocol(ValueError):

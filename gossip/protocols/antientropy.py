@@ -108,9 +108,11 @@ class AntiEntropyCore(CoreBase):
             self._on_heartbeat(msg, now)
         elif t is wire.SwapRequest:
             self._on_swap_request(msg)
-        elif t is wire.SwapResponse or t is wire.MetadataRumor:
+        elif t is wire.SwapResponse:
+            self._on_swap_response(msg)
+        elif t is wire.MetadataRumor:
             if self._newer(Version(msg.version, msg.origin), "metadata"):
-                self._adopt(Version(msg.version, msg.origin), msg.data, "swap" if t is wire.SwapResponse else "rumor")
+                self._adopt(Version(msg.version, msg.origin), msg.data, "rumor")
         elif t is wire.Leave:
             self._on_leave(msg)
         else:
@@ -149,27 +151,12 @@ class AntiEntropyCore(CoreBase):
             self.stats["members_left"] += 1
             self._events.append(MemberLeft(node_id=msg.origin, name=entry.identity.name, seq=msg.seq))
 
-    def _on_swap_request(self, msg: wire.SwapRequest) -> None:
-        theirs = Version(msg.version, msg.origin)
-        if theirs == self._version:
-            return self.note_drop("duplicate", "swap request for the version held")
-        if theirs > self._version:
-            self._src = "%s:%d" % msg.sender.endpoint  # where it listens (a TCP peer's source port is not that)
-            return self._adopt(theirs, msg.data, "swap")
-        self.stats["swap_answered"] += 1
-        self._emit(wire.SwapResponse(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
-                                     data=self._data), (msg.sender.endpoint,))
-
     # ---- internals -------------------------------------------------------------------------------------------
 
     def _pick(self, k: int) -> list[int]:
         """Up to K random ids of the table (members and seeds not yet heard from)."""
         ids = list(self._entries)
         return ids if len(ids) <= k else self._rng.sample(ids, k)
-
-    def _swap_request(self) -> wire.SwapRequest:
-        return wire.SwapRequest(cluster=self.cluster, origin=self._version.origin, version=self._version.seq,
-                                sender=self.identity, data=self._data)
 
     def _gossip_table(self, now: float) -> None:
         targets = [self._entries[n].identity.endpoint for n in self._pick(self.config.fanout)]
@@ -188,9 +175,3 @@ class AntiEntropyCore(CoreBase):
         for nid, e in self._entries.items():
             if e.heard:
                 self._emit(wire.Heartbeat(cluster=self.cluster, origin=nid, seq=e.seq, identity=e.identity), targets)
-
-    def _emit(self, msg: wire.Message, targets: tuple[tuple[str, int], ...]) -> None:
-        msg = wire.fit(msg, self.config.max_packet_bytes)
-        self.stats["packets_out"] += len(targets)
-        self.stats[f"sent_{msg.type.name.lower()}"] += len(targets)
-        self._sends.append(Send(message=msg, targets=targets, encoder=self.encode))

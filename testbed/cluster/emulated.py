@@ -143,6 +143,8 @@ class EmulatedCluster(Cluster):
                 "--events", str(self.out / "events" / f"{name}.jsonl"),
                 "--http", f"unix:{self._control(name)}", "--rng-seed", str(self.s.seed * 100003 + index),
                 "--log-level", "warning"]
+        for key, value in sorted((c.get("options") or {}).items()):  # NodeConfig checked them when the file was read
+            argv += ["--option", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
         for seed in seeds:
             argv += ["--seed", f"{self._hosts[seed].ip}:{GOSSIP_PORT}"]
         if self.fastpath is not None:

@@ -27,8 +27,8 @@ SHAPES = ("bridge", "line", "ring", "tree")
 
 # `NodeConfig` fields a scenario may set (the testbed chooses each node's address, port and log level itself)
 CONFIG_FIELDS = ("fanout", "cycle_s", "timeout_s", "buffer", "max_packet_bytes", "protocol", "membership",
-                 "cluster")
-_TYPES = {"int": int, "float": NUM, "str": str}
+                 "cluster", "options")
+_TYPES = {"int": int, "float": NUM, "str": str, "tuple[tuple[str, Any], ...]": dict}
 # the testbed's own node options: how it runs the node, not how the node gossips
 TESTBED_NODE_FIELDS = {
     "secret": (str, False, "testbed", None),  # the cluster key (`NodeConfig.secrets` holds its bytes)
@@ -45,7 +45,8 @@ def _node_fields() -> dict:
     spec = {}
     for f in dataclasses.fields(NodeConfig):
         if f.name in CONFIG_FIELDS:
-            spec[f.name] = (_TYPES[f.type], False, f.default, None)  # NodeConfig itself checks the values
+            default = {} if f.name == "options" else f.default
+            spec[f.name] = (_TYPES[f.type], False, default, None)  # NodeConfig itself checks the values
     return {**spec, **TESTBED_NODE_FIELDS}
 
 
@@ -278,8 +279,11 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
     try:
         node_config(node)
     except ConfigError as e:
-        raise doc.error(("node", e.field if e.field in node else "secret"),
-                        str(e).split(": ", 1)[-1]) from None
+        where = ("node", e.field) if e.field in node else ("node", "secret")
+        if e.field.startswith("options."):
+            name = e.field.split(".", 1)[1]
+            where = ("node", "options", name) if name in node.get("options", {}) else ("node", "options")
+        raise doc.error(where, str(e).split(": ", 1)[-1]) from None
     if node["broadcaster"] and node["protocol"] != "udp":
         raise doc.error(("node", "broadcaster"), "the in-kernel broadcaster works with protocol udp only")
     topology = fields(doc, v["topology"], ("topology",), TOPOLOGY_FIELDS)

@@ -80,6 +80,9 @@ class _Deferred:
         self.accepted.extend(accepted)
 
 
+_JUDGED = (gwire.Heartbeat, gwire.MetadataRumor, gwire.SwapRequest, gwire.SwapResponse)  # what the program judges
+
+
 class _FastPath:
     """The XDP fast path of one node incarnation: the drop rules of `bpf/xdp_fastpath.c`, on decoded messages.
 
@@ -98,7 +101,7 @@ class _FastPath:
 
     def drops(self, msg) -> bool:
         t = type(msg)
-        if t is gwire.Leave:  # a type the program does not judge passes (as passed_other, not in "passed")
+        if t not in _JUDGED:  # a type the program does not judge (LEAVE, SWIM's) passes, as passed_other
             return False
         if t is gwire.Heartbeat:
             held = self.heartbeat.get(msg.origin)

@@ -63,7 +63,7 @@ def _core(membership: str, port: int = 9000):
 # ---- the registry ------------------------------------------------------------------------------------------------
 
 def test_the_builtin_protocols_are_registered_and_made_by_name():
-    assert {"heartbeat", "antientropy"} <= set(protocols.names())
+    assert {"heartbeat", "antientropy", "swim"} <= set(protocols.names())
     assert NodeConfig().membership == "heartbeat"
     assert protocols.factory("heartbeat") is GossipCore
     assert protocols.factory("antientropy") is AntiEntropyCore
@@ -135,7 +135,7 @@ def test_both_cores_share_one_meaning_for_metadata_durable_state_and_seeds():
     mark, a refused value rolled back, an unheard seed not listed, garbage counted and dropped."""
     from gossip._core import DurableState, Version
     seen = {}
-    for name in ("heartbeat", "antientropy"):
+    for name in ("heartbeat", "antientropy", "swim"):
         cfg = NodeConfig(listen_port=9000, membership=name)
         state = DurableState(version=Version(5_000_000, 7), data=b"kept", hlc=9_000_000)
         core = protocols.create(cfg, Identity(name="a", addr=cfg.listen_addr, port=9000), random.Random(1),
@@ -148,14 +148,14 @@ def test_both_cores_share_one_meaning_for_metadata_durable_state_and_seeds():
         core.receive(b"\x00garbage", 1000.0)
         seen[name] = (restored, v, core.read(), [m.name for m in core.members()],
                       core.stats["dropped"], core.durable_state())
-    assert seen["heartbeat"] == seen["antientropy"]
+    assert seen["heartbeat"] == seen["antientropy"] == seen["swim"]
     restored, v, read, listed, dropped, durable = seen["heartbeat"]
     assert restored == ["metadata_adopted"] and v.seq == 9_000_001 and read == (Version(5_000_000, 7), b"kept")
     assert listed == ["a"] and dropped == 1 and durable.hlc == 9_000_001
 
 
 def test_every_member_of_the_interface_is_implemented_by_both_cores():
-    for core in (_core("heartbeat"), _core("antientropy")):
+    for core in (_core("heartbeat"), _core("antientropy"), _core("swim")):
         missing = [n for n in sorted(_interface()) if not hasattr(core, n)]
         assert not missing, (type(core).__name__, missing)
 

@@ -1,0 +1,681 @@
+"""``swim``: SWIM membership with the Lifeguard extensions, behind the `gossip.protocols.Protocol` interface.
+
+SWIM is Das, Gupta and Motivala, "SWIM: Scalable Weakly-consistent Infection-style Process Group Membership
+Protocol" (DSN 2002); Lifeguard is Dadgar, Phillips and Currey, "Lifeguard: Local Health Awareness for More
+Accurate Failure Detection" (arXiv 1707.00788), as HashiCorp's memberlist runs them. Selected with
+``membership: swim``; its settings are `SwimCore.OPTIONS` (``--option NAME=VALUE``, a scenario's
+``node: {options: ...}``). The wire messages (PING, ACK, PING_REQ, NACK, STATE) are in ``docs/wire-format.md``.
+
+Failure detection, one probe per protocol period T (``cycle_s``, scaled by the local health multiplier):
+
+- the target is the next member of a list shuffled anew each round (a new member goes to a random place in it);
+  it gets a PING and must ACK within the probe timeout (``probe_timeout_ratio`` of T, scaled the same way);
+- no ACK in time: ``indirect_checks`` other members get a PING_REQ, probe the target themselves and pass its ACK
+  on; a relay that hears nothing within 80 % of its probe timeout sends a NACK (Lifeguard), which tells the asker
+  the relay at least is reachable;
+- no ACK by the end of the period: the target becomes *suspect*, and the suspicion is spread. A suspect that hears
+  of it raises its incarnation and spreads *alive* at the new incarnation, which overrides the suspicion
+  everywhere. A suspicion not refuted within the suspicion timeout makes the member *dead*: it is removed
+  (``member_removed``, reason ``suspect_timeout`` where the timer ran out, ``dead`` where a peer's declaration
+  arrived) and *dead* is spread. The incarnation a member was removed at is remembered, so its old packets and
+  updates (at or below it) cannot bring it back; a restarted node starts at its clock in ms, above them all.
+- Every update (alive, suspect, dead) rides on the PINGs, ACKs and PING_REQs a node sends anyway, fewest
+  transmissions first, each sent at most ``retransmit_mult`` * ceil(log10(N + 1)) times, as many as fit in
+  ``max_packet_bytes``. A newer update about a member replaces the queued one. While updates are queued, a node
+  also sends them (a GOSSIP) to ``gossip_nodes`` random members every ``gossip_ratio`` of a period, as
+  memberlist does (its GossipInterval and GossipNodes): dissemination then does not slow down when the local
+  health multiplier stretches the probe period, which is what lets a suspect hear of its suspicion and refute it
+  in time. ``gossip_nodes: 0`` is the paper's piggyback-only dissemination.
+
+Lifeguard, each part switchable so the paper's comparison can be run:
+
+- ``lifeguard_lhm``: the local health multiplier, a score in [0, ``awareness_max``): a failed probe raises it by
+  the NACKs that did not come (by 1 when no relay could be asked), a refutation raises it by 1, a direct ACK lowers
+  it by 1; the probe period and timeout are multiplied by score + 1. Relays send NACKs only with it on.
+- ``lifeguard_suspicion``: dynamic suspicion timeouts: a suspicion starts at ``suspicion_max_mult`` times the
+  minimum and falls, as independent confirmations (other members suspecting the same incarnation) arrive, towards
+  the minimum ``suspicion_mult`` * max(1, log10(N)) * T, reached at ``suspicion_mult`` - 2 confirmations
+  (timeout = max(min, max - (max - min) * log(C + 1) / log(K + 1))). Off: every suspicion lasts the minimum.
+- ``lifeguard_buddy``: a PING to a suspect carries that suspicion first, so the suspect hears of it at once.
+
+Joining and anti-entropy: a node sends its member list (STATE, in as many datagrams as it needs, at most 255) to
+one seed it does not list each period until it lists them all, and to one random member every
+``push_pull_cycles`` periods; a STATE asking for a reply gets the receiver's own. Entries are merged as updates
+(a remote *dead* is taken as a *suspect*, as memberlist does, so a healed partition's members refute it rather
+than stay removed). Metadata is the heartbeat protocol's: ``publish`` spreads a METADATA rumor to ``fanout``
+uninfected members, each receiver forwarding it once, and every period a node swaps its version with one random
+member (SWAP_REQ/SWAP_RESP) -- the same versions, order and checks as every protocol here.
+
+A graceful `leave` spreads *dead* about itself (its sender is itself: receivers record ``member_left``), sent in
+PINGs to ``fanout`` members and piggybacked on from there. `stop` makes the node stop answering probes, probing
+and refuting, so its peers suspect and remove it, as a stopped heartbeat lets it time out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+from .. import _wire as wire
+from .._config import NodeConfig
+from .._corebase import CoreBase, DurableState, MemberInfo, Version, _ms
+from .._events import (LeaveSent, MemberAdded, MemberAlive, MemberLeft, MemberRemoved, MemberSuspected,
+                       MetadataSent, Refuted)
+from ._registry import Option, register
+
+ALIVE, SUSPECT, DEAD = wire.ALIVE, wire.SUSPECT, wire.DEAD
+_STATE_NAMES = {ALIVE: "alive", SUSPECT: "suspect"}
+NACK_RATIO = 0.8  # a relay sends its NACK after this share of its probe timeout (memberlist's value)
+MAX_DEAD_IN_STATE = 64  # the most recently removed members a STATE carries (so a healed partition refutes them)
+MAX_REMEMBERED_DEAD = 65536
+
+
+class _Member:
+    __slots__ = ("identity", "incarnation", "state", "last_seen")
+
+    def __init__(self, identity: wire.Identity, incarnation: int, now: float) -> None:
+        self.identity, self.incarnation, self.state, self.last_seen = identity, incarnation, ALIVE, now
+
+
+class _Suspicion:
+    __slots__ = ("incarnation", "start", "k", "min_s", "max_s", "confirmers", "deadline")
+
+    def __init__(self, incarnation: int, start: float, k: int, min_s: float, max_s: float, by: int) -> None:
+        self.incarnation, self.start, self.k, self.min_s, self.max_s = incarnation, start, k, min_s, max_s
+        self.confirmers = {by}  # who suspects it; the first is not a confirmation (memberlist's rule)
+        self.deadline = 0.0
+
+
+class _Probe:
+    __slots__ = ("target", "seq", "ack_by", "end", "indirect", "acked", "nacks", "expected")
+
+    def __init__(self, target: int, seq: int, ack_by: float, end: float) -> None:
+        self.target, self.seq, self.ack_by, self.end = target, seq, ack_by, end
+        self.indirect = False  # PING_REQs sent
+        self.acked = False
+        self.nacks: set[int] = set()
+        self.expected = 0  # NACKs that can come (relays asked, with Lifeguard's LHM on)
+
+
+class _Relay:
+    __slots__ = ("asker", "asker_seq", "target", "nack_at", "until")
+
+    def __init__(self, asker: tuple[str, int], asker_seq: int, target: int, nack_at: float, until: float) -> None:
+        self.asker, self.asker_seq, self.target, self.nack_at, self.until = asker, asker_seq, target, nack_at, until
+
+
+@register("swim")
+class SwimCore(CoreBase):
+    """One node's state of the ``swim`` protocol (a `gossip.protocols.Protocol`)."""
+
+    OPTIONS = {
+        "probe_timeout_ratio": Option(0.5, "the probe's ACK timeout, as a share of the protocol period",
+                                      lo=0.01, hi=0.95),
+        "indirect_checks": Option(3, "members asked to probe a target that did not ACK (k)", lo=0, hi=16),
+        "suspicion_mult": Option(4, "minimum suspicion timeout: this * max(1, log10(N)) protocol periods",
+                                 lo=1, hi=1000),
+        "suspicion_max_mult": Option(6, "the dynamic suspicion timeout starts at this * the minimum", lo=1, hi=1000),
+        "retransmit_mult": Option(4, "each update is sent at most this * ceil(log10(N + 1)) times", lo=1, hi=1000),
+        "push_pull_cycles": Option(30, "a full state exchange with one random member every this many periods",
+                                   lo=1, hi=1_000_000),
+        "awareness_max": Option(8, "the local health multiplier's bound (probe period and timeout scale by at "
+                                   "most this)", lo=1, hi=64),
+        "gossip_nodes": Option(3, "members sent the queued updates each gossip interval, apart from the probes "
+                                  "(0: piggybacked on probes only, as in the SWIM paper)", lo=0, hi=64),
+        "gossip_ratio": Option(0.2, "the gossip interval, as a share of the (unscaled) protocol period",
+                               lo=0.01, hi=10.0),
+        "lifeguard_lhm": Option(True, "Lifeguard's local health multiplier (and NACKs)"),
+        "lifeguard_suspicion": Option(True, "Lifeguard's dynamic suspicion timeouts"),
+        "lifeguard_buddy": Option(True, "Lifeguard's buddy system: a PING to a suspect says so first"),
+    }
+
+    def __init__(self, *, config: NodeConfig, identity: wire.Identity, rng: random.Random, now: float,
+                 record_refreshes: bool = False, state: DurableState | None = None) -> None:
+        super().__init__(config=config, identity=identity, rng=rng, now=now, record_refreshes=record_refreshes)
+        opt = config.option
+        self._probe_ratio = opt("probe_timeout_ratio")
+        self._k = opt("indirect_checks")
+        self._susp_mult = opt("suspicion_mult")
+        self._susp_max_mult = opt("suspicion_max_mult")
+        self._retransmit_mult = opt("retransmit_mult")
+        self._push_pull_cycles = opt("push_pull_cycles")
+        self._awareness_max = opt("awareness_max")
+        self._lhm = opt("lifeguard_lhm")
+        self._dynamic = opt("lifeguard_suspicion")
+        self._buddy = opt("lifeguard_buddy")
+        self._gossip_nodes = opt("gossip_nodes")
+        self._gossip_every = opt("gossip_ratio") * config.cycle_s
+        self._next_gossip = now
+        self._inc = max(1, _ms(now))  # this node's incarnation: its clock in ms at start, so a restart is newer
+        self._members: dict[int, _Member] = {}  # alive and suspect members
+        self._ids: list[int] = []  # the same ids, for O(1) random picks
+        self._pos: dict[int, int] = {}
+        self._dead: dict[int, int] = {}  # removed member -> the incarnation it was removed at
+        self._dead_ident: dict[int, wire.Identity] = {}  # the most recently removed, for STATE
+        self._suspicions: dict[int, _Suspicion] = {}
+        self._queue: dict[int, list] = {}  # member -> [update, transmissions, order]: at most one per member
+        self._order = 0
+        self._awareness = 0
+        self._probe_list: list[int] = []
+        self._probe_at = 0
+        self._probe: _Probe | None = None
+        self._probe_seq = 0
+        self._next_probe = now
+        self._relays: dict[int, _Relay] = {}
+        self._cycles = 0
+        self._start_from(state)
+
+    # ---- operations ------------------------------------------------------------------------------------------
+
+    def set(self, identity: wire.Identity, now: float) -> None:
+        if identity.node_id != self.node_id:
+            self._seeds[identity.endpoint] = None
+
+    def leave(self, now: float) -> int:
+        if self._left:
+            return 0
+        self.stop()
+        self._left = True
+        self._queue.clear()
+        self._enqueue(wire.Update(kind=DEAD, incarnation=self._inc, node=self.node_id, sender=self.node_id))
+        targets = tuple(self._members[n].identity.endpoint for n in self._pick(self.config.fanout, ()))
+        for ep in targets:
+            nid = wire.node_id(*ep)
+            self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=0, sender=self.identity,
+                                         target=nid), (ep,))
+        self.stats["leaves_sent"] += 1
+        self._events.append(LeaveSent(seq=self._inc, targets=tuple(f"{a}:{p}" for a, p in targets)))
+        return len(targets)
+
+    def publish(self, data: bytes, now: float) -> Version:
+        version = self._publish_version(data, now)
+        self._spread(wire.MetadataRumor(cluster=self.cluster, origin=self.node_id, version=version.seq, data=data),
+                     wire.Infected(ids=frozenset({self.node_id})))
+        return version
+
+    def members(self) -> list[MemberInfo]:
+        i = self.identity
+        out = [MemberInfo(node_id=self.node_id, name=i.name, addr=i.addr, port=i.port, private=i.private,
+                          seq=self._inc, last_seen=0.0, state="alive", incarnation=self._inc)]
+        for nid, m in self._members.items():
+            i = m.identity
+            out.append(MemberInfo(node_id=nid, name=i.name, addr=i.addr, port=i.port, private=i.private,
+                                  seq=m.incarnation, last_seen=m.last_seen, state=_STATE_NAMES[m.state],
+                                  incarnation=m.incarnation))
+        return out
+
+    def live_ids(self) -> set[int]:
+        return set(self._members)
+
+    @property
+    def incarnation(self) -> int:
+        return self._inc
+
+    @property
+    def awareness(self) -> int:
+        """The local health multiplier's score (0: healthy)."""
+        return self._awareness
+
+    # ---- driver interface ------------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        if self._left:
+            return math.inf
+        t = self._next_cycle
+        p = self._probe
+        if p is None:
+            if self._heartbeats:
+                t = min(t, self._next_probe)
+        else:
+            t = min(t, p.end if (p.indirect or p.acked) else p.ack_by)
+        for r in self._relays.values():
+            t = min(t, r.until, r.nack_at if r.nack_at else r.until)
+        for s in self._suspicions.values():
+            t = min(t, s.deadline)
+        if self._queue and self._gossip_nodes:
+            t = min(t, self._next_gossip)
+        return t
+
+    def tick(self, now: float) -> None:
+        if self._left:
+            return
+        self._tick_relays(now)
+        for nid in [n for n, s in self._suspicions.items() if s.deadline <= now]:
+            s = self._suspicions[nid]
+            self._declare_dead(nid, s.incarnation, self.node_id, now, reason="suspect_timeout")
+        self._tick_probe(now)
+        if now >= self._next_gossip:
+            self._next_gossip += self._gossip_every
+            if self._next_gossip <= now:
+                self._next_gossip = now + self._gossip_every
+            if self._queue and self._gossip_nodes:
+                for nid in self._pick(self._gossip_nodes, ()):
+                    self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._inc),
+                                       (self._members[nid].identity.endpoint,))
+        if now >= self._next_cycle:
+            self._next_cycle += self.config.cycle_s
+            if self._next_cycle <= now:
+                self._next_cycle = now + self.config.cycle_s
+            self._cycle(now)
+
+    def receive_message(self, msg: wire.Message, now: float, src: str = "") -> None:
+        if self._left:
+            return
+        self._src = src
+        handler = self._HANDLERS.get(type(msg))
+        if handler is None:
+            return self.note_drop("malformed", f"message type {type(msg).__name__} is not used by swim")
+        handler(self, msg, now)
+
+    # ---- handlers --------------------------------------------------------------------------------------------
+
+    def _on_ping(self, msg: wire.Ping, now: float) -> None:
+        if msg.sender.node_id != msg.origin:
+            return self.note_drop("malformed", f"ping sender {msg.sender.addr}:{msg.sender.port} is not origin")
+        if msg.target != self.node_id:
+            return self.note_drop("malformed", f"ping for {msg.target:#010x}, not this node")
+        self._heard(msg.origin, now)
+        self._apply_all(msg.updates, now)
+        if self._heartbeats and not self._left:
+            self._send_updates(wire.Ack(cluster=self.cluster, origin=self.node_id, seq=msg.seq),
+                               (msg.sender.endpoint,))
+
+    def _on_ack(self, msg: wire.Ack, now: float) -> None:
+        self._apply_all(msg.updates, now)
+        p = self._probe
+        if p is not None and msg.seq == p.seq and msg.origin == p.target:
+            if p.acked:
+                return self.note_drop("duplicate", f"ack {msg.seq} from {msg.origin:#010x}")
+            p.acked = True
+            self.stats["probes_acked"] += 1
+            if not p.indirect:
+                self._health(-1)
+            self._heard(msg.origin, now)
+            return
+        r = self._relays.get(msg.seq)
+        if r is not None and msg.origin == r.target:
+            del self._relays[msg.seq]
+            self._heard(msg.origin, now)
+            self.stats["acks_relayed"] += 1
+            self._send_updates(wire.Ack(cluster=self.cluster, origin=msg.origin, seq=r.asker_seq), (r.asker,))
+            return
+        self.note_drop("stale", f"ack {msg.seq} from {msg.origin:#010x} answers no pending probe")
+
+    def _on_ping_req(self, msg: wire.PingReq, now: float) -> None:
+        if msg.sender.node_id != msg.origin:
+            return self.note_drop("malformed", f"ping-req sender {msg.sender.addr}:{msg.sender.port} is not origin")
+        self._heard(msg.origin, now)
+        self._apply_all(msg.updates, now)
+        if not self._heartbeats:
+            return
+        if msg.target.node_id == self.node_id:  # asked to probe ourselves: we are the answer
+            self._send_updates(wire.Ack(cluster=self.cluster, origin=self.node_id, seq=msg.seq),
+                               (msg.sender.endpoint,))
+            return
+        self._probe_seq += 1
+        timeout = self._scaled(self.config.cycle_s * self._probe_ratio)
+        self._relays[self._probe_seq] = _Relay(msg.sender.endpoint, msg.seq, msg.target.node_id,
+                                               now + NACK_RATIO * timeout if self._lhm else 0.0,
+                                               now + self._scaled(self.config.cycle_s))
+        self.stats["probes_relayed"] += 1
+        self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq,
+                                     sender=self.identity, target=msg.target.node_id), (msg.target.endpoint,))
+
+    def _on_gossip(self, msg: wire.Gossip, now: float) -> None:
+        self._heard(msg.origin, now)
+        self._apply_all(msg.updates, now)
+
+    def _on_nack(self, msg: wire.Nack, now: float) -> None:
+        p = self._probe
+        if p is None or msg.seq != p.seq or msg.target != p.target:
+            return self.note_drop("stale", f"nack {msg.seq} from {msg.origin:#010x} answers no pending probe")
+        if msg.origin in p.nacks:
+            return self.note_drop("duplicate", f"nack {msg.seq} from {msg.origin:#010x}")
+        p.nacks.add(msg.origin)
+        self.stats["nacks_received"] += 1
+
+    def _on_state(self, msg: wire.State, now: float) -> None:
+        if msg.sender.node_id != msg.origin:
+            return self.note_drop("malformed", f"state sender {msg.sender.addr}:{msg.sender.port} is not origin")
+        self.stats["states_received"] += 1
+        for e in msg.entries:
+            if e.state == ALIVE:
+                self._apply(wire.Update(kind=ALIVE, incarnation=e.incarnation, node=e.identity.node_id,
+                                        identity=e.identity), now)
+            else:  # a remote suspect or dead: suspected here (a live one refutes it; memberlist's rule)
+                self._apply(wire.Update(kind=SUSPECT, incarnation=e.incarnation, node=e.identity.node_id,
+                                        sender=msg.origin), now)
+        self._heard(msg.origin, now)
+        if msg.reply and msg.part == 0 and not self._left:
+            self._send_state(msg.sender.endpoint, reply=False)
+
+    def _on_metadata(self, msg: wire.MetadataRumor, now: float) -> None:
+        if not self._newer(Version(msg.version, msg.origin), "metadata"):
+            return
+        self._adopt(Version(msg.version, msg.origin), msg.data, via="rumor")
+        self._spread(msg, msg.infected.with_added((self.node_id,)))
+
+    _HANDLERS = {
+        wire.Ping: _on_ping,
+        wire.Ack: _on_ack,
+        wire.PingReq: _on_ping_req,
+        wire.Nack: _on_nack,
+        wire.Gossip: _on_gossip,
+        wire.State: _on_state,
+        wire.MetadataRumor: _on_metadata,
+        wire.SwapRequest: CoreBase._on_swap_request,
+        wire.SwapResponse: CoreBase._on_swap_response,
+    }
+
+    # ---- membership updates ----------------------------------------------------------------------------------
+
+    def _apply_all(self, updates, now: float) -> None:
+        for u in updates:
+            self._apply(u, now)
+
+    def _apply(self, u: wire.Update, now: float) -> None:
+        if u.kind == ALIVE:
+            self._on_alive(u, now)
+        elif u.kind == SUSPECT:
+            self._on_suspect(u, now)
+        else:
+            self._on_dead(u, now)
+
+    def _on_alive(self, u: wire.Update, now: float) -> None:
+        nid = u.node
+        if nid == self.node_id:
+            return  # only this node raises its incarnation: an alive about it is never newer than what it knows
+        dead = self._dead.get(nid)
+        if dead is not None and u.incarnation <= dead:
+            self.stats["updates_stale"] += 1  # a removed member's old alive cannot bring it back
+            return
+        m = self._members.get(nid)
+        if m is None:
+            self._dead.pop(nid, None)
+            self._dead_ident.pop(nid, None)
+            m = self._members[nid] = _Member(u.identity, u.incarnation, now)
+            self._pos[nid] = len(self._ids)
+            self._ids.append(nid)
+            self._probe_list.append(nid)  # to a random place in the probe order (memberlist's swap)
+            j = self._rng.randrange(len(self._probe_list))
+            self._probe_list[j], self._probe_list[-1] = self._probe_list[-1], self._probe_list[j]
+            i = u.identity
+            self._events.append(MemberAdded(node_id=nid, name=i.name, addr=i.addr, port=i.port))
+            self._enqueue(u)
+            return
+        if u.incarnation <= m.incarnation:
+            self.stats["updates_old"] += 1
+            return
+        m.incarnation, m.identity, m.last_seen = u.incarnation, u.identity, now
+        if m.state == SUSPECT:
+            m.state = ALIVE
+            self._suspicions.pop(nid, None)
+            self.stats["suspicions_refuted"] += 1
+            self._events.append(MemberAlive(node_id=nid, name=m.identity.name, incarnation=u.incarnation))
+        self._enqueue(u)
+
+    def _on_suspect(self, u: wire.Update, now: float) -> None:
+        nid = u.node
+        if nid == self.node_id:
+            return self._refute(u.incarnation)
+        m = self._members.get(nid)
+        if m is None or u.incarnation < m.incarnation:
+            self.stats["updates_old"] += 1
+            return
+        s = self._suspicions.get(nid)
+        if s is not None:  # suspected already: another node's suspicion confirms it
+            if u.sender not in s.confirmers:
+                s.confirmers.add(u.sender)
+                self._set_deadline(s)
+                self.stats["suspicions_confirmed"] += 1
+                self._enqueue(u)
+            return
+        self._suspect(nid, m, u.incarnation, u.sender, now)
+
+    def _on_dead(self, u: wire.Update, now: float) -> None:
+        nid = u.node
+        if nid == self.node_id:
+            return self._refute(u.incarnation)
+        m = self._members.get(nid)
+        if m is None or u.incarnation < m.incarnation:
+            self.stats["updates_old"] += 1
+            return
+        self._declare_dead(nid, u.incarnation, u.sender, now, reason="dead")
+
+    def _suspect(self, nid: int, m: _Member, incarnation: int, by: int, now: float) -> None:
+        m.state, m.incarnation = SUSPECT, incarnation
+        n = len(self._members) + 1
+        k = self._susp_mult - 2 if n - 2 >= self._susp_mult - 2 else 0
+        min_s = self._susp_mult * max(1.0, math.log10(max(1, n))) * self.config.cycle_s
+        max_s = (self._susp_max_mult if self._dynamic else 1) * min_s
+        s = self._suspicions[nid] = _Suspicion(incarnation, now, k, min_s, max_s, by)
+        self._set_deadline(s)
+        self.stats["suspicions"] += 1
+        self._events.append(MemberSuspected(node_id=nid, name=m.identity.name, incarnation=incarnation, by=by))
+        self._enqueue(wire.Update(kind=SUSPECT, incarnation=incarnation, node=nid, sender=by))
+
+    def _set_deadline(self, s: _Suspicion) -> None:
+        confirmations = len(s.confirmers) - 1
+        if not self._dynamic or s.k < 1:
+            s.deadline = s.start + s.min_s
+            return
+        frac = math.log(confirmations + 1) / math.log(s.k + 1)
+        s.deadline = s.start + max(s.min_s, s.max_s - (s.max_s - s.min_s) * frac)
+
+    def _declare_dead(self, nid: int, incarnation: int, by: int, now: float, *, reason: str) -> None:
+        m = self._members.pop(nid)
+        self._suspicions.pop(nid, None)
+        pos = self._pos.pop(nid)
+        last = self._ids.pop()
+        if last != nid:
+            self._ids[pos] = last
+            self._pos[last] = pos
+        if len(self._dead) >= MAX_REMEMBERED_DEAD:
+            self._dead.pop(next(iter(self._dead)))
+        self._dead[nid] = incarnation
+        self._dead_ident.pop(nid, None)
+        self._dead_ident[nid] = m.identity
+        while len(self._dead_ident) > MAX_DEAD_IN_STATE:
+            self._dead_ident.pop(next(iter(self._dead_ident)))
+        if by == nid:
+            self.stats["members_left"] += 1
+            self._events.append(MemberLeft(node_id=nid, name=m.identity.name, seq=incarnation))
+        else:
+            self.stats[f"removed_{reason}"] += 1
+            self._events.append(MemberRemoved(node_id=nid, name=m.identity.name, reason=reason))
+        self._enqueue(wire.Update(kind=DEAD, incarnation=incarnation, node=nid, sender=by))
+
+    def _refute(self, incarnation: int) -> None:
+        """Someone suspects this node (or declared it dead) at INCARNATION: spread alive at a higher one."""
+        if not self._heartbeats or self._left or incarnation < self._inc:
+            return  # a stopped node does not defend itself; an older accusation is answered already
+        old = self._inc
+        self._inc = max(self._inc + 1, incarnation + 1)
+        self.stats["refutations"] += 1
+        self._health(+1)
+        self._events.append(Refuted(incarnation=old, new=self._inc))
+        self._enqueue(self._alive_self())
+
+    def _alive_self(self) -> wire.Update:
+        return wire.Update(kind=ALIVE, incarnation=self._inc, node=self.node_id, identity=self.identity)
+
+    def _heard(self, nid: int, now: float) -> None:
+        m = self._members.get(nid)
+        if m is not None:
+            m.last_seen = now
+
+    # ---- dissemination ---------------------------------------------------------------------------------------
+
+    def _enqueue(self, u: wire.Update) -> None:
+        self._order += 1
+        self._queue[u.node] = [u, 0, self._order]
+
+    def _take_updates(self, room: int, first: wire.Update | None = None) -> tuple[wire.Update, ...]:
+        """Updates to piggyback in ROOM bytes: FIRST (the buddy system's), then the least sent, newest first."""
+        out = []
+        if first is not None and first.encoded_size() <= room:
+            out.append(first)
+            room -= first.encoded_size()
+        if not self._queue:
+            return tuple(out)
+        limit = self._retransmit_mult * math.ceil(math.log10(len(self._members) + 2))
+        for entry in sorted(self._queue.values(), key=lambda e: (e[1], -e[2])):
+            if len(out) == 255:
+                break
+            u = entry[0]
+            size = u.encoded_size()
+            if size > room or u is first:
+                continue
+            out.append(u)
+            room -= size
+            entry[1] += 1
+            if entry[1] >= limit:
+                del self._queue[u.node]
+        return tuple(out)
+
+    def _send_updates(self, msg, targets: tuple[tuple[str, int], ...], first: wire.Update | None = None) -> None:
+        """Send MSG (a PING, ACK or PING_REQ without updates) to TARGETS with as many updates as fit."""
+        room = self.config.max_packet_bytes - wire.SWIM_FIXED_BYTES - wire.swim_prefix_size(msg)
+        updates = self._take_updates(room, first)
+        self._emit(replace(msg, updates=updates) if updates else msg, targets)
+
+    def _pick(self, k: int, exclude) -> list[int]:
+        """Up to K random members, none in EXCLUDE."""
+        ids = [n for n in self._ids if n not in exclude] if exclude else self._ids
+        return list(ids) if len(ids) <= k else self._rng.sample(ids, k)
+
+    def _spread(self, msg: wire.MetadataRumor, infected: wire.Infected) -> None:
+        """Send metadata rumor MSG to up to fanout uninfected members, with them added to its infected set."""
+        ids, rng, k = self._ids, self._rng, self.config.fanout
+        chosen: list[int] = []
+        for _ in range(3 * k):  # random probes first, a scan when they run dry (as the heartbeat core picks)
+            if not ids or len(chosen) == k:
+                break
+            nid = ids[rng.randrange(len(ids))]
+            if nid != msg.origin and nid not in chosen and nid not in infected:
+                chosen.append(nid)
+        if len(chosen) < k:
+            rest = [n for n in ids if n != msg.origin and n not in chosen and n not in infected]
+            need = k - len(chosen)
+            chosen.extend(rest if len(rest) <= need else rng.sample(rest, need))
+        if not chosen:
+            return
+        msg = wire.MetadataRumor(cluster=msg.cluster, origin=msg.origin, version=msg.version, data=msg.data,
+                                 infected=infected.with_added(chosen))
+        endpoints = tuple(self._members[n].identity.endpoint for n in chosen)
+        self._events.append(MetadataSent(version=msg.version, origin=msg.origin,
+                                         targets=tuple(f"{a}:{p}" for a, p in endpoints)))
+        self._emit(msg, endpoints)
+
+    # ---- timers ----------------------------------------------------------------------------------------------
+
+    def _scaled(self, t: float) -> float:
+        return t * (self._awareness + 1) if self._lhm else t
+
+    def _health(self, delta: int) -> None:
+        if self._lhm:
+            self._awareness = min(self._awareness_max - 1, max(0, self._awareness + delta))
+
+    def _next_target(self) -> int | None:
+        for _ in range(2):
+            while self._probe_at < len(self._probe_list):
+                nid = self._probe_list[self._probe_at]
+                self._probe_at += 1
+                if nid in self._members:
+                    return nid
+            self._probe_list = list(self._ids)  # a new round, in a new order
+            self._rng.shuffle(self._probe_list)
+            self._probe_at = 0
+        return None
+
+    def _tick_probe(self, now: float) -> None:
+        p = self._probe
+        if p is not None and not p.acked and not p.indirect and now >= p.ack_by:
+            p.indirect = True
+            m = self._members.get(p.target)
+            relays = self._pick(self._k, (p.target,)) if m is not None else []
+            p.expected = len(relays) if self._lhm else 0
+            for nid in relays:
+                self._send_updates(wire.PingReq(cluster=self.cluster, origin=self.node_id, seq=p.seq,
+                                                sender=self.identity, target=m.identity),
+                                   (self._members[nid].identity.endpoint,))
+        if p is not None and now >= p.end:
+            self._probe = None
+            if not p.acked:
+                self.stats["probes_failed"] += 1
+                self._health(p.expected - len(p.nacks) if p.expected else 1)
+                m = self._members.get(p.target)
+                if m is not None:  # suspected here, or (already suspect) confirmed by this node's own probe
+                    self._on_suspect(wire.Update(kind=SUSPECT, incarnation=m.incarnation, node=p.target,
+                                                 sender=self.node_id), now)
+        if self._probe is None and now >= self._next_probe and self._heartbeats:
+            period = self._scaled(self.config.cycle_s)
+            self._next_probe = now + period
+            target = self._next_target()
+            if target is None:
+                return
+            self._probe_seq += 1
+            m = self._members[target]
+            self._probe = _Probe(target, self._probe_seq, now + self._scaled(self.config.cycle_s * self._probe_ratio),
+                                 now + period)
+            self.stats["probes"] += 1
+            buddy = None
+            if self._buddy and m.state == SUSPECT:
+                buddy = wire.Update(kind=SUSPECT, incarnation=m.incarnation, node=target, sender=self.node_id)
+            self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq,
+                                         sender=self.identity, target=target), (m.identity.endpoint,), first=buddy)
+
+    def _tick_relays(self, now: float) -> None:
+        for seq in [s for s, r in self._relays.items() if r.until <= now or (r.nack_at and r.nack_at <= now)]:
+            r = self._relays[seq]
+            if r.nack_at and r.nack_at <= now:
+                r.nack_at = 0.0
+                self.stats["nacks_sent"] += 1
+                self._emit(wire.Nack(cluster=self.cluster, origin=self.node_id, seq=r.asker_seq, target=r.target),
+                           (r.asker,))
+            if r.until <= now:
+                del self._relays[seq]
+
+    def _cycle(self, now: float) -> None:
+        """Once per period (unscaled): the metadata swap, a STATE to a seed not listed, the periodic push-pull."""
+        self._cycles += 1
+        if self._ids:
+            peer = self._members[self._ids[self._rng.randrange(len(self._ids))]].identity
+            self._emit(self._swap_request(), (peer.endpoint,))
+        if not self._heartbeats:
+            return
+        listed = {m.identity.endpoint for m in self._members.values()}
+        lost = [s for s in self._seeds if s not in listed]
+        if lost:
+            self._send_state(lost[self._rng.randrange(len(lost))], reply=True)
+        elif self._ids and self._cycles % self._push_pull_cycles == 0:
+            peer = self._members[self._ids[self._rng.randrange(len(self._ids))]].identity
+            self._send_state(peer.endpoint, reply=True)
+
+    def _send_state(self, endpoint: tuple[str, int], *, reply: bool) -> None:
+        """This node's member list to ENDPOINT, in as many datagrams as it takes (at most 255)."""
+        entries = [wire.StateEntry(state=ALIVE, incarnation=self._inc, identity=self.identity)]
+        entries += [wire.StateEntry(state=m.state, incarnation=m.incarnation, identity=m.identity)
+                    for m in self._members.values()]
+        entries += [wire.StateEntry(state=DEAD, incarnation=self._dead[nid], identity=ident)
+                    for nid, ident in reversed(self._dead_ident.items())]
+        head = wire.State(cluster=self.cluster, origin=self.node_id, seq=self._inc, sender=self.identity,
+                          reply=reply, part=0, parts=1)
+        room = self.config.max_packet_bytes - wire.SWIM_FIXED_BYTES - wire.swim_prefix_size(head)
+        parts: list[list] = [[]]
+        used = 0
+        for e in entries:
+            size = e.encoded_size()
+            if used + size > room:
+                if len(parts) == 255:
+                    self.stats["state_truncated"] += 1
+                    break
+                parts.append([])
+                used = 0
+            parts[-1].append(e)
+            used += size
+        self.stats["states_sent"] += 1
+        for i, chunk in enumerate(parts):
+            self._emit(replace(head, reply=reply and i == 0, part=i, parts=len(parts), entries=tuple(chunk)),
+                       (endpoint,))

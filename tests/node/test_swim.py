@@ -1,0 +1,475 @@
+"""SWIM with Lifeguard (`gossip.protocols.swim`): the protocol's rules, one core at a time and on the simulator's
+network of real cores (deterministic, so a failure replays), plus its wire messages and its options.
+
+Nothing is mocked: a lone core gets real signed datagrams or decoded messages, and the simulator runs one real
+`SwimCore` per node behind the shared driver, as a node process does."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+
+from gossip import NodeConfig
+from gossip import _wire as wire
+from gossip.errors import ConfigError
+from gossip.protocols import create
+from gossip.protocols.swim import SwimCore
+from testbed.sim import Simulation
+
+T0 = 1000.0
+
+
+def _cfg(**kw) -> NodeConfig:
+    options = kw.pop("options", {})
+    return NodeConfig(membership="swim", cycle_s=kw.pop("cycle_s", 1.0), timeout_s=5.0, options=options, **kw)
+
+
+def _core(port=9000, **kw) -> SwimCore:
+    cfg = _cfg(listen_port=port, **kw)
+    core = create(cfg, wire.Identity(name=f"p{port}", addr=cfg.listen_addr, port=port), random.Random(port),
+                  now=T0)
+    assert isinstance(core, SwimCore)
+    return core
+
+
+def _ident(port: int) -> wire.Identity:
+    return wire.Identity(name=f"p{port}", addr="127.0.0.1", port=port)
+
+
+def _alive(port: int, inc: int = 5) -> wire.Update:
+    i = _ident(port)
+    return wire.Update(kind=wire.ALIVE, incarnation=inc, node=i.node_id, identity=i)
+
+
+def _feed(core: SwimCore, *updates: wire.Update, sender: int = 9100, now: float = T0) -> None:
+    """UPDATES as they arrive on a real node: piggybacked on a signed PING from SENDER, through the decoder."""
+    s = _ident(sender)
+    ping = wire.Ping(cluster=core.cluster, origin=s.node_id, seq=1, sender=s, target=core.node_id,
+                     updates=tuple(updates))
+    core.receive(core.encode(ping), now)
+
+
+def _sent(core: SwimCore) -> list:
+    return [(s.message, s.targets) for s in core.take_sends()]
+
+
+# ---- wire ----------------------------------------------------------------------------------------------------
+
+def test_every_swim_message_round_trips_and_a_bad_body_is_malformed():
+    i, j = _ident(1), _ident(2)
+    ups = (_alive(2, 7), wire.Update(kind=wire.SUSPECT, incarnation=3, node=j.node_id, sender=i.node_id),
+           wire.Update(kind=wire.DEAD, incarnation=4, node=j.node_id, sender=j.node_id))
+    msgs = [wire.Ping(cluster=9, origin=i.node_id, seq=2, sender=i, target=j.node_id, updates=ups),
+            wire.Ack(cluster=9, origin=j.node_id, seq=2, updates=ups[:1]),
+            wire.PingReq(cluster=9, origin=i.node_id, seq=3, sender=i, target=j),
+            wire.Nack(cluster=9, origin=j.node_id, seq=3, target=i.node_id),
+            wire.State(cluster=9, origin=i.node_id, seq=11, sender=i, reply=True, part=1, parts=3,
+                       entries=(wire.StateEntry(state=wire.SUSPECT, incarnation=8, identity=j),))]
+    for m in msgs:
+        raw = wire.encode(m, key=b"k")
+        assert wire.decode(raw, cluster=9, keys=(b"k",)) == m
+        # the sizes a sender fills a datagram by are the encoder's
+        body = len(raw) - wire.HEADER_BYTES - wire.MAC_BYTES
+        extra = sum(u.encoded_size() for u in getattr(m, "updates", ())) + \
+            sum(e.encoded_size() for e in getattr(m, "entries", ()))
+        assert body == wire.swim_prefix_size(m) + extra, type(m).__name__
+    # an update kind or STATE flags that are not in the spec: malformed, counted, never an exception
+    core = _core()
+    raw = bytearray(wire.encode(msgs[0], key=b""))
+    bad = wire.HEADER_BYTES + wire.swim_prefix_size(msgs[0])  # the first update's kind byte
+    raw[bad] = 9
+    body = bytes(raw[:-wire.MAC_BYTES])
+    forged = wire.HEADER.pack(*wire.HEADER.unpack_from(body)[:3], core.cluster, *wire.HEADER.unpack_from(body)[4:])
+    signed = forged + body[wire.HEADER_BYTES:]
+    core.receive(signed + wire.mac(b"", signed), T0)
+    assert core.stats["dropped_malformed"] == 1 and core.stats["packets_in"] == 1
+
+
+def test_a_core_survives_random_bodies_under_a_valid_mac_for_every_swim_type():
+    core, rng = _core(), random.Random(4)
+    for n in range(3000):
+        mtype = rng.choice([6, 7, 8, 9, 10])
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 60)))
+        if n % 3 == 0:  # a plausible start: a real identity, then noise
+            body = wire._identity_bytes(_ident(9100)) + body
+        head = wire.HEADER.pack(wire.MAGIC, wire.FORMAT_VERSION, mtype, core.cluster, rng.getrandbits(32), 0,
+                                len(body), rng.getrandbits(64))
+        core.receive(head + body + wire.mac(b"", head + body), T0 + n * 1e-3)
+        core.tick(T0 + n * 1e-3)
+    assert core.stats["packets_in"] == 3000
+    assert core.stats["dropped"] > 2000  # most are malformed; none raised
+
+
+# ---- one core -------------------------------------------------------------------------------------------------
+
+def test_alive_adds_a_member_with_its_incarnation_and_a_removed_members_old_alive_cannot_bring_it_back():
+    core = _core()
+    _feed(core, _alive(9001, 5))
+    info = {m.port: m for m in core.members()}
+    assert info[9001].state == "alive" and info[9001].incarnation == 5
+    assert info[9001].to_json()["state"] == "alive" and info[9001].to_json()["incarnation"] == 5
+    nid = _ident(9001).node_id
+    _feed(core, wire.Update(kind=wire.DEAD, incarnation=5, node=nid, sender=_ident(9100).node_id))
+    kinds = [e.kind for e in core.take_events()]
+    assert "member_removed" in kinds and nid not in core.live_ids()
+    _feed(core, _alive(9001, 5), _alive(9001, 4))  # replays of its old alive
+    assert nid not in core.live_ids() and core.stats["updates_stale"] == 2
+    _feed(core, _alive(9001, 6))  # a new incarnation (a restart, or a refutation): back
+    assert nid in core.live_ids()
+
+
+def test_a_suspected_node_refutes_with_a_higher_incarnation_and_its_peers_take_it():
+    accused, peer = _core(9000), _core(9001)
+    _feed(peer, _alive(9000, accused.incarnation))
+    suspect = wire.Update(kind=wire.SUSPECT, incarnation=accused.incarnation, node=accused.node_id,
+                          sender=_ident(9100).node_id)
+    _feed(peer, suspect)
+    assert [m.state for m in peer.members() if m.port == 9000] == ["suspect"]
+    old = accused.incarnation
+    _feed(accused, suspect)
+    assert accused.incarnation == old + 1 and accused.stats["refutations"] == 1
+    refuted = [e for e in accused.take_events() if e.kind == "refuted"]
+    assert refuted and refuted[0].new == old + 1
+    assert accused.awareness == 1  # being suspected is a sign of its own ill health (LHM)
+    # the refutation rides on the next message it sends: an ACK to the next PING
+    _feed(accused, sender=9001)
+    ack = _sent(accused)[-1][0]
+    assert isinstance(ack, wire.Ack) and any(u.kind == wire.ALIVE and u.incarnation == old + 1 for u in ack.updates)
+    peer.receive(accused.encode(ack), T0)
+    assert [(m.state, m.incarnation) for m in peer.members() if m.port == 9000] == [("alive", old + 1)]
+    assert "member_alive" in [e.kind for e in peer.take_events()]
+
+
+def test_a_stopped_node_neither_answers_nor_refutes():
+    core = _core()
+    core.stop()
+    _feed(core, wire.Update(kind=wire.SUSPECT, incarnation=core.incarnation, node=core.node_id, sender=1))
+    assert core.stats["refutations"] == 0 and not [m for m, _ in _sent(core) if isinstance(m, wire.Ack)]
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_the_suspicion_timeout_falls_with_independent_confirmations_only_with_lifeguard(dynamic):
+    core = _core(options={"lifeguard_suspicion": dynamic})
+    for port in range(9001, 9011):  # N = 11: min = 4 * log10(11) s, K = 2
+        _feed(core, _alive(port, 3))
+    nid = _ident(9001).node_id
+    _feed(core, wire.Update(kind=wire.SUSPECT, incarnation=3, node=nid, sender=_ident(9002).node_id))
+    s = core._suspicions[nid]
+    lo = 4 * math.log10(11)
+    assert s.deadline - T0 == pytest.approx(6 * lo if dynamic else lo)
+    deadlines = [s.deadline]
+    for by in (9002, 9003, 9004):  # the first suspector again (no confirmation), then two others
+        _feed(core, wire.Update(kind=wire.SUSPECT, incarnation=3, node=nid, sender=_ident(by).node_id))
+        deadlines.append(s.deadline)
+    if dynamic:
+        mid = 6 * lo - 5 * lo * math.log(2) / math.log(3)
+        assert [d - T0 for d in deadlines] == pytest.approx([6 * lo, 6 * lo, mid, lo])
+    else:
+        assert set(deadlines) == {T0 + lo}
+    core.tick(T0 + lo - 0.01)
+    assert nid in core.live_ids()
+    core.tick(deadlines[-1] + 0.001)
+    assert nid not in core.live_ids()
+    removed = [e for e in core.take_events() if e.kind == "member_removed"]
+    assert [(e.node_id, e.reason) for e in removed] == [(nid, "suspect_timeout")]
+
+
+def test_a_failed_probe_asks_k_relays_then_suspects_and_missing_nacks_raise_the_health_multiplier():
+    core = _core(options={"indirect_checks": 2})
+    for port in (9001, 9002, 9003):
+        _feed(core, _alive(port, 3))
+    _sent(core)
+    core.tick(T0)  # the first probe
+    ping = [m for m, _ in _sent(core) if isinstance(m, wire.Ping)]
+    assert len(ping) == 1
+    target = ping[0].target
+    core.tick(T0 + 0.5)  # no ACK within the probe timeout: two PING_REQs to the others
+    reqs = [(m, t) for m, t in _sent(core) if isinstance(m, wire.PingReq)]
+    assert len(reqs) == 2 and {m.target.node_id for m, _ in reqs} == {target}
+    relay = wire.node_id(*reqs[0][1][0])
+    core.receive_message(wire.Nack(cluster=core.cluster, origin=relay, seq=ping[0].seq, target=target), T0 + 0.9)
+    core.tick(T0 + 1.0)  # end of the period: suspected; one of two NACKs missing -> health +1
+    assert [m.state for m in core.members() if m.node_id == target] == ["suspect"]
+    assert core.awareness == 1 and core.stats["probes_failed"] == 1
+    # the next period is twice as long, and a PING to a suspect carries the suspicion first (buddy system)
+    assert core.next_deadline() == pytest.approx(T0 + 2.0)
+    for _ in range(30):  # a round of three targets, two deadlines each
+        core.tick(core.next_deadline())
+        for m, _ in _sent(core):
+            if isinstance(m, wire.Ping) and m.target == target:
+                assert m.updates[0].kind == wire.SUSPECT and m.updates[0].node == target
+                return
+    pytest.fail("the suspect was never probed")
+
+
+def test_a_direct_ack_lowers_the_health_multiplier_and_a_relay_passes_an_ack_on():
+    core = _core()
+    _feed(core, _alive(9001, 3))
+    core._awareness = 3
+    core.tick(T0)
+    ping = [m for m, _ in _sent(core) if isinstance(m, wire.Ping)][0]
+    core.receive_message(wire.Ack(cluster=core.cluster, origin=ping.target, seq=ping.seq), T0 + 0.01)
+    assert core.awareness == 2 and core.stats["probes_acked"] == 1
+    # as a relay: a PING_REQ makes it probe the target and pass the target's ACK on, under the asker's seq
+    relay = _core(9002)
+    asker, target = _ident(9000), _ident(9001)
+    relay.receive_message(wire.PingReq(cluster=relay.cluster, origin=asker.node_id, seq=77, sender=asker,
+                                       target=target), T0)
+    (probe, to), = [(m, t) for m, t in _sent(relay) if isinstance(m, wire.Ping)]
+    assert to == (target.endpoint,) and probe.target == target.node_id
+    relay.receive_message(wire.Ack(cluster=relay.cluster, origin=target.node_id, seq=probe.seq), T0 + 0.01)
+    (ack, to), = _sent(relay)
+    assert isinstance(ack, wire.Ack) and (ack.origin, ack.seq) == (target.node_id, 77) and to == (asker.endpoint,)
+    # without the target's ACK, a NACK goes to the asker at 80 % of the probe timeout
+    relay.receive_message(wire.PingReq(cluster=relay.cluster, origin=asker.node_id, seq=78, sender=asker,
+                                       target=target), T0 + 1)
+    _sent(relay)
+    relay.tick(T0 + 1 + 0.8 * 0.5 + 1e-6)
+    nacks = [m for m, _ in _sent(relay) if isinstance(m, wire.Nack)]
+    assert [(m.seq, m.target) for m in nacks] == [(78, target.node_id)]
+
+
+def test_updates_fill_the_datagram_and_each_is_retransmitted_a_bounded_number_of_times():
+    core = _core(max_packet_bytes=576)
+    for port in range(9001, 9101):
+        _feed(core, _alive(port, 3))
+    limit = 4 * math.ceil(math.log10(101 + 1))
+    sends, before = 0, core.stats["sent_ack"]
+    while core._queue and sends < 1000:
+        _feed(core, sender=9001)
+        ack = _sent(core)[-1][0]
+        assert len(core.encode(ack)) + wire.IPV4_UDP_OVERHEAD <= 576
+        sends += 1
+    assert not core._queue and sends > 1
+    # every update was sent `limit` times: 100 members' alives, each `limit` times, over `sends` ACKs
+    assert core.stats["sent_ack"] - before == sends
+    assert 100 * limit / sends > 10  # many updates per datagram
+
+
+def test_options_are_checked_against_the_protocol_and_named_in_the_error():
+    assert _cfg(options={"indirect_checks": 5}).option("indirect_checks") == 5
+    assert _cfg().option("suspicion_mult") == 4
+    for bad, says in [({"nope": 1}, "options.nope: is not an option"),
+                      ({"indirect_checks": 99}, "options.indirect_checks: must be in [0, 16]"),
+                      ({"lifeguard_lhm": 1}, "options.lifeguard_lhm: must be true or false"),
+                      ({"probe_timeout_ratio": "x"}, "options.probe_timeout_ratio: must be a number")]:
+        with pytest.raises(ConfigError) as e:
+            _cfg(options=bad)
+        assert str(e.value).startswith(says) and "\n" not in str(e.value), str(e.value)
+    with pytest.raises(ConfigError) as e:
+        NodeConfig(options={"indirect_checks": 2})  # the heartbeat protocol has no options
+    assert str(e.value).startswith("options.indirect_checks: is not an option of this protocol")
+
+
+# ---- a cluster of cores on the simulator ------------------------------------------------------------------------
+
+def _sim(n: int, seed: int = 1, **kw) -> tuple[Simulation, list[str]]:
+    sim = Simulation(seed=seed, config=_cfg(**kw))
+    return sim, sim.add_nodes(n, seeding="tree", stagger_s=1.0)
+
+
+def _kinds(sim: Simulation, kind: str, after: float = 0.0) -> list[dict]:
+    return [e for e in sim.events if e["kind"] == kind and e["t"] - sim.epoch_s >= after]
+
+
+def test_a_cluster_joins_through_seeds_and_spreads_and_swaps_metadata():
+    sim, names = _sim(48)
+    with sim:
+        sim.run_until(12)
+        assert sim.membership_converged(), {k: len(v) for k, v in sim.views().items()}
+        version = sim.publish("n17", b"swim config")
+        sim.run_until(16)
+        assert set(sim.metadata().values()) == {(version, b"swim config")}
+        assert _kinds(sim, "metadata_sent")  # by rumor, as the heartbeat protocol spreads it
+        assert not _kinds(sim, "member_suspected")  # a quiet network: no suspicion at all
+        # SWIM's load does not grow with N: about one PING and one ACK per member per period
+        sim.run_until(26)
+        stats = [sim.core(n).stats for n in names]
+        pings = sum(s["sent_ping"] for s in stats) / len(names) / 26
+        assert 0.6 < pings < 1.6, pings
+
+
+def test_a_crashed_member_is_suspected_then_removed_everywhere_and_a_restart_is_taken_back():
+    sim, names = _sim(32, seed=3)
+    with sim:
+        sim.run_until(12)
+        assert sim.membership_converged()
+        sim.crash("n9")
+        sim.run_until(40)
+        rest = set(names) - {"n9"}
+        assert all(set(v) == rest - {k} for k, v in sim.views().items() if k != "n9")
+        sus = [e for e in _kinds(sim, "member_suspected", 12) if e["name"] == "n9"]
+        removed = [e for e in _kinds(sim, "member_removed", 12)]
+        assert sus and min(e["t"] for e in sus) - sim.epoch_s - 12 < 4  # a few periods at most
+        assert {e["name"] for e in removed} == {"n9"} and len(removed) == 31
+        # nobody else was suspected: no false positive
+        assert {e["name"] for e in _kinds(sim, "member_suspected")} == {"n9"}
+        sim.restart("n9")
+        sim.run_until(55)
+        assert sim.membership_converged()
+
+
+def test_a_paused_member_is_suspected_refutes_and_is_never_removed_with_lifeguard():
+    sim, names = _sim(24, seed=5)
+    with sim:
+        sim.run_until(12)
+        sim.pause("n4")
+        sim.run_until(16)  # several probe periods, shorter than any suspicion timeout (4 log10(24) s at least)
+        sim.resume("n4")
+        sim.run_until(30)
+        assert sim.membership_converged()
+        assert [e["name"] for e in _kinds(sim, "member_suspected") if e["name"] == "n4"]
+        assert not _kinds(sim, "member_removed")
+        assert _kinds(sim, "refuted") and _kinds(sim, "member_alive")
+
+
+def test_a_graceful_leave_is_member_left_everywhere_not_a_removal():
+    sim, names = _sim(24, seed=7)
+    with sim:
+        sim.run_until(12)
+        sim.leave("n6")
+        sim.run_until(20)
+        left = _kinds(sim, "member_left")
+        assert len({e["node"] for e in left}) == 23 and {e["name"] for e in left} == {"n6"}
+        # a peer whose probe of the leaver failed before the news came may suspect it, never remove it
+        assert not _kinds(sim, "member_removed")
+        assert {e["name"] for e in _kinds(sim, "member_suspected", 12)} <= {"n6"}
+
+
+def test_a_healed_partition_converges_again():
+    sim, names = _sim(16, seed=9)
+    with sim:
+        sim.run_until(12)
+        sim.partition(names[:8], names[8:])
+        sim.run_until(60)
+        views = sim.views()
+        assert all(len(views[n]) == 7 for n in names), {k: len(v) for k, v in views.items()}
+        sim.heal()
+        sim.run_until(100)
+        assert sim.membership_converged(), {k: len(v) for k, v in sim.views().items()}
+
+
+def test_under_loss_lifeguard_suspects_fewer_live_nodes_than_plain_swim():
+    counts = {}
+    for lifeguard in (True, False):
+        opts = {"lifeguard_lhm": lifeguard, "lifeguard_suspicion": lifeguard, "lifeguard_buddy": lifeguard}
+        sim, names = _sim(32, seed=11, options=opts)
+        with sim:
+            sim.run_until(12)
+            sim.set_loss(0.3)
+            sim.run_until(72)
+            counts[lifeguard] = Counter(e["kind"] for e in sim.events if e["t"] - sim.epoch_s >= 12)
+    assert counts[False]["member_removed"] > counts[True]["member_removed"], counts
+
+
+# ---- node processes and the testbed ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_swim_node_processes_join_list_states_detect_a_kill_take_a_restart_and_a_leave(tmp_path, transport):
+    from gossip._local import LocalCluster
+
+    with LocalCluster(size=6, workdir=tmp_path, protocol=transport, cycle_s=0.2, timeout_s=2.0,
+                      extra_args=["--membership", "swim", "--option", "suspicion_mult=3"]) as cl:
+        everyone = {n.name for n in cl.nodes}
+        assert cl.wait_for(lambda: all(n.names() == everyone for n in cl.nodes), 20), \
+            {n.name: n.names() for n in cl.nodes}
+        listed = cl.nodes[0].get("/list")
+        assert {m["state"] for m in listed} == {"alive"} and all(m["incarnation"] > 0 for m in listed)
+        v = cl.nodes[4].post("/publish", b"swim over " + transport.encode())
+        assert cl.wait_for(lambda: all(n.get("/metadata")["version"] == v["version"] for n in cl.nodes), 15)
+        victim = cl.nodes[2]
+        cl.kill(victim)
+        rest = [n for n in cl.nodes if n is not victim]
+        assert cl.wait_for(lambda: all(n.names() == everyone - {victim.name} for n in rest), 20)
+        cl.start(victim)  # a new incarnation (its clock in ms), above the one it was removed at
+        assert cl.wait_for(lambda: all(n.names() == everyone for n in cl.nodes), 20)
+        leaver = cl.nodes[5]
+        assert cl.terminate(leaver) == 0  # SIGTERM: dead about itself, spread as a leave
+        rest = [n for n in cl.nodes if n is not leaver]
+        assert cl.wait_for(lambda: all(n.names() == everyone - {leaver.name} for n in rest), 15)
+        events = [e for n in rest for e in cl.events(n)]
+    kinds = Counter(e["kind"] for e in events)
+    assert kinds["member_suspected"] >= 1 and kinds["member_removed"] >= 4  # the kill: suspected, then removed
+    assert {e["name"] for e in events if e["kind"] == "member_removed"} == {victim.name}
+    assert {e["name"] for e in events if e["kind"] == "member_left"} == {leaver.name}
+
+
+SCENARIO = """\
+name: swim-crash
+seed: 3
+nodes: 12
+backend: sim
+node:
+  membership: swim
+  cycle_s: 0.5
+  timeout_s: 4
+  xdp: true
+  options: {{suspicion_mult: 3}}
+duration_s: 20
+recovery_s: 12
+timeline:
+  - {{at: 3, op: publish, node: n3, data: "config v1"}}
+  - {{at: 4, fault: crash, node: n5, until: 16}}
+  - {{at: 17, op: publish, node: random}}
+checks:
+  - membership_converged: {{within_s: 10}}
+  - metadata_converged: {{within_s: 8}}
+  - no_false_deaths
+  - no_lost_update
+"""
+
+
+def _run_scenario(tmp_path, backend: str) -> tuple[dict, list[dict]]:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "swim.yaml"
+    path.write_text(SCENARIO.format())
+    run = subprocess.run([sys.executable, "-m", "testbed", "run", str(path), "--backend", backend, "--out",
+                          str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, timeout=600, cwd=root)
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()
+              if line.strip()]
+    return summary, events
+
+
+def _assert_swim_ran(summary: dict, events: list[dict]) -> None:
+    assert summary["passed"], summary["checks"]
+    assert {c["name"] for c in summary["checks"] if c["passed"]} == {
+        "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update"}
+    kinds = Counter(e["kind"] for e in events)
+    # the crash was found by probing: suspected, then removed; probes and acks, never a heartbeat
+    assert kinds["member_suspected"] and kinds["member_removed"]
+    assert {e["name"] for e in events if e["kind"] == "member_suspected"} == {"n5"}
+    last = {}
+    for e in events:
+        if e["kind"] in ("stats", "stopped"):
+            last[e["node"]] = e
+    assert sum(c.get("sent_ping", 0) for c in last.values()) > 0
+    assert sum(c.get("sent_heartbeat", 0) for c in last.values()) == 0
+
+
+def test_swim_runs_a_scenario_with_options_on_the_simulator(tmp_path):
+    _assert_swim_ran(*_run_scenario(tmp_path, "sim"))
+
+
+@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.bpf
+@pytest.mark.slow
+def test_swim_runs_the_same_scenario_on_the_netns_testbed_with_xdp(tmp_path):
+    summary, events = _run_scenario(tmp_path, "netns")
+    _assert_swim_ran(summary, events)
+    # XDP judged none of SWIM's messages, and the nodes took every one: nothing dropped as foreign or malformed
+    last = {}
+    for e in events:
+        if e["kind"] in ("stats", "stopped"):
+            last[e["node"]] = e
+    assert sum(c.get("dropped_malformed", 0) for c in last.values()) == 0
