@@ -30,6 +30,13 @@ enum gossip_type {
     GOSSIP_SWAP_REQ = 3,
     GOSSIP_SWAP_RESP = 4,
     GOSSIP_LEAVE = 5, /* not judged by the fast path: passed to the node */
+    /* SWIM (docs/wire-format.md): not judged by the fast path, passed to the node, whose decoder is the authority */
+    GOSSIP_PING = 6,
+    GOSSIP_ACK = 7,
+    GOSSIP_PING_REQ = 8,
+    GOSSIP_NACK = 9,
+    GOSSIP_STATE = 10,
+    GOSSIP_GOSSIP = 11,
 };
 
 /* The header exactly as on the wire (naturally aligned, no padding). */

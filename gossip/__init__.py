@@ -6,16 +6,17 @@ docs/wire-format.md.
 
 from ._config import NodeConfig
 from ._core import GossipCore, MemberInfo, Version
-from ._events import (Accepted, Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed,
-                      MemberRemoved, MetadataAdopted, MetadataSent, PacketDropped, Send)
+from ._events import (Accepted, Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberAlive, MemberLeft,
+                      MemberRefreshed, MemberRemoved, MemberSuspected, MetadataAdopted, MetadataSent, PacketDropped,
+                      Refuted, Send)
 from ._wire import Identity, cluster_id, node_id
 from .errors import ConfigError, GossipError, ProtocolError, UsageError
 
 __all__ = [
     "Accepted", "Node", "ConfigError", "Event", "GossipCore", "GossipError", "HeartbeatsChanged", "Identity",
-    "LeaveSent", "MemberAdded", "MemberInfo", "MemberLeft", "MemberRefreshed", "MemberRemoved", "MetadataAdopted",
-    "MetadataSent", "NodeConfig", "PacketDropped", "ProtocolError", "Send", "UsageError", "Version", "cluster_id",
-    "node_id",
+    "LeaveSent", "MemberAdded", "MemberAlive", "MemberInfo", "MemberLeft", "MemberRefreshed", "MemberRemoved",
+    "MemberSuspected", "MetadataAdopted", "MetadataSent", "NodeConfig", "PacketDropped", "ProtocolError", "Refuted",
+    "Send", "UsageError", "Version", "cluster_id", "node_id",
 ]
 
 

@@ -645,8 +645,7 @@ class SwimCore(CoreBase):
             self._emit(self._swap_request(), (peer.endpoint,))
         if not self._heartbeats:
             return
-        listed = {m.identity.endpoint for m in self._members.values()}
-        lost = [s for s in self._seeds if s not in listed]
+        lost = [s for s in self._seeds if wire.node_id(*s) not in self._members]  # seeds are few: no O(N) scan
         if lost:
             self._send_state(lost[self._rng.randrange(len(lost))], reply=True)
         elif self._ids and self._cycles % self._push_pull_cycles == 0:

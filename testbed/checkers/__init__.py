@@ -10,5 +10,6 @@ from .base import REGISTRY, Check, CheckResult, register
 from . import membership_converged, metadata_converged, no_false_deaths  # noqa: E402,F401,I001
 from . import bad_packets_dropped, no_lost_update  # noqa: E402,F401,I001
 from . import every_update_delivered, no_false_deaths_under_light_loss, resources_flat  # noqa: E402,F401,I001
+from . import no_false_suspicions  # noqa: E402,F401,I001
 
 __all__ = ["REGISTRY", "Check", "CheckResult", "register"]

@@ -180,7 +180,7 @@ def test_each_drop_reason_is_counted_and_matches_the_decoder(one_node, name):
 def test_types_the_program_does_not_judge_go_to_the_node(one_node, fastpath):
     with fastpath.writer(one_node.node.ifindex) as writer:
         writer.heartbeat_accepted(origin=1, seq=100)
-        unknown = _with(heartbeat(1, 1), 3, b"\x09")
+        unknown = _with(heartbeat(1, 1), 3, b"\xc8")  # type 200: no protocol's
         got, counted = one_node.exchange(leave(1, 50), leave(1, 101), unknown)
     assert got == [leave(1, 50), leave(1, 101), unknown]  # the node judges them: a stale leave, a malformed type
     assert counted == {"passed_other": 3}

@@ -75,7 +75,8 @@ def test_constants_match_the_header_and_the_wire_codec():
                  "FT_GLOBAL"):
         assert d[name] == getattr(S, name), name
     assert {t.name: int(t) for t in _wire.MsgType} == {
-        "HEARTBEAT": 1, "METADATA": 2, "SWAP_REQ": 3, "SWAP_RESP": 4, "LEAVE": 5}
+        "HEARTBEAT": 1, "METADATA": 2, "SWAP_REQ": 3, "SWAP_RESP": 4, "LEAVE": 5,
+        "PING": 6, "ACK": 7, "PING_REQ": 8, "NACK": 9, "STATE": 10, "GOSSIP": 11}
     assert enum_names("gossip_type") == [f"GOSSIP_{t.name}" for t in _wire.MsgType]
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 import gossip._events
-from gossip import (Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed, MemberRemoved,
-                    MetadataAdopted, MetadataSent, PacketDropped)
+from gossip import (Event, HeartbeatsChanged, LeaveSent, MemberAdded, MemberAlive, MemberLeft, MemberRefreshed,
+                    MemberRemoved, MemberSuspected, MetadataAdopted, MetadataSent, PacketDropped, Refuted)
 from gossip import _wire as wire
 from gossip._driver import ROUTINE_DROPS, CoreDriver, event_json
 
@@ -137,6 +137,9 @@ EVERY_EVENT = [
     MetadataSent(version=3, origin=1, targets=("10.0.0.2:7946", "10.0.0.3:7946")),
     PacketDropped(reason="bad_mac", detail="x"),
     HeartbeatsChanged(running=False),
+    MemberSuspected(node_id=1, name="a", incarnation=4, by=2),
+    MemberAlive(node_id=1, name="a", incarnation=5),
+    Refuted(incarnation=4, new=5),
 ]
 
 

@@ -418,6 +418,7 @@ checks:
   - membership_converged: {{within_s: 10}}
   - metadata_converged: {{within_s: 8}}
   - no_false_deaths
+  - no_false_suspicions
   - no_lost_update
 """
 
@@ -443,7 +444,7 @@ def _run_scenario(tmp_path, backend: str) -> tuple[dict, list[dict]]:
 def _assert_swim_ran(summary: dict, events: list[dict]) -> None:
     assert summary["passed"], summary["checks"]
     assert {c["name"] for c in summary["checks"] if c["passed"]} == {
-        "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update"}
+        "membership_converged", "metadata_converged", "no_false_deaths", "no_false_suspicions", "no_lost_update"}
     kinds = Counter(e["kind"] for e in events)
     # the crash was found by probing: suspected, then removed; probes and acks, never a heartbeat
     assert kinds["member_suspected"] and kinds["member_removed"]
@@ -473,3 +474,30 @@ def test_swim_runs_the_same_scenario_on_the_netns_testbed_with_xdp(tmp_path):
         if e["kind"] in ("stats", "stopped"):
             last[e["node"]] = e
     assert sum(c.get("dropped_malformed", 0) for c in last.values()) == 0
+
+
+def test_no_false_suspicions_counts_suspicions_of_live_members_and_excuses_the_crashed(tmp_path):
+    """The check on a run with suspicions of a crashed node (excused) and, under heavy loss, of live ones."""
+    summary, events = _run_scenario(tmp_path, "sim")
+    check = {c["name"]: c for c in summary["checks"]}["no_false_suspicions"]
+    assert check["passed"] and check["detail"].startswith("0 false suspicion(s) of ")
+    lossy = SCENARIO.replace("  - {{at: 17, op: publish, node: random}}\n",
+                             "  - {{at: 17, op: publish, node: random}}\n  - {{at: 1, fault: loss, rate: 0.4, until: 12}}\n")
+    lossy = lossy.replace("  - no_false_suspicions\n", "  - no_false_suspicions: {{window_s: 1}}\n")
+    from testbed.analysis import load_history
+    from testbed.checkers import REGISTRY
+    from testbed.scenario import parse
+    assert parse(lossy.format(), "x.yaml").checks  # the parameters are accepted by the schema
+    history = load_history(tmp_path / "run")
+    assert REGISTRY["no_false_suspicions"].fn(history, {"window_s": 1.0}).passed
+    # the same history, as if n5 had never crashed: every suspicion of it is now of a live node
+    from testbed.analysis import PROC
+    n5 = [e for e in history.events if e["kind"] == PROC and e["node"] == "n5"]
+    history.faults = [f for f in history.faults if f.kind != "crash"]
+    history.events = [e for e in history.events if e not in n5[1:]]  # its first "up" only: live throughout
+    got = REGISTRY["no_false_suspicions"].fn(history, {"window_s": 1.0})
+    assert got.passed is False and "false suspicion" in got.detail
+    heartbeat = REGISTRY["no_false_suspicions"].fn(
+        type(history)(events=[e for e in history.events if e["kind"] != "member_suspected"],
+                      faults=[], meta={**history.meta, "membership": "heartbeat"}), {})
+    assert heartbeat.passed is None

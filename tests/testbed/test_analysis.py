@@ -87,7 +87,7 @@ def test_summarize_runs_the_registered_checks_by_name():
     from testbed.checkers import REGISTRY
     assert list(REGISTRY) == ["membership_converged", "metadata_converged", "no_false_deaths",
                               "bad_packets_dropped", "no_lost_update", "every_update_delivered",
-                              "no_false_deaths_under_light_loss", "resources_flat"]
+                              "no_false_deaths_under_light_loss", "resources_flat", "no_false_suspicions"]
     h = hist(three_nodes() + [{"t": 2.0, "node": "n0", "kind": "stats"}], recovery_s=5.0)
     s = A.summarize(h, {"no_lost_update": {}, "membership_converged": {"within_s": 1.0}})
     assert s["checks"] == [
