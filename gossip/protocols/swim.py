@@ -105,6 +105,44 @@ class _Relay:
         self.asker, self.asker_seq, self.target, self.nack_at, self.until = asker, asker_seq, target, nack_at, until
 
 
+# What an update does, h11-style: (what this node knows of the member, the update's kind, the update's incarnation
+# against the known one) -> (the member's state after it, the action). "self": the update is about this node;
+# "removed": removed at the remembered incarnation; "unknown": never listed (or forgotten): it has no incarnation,
+# so every update about it counts as "newer". The whole protocol's acceptance rule is this table; `SwimCore._apply` only
+# looks it up, and tests/node/test_swim.py drives a core through every row.
+_A, _S, _D = ALIVE, SUSPECT, DEAD
+TRANSITIONS: dict[tuple[str, int, str], tuple[str, str]] = {}
+for _rel in ("older", "same", "newer"):
+    _new = _rel == "newer"
+    _current = _rel != "older"
+    TRANSITIONS.update({
+        # about itself: an alive is never newer than what it knows; a current accusation is refuted; an older one
+        # (refuted already, but its sender has not heard) has the current alive sent again, first to the sender
+        ("self", _A, _rel): ("self", "ignore"),
+        ("self", _S, _rel): ("self", "refute" if _current else "reassert"),
+        ("self", _D, _rel): ("self", "refute" if _current else "reassert"),
+        # removed: only a newer incarnation (a restart or a refutation) brings it back
+        ("removed", _A, _rel): ("alive", "add") if _new else ("removed", "stale"),
+        ("removed", _S, _rel): ("removed", "old"),
+        ("removed", _D, _rel): ("removed", "old"),
+        # listed alive
+        ("alive", _A, _rel): ("alive", "renew") if _new else ("alive", "old"),
+        ("alive", _S, _rel): ("suspect", "suspect") if _current else ("alive", "old"),
+        ("alive", _D, _rel): ("removed", "remove") if _current else ("alive", "old"),
+        # listed suspect: a newer alive refutes; another suspicion (at or above it) confirms
+        ("suspect", _A, _rel): ("alive", "refuted") if _new else ("suspect", "old"),
+        ("suspect", _S, _rel): ("suspect", "confirm") if _current else ("suspect", "old"),
+        ("suspect", _D, _rel): ("removed", "remove") if _current else ("suspect", "old"),
+    })
+TRANSITIONS.update({  # never listed: an alive adds it; a suspicion or death of a stranger means nothing
+    ("unknown", _A, "newer"): ("alive", "add"),
+    ("unknown", _S, "newer"): ("unknown", "old"),
+    ("unknown", _D, "newer"): ("unknown", "old"),
+})
+_ACTIONS = {a: f"_do_{a}" for a in ("ignore", "old", "stale", "refute", "reassert", "add", "renew", "refuted", "suspect",
+                                    "confirm", "remove")}
+
+
 @register("swim")
 class SwimCore(CoreBase):
     """One node's state of the ``swim`` protocol (a `gossip.protocols.Protocol`)."""
@@ -164,6 +202,7 @@ class SwimCore(CoreBase):
         self._next_probe = now
         self._relays: dict[int, _Relay] = {}
         self._cycles = 0
+        self._from: int | None = None  # the member whose message is being handled (not for a PING)
         self._start_from(state)
 
     # ---- operations ------------------------------------------------------------------------------------------
@@ -263,6 +302,7 @@ class SwimCore(CoreBase):
         if self._left:
             return
         self._src = src
+        self._from = None if type(msg) is wire.Ping else msg.origin  # who told it (a PING's ACK answers anyway)
         handler = self._HANDLERS.get(type(msg))
         if handler is None:
             return self.note_drop("malformed", f"message type {type(msg).__name__} is not used by swim")
@@ -375,73 +415,91 @@ class SwimCore(CoreBase):
             self._apply(u, now)
 
     def _apply(self, u: wire.Update, now: float) -> None:
-        if u.kind == ALIVE:
-            self._on_alive(u, now)
-        elif u.kind == SUSPECT:
-            self._on_suspect(u, now)
-        else:
-            self._on_dead(u, now)
-
-    def _on_alive(self, u: wire.Update, now: float) -> None:
+        """One update, as `TRANSITIONS` says: what this node knows of the member, the update's kind and how its
+        incarnation compares with the known one give the action."""
         nid = u.node
+        m = None
         if nid == self.node_id:
-            return  # only this node raises its incarnation: an alive about it is never newer than what it knows
-        dead = self._dead.get(nid)
-        if dead is not None and u.incarnation <= dead:
-            self.stats["updates_stale"] += 1  # a removed member's old alive cannot bring it back
-            return
-        m = self._members.get(nid)
-        if m is None:
-            self._dead.pop(nid, None)
-            self._dead_ident.pop(nid, None)
-            m = self._members[nid] = _Member(u.identity, u.incarnation, now)
-            self._pos[nid] = len(self._ids)
-            self._ids.append(nid)
-            self._probe_list.append(nid)  # to a random place in the probe order (memberlist's swap)
-            j = self._rng.randrange(len(self._probe_list))
-            self._probe_list[j], self._probe_list[-1] = self._probe_list[-1], self._probe_list[j]
-            i = u.identity
-            self._events.append(MemberAdded(node_id=nid, name=i.name, addr=i.addr, port=i.port))
-            self._enqueue(u)
-            return
-        if u.incarnation <= m.incarnation:
-            self.stats["updates_old"] += 1
-            return
-        m.incarnation, m.identity, m.last_seen = u.incarnation, u.identity, now
-        if m.state == SUSPECT:
-            m.state = ALIVE
-            self._suspicions.pop(nid, None)
-            self.stats["suspicions_refuted"] += 1
-            self._events.append(MemberAlive(node_id=nid, name=m.identity.name, incarnation=u.incarnation))
+            view, known = "self", self._inc
+        elif (m := self._members.get(nid)) is not None:
+            view, known = _STATE_NAMES[m.state], m.incarnation
+        elif nid in self._dead:
+            view, known = "removed", self._dead[nid]
+        else:
+            view, known = "unknown", -1
+        rel = "older" if u.incarnation < known else "same" if u.incarnation == known else "newer"
+        _, action = TRANSITIONS[(view, u.kind, rel)]
+        getattr(self, _ACTIONS[action])(u, m, now)
+
+    def _do_ignore(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        pass
+
+    def _do_old(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        self.stats["updates_old"] += 1
+
+    def _do_stale(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        self.stats["updates_stale"] += 1  # a removed member's old alive cannot bring it back
+
+    def _do_refute(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        self._refute(u.incarnation)
+
+    def _do_reassert(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        """A peer still holds an accusation this node refuted (its refutation's transmissions were used up before
+        it reached that peer): the current alive is queued afresh, so the reply (an ACK to a buddy PING) and the
+        next gossip carry it. Without it, a reachable node can be removed by a peer that missed its refutation."""
+        if self._heartbeats and not self._left:
+            self.stats["reasserted"] += 1
+            self._enqueue(self._alive_self())
+            self._answer_accuser()
+
+    def _answer_accuser(self) -> None:
+        """The member whose message accused this node gets the alive at once (a GOSSIP; the reply to a PING is its
+        ACK): whoever passes an accusation on to its subject hears the answer, whatever the retransmit budget."""
+        nid, self._from = self._from, None
+        m = self._members.get(nid) if nid is not None else None
+        if m is not None:
+            self.stats["answered_accusers"] += 1
+            self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._inc),
+                               (m.identity.endpoint,), first=self._alive_self())
+
+    def _do_add(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        nid = u.node
+        self._dead.pop(nid, None)
+        self._dead_ident.pop(nid, None)
+        self._members[nid] = _Member(u.identity, u.incarnation, now)
+        self._pos[nid] = len(self._ids)
+        self._ids.append(nid)
+        self._probe_list.append(nid)  # to a random place in the probe order (memberlist's swap)
+        j = self._rng.randrange(len(self._probe_list))
+        self._probe_list[j], self._probe_list[-1] = self._probe_list[-1], self._probe_list[j]
+        i = u.identity
+        self._events.append(MemberAdded(node_id=nid, name=i.name, addr=i.addr, port=i.port))
         self._enqueue(u)
 
-    def _on_suspect(self, u: wire.Update, now: float) -> None:
-        nid = u.node
-        if nid == self.node_id:
-            return self._refute(u.incarnation)
-        m = self._members.get(nid)
-        if m is None or u.incarnation < m.incarnation:
-            self.stats["updates_old"] += 1
-            return
-        s = self._suspicions.get(nid)
-        if s is not None:  # suspected already: another node's suspicion confirms it
-            if u.sender not in s.confirmers:
-                s.confirmers.add(u.sender)
-                self._set_deadline(s)
-                self.stats["suspicions_confirmed"] += 1
-                self._enqueue(u)
-            return
-        self._suspect(nid, m, u.incarnation, u.sender, now)
+    def _do_renew(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        m.incarnation, m.identity, m.last_seen = u.incarnation, u.identity, now
+        self._enqueue(u)
 
-    def _on_dead(self, u: wire.Update, now: float) -> None:
-        nid = u.node
-        if nid == self.node_id:
-            return self._refute(u.incarnation)
-        m = self._members.get(nid)
-        if m is None or u.incarnation < m.incarnation:
-            self.stats["updates_old"] += 1
-            return
-        self._declare_dead(nid, u.incarnation, u.sender, now, reason="dead")
+    def _do_refuted(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        m.incarnation, m.identity, m.last_seen, m.state = u.incarnation, u.identity, now, ALIVE
+        self._suspicions.pop(u.node, None)
+        self.stats["suspicions_refuted"] += 1
+        self._events.append(MemberAlive(node_id=u.node, name=m.identity.name, incarnation=u.incarnation))
+        self._enqueue(u)
+
+    def _do_suspect(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        self._suspect(u.node, m, u.incarnation, u.sender, now)
+
+    def _do_confirm(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        s = self._suspicions[u.node]  # another node's suspicion confirms this one's (memberlist's rule: the
+        if u.sender not in s.confirmers:  # incarnation stays the suspicion's; a refutation must beat it anyway)
+            s.confirmers.add(u.sender)
+            self._set_deadline(s)
+            self.stats["suspicions_confirmed"] += 1
+            self._enqueue(u)
+
+    def _do_remove(self, u: wire.Update, m: _Member | None, now: float) -> None:
+        self._declare_dead(u.node, u.incarnation, u.sender, now, reason="dead")
 
     def _suspect(self, nid: int, m: _Member, incarnation: int, by: int, now: float) -> None:
         m.state, m.incarnation = SUSPECT, incarnation
@@ -496,6 +554,7 @@ class SwimCore(CoreBase):
         self._health(+1)
         self._events.append(Refuted(incarnation=old, new=self._inc))
         self._enqueue(self._alive_self())
+        self._answer_accuser()
 
     def _alive_self(self) -> wire.Update:
         return wire.Update(kind=ALIVE, incarnation=self._inc, node=self.node_id, identity=self.identity)
@@ -525,7 +584,7 @@ class SwimCore(CoreBase):
                 break
             u = entry[0]
             size = u.encoded_size()
-            if size > room or u is first:
+            if size > room or u == first:
                 continue
             out.append(u)
             room -= size
@@ -607,8 +666,8 @@ class SwimCore(CoreBase):
                 self._health(p.expected - len(p.nacks) if p.expected else 1)
                 m = self._members.get(p.target)
                 if m is not None:  # suspected here, or (already suspect) confirmed by this node's own probe
-                    self._on_suspect(wire.Update(kind=SUSPECT, incarnation=m.incarnation, node=p.target,
-                                                 sender=self.node_id), now)
+                    self._apply(wire.Update(kind=SUSPECT, incarnation=m.incarnation, node=p.target,
+                                            sender=self.node_id), now)
         if self._probe is None and now >= self._next_probe and self._heartbeats:
             period = self._scaled(self.config.cycle_s)
             self._next_probe = now + period

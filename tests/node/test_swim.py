@@ -501,3 +501,86 @@ def test_no_false_suspicions_counts_suspicions_of_live_members_and_excuses_the_c
         type(history)(events=[e for e in history.events if e["kind"] != "member_suspected"],
                       faults=[], meta={**history.meta, "membership": "heartbeat"}), {})
     assert heartbeat.passed is None
+
+
+# ---- the transition table ------------------------------------------------------------------------------------
+
+def _view(core: SwimCore, nid: int) -> str:
+    if nid == core.node_id:
+        return "self"
+    states = [m.state for m in core.members() if m.node_id == nid]
+    if states:
+        return states[0]
+    return "removed" if nid in core._dead else "unknown"
+
+
+def _in(view: str, known: int = 5) -> tuple[SwimCore, int]:
+    """A core that knows member 9001 as VIEW at incarnation KNOWN (or, for "self", is 9001 itself)."""
+    if view == "self":
+        core = _core(9001)
+        return core, core.incarnation
+    core = _core()
+    nid = _ident(9001).node_id
+    if view != "unknown":
+        _feed(core, _alive(9001, known))
+    if view == "suspect":
+        _feed(core, wire.Update(kind=wire.SUSPECT, incarnation=known, node=nid, sender=_ident(9100).node_id))
+    if view == "removed":
+        _feed(core, wire.Update(kind=wire.DEAD, incarnation=known, node=nid, sender=_ident(9100).node_id))
+    assert _view(core, nid) == view
+    return core, known
+
+
+def test_the_transition_table_is_complete_and_every_row_is_what_a_core_does():
+    from gossip.protocols.swim import TRANSITIONS
+    views = ("self", "unknown", "removed", "alive", "suspect")
+    expected = {(v, k, r) for v in views for k in (wire.ALIVE, wire.SUSPECT, wire.DEAD)
+                for r in ("older", "same", "newer") if v != "unknown" or r == "newer"}
+    assert set(TRANSITIONS) == expected  # an unknown member has no incarnation: every update about it is newer
+    A = wire.ALIVE
+    for (view, kind, rel), (after, action) in TRANSITIONS.items():
+        core, known = _in(view)
+        nid = _ident(9001).node_id
+        inc = known + {"older": -1, "same": 0, "newer": 1}[rel]
+        before = dict(core.stats)
+        ident = core.identity if view == "self" else _ident(9001)
+        sender = _ident(9002 if kind != wire.SUSPECT or action != "confirm" else 9003).node_id
+        core.take_events()
+        _feed(core, wire.Update(kind=kind, incarnation=inc, node=nid, sender=sender,
+                                **({"identity": ident} if kind == wire.ALIVE else {})), sender=9200)
+        row = (view, kind, rel)
+        assert _view(core, nid) == after, row
+        kinds = [e.kind for e in core.take_events()]
+        counted = {k for k in core.stats if core.stats[k] != before.get(k, 0)} - {"packets_in", "messages_in"}
+        listed = {m.node_id: m.incarnation for m in core.members()}
+        if action in ("add", "renew", "refuted", "suspect"):
+            assert listed[nid] == inc, row
+        elif action in ("old", "stale"):
+            assert f"updates_{action}" in counted, row
+            assert nid not in listed or listed[nid] == known, row
+        elif action == "refute":
+            assert core.incarnation == inc + 1 and "refuted" in kinds, row
+        elif action == "reassert":
+            assert core.incarnation == known and "reasserted" in counted and not kinds, row
+            ack = _sent(core)[-1][0]  # the reply to the PING that carried the stale accusation has the alive
+            assert isinstance(ack, wire.Ack) and (ack.updates[0].kind, ack.updates[0].incarnation) == (A, known)
+        elif action == "ignore":
+            assert core.incarnation == known and not kinds, row
+        elif action == "confirm":
+            assert "suspicions_confirmed" in counted, row
+        elif action == "remove":
+            assert "member_removed" in kinds and core._dead[nid] == inc, row
+        assert {"added": "member_added", "refuted": "member_alive", "suspect": "member_suspected"}.get(
+            action, "none") in kinds + ["none"], row
+    # the rules the papers fix, spelled out apart from the table (the loop above checks the table against the code)
+    S, D = wire.SUSPECT, wire.DEAD
+    assert {TRANSITIONS[("self", k, "older")] for k in (S, D)} == {("self", "reassert")}
+    assert TRANSITIONS[("removed", A, "same")] == ("removed", "stale")  # an old alive cannot revive the removed
+    assert TRANSITIONS[("removed", A, "newer")] == ("alive", "add")  # a restart (a higher incarnation) can
+    assert TRANSITIONS[("suspect", A, "same")] == ("suspect", "old")  # refuting takes a higher incarnation
+    assert TRANSITIONS[("suspect", A, "newer")] == ("alive", "refuted")
+    assert TRANSITIONS[("alive", S, "same")] == ("suspect", "suspect")
+    assert TRANSITIONS[("alive", S, "older")] == ("alive", "old")  # an old suspicion cannot touch a refuted member
+    assert TRANSITIONS[("suspect", D, "same")] == ("removed", "remove")
+    assert {TRANSITIONS[("self", k, r)][1] for k in (S, D) for r in ("same", "newer")} == {"refute"}
+    assert {TRANSITIONS[("self", A, r)] for r in ("older", "same", "newer")} == {("self", "ignore")}
