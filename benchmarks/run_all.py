@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ("bench_node.py", [], ["--quick"], False),
     ("bench_sim.py", [], ["--quick"], False),
+    ("bench_swim.py", [], ["--quick"], False),
     ("bench_http.py", [], ["--quick"], False),
     ("bench_xdp.py", [], ["--quick"], True),
     ("bench_broadcast.py", [], ["--broadcasts", "200"], True),

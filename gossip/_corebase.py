@@ -326,6 +326,7 @@ class CoreBase:
         """Queue MSG (fitted to max_packet_bytes) for TARGETS, counted per type."""
         msg = wire.fit(msg, self.config.max_packet_bytes)
         self.stats["packets_out"] += len(targets)
+        self.stats["bytes_out"] += wire.datagram_size(msg) * len(targets)  # UDP payload bytes
         self.stats[f"sent_{msg.type.name.lower()}"] += len(targets)
         self._sends.append(Send(message=msg, targets=targets, encoder=self.encode))
 

@@ -449,6 +449,29 @@ def swim_prefix_size(msg) -> int:
     return msg.sender.encoded_size() + 3 + 2
 
 
+def datagram_size(msg: Message) -> int:
+    """The UDP payload bytes of MSG as `fit` returns it (header, body and MAC), from sizes alone: what a node
+    counts as ``bytes_out`` without encoding (the simulator never encodes)."""
+    t = type(msg)
+    if t is State:
+        body = swim_prefix_size(msg) + sum(e.encoded_size() for e in msg.entries)
+    elif t is Nack:
+        body = 4
+    elif isinstance(msg, SWIM_MESSAGES):
+        body = swim_prefix_size(msg) + sum(u.encoded_size() for u in msg.updates)
+    elif isinstance(msg, _ABOUT_ORIGIN):
+        body = msg.identity.encoded_size() + msg.infected.exact_size()
+    elif t is MetadataRumor:
+        body = 2 + len(msg.data) + msg.infected.exact_size()
+    elif t is SwapRequest:
+        body = msg.sender.encoded_size() + 2 + len(msg.data)
+    elif t is SwapResponse:
+        body = 2 + len(msg.data)
+    else:
+        raise UsageError(f"not a message: {msg!r}")
+    return HEADER_BYTES + body + MAC_BYTES
+
+
 def encode_body(msg: Message, max_packet_bytes: int) -> tuple[bytes, Message]:
     """The body bytes of MSG, and MSG as encoded (its infected set may have become a Bloom filter)."""
     if isinstance(msg, SWIM_MESSAGES):

@@ -150,6 +150,115 @@ else:
                   title=f"KS {result['ks']:.3f}")
     display(Image(str(base / "compare.png")))"""),
     ],
+    "protocols.ipynb": [
+        new_markdown_cell("# Membership protocols compared under the same faults\n\n"
+                          "The heartbeat protocol (every heartbeat infects the cluster every cycle) and SWIM with "
+                          "Lifeguard (one probe per member per period), and SWIM without each Lifeguard part, run "
+                          "the same `scenarios/protocols-*.yaml` files on the same backend (the simulator here; set "
+                          "`BACKEND = \"netns\"` as root for the testbed). Every figure comes from the runs' own "
+                          "records through `testbed.experiments.protocols.measure`; nothing is a constant except the "
+                          "SWIM paper's expected first detection time, drawn for reference."),
+        parameters("NODES = [16, 32, 64, 128]  # cluster sizes for crash detection and traffic\n"
+                   "SEEDS = 2  # runs per point\n"
+                   "FAULT_NODES = 32  # cluster size for the loss, starvation and churn comparisons\n"
+                   "BACKEND = \"sim\""),
+        new_code_cell("""import math, tempfile, pathlib
+import pandas as pd
+import matplotlib.pyplot as plt
+from testbed import scenario
+from testbed.experiments import protocols as P
+
+base = pathlib.Path(tempfile.mkdtemp(prefix="protocols-nb-"))
+crash = scenario.load("protocols-crash.yaml").with_overrides(backend=BACKEND)
+rows = P.compare(crash, ["heartbeat", "swim"], nodes=NODES, seeds=range(1, SEEDS + 1), out_dir=base / "crash")
+df = pd.DataFrame(rows)
+df[["variant", "nodes", "seed", "first_suspicion_s", "first_removal_s", "all_removed_s", "messages_per_member_s",
+    "bytes_per_member_s", "false_removals", "passed"]]"""),
+        new_markdown_cell("## Crash detection vs N\n\nTwo nodes are SIGKILLed; the time from the kill to the first "
+                          "suspicion, and to the removal by every live member. The heartbeat protocol has no "
+                          "suspicion: it removes at its timeout. The SWIM paper's e/(e-1) T is the expected time "
+                          "until some member first probes a failed one when targets are drawn at random; here "
+                          "targets are taken round-robin over a shuffled list, and the suspicion is raised when the "
+                          "probe's period ends."),
+        new_code_cell("""T = crash.node["cycle_s"]
+g = df.groupby(["variant", "nodes"]).mean(numeric_only=True).reset_index()
+fig, ax = plt.subplots(figsize=(7, 4))
+for variant, colour in (("heartbeat", "#1f77b4"), ("swim", "#d62728")):
+    d = g[g.variant == variant]
+    ax.plot(d.nodes, d.all_removed_s, "o-", color=colour, label=f"{variant}: removed everywhere")
+    if d.first_suspicion_s.notna().any():
+        ax.plot(d.nodes, d.first_suspicion_s, "s--", color=colour, label=f"{variant}: first suspicion")
+ax.axhline(math.e / (math.e - 1) * T, color="grey", lw=1, ls=":", label="SWIM paper: e/(e-1) T")
+ax.set_xscale("log", base=2)
+ax.set_xlabel("nodes")
+ax.set_ylabel("seconds after the kill")
+ax.set_title(f"crash detection ({BACKEND}, protocol period {T:g} s, mean of {SEEDS} seed(s))")
+ax.legend(fontsize=8)
+plt.show()"""),
+        new_markdown_cell("## Traffic per member vs N\n\nDatagrams and UDP payload bytes each member sends per "
+                          "second before the crash (metadata swaps included, the same for both): the heartbeat "
+                          "protocol's grows with N, SWIM's stays near constant."),
+        new_code_cell("""fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+for ax, col, label in ((axes[0], "messages_per_member_s", "datagrams / member / s"),
+                       (axes[1], "bytes_per_member_s", "bytes / member / s")):
+    for variant, colour in (("heartbeat", "#1f77b4"), ("swim", "#d62728")):
+        d = g[g.variant == variant]
+        ax.plot(d.nodes, d[col], "o-", color=colour, label=variant)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("nodes")
+    ax.set_ylabel(label)
+    ax.legend(fontsize=8)
+fig.suptitle(f"steady traffic per member ({BACKEND})")
+fig.tight_layout()
+plt.show()"""),
+        new_markdown_cell("## False positives under loss and CPU starvation\n\nEvery variant under 10 % and 30 % "
+                          "loss on every node (`protocols-loss.yaml`) and with three nodes stopped in turns "
+                          "(`protocols-starve.yaml`). A false suspicion is a suspicion of a member that was live "
+                          "throughout the two periods before it; a false removal is a removal of a member whose "
+                          "process ran throughout (a stop excuses nothing there). Lifeguard's claim is many fewer of "
+                          "both."),
+        new_code_cell("""variants = list(P.VARIANTS)
+loss = scenario.load("protocols-loss.yaml").with_overrides(backend=BACKEND, nodes=FAULT_NODES)
+starve = scenario.load("protocols-starve.yaml").with_overrides(backend=BACKEND, nodes=FAULT_NODES)
+fp = []
+for label, s in (("10 % loss", P.with_fault(loss, "loss", rate=0.1)), ("30 % loss", P.with_fault(loss, "loss", rate=0.3)),
+                 ("starvation", starve)):
+    for r in P.compare(s, variants, seeds=range(1, SEEDS + 1), out_dir=base / label.replace(" ", "").replace("%", "")):
+        fp.append({"fault": label, **r})
+fp = pd.DataFrame(fp)
+table = fp.groupby(["fault", "variant"], sort=False)[["suspicions", "false_suspicions", "false_removals",
+                                                      "messages_per_member_s"]].mean()
+table"""),
+        new_code_cell("""import numpy as np
+faults = list(dict.fromkeys(fp.fault))
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+w = 0.8 / len(variants)
+for ax, col in ((axes[0], "false_suspicions"), (axes[1], "false_removals")):
+    for i, v in enumerate(variants):
+        ys = [table.loc[(f, v), col] for f in faults]
+        ax.bar(np.arange(len(faults)) + (i - (len(variants) - 1) / 2) * w, ys, w, label=v)
+    ax.set_xticks(np.arange(len(faults)), faults)
+    ax.set_ylabel(col.replace("_", " ") + " (records, mean per run)")
+    ax.set_yscale("symlog", linthresh=1)
+axes[0].legend(fontsize=7)
+fig.suptitle(f"false positives, {FAULT_NODES} nodes ({BACKEND}, mean of {SEEDS} seed(s))")
+fig.tight_layout()
+plt.show()"""),
+        new_markdown_cell("## Metadata under churn\n\nNodes crash, restart and join while four values are "
+                          "published (`protocols-churn.yaml`): the median time from a publish to half and to all of "
+                          "the live nodes, per protocol. Both spread metadata the same way (a rumor to `fanout` "
+                          "uninfected members, a swap with one random member each period); what differs is the "
+                          "member list the rumor is sent over."),
+        new_code_cell("""churn = scenario.load("protocols-churn.yaml").with_overrides(backend=BACKEND, nodes=FAULT_NODES)
+ch = pd.DataFrame(P.compare(churn, ["heartbeat", "swim"], seeds=range(1, SEEDS + 1), out_dir=base / "churn"))
+print(ch[["variant", "seed", "t50_s", "t100_s", "rumors", "rumors_complete", "passed"]].to_string(index=False))
+m = ch.groupby("variant", sort=False)[["t50_s", "t100_s"]].mean()
+ax = m.plot.bar(figsize=(6, 3.6), rot=0, color=["#9ecae1", "#08519c"])
+ax.set_ylabel("seconds after the publish")
+ax.set_title(f"metadata under churn, {FAULT_NODES} nodes ({BACKEND})")
+plt.show()"""),
+    ],
 }
 
 for name, cells in NOTEBOOKS.items():

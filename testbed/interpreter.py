@@ -333,7 +333,7 @@ def write_run(out: Path, s: Scenario, *, records: list[dict], windows: list[dict
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     cfg = s.node
     base = {"scenario": s.name, "backend": s.backend, "nodes": s.nodes, "seed": s.seed, "file": s.file,
-            "recovery_s": s.recovery_s, "cycle_s": float(cfg.get("cycle_s", 1.0)),
+            "duration_s": s.duration_s, "recovery_s": s.recovery_s, "cycle_s": float(cfg.get("cycle_s", 1.0)),
             "timeout_s": float(cfg.get("timeout_s", 5.0)), "fanout": cfg.get("fanout", 3),
             "membership": cfg.get("membership", "heartbeat"), "options": dict(cfg.get("options") or {}),
             "host_cpus": os.cpu_count(), "fidelity": s.sim.get("fidelity", "full") if s.backend == "sim" else None}

@@ -14,14 +14,16 @@ from nbformat.v4 import new_code_cell
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # the sizes the suite runs each notebook at
 SMALL = {"quickstart.ipynb": {"NODES": 16}, "testbed.ipynb": {"NODES": 16},
-         "validation.ipynb": {"SEEDS": 10, "NODES": 16, "MIRROR_SEEDS": 2}}
+         "validation.ipynb": {"SEEDS": 10, "NODES": 16, "MIRROR_SEEDS": 2},
+         "protocols.ipynb": {"NODES": [8, 16], "SEEDS": 1, "FAULT_NODES": 12}}
 # figures each notebook shows inline: quickstart the run's infection and latency plots and the mean-field figure;
 # validation the push-rounds figure (and, as root, the testbed-vs-simulator comparison); testbed three
-MIN_FIGURES = {"quickstart.ipynb": 3, "validation.ipynb": 1 if os.geteuid() != 0 else 2, "testbed.ipynb": 3}
+MIN_FIGURES = {"quickstart.ipynb": 3, "validation.ipynb": 1 if os.geteuid() != 0 else 2, "testbed.ipynb": 3,
+               "protocols.ipynb": 4}
 
 
 @pytest.mark.parametrize("name,needs_root", [("quickstart.ipynb", False), ("validation.ipynb", False),
-                                             ("testbed.ipynb", True)])
+                                             ("testbed.ipynb", True), ("protocols.ipynb", False)])
 def test_notebook_executes(name, needs_root):
     if needs_root and os.geteuid() != 0:
         pytest.skip("needs root (CI runs as root)")

@@ -203,6 +203,7 @@ class SwimCore(CoreBase):
         self._relays: dict[int, _Relay] = {}
         self._cycles = 0
         self._from: int | None = None  # the member whose message is being handled (not for a PING)
+        self._asked: dict[int, float] = {}  # unlisted probers sent a push-pull, and when
         self._start_from(state)
 
     # ---- operations ------------------------------------------------------------------------------------------
@@ -320,6 +321,7 @@ class SwimCore(CoreBase):
         if self._heartbeats and not self._left:
             self._send_updates(wire.Ack(cluster=self.cluster, origin=self.node_id, seq=msg.seq),
                                (msg.sender.endpoint,))
+            self._met(msg.sender, now)
 
     def _on_ack(self, msg: wire.Ack, now: float) -> None:
         self._apply_all(msg.updates, now)
@@ -349,6 +351,7 @@ class SwimCore(CoreBase):
         self._apply_all(msg.updates, now)
         if not self._heartbeats:
             return
+        self._met(msg.sender, now)
         if msg.target.node_id == self.node_id:  # asked to probe ourselves: we are the answer
             self._send_updates(wire.Ack(cluster=self.cluster, origin=self.node_id, seq=msg.seq),
                                (msg.sender.endpoint,))
@@ -710,6 +713,22 @@ class SwimCore(CoreBase):
         elif self._ids and self._cycles % self._push_pull_cycles == 0:
             peer = self._members[self._ids[self._rng.randrange(len(self._ids))]].identity
             self._send_state(peer.endpoint, reply=True)
+
+    def _met(self, sender: wire.Identity, now: float) -> None:
+        """A member this node does not list (it missed the alive, whose transmissions were used up elsewhere, or
+        removed it) probes it: a push-pull with it, at most once a period per sender, brings its current state
+        (an unlisted prober would otherwise wait for the periodic push-pull). Its PING alone cannot list it: a PING
+        carries no incarnation, and a replayed one must not bring back a removed member."""
+        nid = sender.node_id
+        if nid in self._members or nid == self.node_id or self._left:
+            return
+        if self._asked.get(nid, -math.inf) + self.config.cycle_s > now:
+            return
+        if len(self._asked) >= 4096:
+            self._asked.clear()
+        self._asked[nid] = now
+        self.stats["unlisted_probers"] += 1
+        self._send_state(sender.endpoint, reply=True)
 
     def _send_state(self, endpoint: tuple[str, int], *, reply: bool) -> None:
         """This node's member list to ENDPOINT, in as many datagrams as it takes (at most 255)."""

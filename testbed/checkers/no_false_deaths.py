@@ -16,24 +16,31 @@ from .base import CheckResult, register
 NAME = "no_false_deaths"
 
 
-@register(NAME)
-def no_false_deaths(history: analysis.History, params: Mapping) -> CheckResult:
+def false_deaths(history: analysis.History, window_s: float | None = None) -> list[dict]:
+    """The ``member_removed`` records of members live and reachable throughout the WINDOW_S (default the run's
+    ``timeout_s``) before the removal, by observers live throughout it too, that no fault window excuses."""
     from ..nemesis import excuses_removal  # fault modules import the scenario schema, which reads this registry
 
-    if not history.events:
-        return CheckResult(name=NAME, passed=None, detail="the history is empty")
-    removals = list(history.of_kind("member_removed"))
-    timeout_s = float(history.meta.get("timeout_s", 5.0))
+    window_s = float(history.meta.get("timeout_s", 5.0)) if window_s is None else window_s
     live = analysis.Liveness(history)
-    false = []
-    for e in removals:
+    out = []
+    for e in history.of_kind("member_removed"):
         removed, observer, t = e["name"], e["node"], e["t"]
-        t0 = t - timeout_s
+        t0 = t - window_s
         if not live.live_throughout(removed, t0, t) or not live.live_throughout(observer, t0, t):
             continue
         if any(f.overlaps(t0, t) and excuses_removal(f, observer, removed) for f in history.faults):
             continue
-        false.append(f"{observer} removed {removed} at +{t - history.t0:.2f} s")
+        out.append(e)
+    return out
+
+
+@register(NAME)
+def no_false_deaths(history: analysis.History, params: Mapping) -> CheckResult:
+    if not history.events:
+        return CheckResult(name=NAME, passed=None, detail="the history is empty")
+    removals = list(history.of_kind("member_removed"))
+    false = [f"{e['node']} removed {e['name']} at +{e['t'] - history.t0:.2f} s" for e in false_deaths(history)]
     if false:
         return CheckResult(name=NAME, passed=False, detail=f"{len(false)} false death(s): " + "; ".join(false[:5]))
     if not removals:

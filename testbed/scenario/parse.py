@@ -358,8 +358,9 @@ def _parse_checks(doc: Doc, raw, registry) -> dict:
 
 
 def with_overrides(s: Scenario, *, nodes: int | None = None, backend: str | None = None, seed: int | None = None,
-                   xdp: bool | None = None) -> Scenario:
-    """The scenario with command-line overrides applied (and re-validated)."""
+                   xdp: bool | None = None, node: Mapping | None = None) -> Scenario:
+    """The scenario with command-line overrides applied (and re-validated). NODE: fields of the scenario's
+    ``node:`` section to set (``{"membership": "swim", "options": {...}}``), checked as the file's would be."""
     orig = s
     if nodes is not None:
         s = replace(s, nodes=nodes)
@@ -373,6 +374,16 @@ def with_overrides(s: Scenario, *, nodes: int | None = None, backend: str | None
         s = replace(s, seed=seed)
     if xdp is not None:
         s = replace(s, node=MappingProxyType({**s.node, "xdp": xdp}))
+    if node:
+        for k in node:
+            if k not in NODE_FIELDS:
+                raise ScenarioError(orig.file, None, f"node.{k}", f"unknown field (known: {', '.join(NODE_FIELDS)})")
+        merged = {**s.node, **node}
+        try:
+            node_config(merged)
+        except ConfigError as e:
+            raise ScenarioError(orig.file, None, f"node.{e.field}", str(e).split(": ", 1)[-1]) from None
+        s = replace(s, node=MappingProxyType(merged))
     return _final(s)
 
 

@@ -136,7 +136,10 @@ def test_a_suspected_node_refutes_with_a_higher_incarnation_and_its_peers_take_i
     assert accused.awareness == 1  # being suspected is a sign of its own ill health (LHM)
     # the refutation rides on the next message it sends: an ACK to the next PING
     _feed(accused, sender=9001)
-    ack = _sent(accused)[-1][0]
+    sent = _sent(accused)
+    ack = next(m for m, _ in sent if isinstance(m, wire.Ack))
+    # it does not list 9001 yet, so the unlisted prober also gets a push-pull (its STATE, asking for 9001's)
+    assert [m.reply for m, to in sent if isinstance(m, wire.State) and to == (("127.0.0.1", 9001),)] == [True]
     assert isinstance(ack, wire.Ack) and any(u.kind == wire.ALIVE and u.incarnation == old + 1 for u in ack.updates)
     peer.receive(accused.encode(ack), T0)
     assert [(m.state, m.incarnation) for m in peer.members() if m.port == 9000] == [("alive", old + 1)]
@@ -278,17 +281,23 @@ def _kinds(sim: Simulation, kind: str, after: float = 0.0) -> list[dict]:
 def test_a_cluster_joins_through_seeds_and_spreads_and_swaps_metadata():
     sim, names = _sim(48)
     with sim:
-        sim.run_until(12)
+        # an alive is sent a bounded number of times (4 * log10(N + 1) per holder), so now and then a member misses
+        # one at bring-up (about 0.8 member-pairs expected at N = 48); the prober it does not list gets a
+        # push-pull at once, and the periodic push-pull (30 periods) repairs the rest
+        for t in range(1, 36):
+            sim.run_until(t)
+            if sim.membership_converged():
+                break
         assert sim.membership_converged(), {k: len(v) for k, v in sim.views().items()}
         version = sim.publish("n17", b"swim config")
-        sim.run_until(16)
+        sim.run_until(t + 4)
         assert set(sim.metadata().values()) == {(version, b"swim config")}
         assert _kinds(sim, "metadata_sent")  # by rumor, as the heartbeat protocol spreads it
         assert not _kinds(sim, "member_suspected")  # a quiet network: no suspicion at all
         # SWIM's load does not grow with N: about one PING and one ACK per member per period
-        sim.run_until(26)
+        sim.run_until(t + 14)
         stats = [sim.core(n).stats for n in names]
-        pings = sum(s["sent_ping"] for s in stats) / len(names) / 26
+        pings = sum(s["sent_ping"] for s in stats) / len(names) / (t + 14)
         assert 0.6 < pings < 1.6, pings
 
 
@@ -562,8 +571,8 @@ def test_the_transition_table_is_complete_and_every_row_is_what_a_core_does():
             assert core.incarnation == inc + 1 and "refuted" in kinds, row
         elif action == "reassert":
             assert core.incarnation == known and "reasserted" in counted and not kinds, row
-            ack = _sent(core)[-1][0]  # the reply to the PING that carried the stale accusation has the alive
-            assert isinstance(ack, wire.Ack) and (ack.updates[0].kind, ack.updates[0].incarnation) == (A, known)
+            ack = next(m for m, _ in _sent(core) if isinstance(m, wire.Ack))  # the reply to the PING that carried
+            assert (ack.updates[0].kind, ack.updates[0].incarnation) == (A, known)  # the stale accusation: the alive
         elif action == "ignore":
             assert core.incarnation == known and not kinds, row
         elif action == "confirm":
