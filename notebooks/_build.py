@@ -241,9 +241,10 @@ for ax, col in ((axes[0], "false_suspicions"), (axes[1], "false_removals")):
     ax.set_xticks(np.arange(len(faults)), faults)
     ax.set_ylabel(col.replace("_", " ") + " (records, mean per run)")
     ax.set_yscale("symlog", linthresh=1)
-axes[0].legend(fontsize=7)
+handles, labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=len(variants), fontsize=8, frameon=False)
 fig.suptitle(f"false positives, {FAULT_NODES} nodes ({BACKEND}, mean of {SEEDS} seed(s))")
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.07, 1, 1))
 plt.show()"""),
         new_markdown_cell("## Metadata under churn\n\nNodes crash, restart and join while four values are "
                           "published (`protocols-churn.yaml`): the median time from a publish to half and to all of "

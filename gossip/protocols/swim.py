@@ -72,10 +72,11 @@ MAX_REMEMBERED_DEAD = 65536
 
 
 class _Member:
-    __slots__ = ("identity", "incarnation", "state", "last_seen")
+    __slots__ = ("identity", "incarnation", "state", "last_seen", "ping_seq", "gossip_seq")
 
     def __init__(self, identity: wire.Identity, incarnation: int, now: float) -> None:
         self.identity, self.incarnation, self.state, self.last_seen = identity, incarnation, ALIVE, now
+        self.ping_seq = self.gossip_seq = -1  # the newest PING and GOSSIP sequence taken from it (replays: older)
 
 
 class _Suspicion:
@@ -139,6 +140,7 @@ TRANSITIONS.update({  # never listed: an alive adds it; a suspicion or death of 
     ("unknown", _S, "newer"): ("unknown", "old"),
     ("unknown", _D, "newer"): ("unknown", "old"),
 })
+_SEQUENCED = (wire.Ping, wire.PingReq, wire.Gossip, wire.State)  # per-origin sequences: replays are dropped
 _ACTIONS = {a: f"_do_{a}" for a in ("ignore", "old", "stale", "refute", "reassert", "add", "renew", "refuted", "suspect",
                                     "confirm", "remove")}
 
@@ -198,12 +200,17 @@ class SwimCore(CoreBase):
         self._probe_list: list[int] = []
         self._probe_at = 0
         self._probe: _Probe | None = None
-        self._probe_seq = 0
+        # the sequence of every PING, PING_REQ, GOSSIP and STATE this node sends: it starts at the clock in us, so a
+        # restarted node's are above anything it sent before, and receivers drop what is not newer (replays)
+        self._probe_seq = int(now * 1e6)
+        self._strangers: dict[tuple[int, int], int] = {}  # (type, origin) -> newest seq, for non-members (bounded)
+        self._states: dict[int, tuple[int, set]] = {}  # origin -> (newest STATE seq, its parts taken) (bounded)
         self._next_probe = now
         self._relays: dict[int, _Relay] = {}
         self._cycles = 0
         self._from: int | None = None  # the member whose message is being handled (not for a PING)
         self._asked: dict[int, float] = {}  # unlisted probers sent a push-pull, and when
+        self._last_taken = None
         self._start_from(state)
 
     # ---- operations ------------------------------------------------------------------------------------------
@@ -222,8 +229,9 @@ class SwimCore(CoreBase):
         targets = tuple(self._members[n].identity.endpoint for n in self._pick(self.config.fanout, ()))
         for ep in targets:
             nid = wire.node_id(*ep)
-            self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=0, sender=self.identity,
-                                         target=nid), (ep,))
+            self._probe_seq += 1
+            self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq,
+                                         sender=self.identity, target=nid), (ep,))
         self.stats["leaves_sent"] += 1
         self._events.append(LeaveSent(seq=self._inc, targets=tuple(f"{a}:{p}" for a, p in targets)))
         return len(targets)
@@ -291,7 +299,8 @@ class SwimCore(CoreBase):
                 self._next_gossip = now + self._gossip_every
             if self._queue and self._gossip_nodes:
                 for nid in self._pick(self._gossip_nodes, ()):
-                    self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._inc),
+                    self._probe_seq += 1
+                    self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq),
                                        (self._members[nid].identity.endpoint,))
         if now >= self._next_cycle:
             self._next_cycle += self.config.cycle_s
@@ -307,7 +316,48 @@ class SwimCore(CoreBase):
         handler = self._HANDLERS.get(type(msg))
         if handler is None:
             return self.note_drop("malformed", f"message type {type(msg).__name__} is not used by swim")
+        if type(msg) in _SEQUENCED and not self._fresh(msg):
+            return
         handler(self, msg, now)
+
+    def _fresh(self, msg) -> bool:
+        """True, with its sequence remembered, if MSG (a PING, PING_REQ, GOSSIP or STATE part) is newer than what
+        was taken from its origin; a replay (or a copy) is counted and dropped as ``duplicate`` or ``stale``. A
+        member's newest PING and GOSSIP sequences live in its entry; the rest in small bounded tables."""
+        t, origin, seq = type(msg), msg.origin, msg.seq
+        if t is wire.State:
+            last, parts = self._states.get(origin, (-1, None))
+            if seq < last or (seq == last and msg.part in parts):
+                self.note_drop("duplicate" if seq == last else "stale", f"state {seq} part {msg.part} again")
+                return False
+            if seq > last:
+                if len(self._states) >= 4096:
+                    self._states.clear()
+                parts = set()
+                self._states[origin] = (seq, parts)
+            parts.add(msg.part)
+            return True
+        m = self._members.get(origin)
+        if m is not None and t is not wire.PingReq:
+            last = m.ping_seq if t is wire.Ping else m.gossip_seq
+        else:
+            last = self._strangers.get((msg.type, origin), -1)
+        if seq <= last:
+            self.note_drop("duplicate" if seq == last else "stale", f"{t.__name__.lower()} {seq} again")
+            return False
+        if m is not None and t is wire.Ping:
+            m.ping_seq = seq
+        elif m is not None and t is wire.Gossip:
+            m.gossip_seq = seq
+        else:
+            if len(self._strangers) >= 4096:
+                self._strangers.clear()
+            self._strangers[(msg.type, origin)] = seq
+        return True
+
+    def replay_sample(self):
+        """A message this node took from a peer (its newest PING or GOSSIP), for replay tests and injections."""
+        return self._last_taken
 
     # ---- handlers --------------------------------------------------------------------------------------------
 
@@ -316,6 +366,7 @@ class SwimCore(CoreBase):
             return self.note_drop("malformed", f"ping sender {msg.sender.addr}:{msg.sender.port} is not origin")
         if msg.target != self.node_id:
             return self.note_drop("malformed", f"ping for {msg.target:#010x}, not this node")
+        self._last_taken = msg
         self._heard(msg.origin, now)
         self._apply_all(msg.updates, now)
         if self._heartbeats and not self._left:
@@ -366,6 +417,7 @@ class SwimCore(CoreBase):
                                      sender=self.identity, target=msg.target.node_id), (msg.target.endpoint,))
 
     def _on_gossip(self, msg: wire.Gossip, now: float) -> None:
+        self._last_taken = msg
         self._heard(msg.origin, now)
         self._apply_all(msg.updates, now)
 
@@ -462,7 +514,8 @@ class SwimCore(CoreBase):
         m = self._members.get(nid) if nid is not None else None
         if m is not None:
             self.stats["answered_accusers"] += 1
-            self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._inc),
+            self._probe_seq += 1
+            self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq),
                                (m.identity.endpoint,), first=self._alive_self())
 
     def _do_add(self, u: wire.Update, m: _Member | None, now: float) -> None:
@@ -737,7 +790,8 @@ class SwimCore(CoreBase):
                     for m in self._members.values()]
         entries += [wire.StateEntry(state=DEAD, incarnation=self._dead[nid], identity=ident)
                     for nid, ident in reversed(self._dead_ident.items())]
-        head = wire.State(cluster=self.cluster, origin=self.node_id, seq=self._inc, sender=self.identity,
+        self._probe_seq += 1
+        head = wire.State(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq, sender=self.identity,
                           reply=reply, part=0, parts=1)
         room = self.config.max_packet_bytes - wire.SWIM_FIXED_BYTES - wire.swim_prefix_size(head)
         parts: list[list] = [[]]

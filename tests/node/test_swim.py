@@ -6,9 +6,11 @@ Nothing is mocked: a lone core gets real signed datagrams or decoded messages, a
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -44,10 +46,13 @@ def _alive(port: int, inc: int = 5) -> wire.Update:
     return wire.Update(kind=wire.ALIVE, incarnation=inc, node=i.node_id, identity=i)
 
 
+_SEQ = itertools.count(1)  # every fed PING is a new one (a receiver drops a replayed PING)
+
+
 def _feed(core: SwimCore, *updates: wire.Update, sender: int = 9100, now: float = T0) -> None:
     """UPDATES as they arrive on a real node: piggybacked on a signed PING from SENDER, through the decoder."""
     s = _ident(sender)
-    ping = wire.Ping(cluster=core.cluster, origin=s.node_id, seq=1, sender=s, target=core.node_id,
+    ping = wire.Ping(cluster=core.cluster, origin=s.node_id, seq=next(_SEQ), sender=s, target=core.node_id,
                      updates=tuple(updates))
     core.receive(core.encode(ping), now)
 
@@ -593,3 +598,38 @@ def test_the_transition_table_is_complete_and_every_row_is_what_a_core_does():
     assert TRANSITIONS[("suspect", D, "same")] == ("removed", "remove")
     assert {TRANSITIONS[("self", k, r)][1] for k in (S, D) for r in ("same", "newer")} == {"refute"}
     assert {TRANSITIONS[("self", A, r)] for r in ("older", "same", "newer")} == {("self", "ignore")}
+
+
+def test_replayed_pings_gossip_and_state_parts_are_dropped_and_a_restart_is_newer():
+    core, peer = _core(9000), _core(9001)
+    _feed(core, _alive(9001, peer.incarnation))
+    peer.tick(T0)  # its first probe: a PING to the only member it will know
+    _feed(peer, _alive(9000, core.incarnation))
+    peer.tick(T0 + 1.0)
+    ping = next(m for m, _ in _sent(peer) if isinstance(m, wire.Ping))
+    raw = peer.encode(ping)
+    _sent(core)
+    core.receive(raw, T0 + 1.0)
+    acks = [m for m, _ in _sent(core) if isinstance(m, wire.Ack)]
+    assert len(acks) == 1
+    for _ in range(3):
+        core.receive(raw, T0 + 1.1)  # the same PING again: no second ACK, counted
+    assert not [m for m, _ in _sent(core) if isinstance(m, wire.Ack)] and core.stats["dropped_duplicate"] == 3
+    gossip = wire.Gossip(cluster=core.cluster, origin=peer.node_id, seq=ping.seq + 1, updates=(_alive(9002, 3),))
+    core.receive(peer.encode(gossip), T0 + 1.2)
+    core.receive(peer.encode(gossip), T0 + 1.2)
+    state = wire.State(cluster=core.cluster, origin=peer.node_id, seq=ping.seq + 2, sender=peer.identity,
+                       reply=False, part=0, parts=2)
+    core.receive(peer.encode(state), T0 + 1.3)
+    core.receive(peer.encode(replace(state, part=1)), T0 + 1.3)  # the other part of the same exchange: taken
+    core.receive(peer.encode(state), T0 + 1.3)
+    assert core.stats["dropped_duplicate"] == 5 and core.stats["states_received"] == 2
+    assert core.replay_sample() == gossip  # what the simulator's replay injection sends again
+    # a restarted peer: its clock in us is past every sequence it used before, so its PINGs are taken
+    again = create(peer.config, peer.identity, random.Random(7), now=T0 + 5.0)
+    _feed(again, _alive(9000, core.incarnation), now=T0 + 5.0)
+    again.tick(T0 + 5.0)
+    ping2 = next(m for m, _ in _sent(again) if isinstance(m, wire.Ping))
+    assert ping2.seq > ping.seq + 2
+    core.receive(again.encode(ping2), T0 + 5.0)
+    assert [m for m, _ in _sent(core) if isinstance(m, wire.Ack)]
