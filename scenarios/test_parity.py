@@ -175,3 +175,37 @@ def test_loss_rate_is_the_configured_one_on_both(runs):
             lost = b["to_node_dropped_loss"] - a["to_node_dropped_loss"]
             assert _binomial_ok(lost, crossed, p), (backend, lost, crossed)
             assert b["from_node_dropped_loss"] == a["from_node_dropped_loss"]
+
+
+# the suite's share of the netns time; every scenario runs with swim on the simulator in test_membership.py
+SWIM_PARITY = ("attack", "loss", "partition")
+# Known gap, not compared: attack.yaml's bad_packets_dropped on netns with swim passes in some runs and fails in
+# others. The flood replays 50,000 copies of one captured datagram; when the capture takes a SWIM datagram (the fast
+# path keeps no per-origin state for types 6-11 and passes them), only a few dozen copies reach the counters. The
+# node drops every replay it reads (tests/node/test_swim.py), and the simulator counts them all.
+SWIM_NOT_COMPARED = {"attack": {"bad_packets_dropped"}}
+
+
+@pytest.mark.parametrize("name", SWIM_PARITY)
+def test_swim_tells_the_same_story_on_netns_and_sim(name, tmp_path):
+    base = scaled(scenario_mod.load(str(HERE / f"{name}.yaml")), SIZES[name])
+    base = base.with_overrides(node={"membership": "swim", "options": {}})
+    got = {}
+    for backend in ("netns", "sim"):
+        summary = run_scenario(base.with_overrides(backend=backend), tmp_path / backend)
+        got[backend] = summary
+        if backend == "netns":
+            meta = json.loads((tmp_path / backend / "meta.json").read_text())
+            assert meta["membership"] == "swim" and find_leftovers(meta["run_id"]).empty
+    tb, sim = got["netns"], got["sim"]
+    skip = SWIM_NOT_COMPARED.get(name, set())
+    a = {k: v for k, v in _verdicts(tb).items() if k not in skip}
+    b = {k: v for k, v in _verdicts(sim).items() if k not in skip}
+    assert a == b and all(v is not False for v in a.values()), (tb["checks"], sim["checks"])
+    assert sim["passed"], sim["checks"]
+    cycle = float(base.node["cycle_s"])
+    pairs = [(a["t90"], b["t90"]) for a, b in zip(tb["rumors"], sim["rumors"]) if a["t90"] is not None
+             and b["t90"] is not None]
+    assert len(tb["rumors"]) == len(sim["rumors"]) and len(pairs) == len(tb["rumors"])
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    assert abs(median([a for a, _ in pairs]) - median([b for _, b in pairs])) <= 2 * cycle + 0.1, pairs
