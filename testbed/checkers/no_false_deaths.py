@@ -16,23 +16,29 @@ from .base import CheckResult, register
 NAME = "no_false_deaths"
 
 
-def false_deaths(history: analysis.History, window_s: float | None = None) -> list[dict]:
-    """The ``member_removed`` records of members live and reachable throughout the WINDOW_S (default the run's
-    ``timeout_s``) before the removal, by observers live throughout it too, that no fault window excuses."""
+def false_records(history: analysis.History, kind: str, window_s: float) -> list[dict]:
+    """The KIND records (about member ``name``, by observer ``node``) of members live and reachable throughout the
+    WINDOW_S before them, by observers live throughout it too, that no fault window excuses: what
+    `no_false_deaths` judges for removals and `no_false_suspicions` for suspicions."""
     from ..nemesis import excuses_removal  # fault modules import the scenario schema, which reads this registry
 
-    window_s = float(history.meta.get("timeout_s", 5.0)) if window_s is None else window_s
     live = analysis.Liveness(history)
     out = []
-    for e in history.of_kind("member_removed"):
-        removed, observer, t = e["name"], e["node"], e["t"]
+    for e in history.of_kind(kind):
+        member, observer, t = e["name"], e["node"], e["t"]
         t0 = t - window_s
-        if not live.live_throughout(removed, t0, t) or not live.live_throughout(observer, t0, t):
+        if not live.live_throughout(member, t0, t) or not live.live_throughout(observer, t0, t):
             continue
-        if any(f.overlaps(t0, t) and excuses_removal(f, observer, removed) for f in history.faults):
+        if any(f.overlaps(t0, t) and excuses_removal(f, observer, member) for f in history.faults):
             continue
         out.append(e)
     return out
+
+
+def false_deaths(history: analysis.History, window_s: float | None = None) -> list[dict]:
+    """The false removals: `false_records` of ``member_removed`` over WINDOW_S (default the run's ``timeout_s``)."""
+    window_s = float(history.meta.get("timeout_s", 5.0)) if window_s is None else window_s
+    return false_records(history, "member_removed", window_s)
 
 
 @register(NAME)

@@ -16,6 +16,7 @@ from typing import Mapping
 from .. import analysis
 from ..scenario.schema import NUM, non_negative, positive
 from .base import CheckResult, register
+from .no_false_deaths import false_records
 
 NAME = "no_false_suspicions"
 SUSPECTING = ("swim",)  # the built-in protocols that record member_suspected
@@ -23,19 +24,7 @@ SUSPECTING = ("swim",)  # the built-in protocols that record member_suspected
 
 def false_suspicions(history: analysis.History, window_s: float) -> list[dict]:
     """The ``member_suspected`` records of live, reachable members (see the module docstring)."""
-    from ..nemesis import excuses_removal  # fault modules import the scenario schema, which reads this registry
-
-    live = analysis.Liveness(history)
-    out = []
-    for e in history.of_kind("member_suspected"):
-        suspected, observer, t = e["name"], e["node"], e["t"]
-        t0 = t - window_s
-        if not live.live_throughout(suspected, t0, t) or not live.live_throughout(observer, t0, t):
-            continue
-        if any(f.overlaps(t0, t) and excuses_removal(f, observer, suspected) for f in history.faults):
-            continue
-        out.append(e)
-    return out
+    return false_records(history, "member_suspected", window_s)
 
 
 @register(NAME, {"max": (int, False, 0, non_negative), "window_s": (NUM, False, None, positive)})
