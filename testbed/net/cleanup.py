@@ -4,7 +4,9 @@ A run that was killed (SIGKILL, a crash, a lost terminal) never reaches its ``fi
 carries its run id (see `RunNames`), so it can be found afterwards: namespaces ``xg-<run_id>-*``, root links named
 ``xg<short>...``, processes with ``XG_RUN_ID`` in their environment or living in one of those namespaces, pinned BPF
 objects under ``/run/xdp-gossip/bpffs/<run_id>/`` and root-namespace nft tables ``xg_<short>...``. With no run id, every
-run's leftovers are found, so `clean()` without one also stops runs still in progress.
+run's leftovers are found, so `clean()` without one also stops runs still in progress; it also finds the throwaway
+networks of the BPF tests and root benchmarks (namespaces ``xgt-<hex6>-<k>``, root links ``xt<hex6>...``), which a
+killed test or benchmark leaves the same way.
 
 The process helpers here are also what the network backends use to make sure nothing outlives their teardown.
 This module never kills a process that carries no run id and lives in none of the runs' namespaces, nor the
@@ -32,6 +34,8 @@ from .topology import (
     is_project_link,
     is_project_netns,
     is_project_nft_table,
+    is_testnet_link,
+    is_testnet_netns,
 )
 from ..errors import CommandError, DeployError
 
@@ -227,7 +231,7 @@ def remove_netns(name: str) -> None:
 
 
 def _find_namespaces(names: RunNames | None) -> tuple[str, ...]:
-    owns = names.owns_netns if names is not None else is_project_netns
+    owns = names.owns_netns if names is not None else lambda n: is_project_netns(n) or is_testnet_netns(n)
     return tuple(sorted(n for n in netns.listnetns() if owns(n)))
 
 
@@ -237,7 +241,7 @@ def _netns_ids(namespaces: Iterable[str]) -> set[NsId]:
 
 
 def _find_links(names: RunNames | None) -> tuple[str, ...]:
-    owns = names.owns_link if names is not None else is_project_link
+    owns = names.owns_link if names is not None else lambda n: is_project_link(n) or is_testnet_link(n)
     with IPRoute() as ipr:
         return tuple(sorted(n for n in (link.get("ifname") for link in ipr.get_links()) if n and owns(n)))
 

@@ -49,6 +49,10 @@ _SHORT_ALPHABET = str.maketrans("", "", "=")
 _ANY_LINK_RE = re.compile(rf"{PREFIX}[a-z0-9]{{1,6}}(?:h\d+|b\d+|t\d+[az])")
 _ANY_NETNS_RE = re.compile(rf"{PREFIX}-([a-z0-9][a-z0-9-]*)-(\d+)")
 _ANY_NFT_RE = re.compile(rf"{PREFIX}_[a-z0-9]{{1,6}}(?:_[a-z0-9_]+)?")
+# The BPF tests' and root benchmarks' throwaway networks (tests/bpf/bpf_testnet.py): namespaces xgt-<hex6>-<k>,
+# root links xt<hex6>r<k> (veth ends, their peers xt<hex6>n<k>) and xt<hex6>br (the bridge)
+_TESTNET_LINK_RE = re.compile(r"xt[0-9a-f]{6}(?:r\d+|n\d+|br)")
+_TESTNET_NETNS_RE = re.compile(r"xgt-[0-9a-f]{6}-\d+")
 
 
 def new_run_id() -> str:
@@ -135,6 +139,16 @@ def is_project_link(ifname: str) -> bool:
 def is_project_netns(name: str) -> bool:
     """True if NAME is a namespace of some run (any run id)."""
     return _ANY_NETNS_RE.fullmatch(name) is not None
+
+
+def is_testnet_link(ifname: str) -> bool:
+    """True if IFNAME is a root-namespace link of a BPF test's or benchmark's throwaway network."""
+    return _TESTNET_LINK_RE.fullmatch(ifname) is not None
+
+
+def is_testnet_netns(name: str) -> bool:
+    """True if NAME is a namespace of a BPF test's or benchmark's throwaway network."""
+    return _TESTNET_NETNS_RE.fullmatch(name) is not None
 
 
 def is_project_nft_table(name: str) -> bool:

@@ -19,6 +19,8 @@ from testbed.net.topology import (
     is_project_link,
     is_project_netns,
     is_project_nft_table,
+    is_testnet_link,
+    is_testnet_netns,
     new_run_id,
     short_id,
 )
@@ -149,12 +151,29 @@ def test_long_run_ids_get_a_stable_short_id():
     assert names.netns(0) == f"xg-{rid}-0"
 
 
+def names_of_a_run() -> str:
+    return RunNames(new_run_id()).netns(3)
+
+
 def test_project_name_patterns_match_any_run_but_nothing_else():
     names = RunNames(new_run_id())
     assert is_project_link(names.host_veth(5)) and is_project_link(names.trunk(2, "a"))
     assert is_project_netns(names.netns(5)) and is_project_nft_table(names.nft_table("x"))
     for other in ("eth0", "xgt-abc123-1", "docker0", "xgabc123br", "xgabc123r1", "xg-"):
         assert not is_project_link(other) and not is_project_netns(other)
+
+
+def test_the_bpf_tests_throwaway_networks_are_known_to_clean_and_nothing_else():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bpf"))
+    from bpf_testnet import Testnet  # tests/bpf: the names it makes
+
+    net = Testnet(2, bridge=True)  # names only: nothing is built before __enter__
+    ns, host, node, bridge = f"xgt-{net.run_id}-1", f"xt{net.run_id}r1", f"xt{net.run_id}n1", f"xt{net.run_id}br"
+    assert is_testnet_netns(ns) and all(is_testnet_link(x) for x in (host, node, bridge))
+    for other in ("eth0", "xg-abc123-1", "xgt-abc12-1", "xtabc123", "xtabc123x1", "docker0", names_of_a_run()):
+        assert not is_testnet_link(other) and not is_testnet_netns(other)
 
 
 @pytest.mark.parametrize("bad", ["", "A1", "-a", "a b", "a" * 33, "a/b", 5])
