@@ -258,6 +258,15 @@ class CoreBase:
         out, self._sends = self._sends, []
         return out
 
+    def replay_sample(self) -> wire.Message | None:
+        """A message this node accepted from a peer, for replay injections and tests: here a member's heartbeat
+        at the sequence it holds (a protocol without heartbeats names its own); None when it lists no peer."""
+        peer = next(iter(self.members()[1:]), None)
+        if peer is None:
+            return None
+        return wire.Heartbeat(cluster=self.cluster, origin=peer.node_id, seq=peer.seq,
+                              identity=wire.Identity(name=peer.name, addr=peer.addr, port=peer.port))
+
     def take_events(self) -> list[Event]:
         out, self._events = self._events, []
         return out

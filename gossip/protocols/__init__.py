@@ -106,6 +106,10 @@ class Protocol(typing.Protocol):
     def encode(self, msg: Message) -> bytes:
         """MSG signed with the first secret, within ``max_packet_bytes`` (what the testbed injects as a peer)."""
 
+    def replay_sample(self) -> Message | None:
+        """A message this node accepted from a peer (the simulator's replay injection sends it again; the node
+        must count the copies as duplicate or stale); None before it has one."""
+
     # ---- operations -------------------------------------------------------------------------------------------
 
     def set(self, identity: Identity, now: float) -> None:

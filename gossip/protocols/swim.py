@@ -202,7 +202,7 @@ class SwimCore(CoreBase):
         self._probe: _Probe | None = None
         # the sequence of every PING, PING_REQ, GOSSIP and STATE this node sends: it starts at the clock in us, so a
         # restarted node's are above anything it sent before, and receivers drop what is not newer (replays)
-        self._probe_seq = int(now * 1e6)
+        self._seq = int(now * 1e6)
         self._strangers: dict[tuple[int, int], int] = {}  # (type, origin) -> newest seq, for non-members (bounded)
         self._states: dict[int, tuple[int, set]] = {}  # origin -> (newest STATE seq, its parts taken) (bounded)
         self._next_probe = now
@@ -229,8 +229,7 @@ class SwimCore(CoreBase):
         targets = tuple(self._members[n].identity.endpoint for n in self._pick(self.config.fanout, ()))
         for ep in targets:
             nid = wire.node_id(*ep)
-            self._probe_seq += 1
-            self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq,
+            self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=self._next_seq(),
                                          sender=self.identity, target=nid), (ep,))
         self.stats["leaves_sent"] += 1
         self._events.append(LeaveSent(seq=self._inc, targets=tuple(f"{a}:{p}" for a, p in targets)))
@@ -299,8 +298,7 @@ class SwimCore(CoreBase):
                 self._next_gossip = now + self._gossip_every
             if self._queue and self._gossip_nodes:
                 for nid in self._pick(self._gossip_nodes, ()):
-                    self._probe_seq += 1
-                    self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq),
+                    self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._next_seq()),
                                        (self._members[nid].identity.endpoint,))
         if now >= self._next_cycle:
             self._next_cycle += self.config.cycle_s
@@ -355,6 +353,11 @@ class SwimCore(CoreBase):
             self._strangers[(msg.type, origin)] = seq
         return True
 
+    def _next_seq(self) -> int:
+        """The sequence of the next PING, PING_REQ, GOSSIP or STATE this node sends (see `_fresh`)."""
+        self._seq += 1
+        return self._seq
+
     def replay_sample(self):
         """A message this node took from a peer (its newest PING or GOSSIP), for replay tests and injections."""
         return self._last_taken
@@ -407,13 +410,13 @@ class SwimCore(CoreBase):
             self._send_updates(wire.Ack(cluster=self.cluster, origin=self.node_id, seq=msg.seq),
                                (msg.sender.endpoint,))
             return
-        self._probe_seq += 1
+        seq = self._next_seq()
         timeout = self._scaled(self.config.cycle_s * self._probe_ratio)
-        self._relays[self._probe_seq] = _Relay(msg.sender.endpoint, msg.seq, msg.target.node_id,
+        self._relays[seq] = _Relay(msg.sender.endpoint, msg.seq, msg.target.node_id,
                                                now + NACK_RATIO * timeout if self._lhm else 0.0,
                                                now + self._scaled(self.config.cycle_s))
         self.stats["probes_relayed"] += 1
-        self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq,
+        self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=seq,
                                      sender=self.identity, target=msg.target.node_id), (msg.target.endpoint,))
 
     def _on_gossip(self, msg: wire.Gossip, now: float) -> None:
@@ -514,8 +517,7 @@ class SwimCore(CoreBase):
         m = self._members.get(nid) if nid is not None else None
         if m is not None:
             self.stats["answered_accusers"] += 1
-            self._probe_seq += 1
-            self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq),
+            self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._next_seq()),
                                (m.identity.endpoint,), first=self._alive_self())
 
     def _do_add(self, u: wire.Update, m: _Member | None, now: float) -> None:
@@ -730,15 +732,15 @@ class SwimCore(CoreBase):
             target = self._next_target()
             if target is None:
                 return
-            self._probe_seq += 1
+            seq = self._next_seq()
             m = self._members[target]
-            self._probe = _Probe(target, self._probe_seq, now + self._scaled(self.config.cycle_s * self._probe_ratio),
+            self._probe = _Probe(target, seq, now + self._scaled(self.config.cycle_s * self._probe_ratio),
                                  now + period)
             self.stats["probes"] += 1
             buddy = None
             if self._buddy and m.state == SUSPECT:
                 buddy = wire.Update(kind=SUSPECT, incarnation=m.incarnation, node=target, sender=self.node_id)
-            self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq,
+            self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=seq,
                                          sender=self.identity, target=target), (m.identity.endpoint,), first=buddy)
 
     def _tick_relays(self, now: float) -> None:
@@ -790,8 +792,7 @@ class SwimCore(CoreBase):
                     for m in self._members.values()]
         entries += [wire.StateEntry(state=DEAD, incarnation=self._dead[nid], identity=ident)
                     for nid, ident in reversed(self._dead_ident.items())]
-        self._probe_seq += 1
-        head = wire.State(cluster=self.cluster, origin=self.node_id, seq=self._probe_seq, sender=self.identity,
+        head = wire.State(cluster=self.cluster, origin=self.node_id, seq=self._next_seq(), sender=self.identity,
                           reply=reply, part=0, parts=1)
         room = self.config.max_packet_bytes - wire.SWIM_FIXED_BYTES - wire.swim_prefix_size(head)
         parts: list[list] = [[]]

@@ -16,10 +16,12 @@ from .base import CheckResult, register
 NAME = "no_false_deaths"
 
 
-def false_records(history: analysis.History, kind: str, window_s: float) -> list[dict]:
+def false_records(history: analysis.History, kind: str, window_s: float, *,
+                  faults_excuse: bool = True) -> list[dict]:
     """The KIND records (about member ``name``, by observer ``node``) of members live and reachable throughout the
     WINDOW_S before them, by observers live throughout it too, that no fault window excuses: what
-    `no_false_deaths` judges for removals and `no_false_suspicions` for suspicions."""
+    `no_false_deaths` judges for removals and `no_false_suspicions` for suspicions. With FAULTS_EXCUSE false,
+    liveness alone decides (a loss window excuses nothing: `testbed.experiments.protocols`)."""
     from ..nemesis import excuses_removal  # fault modules import the scenario schema, which reads this registry
 
     live = analysis.Liveness(history)
@@ -29,7 +31,8 @@ def false_records(history: analysis.History, kind: str, window_s: float) -> list
         t0 = t - window_s
         if not live.live_throughout(member, t0, t) or not live.live_throughout(observer, t0, t):
             continue
-        if any(f.overlaps(t0, t) and excuses_removal(f, observer, member) for f in history.faults):
+        if faults_excuse and any(f.overlaps(t0, t) and excuses_removal(f, observer, member)
+                                 for f in history.faults):
             continue
         out.append(e)
     return out

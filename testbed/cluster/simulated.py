@@ -195,19 +195,10 @@ class SimulatedCluster(Cluster):
         core = self.sim.core(target)
         now = self.now()
         if kind in ("replay", "flood"):
-            sample = getattr(core, "replay_sample", None)
-            if sample is not None:  # a protocol that names what it took (swim: its newest PING or GOSSIP)
-                taken = sample()
-                if taken is None:
-                    return 0
-                frames = [core.encode(taken)]
-            else:  # the heartbeat protocols: a member's heartbeat at the sequence the core holds
-                peer = next((m for m in core.members()[1:]), None)
-                if peer is None:
-                    return 0
-                hb = wire.Heartbeat(cluster=core.cluster, origin=peer.node_id, seq=peer.seq,
-                                    identity=wire.Identity(name=peer.name, addr=peer.addr, port=peer.port))
-                frames = [core.encode(hb)]
+            taken = core.replay_sample()  # what the protocol took from a peer (heartbeat; swim: a PING or GOSSIP)
+            if taken is None:
+                return 0
+            frames = [core.encode(taken)]
         else:
             src = rng.choice([n for n in self.sim.node_names if n != target] or [target])
             frames = payloads(kind, src_ip=self.sim.identity(src).addr, cluster=self.config.cluster,

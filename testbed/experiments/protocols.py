@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .. import analysis
+from ..checkers.no_false_deaths import false_records
 
 # each variant: the scenario's ``node:`` fields it sets
 VARIANTS: dict[str, dict] = {
@@ -49,9 +50,11 @@ def _median(xs: list[float]) -> float | None:
 
 def _false(history: analysis.History, kind: str, window_s: float, *, pauses_excuse: bool = True) -> list[dict]:
     """KIND records (about member ``name``, by ``node``) of members live throughout the WINDOW_S before, by
-    observers live throughout it too; with PAUSES_EXCUSE false, a member whose process ran throughout counts even
-    if it was stopped for a while (removing a starved process is a false removal), and the observer need only be
-    live at the time."""
+    observers live throughout it too, no fault window excusing them (`false_records`); with PAUSES_EXCUSE false, a
+    member whose process ran throughout counts even if it was stopped for a while (removing a starved process is a
+    false removal), and the observer need only be live at the time."""
+    if pauses_excuse:
+        return false_records(history, kind, window_s, faults_excuse=False)
     live = analysis.Liveness(history)
     up: dict[str, list[tuple[float, bool]]] = {}
     for e in history.of_kind(analysis.PROC):
@@ -62,16 +65,8 @@ def _false(history: analysis.History, kind: str, window_s: float, *, pauses_excu
         changes = up.get(n, [])
         before = [u for t, u in changes if t <= t0]
         return bool(before and before[-1]) and all(u for t, u in changes if t0 < t <= t1)
-    out = []
-    for e in history.of_kind(kind):
-        t0, t = e["t"] - window_s, e["t"]
-        if pauses_excuse:
-            ok = live.live_throughout(e["name"], t0, t) and live.live_throughout(e["node"], t0, t)
-        else:
-            ok = running_throughout(e["name"], t0, t) and live.is_live(e["node"], t)
-        if ok:
-            out.append(e)
-    return out
+    return [e for e in history.of_kind(kind)
+            if running_throughout(e["name"], e["t"] - window_s, e["t"]) and live.is_live(e["node"], e["t"])]
 
 
 def _crash_times(history: analysis.History) -> dict:
