@@ -20,6 +20,7 @@ BENCHMARKS = [
     ("bench_node.py", [], ["--quick"], False),
     ("bench_sim.py", [], ["--quick"], False),
     ("bench_swim.py", [], ["--quick"], False),
+    ("bench_swim_testbed.py", [], ["--quick"], True),
     ("bench_http.py", [], ["--quick"], False),
     ("bench_xdp.py", [], ["--quick"], True),
     ("bench_broadcast.py", [], ["--broadcasts", "200", "--rounds", "1"], True),
