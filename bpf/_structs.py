@@ -24,6 +24,7 @@ class GossipHdr(ctypes.BigEndianStructure):
 # ---- XDP fast path ----
 FP_MAX_NODES = 4096  # the defaults of a load that names no size (bpf/fastpath.py sizes the maps per run)
 FP_MAX_HEARTBEATS = 131072
+FP_MAX_SWIM = 131072
 
 
 class FpConfig(ctypes.Structure):
@@ -34,8 +35,13 @@ class FpHbKey(ctypes.Structure):
     _fields_ = [("ifindex", ctypes.c_uint32), ("origin", ctypes.c_uint32)]
 
 
+class FpSwim(ctypes.Structure):
+    _fields_ = [("ping", ctypes.c_uint64), ("ping_req", ctypes.c_uint64), ("state", ctypes.c_uint64),
+                ("gossip", ctypes.c_uint64)]
+
+
 class FpWrites(ctypes.Structure):
-    _fields_ = [("inserted", ctypes.c_uint64), ("evicted", ctypes.c_uint64)]
+    _fields_ = [("inserted", ctypes.c_uint64), ("evicted", ctypes.c_uint64), ("swim_refused", ctypes.c_uint64)]
 
 
 class FpVersion(ctypes.Structure):
@@ -44,7 +50,7 @@ class FpVersion(ctypes.Structure):
 
 FP_STAT_NAMES = ("dropped_foreign_cluster", "dropped_unknown_version", "dropped_malformed", "dropped_duplicate",
                  "dropped_stale", "passed_heartbeat", "passed_metadata", "passed_swap_req", "passed_swap_resp",
-                 "passed_other")
+                 "passed_swim", "passed_other")
 
 
 class FpStats(ctypes.Structure):
@@ -98,7 +104,7 @@ class FtStats(ctypes.Structure):
 MAP_TYPES = {
     "xdp_fastpath.c": {"fp_config": (ctypes.c_uint32, FpConfig), "fp_heartbeat": (FpHbKey, ctypes.c_uint64),
                        "fp_metadata": (ctypes.c_uint32, FpVersion), "fp_stats": (ctypes.c_uint32, FpStats),
-                       "fp_writes": (ctypes.c_uint32, FpWrites)},
+                       "fp_writes": (ctypes.c_uint32, FpWrites), "fp_swim": (FpHbKey, FpSwim)},
     "tc_broadcast.c": {"bc_slots": (ctypes.c_uint32, BcSlot), "bc_ifslot": (ctypes.c_uint32, ctypes.c_uint32),
                        "bc_stats": (ctypes.c_uint32, BcStats)},
     "faults.c": {"ft_loss": (ctypes.c_uint32, ctypes.c_uint64), "ft_side": (ctypes.c_uint32, ctypes.c_uint32),

@@ -6,12 +6,15 @@ Two sides, usually in two processes:
   the same program to every node's veth (each in its namespace) and tells it each node's cluster and port.
 - `FastPathWriter`, in a node: opens the pinned maps with plain bpf(2) calls (no bcc, no compile) and records
   what the node accepted after verifying the MAC. The program never records anything on first sight, so nothing
-  reaches the drop maps that the node has not accepted itself.
+  reaches the drop maps that the node has not accepted itself: a forged datagram with a sequence far ahead (XDP
+  does not check the MAC) cannot make the kernel drop a member's genuine traffic.
 
 The maps are sized when the program is loaded (`map_sizes`): one program serving N nodes holds a heartbeat pair
 per (node, origin), N x N of them, in an LRU that must never be full (see `map_sizes` for why). Each writer counts
 the pairs it created and the ones it found evicted (`fp_writes`), so a map too small for its run shows up in the
-stats as ``hb_evicted`` instead of as duplicates quietly reaching the nodes.
+stats as ``hb_evicted`` instead of as duplicates quietly reaching the nodes. SWIM's sequenced types (PING,
+PING_REQ, STATE, GOSSIP) are kept per (node, origin) in ``fp_swim``, a hash allocated as it is written, sized the
+same: a heartbeat run leaves it empty.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 
 from . import _sys  # _attach (netlink) is imported where used: a node's writer never needs it
 from ._compile import PinnedProgram
-from ._structs import FP_STAT_NAMES, FpConfig, FpHbKey, FpStats, FpVersion, FpWrites
+from ._structs import FP_STAT_NAMES, FpConfig, FpHbKey, FpStats, FpSwim, FpVersion, FpWrites
 from .errors import BpfError, BpfUsageError, MapError
 
 PIN_ROOT = _sys.PIN_ROOT
@@ -33,8 +36,10 @@ PROGRAM = "xdp_fastpath"
 # pinned file name -> (key type, value type)
 MAPS = {"fp_config": (ctypes.c_uint32, FpConfig), "fp_heartbeat": (FpHbKey, ctypes.c_uint64),
         "fp_metadata": (ctypes.c_uint32, FpVersion), "fp_stats": (ctypes.c_uint32, FpStats),
-        "fp_writes": (ctypes.c_uint32, FpWrites)}
-WRITER_MAPS = ("fp_heartbeat", "fp_metadata", "fp_stats", "fp_writes")
+        "fp_writes": (ctypes.c_uint32, FpWrites), "fp_swim": (FpHbKey, FpSwim)}
+WRITER_MAPS = ("fp_heartbeat", "fp_metadata", "fp_stats", "fp_writes", "fp_swim")
+# the wire types fp_swim judges (gossip._wire.MsgType), and their field in it
+SWIM_FIELDS = {6: "ping", 8: "ping_req", 10: "state", 11: "gossip"}
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 
@@ -52,6 +57,7 @@ def map_sizes(nodes: int, members: int) -> dict[str, int]:
     The heartbeat LRU gets every pair plus 1/16 and two CPUs' worth of LRU free lists per possible CPU: an LRU
     hash evicts before it is full (`LRU_LOCAL_FREE_TARGET`) and, once full, every write of an existing pair takes a
     free element first and so evicts another pair: a map exactly the size of its pairs drops almost nothing.
+    The SWIM map is a plain hash (it never evicts, and a full one refuses the write): every pair plus 1/16.
     """
     if not (isinstance(nodes, int) and isinstance(members, int) and nodes >= 1 and members >= 1):
         raise BpfUsageError(f"map_sizes: nodes and members must be integers >= 1, got {nodes!r}, {members!r}")
@@ -60,23 +66,24 @@ def map_sizes(nodes: int, members: int) -> dict[str, int]:
     if heartbeats > MAX_HEARTBEAT_ENTRIES:
         raise BpfUsageError(f"map_sizes: {nodes} nodes x {members} members need {heartbeats} heartbeat entries, "
                             f"more than {MAX_HEARTBEAT_ENTRIES}")
-    return {"FP_MAX_NODES": max(nodes, 16), "FP_MAX_HEARTBEATS": heartbeats}
+    return {"FP_MAX_NODES": max(nodes, 16), "FP_MAX_HEARTBEATS": heartbeats, "FP_MAX_SWIM": pairs + pairs // 16}
 
 
 def read_stats(stats_fd: int, ifindex: int | None = None, writes_fd: int | None = None) -> dict[str, int]:
     """The fast path's counters for one interface, or summed over all of them (ifindex None); with WRITES_FD
-    also the writers' ``hb_inserted`` and ``hb_evicted`` (see `FastPathWriter`)."""
+    also the writers' ``hb_inserted``, ``hb_evicted`` and ``swim_refused`` (see `FastPathWriter`)."""
     out = _sys.sum_percpu_counters(stats_fd, ifindex, FpStats, FP_STAT_NAMES)
     out["passed"] = sum(v for k, v in out.items() if k.startswith("passed_") and k != "passed_other")
     out["dropped"] = sum(v for k, v in out.items() if k.startswith("dropped_"))
     if writes_fd is not None:
         keys = [ctypes.c_uint32(ifindex)] if ifindex is not None else _sys.map_keys(writes_fd, ctypes.c_uint32)
-        out["hb_inserted"] = out["hb_evicted"] = 0
+        out["hb_inserted"] = out["hb_evicted"] = out["swim_refused"] = 0
         writes = FpWrites()
         for key in keys:
             if _sys.map_lookup(writes_fd, key, writes):
                 out["hb_inserted"] += writes.inserted
                 out["hb_evicted"] += writes.evicted
+                out["swim_refused"] += writes.swim_refused
     return out
 
 
@@ -146,10 +153,12 @@ class FastPath(PinnedProgram):
         """Counters of one node's interface, or summed over every configured interface.
 
         Keys: the drop reasons (dropped_foreign_cluster, dropped_unknown_version, dropped_malformed,
-        dropped_duplicate, dropped_stale), passed_<type> for each message type, passed_other (not gossip for the
-        node), the totals passed (gossip passed) and dropped, and the writers' heartbeat pairs: hb_inserted,
-        hb_evicted (pairs the LRU evicted that a node needed again: nonzero means the map is too small for the
-        run) and hb_capacity (the map's size, for every interface together).
+        dropped_duplicate, dropped_stale), passed_<type> for each judged message type (passed_swim: SWIM's
+        PING, PING_REQ, STATE and GOSSIP), passed_other (not judged: not gossip for the node, or a type the program
+        leaves to it), the totals passed (judged gossip passed) and dropped, and the writers' counters:
+        hb_inserted, hb_evicted (pairs the LRU evicted that a node needed again: nonzero means the map is too
+        small for the run), hb_capacity (the map's size, for every interface together) and swim_refused (SWIM
+        sequences not written because fp_swim was full).
         """
         out = read_stats(self.map_fds["fp_stats"], ifindex, self.map_fds["fp_writes"])
         out["hb_capacity"] = self._hb_capacity
@@ -188,21 +197,25 @@ class FastPathWriter:
             for fd in fds.values():
                 os.close(fd)
             raise
-        self._init(ifindex, fds["fp_heartbeat"], fds["fp_metadata"], fds["fp_stats"], fds["fp_writes"])
+        self._init(ifindex, fds["fp_heartbeat"], fds["fp_metadata"], fds["fp_stats"], fds["fp_writes"],
+                   fds["fp_swim"])
 
     @classmethod
-    def from_fds(cls, ifindex: int, *, heartbeat_fd: int, metadata_fd: int, stats_fd: int | None = None,
-                 writes_fd: int | None = None) -> "FastPathWriter":
+    def from_fds(cls, ifindex: int, *, heartbeat_fd: int, metadata_fd: int, swim_fd: int,
+                 stats_fd: int | None = None, writes_fd: int | None = None) -> "FastPathWriter":
         """A writer on map fds this process already holds (they are duplicated: the caller keeps its own)."""
         self = cls.__new__(cls)
         self._init(ifindex, os.dup(heartbeat_fd), os.dup(metadata_fd),
                    os.dup(stats_fd) if stats_fd is not None else None,
-                   os.dup(writes_fd) if writes_fd is not None else None)
+                   os.dup(writes_fd) if writes_fd is not None else None, os.dup(swim_fd))
         return self
 
-    def _init(self, ifindex: int, hb_fd: int, md_fd: int, stats_fd: int | None, writes_fd: int | None) -> None:
+    def _init(self, ifindex: int, hb_fd: int, md_fd: int, stats_fd: int | None, writes_fd: int | None,
+              swim_fd: int) -> None:
         self.ifindex = ifindex
         self._hb_fd, self._md_fd, self._stats_fd, self._writes_fd = hb_fd, md_fd, stats_fd, writes_fd
+        self._swim_fd = swim_fd
+        self._swim = FpSwim()
         # reused for every write: the hot path allocates nothing
         self._hb_key = FpHbKey(ifindex=ifindex)
         self._hb_seq = ctypes.c_uint64()
@@ -237,6 +250,27 @@ class FastPathWriter:
         if self._writes_fd is not None:
             _sys.map_update(self._writes_fd, self._md_key, self._writes)
 
+    def sequence_accepted(self, type: int, origin: int, seq: int) -> None:
+        """The node took a message of wire TYPE from ORIGIN at SEQ and drops that type from ORIGIN at or below it
+        from now on: so does the fast path. A type the program does not judge needs no state and is ignored."""
+        field = SWIM_FIELDS.get(type)
+        if field is None:
+            return
+        if not 0 <= origin <= _U32 or not 0 < seq <= _U64:
+            raise BpfUsageError(f"sequence_accepted: origin {origin} / seq {seq} out of range")
+        self._hb_key.origin = origin
+        if not _sys.map_lookup(self._swim_fd, self._hb_key, self._swim):  # the value holds all four types
+            ctypes.memset(ctypes.byref(self._swim), 0, ctypes.sizeof(FpSwim))
+        setattr(self._swim, field, seq)
+        try:
+            _sys.map_update(self._swim_fd, self._hb_key, self._swim)
+        except MapError as e:
+            if e.errno != errno.E2BIG:
+                raise
+            self._writes.swim_refused += 1  # full: this origin's copies go on reaching the node, which drops them
+            if self._writes_fd is not None:
+                _sys.map_update(self._writes_fd, self._md_key, self._writes)
+
     def metadata_accepted(self, version: int, origin: int) -> None:
         """The node now holds metadata version (VERSION, ORIGIN): rumors and swap responses not newer are dropped,
         and swap requests carrying exactly this version."""
@@ -247,15 +281,16 @@ class FastPathWriter:
         _sys.map_update(self._md_fd, self._md_key, self._md_version)
 
     def reset(self) -> None:
-        """Forget every version recorded for this node (a walk of the heartbeat map, ~0.1 s at 512 nodes' pairs:
-        call it once, at start)."""
+        """Forget every version and sequence recorded for this node (a walk of the heartbeat and SWIM maps, ~0.1 s
+        each at 512 nodes' pairs: call it once, at start)."""
         _sys.map_delete(self._md_fd, self._md_key)
-        pairs = memoryview(_sys.map_keys_bytes(self._hb_fd, ctypes.sizeof(FpHbKey), 8)).cast("I")
         key = FpHbKey(ifindex=self.ifindex)
-        for i, ifindex in enumerate(pairs[0::2]):  # (ifindex, origin) in host order, as FpHbKey lays them out
-            if ifindex == self.ifindex:
-                key.origin = pairs[2 * i + 1]
-                _sys.map_delete(self._hb_fd, key)
+        for fd, value_size in ((self._hb_fd, 8), (self._swim_fd, ctypes.sizeof(FpSwim))):
+            pairs = memoryview(_sys.map_keys_bytes(fd, ctypes.sizeof(FpHbKey), value_size)).cast("I")
+            for i, ifindex in enumerate(pairs[0::2]):  # (ifindex, origin) in host order, as FpHbKey lays them out
+                if ifindex == self.ifindex:
+                    key.origin = pairs[2 * i + 1]
+                    _sys.map_delete(fd, key)
         self._created.clear()  # pairs gone by our own hand are not evictions
 
     def stats(self) -> dict[str, int]:
@@ -267,11 +302,11 @@ class FastPathWriter:
         return out
 
     def close(self) -> None:
-        for fd in (self._hb_fd, self._md_fd, self._stats_fd, self._writes_fd):
+        for fd in (self._hb_fd, self._md_fd, self._stats_fd, self._writes_fd, self._swim_fd):
             if fd is not None and fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._hb_fd = self._md_fd = self._stats_fd = self._writes_fd = -1
+        self._hb_fd = self._md_fd = self._stats_fd = self._writes_fd = self._swim_fd = -1
 
     def __enter__(self) -> "FastPathWriter":
         return self

@@ -30,7 +30,9 @@ enum gossip_type {
     GOSSIP_SWAP_REQ = 3,
     GOSSIP_SWAP_RESP = 4,
     GOSSIP_LEAVE = 5, /* not judged by the fast path: passed to the node */
-    /* SWIM (docs/wire-format.md): not judged by the fast path, passed to the node, whose decoder is the authority */
+    /* SWIM (docs/wire-format.md). PING, PING_REQ, STATE and GOSSIP carry the sender's message sequence and are
+     * judged against the newest of that type the node took from the origin (fp_swim). ACK and NACK carry the
+     * sequence of the probe they answer, not the sender's: not judged, passed to the node. */
     GOSSIP_PING = 6,
     GOSSIP_ACK = 7,
     GOSSIP_PING_REQ = 8,
@@ -52,14 +54,18 @@ struct gossip_hdr {
 };
 
 /* ---- XDP fast path (xdp_fastpath.c): every map is keyed by the ingress ifindex of a node's veth ----
- * The map sizes are chosen when the program is loaded: bpf/fastpath.py passes -DFP_MAX_NODES and
- * -DFP_MAX_HEARTBEATS sized to the run (one program serving N nodes needs N x N heartbeat pairs). The values here
- * are the defaults of a load that names no size. */
+ * The map sizes are chosen when the program is loaded: bpf/fastpath.py passes -DFP_MAX_NODES, -DFP_MAX_HEARTBEATS
+ * and -DFP_MAX_SWIM sized to the run (one program serving N nodes needs N x N (node, origin) pairs). The values
+ * here are the defaults of a load that names no size. */
 #ifndef FP_MAX_NODES
 #define FP_MAX_NODES 4096 /* interfaces one program serves */
 #endif
 #ifndef FP_MAX_HEARTBEATS
 #define FP_MAX_HEARTBEATS 131072 /* (node, origin) pairs; LRU: an evicted pair only means the next copy passes */
+#endif
+#ifndef FP_MAX_SWIM
+#define FP_MAX_SWIM 131072 /* (node, origin) pairs of SWIM sequences; allocated as written, so a heartbeat run pays
+                            * only the buckets */
 #endif
 
 /* fp_config: ifindex -> what the node on that interface listens for. No entry: the program passes everything. */
@@ -75,12 +81,24 @@ struct fp_hb_key {
     __u32 origin;
 };
 
-/* fp_writes: ifindex -> what the node's writer did to fp_heartbeat; written by userspace only (one writer per
- * interface), never by the program. An eviction is counted when the node accepts a heartbeat from an origin whose
- * pair it wrote before and finds the pair gone: only the LRU removes a node's pairs while it runs. */
+/* fp_swim: (ifindex, origin) -> the newest sequence of each judged SWIM type the node took from origin (0: none
+ * yet; a sequence starts at the sender's clock in us). A STATE is written once the node has every part of it:
+ * until then its other parts must pass. A plain hash, not an LRU: nothing is evicted, and a full map only means
+ * the node's next origins are not judged (counted as swim_refused). */
+struct fp_swim {
+    __u64 ping;
+    __u64 ping_req;
+    __u64 state;
+    __u64 gossip;
+};
+
+/* fp_writes: ifindex -> what the node's writer did to fp_heartbeat and fp_swim; written by userspace only (one
+ * writer per interface), never by the program. An eviction is counted when the node accepts a heartbeat from an
+ * origin whose pair it wrote before and finds the pair gone: only the LRU removes a node's pairs while it runs. */
 struct fp_writes {
     __u64 inserted; /* pairs created (first heartbeat accepted from an origin, or again after an eviction) */
     __u64 evicted;  /* pairs the LRU had evicted, found missing at the origin's next accepted heartbeat */
+    __u64 swim_refused; /* SWIM sequences not written because fp_swim was full */
 };
 
 /* fp_metadata: ifindex -> the metadata version the node holds; versions order by (seq, origin) */
@@ -101,7 +119,8 @@ enum fp_stat {
     FP_PASS_METADATA,
     FP_PASS_SWAP_REQ,
     FP_PASS_SWAP_RESP,
-    FP_PASS_OTHER, /* not gossip for this node: not IPv4/UDP, another port, a fragment, IP options */
+    FP_PASS_SWIM,  /* PING, PING_REQ, STATE or GOSSIP newer than what the node took from its origin */
+    FP_PASS_OTHER, /* not judged: not IPv4/UDP, another port, a fragment, IP options; LEAVE, ACK, NACK, unknown */
     FP_STAT_COUNT,
 };
 

@@ -17,6 +17,8 @@
 BPF_TABLE("hash", __u32, struct fp_config, fp_config, FP_MAX_NODES);
 BPF_TABLE("lru_hash", struct fp_hb_key, __u64, fp_heartbeat, FP_MAX_HEARTBEATS);
 BPF_TABLE("hash", __u32, struct fp_version, fp_metadata, FP_MAX_NODES);
+/* allocated as the nodes write it: a heartbeat run never uses it and pays only its buckets */
+BPF_F_TABLE("hash", struct fp_hb_key, struct fp_swim, fp_swim, FP_MAX_SWIM, BPF_F_NO_PREALLOC);
 BPF_TABLE("percpu_hash", __u32, struct fp_stats, fp_stats, FP_MAX_NODES);
 BPF_TABLE("hash", __u32, struct fp_writes, fp_writes, FP_MAX_NODES); /* userspace's own counters, see the header */
 
@@ -48,6 +50,31 @@ static __always_inline enum fp_stat judge_heartbeat(__u32 ifindex, __u32 origin,
     if (accepted && seq < *accepted)
         return FP_DROP_STALE;
     return FP_PASS_HEARTBEAT;
+}
+
+/* PING, PING_REQ, STATE and GOSSIP: as heartbeats, per type, against what the node took from the origin. */
+static __always_inline enum fp_stat judge_swim(__u32 ifindex, __u8 type, __u32 origin, __u64 seq)
+{
+    struct fp_hb_key key = {.ifindex = ifindex, .origin = origin};
+    struct fp_swim *taken = fp_swim.lookup(&key);
+    if (!taken)
+        return FP_PASS_SWIM;
+    __u64 held = type == GOSSIP_PING ? taken->ping
+                 : type == GOSSIP_PING_REQ ? taken->ping_req
+                 : type == GOSSIP_STATE ? taken->state : taken->gossip;
+    if (held == 0) /* nothing of this type taken yet */
+        return FP_PASS_SWIM;
+    if (seq == held)
+        return FP_DROP_DUPLICATE;
+    if (seq < held)
+        return FP_DROP_STALE;
+    return FP_PASS_SWIM;
+}
+
+static __always_inline int judged(__u8 type)
+{
+    return (type >= GOSSIP_HEARTBEAT && type <= GOSSIP_SWAP_RESP) || type == GOSSIP_PING
+           || type == GOSSIP_PING_REQ || type == GOSSIP_STATE || type == GOSSIP_GOSSIP;
 }
 
 /* METADATA and SWAP_RESP drop when not newer than the held version; SWAP_REQ only when equal, because the node
@@ -92,9 +119,9 @@ static __always_inline enum fp_stat classify(struct xdp_md *ctx, __u32 ifindex, 
         return FP_DROP_UNKNOWN_VERSION;
     if (bpf_ntohl(g->cluster) != cfg->cluster_id)
         return FP_DROP_FOREIGN_CLUSTER;
-    /* A type this program does not judge (LEAVE, or one it does not know) goes to the node, whose decoder is the
-     * authority: it counts an unknown type as malformed itself, and a new type needs no change here. */
-    if (g->type < GOSSIP_HEARTBEAT || g->type > GOSSIP_SWAP_RESP)
+    /* A type this program does not judge (LEAVE, ACK, NACK, or one it does not know) goes to the node, whose
+     * decoder is the authority: it counts an unknown type as malformed itself, and a new type needs no change. */
+    if (!judged(g->type))
         return FP_PASS_OTHER;
     if (udp_len != sizeof(*udp) + GOSSIP_HEADER_BYTES + bpf_ntohs(g->body_len) + GOSSIP_MAC_BYTES)
         return FP_DROP_MALFORMED;
@@ -103,6 +130,8 @@ static __always_inline enum fp_stat classify(struct xdp_md *ctx, __u32 ifindex, 
     __u64 seq = bpf_ntohll(g->seq);
     if (g->type == GOSSIP_HEARTBEAT)
         return judge_heartbeat(ifindex, origin, seq);
+    if (g->type >= GOSSIP_PING)
+        return judge_swim(ifindex, g->type, origin, seq);
     return judge_version(ifindex, g->type, origin, seq);
 }
 

@@ -254,6 +254,13 @@ class CoreBase:
         self.stats["dropped"] += 1
         self._events.append(PacketDropped(reason=reason, detail=detail))
 
+    def note_accepted(self, type: int, origin: int, seq: int) -> None:
+        """The core took a message of wire TYPE from ORIGIN at SEQ and drops that type from ORIGIN at or below SEQ
+        from now on: listed by `take_accepted`, so a fast path drops those too (only what the core took, never
+        what a datagram merely claims). For a protocol's per-origin message sequences; heartbeats and metadata
+        versions have their own entries."""
+        self._accepted.append(Accepted(type=type, origin=origin, seq=seq))
+
     def take_sends(self) -> list[Send]:
         out, self._sends = self._sends, []
         return out

@@ -165,8 +165,9 @@ class Accepted:
     """The node accepted (verified and applied) a message: fast-path state may now drop its duplicates.
 
     For HEARTBEAT, SEQ is the origin's heartbeat sequence (an accepted LEAVE is listed as a HEARTBEAT of its
-    sequence: it moves the origin's sequence, so a fast path drops the older heartbeats the core now drops);
-    otherwise SEQ is the metadata version the node now holds.
+    sequence: it moves the origin's sequence, so a fast path drops the older heartbeats the core now drops); for
+    METADATA, SEQ is the metadata version the node now holds; for any other type, the core drops that type from
+    ORIGIN at or below SEQ from now on (SWIM's PING, PING_REQ, STATE and GOSSIP: `CoreBase.note_accepted`).
     """
 
     type: int

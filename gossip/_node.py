@@ -43,10 +43,12 @@ class FastPathSink(Protocol):
 
     def metadata_accepted(self, version: int, origin: int) -> None: ...
 
+    def sequence_accepted(self, type: int, origin: int, seq: int) -> None: ...
+
 
 class _FastPathAccepted:
-    """A `FastPathSink` as the driver's `AcceptedSink`: one call per accepted heartbeat or version, as the BPF map
-    writer takes them."""
+    """A `FastPathSink` as the driver's `AcceptedSink`: one call per accepted heartbeat, version or other
+    sequenced message, as the BPF map writer takes them."""
 
     __slots__ = ("sink",)
 
@@ -58,8 +60,10 @@ class _FastPathAccepted:
         for a in accepted:
             if a.type == MsgType.HEARTBEAT:
                 sink.heartbeat_accepted(a.origin, a.seq)
-            else:
+            elif a.type == MsgType.METADATA:
                 sink.metadata_accepted(a.seq, a.origin)
+            else:
+                sink.sequence_accepted(a.type, a.origin, a.seq)
 
 
 class BroadcastSink(Protocol):

@@ -80,7 +80,9 @@ class _Deferred:
         self.accepted.extend(accepted)
 
 
-_JUDGED = (gwire.Heartbeat, gwire.MetadataRumor, gwire.SwapRequest, gwire.SwapResponse)  # what the program judges
+# what the program judges; SWIM's ACK and NACK answer a probe's sequence, not their sender's, and pass
+_SWIM_SEQUENCED = (gwire.Ping, gwire.PingReq, gwire.State, gwire.Gossip)
+_JUDGED = (gwire.Heartbeat, gwire.MetadataRumor, gwire.SwapRequest, gwire.SwapResponse, *_SWIM_SEQUENCED)
 
 
 class _FastPath:
@@ -91,20 +93,22 @@ class _FastPath:
     yet handled an earlier one passes, and the core drops it as a duplicate, as a real node's core does.
     """
 
-    __slots__ = ("heartbeat", "version", "passed", "dropped")
+    __slots__ = ("heartbeat", "swim", "version", "passed", "dropped")
 
     def __init__(self) -> None:
         self.heartbeat: dict[int, int] = {}  # origin -> highest accepted heartbeat sequence
+        self.swim: dict[tuple[int, int], int] = {}  # (type, origin) -> the newest PING, PING_REQ, STATE, GOSSIP taken
         self.version = (0, 0)  # a node writes its initial version at start
         self.passed = 0
         self.dropped: Counter[str] = Counter()
 
     def drops(self, msg) -> bool:
         t = type(msg)
-        if t not in _JUDGED:  # a type the program does not judge (LEAVE, SWIM's) passes, as passed_other
+        if t not in _JUDGED:  # a type the program does not judge (LEAVE, ACK, NACK) passes, as passed_other
             return False
-        if t is gwire.Heartbeat:
-            held = self.heartbeat.get(msg.origin)
+        if t is gwire.Heartbeat or t in _SWIM_SEQUENCED:
+            held = (self.heartbeat.get(msg.origin) if t is gwire.Heartbeat
+                    else self.swim.get((msg.type, msg.origin)))
             if held is None or msg.seq > held:
                 self.passed += 1
                 return False
@@ -124,8 +128,10 @@ class _FastPath:
         for a in accepted:
             if a.type == gwire.MsgType.HEARTBEAT:
                 self.heartbeat[a.origin] = a.seq
-            else:
+            elif a.type == gwire.MsgType.METADATA:
                 self.version = (a.seq, a.origin)
+            else:
+                self.swim[(a.type, a.origin)] = a.seq
 
 
 class Simulation:

@@ -25,8 +25,8 @@ from bpf import AttachError, FastPathWriter, _sys
 from bpf._attach import xdp_prog_id
 from bpf._structs import FpHbKey
 from bpf_testnet import Testnet, drain
-from gossip._wire import (HEADER_BYTES, MAC_BYTES, MAGIC, Heartbeat, Identity, Leave, MetadataRumor, SwapRequest,
-                          SwapResponse, cluster_id, decode, encode)
+from gossip._wire import (HEADER_BYTES, MAC_BYTES, MAGIC, Ack, Gossip, Heartbeat, Identity, Leave, MetadataRumor,
+                          MsgType, Nack, Ping, PingReq, State, SwapRequest, SwapResponse, cluster_id, decode, encode)
 from gossip.errors import ProtocolError
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
@@ -58,12 +58,41 @@ def leave(origin: int, seq: int) -> bytes:
     return encode(Leave(cluster=CLUSTER, origin=origin, seq=seq, identity=IDENT), key=KEY)
 
 
+# SWIM's sequenced types (the sender's message sequence), one builder each; ACK and NACK answer a probe's
+def ping(origin: int, seq: int, key: bytes = KEY) -> bytes:
+    return encode(Ping(cluster=CLUSTER, origin=origin, seq=seq, sender=IDENT, target=7), key=key)
+
+
+def ping_req(origin: int, seq: int) -> bytes:
+    return encode(PingReq(cluster=CLUSTER, origin=origin, seq=seq, sender=IDENT, target=IDENT), key=KEY)
+
+
+def state(origin: int, seq: int, part: int = 0, parts: int = 1) -> bytes:
+    return encode(State(cluster=CLUSTER, origin=origin, seq=seq, sender=IDENT, reply=False, part=part, parts=parts,
+                        entries=()), key=KEY)
+
+
+def gossip(origin: int, seq: int) -> bytes:
+    return encode(Gossip(cluster=CLUSTER, origin=origin, seq=seq), key=KEY)
+
+
+def ack(origin: int, seq: int) -> bytes:
+    return encode(Ack(cluster=CLUSTER, origin=origin, seq=seq), key=KEY)
+
+
+def nack(origin: int, seq: int) -> bytes:
+    return encode(Nack(cluster=CLUSTER, origin=origin, seq=seq, target=7), key=KEY)
+
+
+SWIM_SEQUENCED = {MsgType.PING: ping, MsgType.PING_REQ: ping_req, MsgType.STATE: state, MsgType.GOSSIP: gossip}
+
+
 def judged_by_xdp(d: bytes) -> bool:
     """Whether the program rules on D's header to the end: a sound header up to a type it does not judge
-    (LEAVE, an unknown one) is passed to the node, whose decoder is the authority."""
+    (LEAVE, ACK, NACK, an unknown one) is passed to the node, whose decoder is the authority."""
     sound = (len(d) >= HEADER_BYTES + MAC_BYTES and int.from_bytes(d[:2], "big") == MAGIC and d[2] == 1
              and int.from_bytes(d[4:8], "big") == CLUSTER)
-    return not sound or d[3] in (1, 2, 3, 4)
+    return not sound or d[3] in (1, 2, 3, 4, 6, 8, 10, 11)
 
 
 class Node:
@@ -149,6 +178,66 @@ def test_swap_request_dropped_only_when_equal(one_node, fastpath):
         got, counted = one_node.exchange(swap_req(100, 5), swap_req(99, 5), swap_req(100, 4), swap_req(101, 5))
     assert got == [swap_req(99, 5), swap_req(100, 4), swap_req(101, 5)]  # older requests must be answered
     assert counted == {"dropped_duplicate": 1, "dropped": 1, "passed_swap_req": 3, "passed": 3}
+
+
+def test_swim_sequences_pass_until_the_node_took_one(one_node, fastpath):
+    sent = [make(1, 100) for make in SWIM_SEQUENCED.values()]
+    got, counted = one_node.exchange(*sent, *sent)  # nothing is recorded on first sight
+    assert got == sent + sent
+    assert counted == {"passed_swim": 8, "passed": 8}
+
+
+@pytest.mark.parametrize("type_", list(SWIM_SEQUENCED), ids=lambda t: t.name.lower())
+def test_swim_sequence_not_newer_than_taken_is_dropped_per_type_and_origin(one_node, fastpath, type_):
+    make = SWIM_SEQUENCED[type_]
+    others = [m(1, 100) for t, m in SWIM_SEQUENCED.items() if t != type_]  # the same origin and seq, other types
+    with fastpath.writer(one_node.node.ifindex) as writer:
+        writer.sequence_accepted(type_, origin=1, seq=100)
+        got, counted = one_node.exchange(make(1, 100), make(1, 99), make(1, 101), make(2, 100), *others)
+    assert got == [make(1, 101), make(2, 100), *others]
+    assert counted == {"dropped_duplicate": 1, "dropped_stale": 1, "dropped": 2, "passed_swim": 5, "passed": 5}
+
+
+def test_ack_and_nack_pass_whatever_was_taken(one_node, fastpath):
+    """They carry the sequence of the probe they answer (the receiver's own), not their sender's: a later ACK
+    may answer an earlier probe, so only the node can judge them."""
+    with fastpath.writer(one_node.node.ifindex) as writer:
+        for type_ in SWIM_SEQUENCED:
+            writer.sequence_accepted(type_, origin=1, seq=100)
+        writer.heartbeat_accepted(origin=1, seq=100)
+        sent = [ack(1, 100), ack(1, 99), nack(1, 100), nack(1, 50)]
+        got, counted = one_node.exchange(*sent)
+    assert got == sent
+    assert counted == {"passed_other": 4}
+
+
+def test_a_forged_swim_sequence_reaches_the_node_and_moves_nothing(one_node, fastpath):
+    """XDP does not check the MAC, so it must never learn from a packet: a forged PING far ahead passes (the node
+    drops it as bad_mac), and the genuine next PING still passes after it."""
+    with fastpath.writer(one_node.node.ifindex) as writer:
+        writer.sequence_accepted(MsgType.PING, origin=1, seq=100)
+        forged = ping(1, 2**62, key=b"not-the-key")
+        with pytest.raises(ProtocolError, match="bad_mac"):
+            decode(forged, cluster=CLUSTER, keys=(KEY,))
+        got, counted = one_node.exchange(forged, forged, ping(1, 101), ping(1, 100))
+        assert got == [forged, forged, ping(1, 101)]
+        assert counted == {"passed_swim": 3, "passed": 3, "dropped_duplicate": 1, "dropped": 1}
+
+
+def test_swim_sequences_are_kept_per_type_in_one_entry_and_forgotten_on_reset(one_node, fastpath):
+    with fastpath.writer(one_node.node.ifindex) as writer:
+        writer.sequence_accepted(MsgType.PING, origin=1, seq=100)
+        writer.sequence_accepted(MsgType.GOSSIP, origin=1, seq=200)
+        writer.sequence_accepted(MsgType.PING, origin=1, seq=300)  # overwrites PING only
+        writer.sequence_accepted(MsgType.ACK, origin=1, seq=400)  # not judged: nothing to keep
+        got, _ = one_node.exchange(ping(1, 300), ping(1, 250), gossip(1, 200), gossip(1, 201), ack(1, 400))
+        assert got == [gossip(1, 201), ack(1, 400)]
+        assert writer.stats()["swim_refused"] == 0
+        writer.reset()
+        got, _ = one_node.exchange(ping(1, 300), gossip(1, 200))
+        assert got == [ping(1, 300), gossip(1, 200)]
+    keys = _sys.map_keys(fastpath.map_fds["fp_swim"], FpHbKey)
+    assert [k for k in keys if k.ifindex == one_node.node.ifindex] == []
 
 
 def _with(datagram: bytes, offset: int, value: bytes) -> bytes:
@@ -263,7 +352,8 @@ def test_verdicts_on_mutated_datagrams_agree_with_the_decoder(one_node):
     """Seeded random damage to valid datagrams: XDP drops exactly those the decoder rejects on the header
     (with the same reason), and passes the rest (the node then rejects them on the MAC or the body)."""
     rng = random.Random(1234)
-    valid = [heartbeat(9, 5), metadata(5, 9), swap_req(5, 9), swap_resp(5, 9), leave(9, 6)]
+    valid = [heartbeat(9, 5), metadata(5, 9), swap_req(5, 9), swap_resp(5, 9), leave(9, 6), ping(9, 5),
+             gossip(9, 5), state(9, 5), ack(9, 5)]
     mutated = []
     for _ in range(300):
         d = bytearray(rng.choice(valid))
@@ -275,7 +365,7 @@ def test_verdicts_on_mutated_datagrams_agree_with_the_decoder(one_node):
         elif how == 2:
             d += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8)))  # trailing bytes
         else:
-            d[rng.choice([2, 3])] = rng.choice([0, 1, 2, 4, 5, 255])  # version or type
+            d[rng.choice([2, 3])] = rng.choice([0, 1, 2, 4, 5, 6, 7, 10, 255])  # version or type
         mutated.append(bytes(d))
     expected: dict[str, int] = {}
     passes = []

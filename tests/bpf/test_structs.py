@@ -71,7 +71,7 @@ def test_constants_match_the_header_and_the_wire_codec():
     for field in ("magic", "version", "type", "cluster", "origin", "flags", "body_len", "seq"):
         off = getattr(_wire, f"OFF_{field.upper()}")
         assert d[f"GOSSIP_OFF_{field.upper()}"] == off == getattr(S.GossipHdr, field).offset
-    for name in ("FP_MAX_NODES", "FP_MAX_HEARTBEATS", "BC_MAX_TARGETS", "BC_MAX_SLOTS", "BC_MARK", "FT_MAX_RULES",
+    for name in ("FP_MAX_NODES", "FP_MAX_HEARTBEATS", "FP_MAX_SWIM", "BC_MAX_TARGETS", "BC_MAX_SLOTS", "BC_MARK", "FT_MAX_RULES",
                  "FT_GLOBAL"):
         assert d[name] == getattr(S, name), name
     assert {t.name: int(t) for t in _wire.MsgType} == {
