@@ -334,6 +334,8 @@ class SwimCore(CoreBase):
                 parts = set()
                 self._states[origin] = (seq, parts)
             parts.add(msg.part)
+            if len(parts) == msg.parts:  # a fast path may drop this STATE's copies once no part of it is missing
+                self.note_accepted(msg.type, origin, seq)
             return True
         m = self._members.get(origin)
         if m is not None and t is not wire.PingReq:
@@ -351,6 +353,7 @@ class SwimCore(CoreBase):
             if len(self._strangers) >= 4096:
                 self._strangers.clear()
             self._strangers[(msg.type, origin)] = seq
+        self.note_accepted(msg.type, origin, seq)
         return True
 
     def _next_seq(self) -> int:

@@ -21,14 +21,17 @@ import time
 from pathlib import Path
 
 import pytest
+from scapy.layers.inet import UDP
+from scapy.layers.l2 import Ether
 
 import bpf
 from bpf._attach import xdp_prog_id
+from bpf._structs import FpHbKey, FpSwim
 from bpf_testnet import Testnet
 from gossip import _accel, _wire
 from gossip._config import NodeConfig
 from testbed.cluster import control
-from testbed.net.inject import capture, send_frames
+from testbed.net.inject import Target, _frame, capture, send_frames
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
 
@@ -190,3 +193,92 @@ def test_an_unexpected_error_while_opening_still_falls_back(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0], warnings
     assert warnings[0].startswith("XDP fast path unavailable: ValueError: ") and "pure userspace" in warnings[0]
+
+
+def swim_frames(frames: list[bytes], origin_ip: str, type_: int) -> list[bytes]:
+    """The captured frames that hold a SWIM message of TYPE_ with ORIGIN_IP's node as origin."""
+    origin = _wire.node_id(origin_ip, PORT).to_bytes(4, "big")
+    return [f for f in frames if f[42 + _wire.OFF_TYPE] == type_
+            and f[42 + _wire.OFF_ORIGIN:42 + _wire.OFF_ORIGIN + 4] == origin]
+
+
+def frame_seq(frame: bytes) -> int:
+    return int.from_bytes(frame[42 + _wire.OFF_SEQ:42 + _wire.OFF_SEQ + 8], "big")
+
+
+def taken_by_xdp(pid: int, ifindex: int, origin: int) -> FpSwim:
+    """What node PID's fast path holds for ORIGIN's SWIM sequences (read from its pinned fp_swim)."""
+    (pin_dir,) = own_pin_dirs(pid)
+    fd = bpf._sys.obj_get(os.path.join(bpf.PIN_ROOT, pin_dir, "fp_swim"))
+    try:
+        value = FpSwim()
+        assert bpf._sys.map_lookup(fd, FpHbKey(ifindex=ifindex, origin=origin), value), "no SWIM entry for origin"
+        return value
+    finally:
+        os.close(fd)
+
+
+def test_swim_node_with_xdp_drops_replays_in_the_kernel_and_learns_only_what_it_took(tmp_path):
+    """Node A (swim, --xdp) and node B (swim): B's real PING and GOSSIP to A, captured and sent again 2,000 times
+    each, are dropped by XDP; a PING forged with B's origin and a sequence far ahead reaches A (bad MAC) and does
+    not stop B's next genuine PINGs; a replayed ACK passes XDP and is judged by A."""
+    # many retransmissions keep B's join update queued, so B sends GOSSIPs for seconds, not only PINGs
+    swim = ("--membership", "swim", "--option", "retransmit_mult=100")
+    with two_nodes(tmp_path) as (net, start):
+        a, b = net.nodes
+        proc_a, sock_a = start("a", a, "--xdp", a.ifname, "--xdp-mode", "native", *swim)
+        wait_for(lambda: "xdp" in stats(sock_a), 120, "node a's fast path", proc_a)
+        proc_b, sock_b = start("b", b, "--seed", f"{a.ip}:{PORT}", *swim)
+        wait_for(lambda: len(control.call(str(sock_a), "GET", "/list")) == 2, 30, "a to list b", proc_a)
+        frames = capture(a.host_if, a.ip, want=60, timeout_s=10)
+        b_id = _wire.node_id(b.ip, PORT)
+        pings, gossips = (swim_frames(frames, b.ip, t) for t in (_wire.MsgType.PING, _wire.MsgType.GOSSIP))
+        acks = swim_frames(frames, b.ip, _wire.MsgType.ACK)  # B answering A's probes
+        assert pings and gossips and acks, [f[42 + _wire.OFF_TYPE] for f in frames]
+        time.sleep(0.3)  # A takes each within a period: from then on each copy is a duplicate (or stale)
+
+        before = stats(sock_a)
+        for frame in (pings[-1], gossips[-1]):
+            send_frames(a.host_if, [frame], count=FLOOD, rate_pps=None)
+        time.sleep(0.3)
+        after = stats(sock_a)
+        kernel = {k: after["xdp"][k] - before["xdp"][k] for k in ("dropped_duplicate", "dropped_stale")}
+        assert sum(kernel.values()) >= 2 * FLOOD, (kernel, after["xdp"])
+        userspace = {k: after["dropped"].get(k, 0) - before["dropped"].get(k, 0) for k in ("duplicate", "stale")}
+        assert sum(userspace.values()) < FLOOD // 10, userspace  # the node never saw the flood
+        assert after["xdp"]["swim_refused"] == 0
+
+        # forged: B's origin, a PING sequence far ahead, the wrong secret; XDP passes it, A drops it (bad MAC)
+        forged = _wire.encode(_wire.Ping(cluster=_wire.cluster_id(CLUSTER), origin=b_id, seq=2**62,
+                                         sender=_wire.Identity(name="b", addr=b.ip, port=PORT),
+                                         target=_wire.node_id(a.ip, PORT)), key=b"not-" + SECRET.encode())
+        target = Target(ip=a.ip, mac=a.mac, root_veth=a.host_if)
+        send_frames(a.host_if, [_frame(target, b.ip, forged)], count=5, rate_pps=None)
+        wait_for(lambda: stats(sock_a)["dropped"].get("bad_mac", 0) - after["dropped"].get("bad_mac", 0) >= 5, 5,
+                 "the forged pings at a", proc_a)
+        mid = stats(sock_a)
+        assert mid["dropped"].get("bad_mac", 0) - after["dropped"].get("bad_mac", 0) == 5
+        held = taken_by_xdp(proc_a.popen.pid, a.ifindex, b_id).ping
+        assert frame_seq(pings[-1]) <= held < 2**62
+        # B's next PINGs (one per period) pass and are taken: the sequence XDP holds moves on
+        wait_for(lambda: taken_by_xdp(proc_a.popen.pid, a.ifindex, b_id).ping > held, 10,
+                 "b's next pings taken", proc_a)
+        later = stats(sock_a)
+        assert later["xdp"]["passed_swim"] > mid["xdp"]["passed_swim"]
+
+        # ACK answers A's own probe (its sequence is A's): XDP leaves it to A, which drops the replays itself. A
+        # frame captured on its way out carries the partial UDP checksum of the sender's offload: made whole here,
+        # or the kernel would discard each copy after XDP (UdpInCsumErrors) and A would never see one
+        ack = Ether(acks[0])
+        del ack[UDP].chksum
+        send_frames(a.host_if, [bytes(ack)], count=200, rate_pps=2000)
+        time.sleep(0.3)
+        end = stats(sock_a)
+        assert end["xdp"]["passed_other"] - later["xdp"]["passed_other"] >= 200
+        node_drops = sum(end["dropped"].get(k, 0) - later["dropped"].get(k, 0) for k in ("duplicate", "stale"))
+        assert node_drops >= 200, end["dropped"]
+
+        assert sorted(m["name"] for m in control.call(str(sock_a), "GET", "/list")) == ["a", "b"]
+        assert proc_a.alive() and proc_b.alive()
+        assert proc_a.stop() == 0 and proc_b.stop() == 0
+        assert "Traceback" not in proc_a.text()
