@@ -179,14 +179,6 @@ def test_loss_rate_is_the_configured_one_on_both(runs):
 
 # the suite's share of the netns time; every scenario runs with swim on the simulator in test_membership.py
 SWIM_PARITY = ("attack", "loss", "partition")
-# Known gap, not compared: attack.yaml's bad_packets_dropped on netns with swim passes in some runs and fails in
-# others. The flood replays 50,000 copies of one captured datagram. The fast path drops replayed PINGs, PING_REQs,
-# STATEs and GOSSIPs as it drops heartbeats, but passes ACKs and NACKs (they carry the sequence of the probe they
-# answer, so only the node can judge them); and a frame captured on its way to the node carries the sender's
-# partial (offloaded) UDP checksum, so every copy XDP passes is discarded by the kernel (UdpInCsumErrors) and counted
-# nowhere. A run whose capture takes an ACK fails (measured: 40 of 50,000 copies counted, n6's XDP passing the
-# rest); one that takes a PING or GOSSIP has them dropped and counted by XDP. The simulator counts them all.
-SWIM_NOT_COMPARED = {"attack": {"bad_packets_dropped"}}
 
 
 @pytest.mark.parametrize("name", SWIM_PARITY)
@@ -201,9 +193,7 @@ def test_swim_tells_the_same_story_on_netns_and_sim(name, tmp_path):
             meta = json.loads((tmp_path / backend / "meta.json").read_text())
             assert meta["membership"] == "swim" and find_leftovers(meta["run_id"]).empty
     tb, sim = got["netns"], got["sim"]
-    skip = SWIM_NOT_COMPARED.get(name, set())
-    a = {k: v for k, v in _verdicts(tb).items() if k not in skip}
-    b = {k: v for k, v in _verdicts(sim).items() if k not in skip}
+    a, b = _verdicts(tb), _verdicts(sim)
     assert a == b and all(v is not False for v in a.values()), (tb["checks"], sim["checks"])
     assert sim["passed"], sim["checks"]
     cycle = float(base.node["cycle_s"])

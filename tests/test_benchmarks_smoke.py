@@ -13,7 +13,8 @@ sys.path.insert(0, str(BENCH))
 from run_all import BENCHMARKS  # noqa: E402
 
 # figures a benchmark's smoke run must print (a line starting with the name and holding a number)
-FIGURES = {"bench_http.py": ("import h11", "import gossip._http", "GET /stats, keep-alive")}
+FIGURES = {"bench_http.py": ("import h11", "import gossip._http", "GET /stats, keep-alive"),
+           "bench_swim_testbed.py": ("netns", "sim")}
 
 
 # below pytest's own 600 s timeout, so a benchmark that overruns is stopped here, by SIGTERM, not SIGKILL'd

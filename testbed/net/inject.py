@@ -29,6 +29,11 @@ EXPECT = {
     "flood": "duplicate|stale",
 }
 FLOOD_MAX_S = 30.0
+# What a replay or flood copies: the message types `Protocol.replay_sample` hands the simulator's injection (a
+# heartbeat; SWIM's PING or GOSSIP), each carrying a per-origin sequence the node (and XDP) judge. Capturing any
+# gossip frame instead made a netns replay mean something else than the simulator's: an ACK or a swap is not
+# replay-protected by sequence, so its copies were judged differently, or not counted at all.
+REPLAY_TYPES = frozenset({wire.MsgType.HEARTBEAT, wire.MsgType.PING, wire.MsgType.GOSSIP})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,8 +48,10 @@ def _frame(target: Target, src_ip: str, payload: bytes) -> bytes:
                  / UDP(sport=GOSSIP_PORT, dport=GOSSIP_PORT) / payload)
 
 
-def capture(root_veth: str, dst_ip: str, want: int, timeout_s: float) -> list[bytes]:
-    """Up to WANT real gossip frames addressed to DST_IP, sniffed on ROOT_VETH within TIMEOUT_S."""
+def capture(root_veth: str, dst_ip: str, want: int, timeout_s: float,
+            types: frozenset[int] = REPLAY_TYPES) -> list[bytes]:
+    """Up to WANT real gossip frames of TYPES addressed to DST_IP, sniffed on ROOT_VETH within TIMEOUT_S, each made
+    whole (`_whole`) so that its copies reach the node."""
     # frames leaving an interface reach only ETH_P_ALL taps; Python converts the bind protocol to network order
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.bind((root_veth, ETH_P_ALL))
@@ -63,13 +70,25 @@ def capture(root_veth: str, dst_ip: str, want: int, timeout_s: float) -> list[by
             if frame[12:14] != b"\x08\x00":
                 continue
             ihl = (frame[14] & 0x0F) * 4
+            udp = 14 + ihl
             if frame[23] == 17 and frame[30:34] == dst and \
-                    int.from_bytes(frame[14 + ihl + 2:14 + ihl + 4], "big") == GOSSIP_PORT and \
-                    frame[14 + ihl + 8:14 + ihl + 10] == wire.MAGIC.to_bytes(2, "big"):
-                out.append(frame)
+                    int.from_bytes(frame[udp + 2:udp + 4], "big") == GOSSIP_PORT and \
+                    frame[udp + 8:udp + 10] == wire.MAGIC.to_bytes(2, "big") and \
+                    len(frame) > udp + 11 and frame[udp + 11] in types:
+                out.append(_whole(frame))
     finally:
         s.close()
     return out
+
+
+def _whole(frame: bytes) -> bytes:
+    """FRAME with its IP and UDP checksums computed. A frame sniffed between two veths carries the sender's partial
+    checksum (the offload completes it later, or never, on veth); sent again from a raw socket it is a bad checksum,
+    and the receiving kernel discards every copy XDP passes without counting it anywhere the run reads."""
+    pkt = Ether(frame)
+    del pkt[IP].chksum
+    del pkt[UDP].chksum
+    return bytes(pkt)
 
 
 def payloads(kind: str, *, src_ip: str, cluster: str, secret: bytes, count: int, rng: random.Random) -> list[bytes]:
