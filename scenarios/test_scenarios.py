@@ -1,4 +1,5 @@
-"""Every scenario in this folder, run for real (netns backend; churn on Mininet too), judged by its summary.json.
+"""Every scenario in this folder, run for real (netns backend; churn and SWIM's crash on Mininet too), judged by its
+summary.json.
 
 These need root: they build namespaces, attach BPF programs and start real node processes. Each run must also
 leave nothing behind: no namespace, link, pinned BPF object or process carrying its run id.
@@ -65,6 +66,23 @@ def test_churn_on_mininet(tmp_path):
     summary, _ = run("churn.yaml", tmp_path, backend="mininet", nodes=24)
     assert summary["backend"] == "mininet"
     assert_passed(summary, "membership_converged", "metadata_converged", "no_lost_update")
+
+
+def test_swim_detects_a_crash_on_mininet(tmp_path):
+    """SWIM on Mininet hosts: the two SIGKILLed nodes are suspected and then removed by every live member, and no
+    live member is suspected or removed."""
+    summary, out = run("protocols-crash.yaml", tmp_path, backend="mininet", nodes=16)
+    assert summary["backend"] == "mininet"
+    assert_passed(summary, "membership_converged", "no_false_deaths", "no_false_suspicions")
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    crashed = {n for f in (json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines())
+               if f["kind"] == "crash" for n in f["nodes"]}
+    live = {e["node"] for e in events if e["kind"] == "started"} - crashed
+    assert len(crashed) == 2 and len(live) == 14
+    for kind in ("member_suspected", "member_removed"):
+        seen = {(e["node"], e["name"]) for e in events if e["kind"] == kind}
+        assert {(o, c) for o in live for c in crashed} <= seen, kind
+        assert all(name in crashed for _, name in seen), kind
 
 
 def test_partition_heals(tmp_path):
