@@ -11,7 +11,9 @@ run is put in one interface group, so teardown deletes them all in one kernel ba
 
 A network is a context manager and owns what it creates: `__exit__` (and a failed `__enter__`) kills the
 processes left in its namespaces, deletes its links and namespaces, waits until they are gone, and raises
-`DeployError` if something stayed. It never touches objects whose names do not carry its run id.
+`DeployError` if something stayed. It never touches objects whose names do not carry its run id. From before it
+creates anything until after its teardown, its run's owner record names this process, so ``python -m testbed
+clean`` leaves the run alone while it is in progress.
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ class Network(abc.ABC):
             raise DeployError(f"network {self.run_id} was already brought up; make a new one")
         self._state = "starting"
         try:
+            # before anything exists, so `clean()` never finds a part of this run without finding it in progress
+            _cleanup.record_owner(self.names.owner_record)
             fit_neighbour_table(len(self.topology.hosts))
             self._bring_up()
         except BaseException as exc:
@@ -181,7 +185,10 @@ class Network(abc.ABC):
             try:
                 self._kill_tracked()
             finally:
-                self._tear_down()
+                try:
+                    self._tear_down()
+                finally:  # even if something stayed: from now on it is a leftover for `clean()` to remove
+                    _cleanup.drop_owner_record(self.names.owner_record)
         except Exception as err:
             if exc is None:
                 raise

@@ -40,6 +40,11 @@ NETNS_RUN_DIR = "/var/run/netns"
 # The project's bpffs (mounted by the BPF loaders, shared by all runs; reachable from inside namespaces because it
 # is not under /sys). A run pins under PIN_ROOT/<run_id>/.
 PIN_ROOT = "/run/xdp-gossip/bpffs"
+# A run in progress names its owner in RUNS_ROOT/<run_id> (see `cleanup.record_owner`), so that `clean()` without a
+# run id can tell a run in progress from a killed one. The throwaway test networks record theirs apart, in
+# TESTNETS_ROOT/<hex6>: their ids are valid run ids too.
+RUNS_ROOT = "/run/xdp-gossip/runs"
+TESTNETS_ROOT = "/run/xdp-gossip/testnets"
 
 _RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _RUN_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
@@ -51,8 +56,9 @@ _ANY_NETNS_RE = re.compile(rf"{PREFIX}-([a-z0-9][a-z0-9-]*)-(\d+)")
 _ANY_NFT_RE = re.compile(rf"{PREFIX}_[a-z0-9]{{1,6}}(?:_[a-z0-9_]+)?")
 # The BPF tests' and root benchmarks' throwaway networks (tests/bpf/bpf_testnet.py): namespaces xgt-<hex6>-<k>,
 # root links xt<hex6>r<k> (veth ends, their peers xt<hex6>n<k>) and xt<hex6>br (the bridge)
-_TESTNET_LINK_RE = re.compile(r"xt[0-9a-f]{6}(?:r\d+|n\d+|br)")
-_TESTNET_NETNS_RE = re.compile(r"xgt-[0-9a-f]{6}-\d+")
+_TESTNET_ID_RE = re.compile(r"[0-9a-f]{6}")
+_TESTNET_LINK_RE = re.compile(r"xt([0-9a-f]{6})(?:r\d+|n\d+|br)")
+_TESTNET_NETNS_RE = re.compile(r"xgt-([0-9a-f]{6})-\d+")
 
 
 def new_run_id() -> str:
@@ -83,7 +89,8 @@ class RunNames:
     Namespaces are ``xg-<run_id>-<i>``; root-side links carry ``xg<short>`` (``h<i>`` for a host's veth, ``b<j>``
     for a bridge, ``t<k>a``/``t<k>z`` for the two ends of a trunk between bridges); nft tables in the root
     namespace are ``xg_<short>`` or ``xg_<short>_<purpose>``; pinned BPF objects live under
-    ``/run/xdp-gossip/bpffs/<run_id>/``; every process carries ``XG_RUN_ID=<run_id>`` in its environment.
+    ``/run/xdp-gossip/bpffs/<run_id>/``; every process carries ``XG_RUN_ID=<run_id>`` in its environment; while
+    the run is in progress, ``/run/xdp-gossip/runs/<run_id>`` names its owner.
     """
 
     run_id: str
@@ -114,6 +121,10 @@ class RunNames:
     @property
     def pin_dir(self) -> str:
         return f"{PIN_ROOT}/{self.run_id}"
+
+    @property
+    def owner_record(self) -> str:
+        return f"{RUNS_ROOT}/{self.run_id}"
 
     def owns_link(self, ifname: str) -> bool:
         return re.fullmatch(rf"{PREFIX}{self.short}(?:h\d+|b\d+|t\d+[az])", ifname) is not None
@@ -149,6 +160,19 @@ def is_testnet_link(ifname: str) -> bool:
 def is_testnet_netns(name: str) -> bool:
     """True if NAME is a namespace of a BPF test's or benchmark's throwaway network."""
     return _TESTNET_NETNS_RE.fullmatch(name) is not None
+
+
+def testnet_id(name: str) -> str | None:
+    """The ``<hex6>`` of a throwaway test network's namespace or root link NAME, None if NAME is not one."""
+    m = _TESTNET_NETNS_RE.fullmatch(name) or _TESTNET_LINK_RE.fullmatch(name)
+    return m[1] if m else None
+
+
+def testnet_owner_record(testnet: str) -> str:
+    """Where the throwaway test network TESTNET (its ``<hex6>``) names its owner while it is up."""
+    if not _TESTNET_ID_RE.fullmatch(testnet):
+        raise TopologyError("testnet", f"{testnet!r} is not 6 hex digits")
+    return f"{TESTNETS_ROOT}/{testnet}"
 
 
 def is_project_nft_table(name: str) -> bool:

@@ -1,7 +1,9 @@
 """Throwaway network topologies for the BPF tests: namespaces (xgt-RUNID-K), veth pairs and a bridge (xtRUNID...).
 
 `Testnet` is a context manager: its teardown (in `finally`) first checks that no XDP program or tc filter is left
-on any interface it made, then deletes everything, so a failing test still leaves nothing behind. The shell
+on any interface it made, then deletes everything, so a failing test still leaves nothing behind. While it is up,
+an owner record (/run/xdp-gossip/testnets/RUNID) names the process that made it, so ``python -m testbed clean``
+leaves it alone; a testnet whose process was killed is a leftover that clean removes. The shell
 commands live here, each raising with its command line and stderr. Traffic stays inside these namespaces:
 the root-side veth ends carry no address and the bridge routes nothing.
 """
@@ -20,6 +22,8 @@ import subprocess
 import time
 
 from bpf._netns import entered
+from testbed.net.cleanup import drop_owner_record, record_owner
+from testbed.net.topology import testnet_owner_record
 
 SO_RCVBUFFORCE = 33  # not exported by the socket module
 SUBNET = ipaddress.IPv4Network("10.77.0.0/24")
@@ -69,6 +73,7 @@ class Testnet:
 
     def __enter__(self) -> "Testnet":
         try:
+            record_owner(testnet_owner_record(self.run_id))  # before anything exists, removed last in _destroy
             self._build()
         except BaseException:
             self._destroy()
@@ -141,20 +146,23 @@ class Testnet:
         return found
 
     def _destroy(self) -> None:
-        for s in self._sockets:
-            s.close()
-        self._sockets.clear()
-        for link in self._links:
-            sh("ip", "link", "del", link, check=False)
-        for ns in self._namespaces:
-            sh("ip", "netns", "del", ns, check=False)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # namespace teardown finishes asynchronously
-            if not any(os.path.exists(f"/sys/class/net/{link}") for link in self._links):
-                break
-            time.sleep(0.02)
-        self._links.clear()
-        self._namespaces.clear()
+        try:
+            for s in self._sockets:
+                s.close()
+            self._sockets.clear()
+            for link in self._links:
+                sh("ip", "link", "del", link, check=False)
+            for ns in self._namespaces:
+                sh("ip", "netns", "del", ns, check=False)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # namespace teardown finishes asynchronously
+                if not any(os.path.exists(f"/sys/class/net/{link}") for link in self._links):
+                    break
+                time.sleep(0.02)
+            self._links.clear()
+            self._namespaces.clear()
+        finally:  # whatever stayed is now a leftover for `python -m testbed clean`
+            drop_owner_record(testnet_owner_record(self.run_id))
 
     # ---- traffic helpers ----
     def udp_socket(self, node: Node, port: int, *, rcvbuf: int = 1 << 22) -> socket.socket:
