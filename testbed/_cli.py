@@ -232,11 +232,12 @@ def cmd_sweep(args) -> int:
 def cmd_clean(args) -> int:
     from .net.cleanup import clean, find_leftovers
     if args.dry_run:
-        found = find_leftovers(args.run_id)
-        print(found.summary() if found else "nothing left over")
-        return 0
-    removed = clean(args.run_id)
-    print(removed.summary() if removed else "nothing left over")
+        found = find_leftovers(args.run_id, force=args.force)
+    else:
+        found = clean(args.run_id, force=args.force)
+    print(found.summary() if found else "nothing left over")
+    for run in found.in_progress:
+        print(run)
     return 0
 
 
@@ -289,8 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", type=_int_in(1, 1000), help="override the number of seeds (1..1000)")
     sw.add_argument("--quiet", action="store_true", help="no progress on stderr")
     sw.set_defaults(fn=cmd_sweep)
-    c = sub.add_parser("clean", help="remove namespaces, links, BPF pins and processes left by killed runs")
-    c.add_argument("--run-id", type=run_id, help="only this run's leftovers")
+    c = sub.add_parser("clean", help="remove namespaces, links, BPF pins and processes left by killed runs",
+                       description="Remove what runs whose owner is gone (killed, crashed) left behind. Runs still "
+                       "in progress are left alone and listed, unless --force or --run-id names them.")
+    c.add_argument("--run-id", type=run_id, help="only this run's leftovers, even if the run is in progress")
+    c.add_argument("--force", action="store_true", help="every run's, runs in progress too (stops them)")
     c.add_argument("--dry-run", action="store_true", help="list, do not remove")
     c.set_defaults(fn=cmd_clean)
     return p
