@@ -33,11 +33,18 @@ class Version(NamedTuple):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DurableState:
     """What a node keeps across restarts: the metadata it holds and its hybrid logical clock's high-water mark
-    (the highest version sequence it has seen or issued; a publish is always above it)."""
+    (the highest version sequence it has seen or issued; a publish is always above it).
+
+    MEMBERS, (identity, incarnation) pairs, is a member list to start from, given only when a core is made
+    (``create(..., state=...)``): a core whose protocol can list members without hearing from them starts as if
+    it had joined them (SWIM: alive at those incarnations), as Serf rejoins from its snapshot; one that cannot
+    refuses it. The simulator's warm start gives every node of a batch the same one; state files do not hold it.
+    """
 
     version: Version
     data: bytes
     hlc: int
+    members: tuple[tuple[wire.Identity, int], ...] = ()
 
     def __post_init__(self) -> None:
         v = self.version
@@ -48,6 +55,13 @@ class DurableState:
             raise UsageError("data: must be bytes")
         if isinstance(self.hlc, bool) or not isinstance(self.hlc, int) or not 0 <= self.hlc < 1 << 64:
             raise UsageError(f"hlc: must be a 64-bit unsigned integer, got {self.hlc!r}")
+        m = self.members
+        if m:  # checked once here, not by each of the thousands of cores a warm start shares it with
+            if not isinstance(m, tuple) or not all(type(e) is tuple and len(e) == 2 for e in m) \
+                    or not all(type(i) is wire.Identity and type(v) is int and 0 <= v < 1 << 64 for i, v in m):
+                raise UsageError("members: must be a tuple of (Identity, 64-bit incarnation) pairs")
+            if len({i.node_id for i, _ in m}) != len(m):
+                raise UsageError("members: a node is listed twice")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +94,8 @@ class _Entry:
         self.identity, self.seq, self.last_seen = identity, seq, last_seen
         self.heard = heard  # False for a seed no heartbeat has come from yet: contacted, not listed
 
+
+_SENT_KEYS: dict[wire.MsgType, str] = {}  # message type -> its ``sent_<type>`` counter
 
 MAX_DIRECT_HOPS = 16  # direct heartbeat hop delays kept per stats record (see GossipCore.take_direct_hops)
 
@@ -115,19 +131,30 @@ class CoreBase:
         self._heartbeats = True
         self._left = False
         self._next_cycle = now
+        self._created_at = now
         self._events: list[Event] = []
         self._sends: list[Send] = []
         self._accepted: list[Accepted] = []
         self.stats: Counter[str] = Counter()
 
     def _start_from(self, state: DurableState | None) -> None:
-        if state is not None:
-            self.restore(state)
+        if state is None:
+            return
+        if state.members:
+            self._start_listing(state.members, self._created_at)
+            if state.version == Version(0, 0) and not state.hlc:
+                return  # members only: no metadata restored (a store may still restore some)
+        self.restore(state)
+
+    def _start_listing(self, members: tuple[tuple[wire.Identity, int], ...], now: float) -> None:
+        """List MEMBERS (a `DurableState`'s) as if this node had joined them; a protocol that can overrides this."""
+        raise UsageError(f"state: members: the {self.config.membership} protocol cannot start with members listed")
 
     # ---- durable state -----------------------------------------------------------------------------------
 
     def restore(self, state: DurableState) -> None:
-        """Start from STATE (what `durable_state()` gave a previous incarnation): once, before any metadata.
+        """Start from STATE (what `durable_state()` gave a previous incarnation): once, before any metadata. (Its
+        ``members`` are taken only when the core is made.)
 
         The node then holds STATE's version and value (recorded as a ``metadata_adopted`` with ``via="restore"``
         and listed by `take_accepted`, so a fast path learns it) and never publishes at or below its HLC mark, so
@@ -338,12 +365,18 @@ class CoreBase:
         if self._newer(Version(msg.version, msg.origin), "swap response"):
             self._adopt(Version(msg.version, msg.origin), msg.data, "swap")
 
-    def _emit(self, msg: wire.Message, targets: tuple[tuple[str, int], ...]) -> None:
-        """Queue MSG (fitted to max_packet_bytes) for TARGETS, counted per type."""
+    def _emit(self, msg: wire.Message, targets: tuple[tuple[str, int], ...], size: int | None = None) -> None:
+        """Queue MSG (fitted to max_packet_bytes) for TARGETS, counted per type. SIZE: its `wire.datagram_size`,
+        when the caller has it already (a SWIM STATE part: summing its entries again is most of its cost)."""
         msg = wire.fit(msg, self.config.max_packet_bytes)
-        self.stats["packets_out"] += len(targets)
-        self.stats["bytes_out"] += wire.datagram_size(msg) * len(targets)  # UDP payload bytes
-        self.stats[f"sent_{msg.type.name.lower()}"] += len(targets)
+        n = len(targets)
+        stats = self.stats
+        stats["packets_out"] += n
+        stats["bytes_out"] += (wire.datagram_size(msg) if size is None else size) * n  # UDP payload bytes
+        key = _SENT_KEYS.get(msg.type)
+        if key is None:  # an enum's name, lowered and formatted, per message was a tenth of a small one's cost
+            key = _SENT_KEYS[msg.type] = f"sent_{msg.type.name.lower()}"
+        stats[key] += n
         self._sends.append(Send(message=msg, targets=targets, encoder=self.encode))
 
     def _take_origin(self, msg, what: str) -> bool:

@@ -40,11 +40,14 @@ Lifeguard, each part switchable so the paper's comparison can be run:
 
 Joining and anti-entropy: a node sends its member list (STATE, in as many datagrams as it needs, at most 255) to
 one seed it does not list each period until it lists them all, and to one random member every
-``push_pull_cycles`` periods; a STATE asking for a reply gets the receiver's own. Entries are merged as updates
-(a remote *dead* is taken as a *suspect*, as memberlist does, so a healed partition's members refute it rather
-than stay removed). Metadata is the heartbeat protocol's: ``publish`` spreads a METADATA rumor to ``fanout``
-uninfected members, each receiver forwarding it once, and every period a node swaps its version with one random
-member (SWAP_REQ/SWAP_RESP) -- the same versions, order and checks as every protocol here.
+``push_pull_cycles`` periods, scaled with the cluster as memberlist's pushPullScale does: above 32 members (N, this
+node included) the interval is multiplied by ceil(log2(N) - log2(32)) + 1, re-read at each push-pull (x2 at 33-64
+members, x6 at 1,000, x10 at 10,000), since every push-pull carries all N entries; a STATE asking for a reply gets
+the receiver's own. Entries are merged as updates (a remote *dead* is taken as a *suspect*, as memberlist does,
+so a healed partition's members refute it rather than stay removed). Metadata is the heartbeat protocol's:
+``publish`` spreads a METADATA rumor to ``fanout`` uninfected members, each receiver forwarding it once, and every
+period a node swaps its version with one random member (SWAP_REQ/SWAP_RESP) -- the same versions, order and checks
+as every protocol here.
 
 A graceful `leave` spreads *dead* about itself (its sender is itself: receivers record ``member_left``), sent in
 PINGs to ``fanout`` members and piggybacked on from there. `stop` makes the node stop answering probes, probing
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import math
 import random
+from array import array
 from dataclasses import replace
 
 from .. import _wire as wire
@@ -71,12 +75,46 @@ MAX_DEAD_IN_STATE = 64  # the most recently removed members a STATE carries (so 
 MAX_REMEMBERED_DEAD = 65536
 
 
-class _Member:
-    __slots__ = ("identity", "incarnation", "state", "last_seen", "ping_seq", "gossip_seq")
+_SLOT_NUMBERS: list[int] = []  # one int object per slot number, shared by every core of the process
 
-    def __init__(self, identity: wire.Identity, incarnation: int, now: float) -> None:
-        self.identity, self.incarnation, self.state, self.last_seen = identity, incarnation, ALIVE, now
-        self.ping_seq = self.gossip_seq = -1  # the newest PING and GOSSIP sequence taken from it (replays: older)
+
+def _slot_number(i: int) -> int:
+    """I as an int object every core shares: a slot number above 256 is otherwise a 32-byte object of its own in
+    each core's table, 4x the table's own bytes per entry when every node lists every other."""
+    numbers = _SLOT_NUMBERS
+    if i >= len(numbers):
+        numbers.extend(range(len(numbers), 2 * i + 256))
+    return numbers[i]
+
+
+# (member, incarnation, state) -> (its STATE entry, the entry's size), shared by every core of the process: every
+# node's push-pull lists the same members at the same incarnations, so one entry object serves them all instead of
+# each STATE making (and sizing) one per member
+_STATE_ENTRIES: dict[tuple[int, int, int], tuple[wire.StateEntry, int]] = {}
+MAX_SHARED_STATE_ENTRIES = 1 << 18
+
+
+def _state_entry(nid: int, state: int, incarnation: int, identity: wire.Identity) -> tuple[wire.StateEntry, int]:
+    key = (nid, incarnation, state)
+    hit = _STATE_ENTRIES.get(key)
+    if hit is None or hit[0].identity is not identity:  # (a member may come back under another name)
+        if len(_STATE_ENTRIES) >= MAX_SHARED_STATE_ENTRIES:
+            _STATE_ENTRIES.clear()
+        e = wire.StateEntry(state=state, incarnation=incarnation, identity=identity)
+        hit = _STATE_ENTRIES[key] = (e, e.encoded_size())
+    return hit
+
+
+PUSH_PULL_SCALE_THRESHOLD = 32  # memberlist's pushPullScaleThreshold
+
+
+def push_pull_scale(n: int) -> int:
+    """How many times ``push_pull_cycles`` a node of an N-member cluster (itself included) waits between
+    push-pulls: 1 up to 32 members, then ceil(log2(N) - log2(32)) + 1 (memberlist's pushPullScale), so the
+    entries a cluster exchanges per period grow as N^2 / log N instead of N^2."""
+    if n <= PUSH_PULL_SCALE_THRESHOLD:
+        return 1
+    return math.ceil(math.log2(n) - math.log2(PUSH_PULL_SCALE_THRESHOLD)) + 1
 
 
 class _Suspicion:
@@ -141,8 +179,11 @@ TRANSITIONS.update({  # never listed: an alive adds it; a suspicion or death of 
     ("unknown", _D, "newer"): ("unknown", "old"),
 })
 _SEQUENCED = (wire.Ping, wire.PingReq, wire.Gossip, wire.State)  # per-origin sequences: replays are dropped
-_ACTIONS = {a: f"_do_{a}" for a in ("ignore", "old", "stale", "refute", "reassert", "add", "renew", "refuted", "suspect",
-                                    "confirm", "remove")}
+_NO_UPDATE = frozenset({"ignore", "old", "stale"})  # actions that use no update (a STATE makes none for them)
+# a STATE's entry for an alive member at the incarnation it is listed at: `_on_state` counts those in bulk
+assert TRANSITIONS[("alive", ALIVE, "same")] == ("alive", "old")
+_ACTIONS = {a: f"_do_{a}" for a in ("ignore", "old", "stale", "refute", "reassert", "add", "renew", "refuted",
+                                    "suspect", "confirm", "remove")}
 
 
 @register("swim")
@@ -157,7 +198,8 @@ class SwimCore(CoreBase):
                                  lo=1, hi=1000),
         "suspicion_max_mult": Option(6, "the dynamic suspicion timeout starts at this * the minimum", lo=1, hi=1000),
         "retransmit_mult": Option(4, "each update is sent at most this * ceil(log10(N + 1)) times", lo=1, hi=1000),
-        "push_pull_cycles": Option(30, "a full state exchange with one random member every this many periods",
+        "push_pull_cycles": Option(30, "a full state exchange with one random member every this many periods, "
+                                       "times ceil(log2(N) - 5) + 1 above 32 members (memberlist's pushPullScale)",
                                    lo=1, hi=1_000_000),
         "awareness_max": Option(8, "the local health multiplier's bound (probe period and timeout scale by at "
                                    "most this)", lo=1, hi=64),
@@ -188,16 +230,28 @@ class SwimCore(CoreBase):
         self._gossip_every = opt("gossip_ratio") * config.cycle_s
         self._next_gossip = now
         self._inc = max(1, _ms(now))  # this node's incarnation: its clock in ms at start, so a restart is newer
-        self._members: dict[int, _Member] = {}  # alive and suspect members
-        self._ids: list[int] = []  # the same ids, for O(1) random picks
-        self._pos: dict[int, int] = {}
+        # The member table (alive and suspect members), one slot per member: a dict from id to slot and parallel
+        # columns, with a removed member's slot filled by the last one (so a random slot is a random member).
+        # Every node lists every other, so this is N^2 entries cluster-wide: columns of machine values cost 8 bytes
+        # or less per field where an object per member cost ~180, and identities are shared with the messages.
+        self._slot: dict[int, int] = {}
+        self._ident: list[wire.Identity] = []
+        self._col_inc = array("Q")  # incarnation
+        self._col_state = array("b")  # ALIVE or SUSPECT
+        self._col_seen = array("d")  # when last heard from directly
+        # the newest PING and GOSSIP sequences taken from it (a replay is not newer); 0: none yet (a sender's
+        # sequences start at its clock in us, and the wire's are unsigned 64-bit)
+        self._col_ping = array("Q")
+        self._col_gossip = array("Q")
         self._dead: dict[int, int] = {}  # removed member -> the incarnation it was removed at
         self._dead_ident: dict[int, wire.Identity] = {}  # the most recently removed, for STATE
         self._suspicions: dict[int, _Suspicion] = {}
         self._queue: dict[int, list] = {}  # member -> [update, transmissions, order]: at most one per member
         self._order = 0
         self._awareness = 0
-        self._probe_list: list[int] = []
+        # the probe order: member ids (32-bit, from their addresses), shuffled each round; an array, not a list, so
+        # the garbage collector does not walk N^2 references in every full collection
+        self._probe_list = array("I")
         self._probe_at = 0
         self._probe: _Probe | None = None
         # the sequence of every PING, PING_REQ, GOSSIP and STATE this node sends: it starts at the clock in us, so a
@@ -208,6 +262,7 @@ class SwimCore(CoreBase):
         self._next_probe = now
         self._relays: dict[int, _Relay] = {}
         self._cycles = 0
+        self._next_push_pull = self._push_pull_cycles  # the cycle of the next push-pull (see push_pull_scale)
         self._from: int | None = None  # the member whose message is being handled (not for a PING)
         self._asked: dict[int, float] = {}  # unlisted probers sent a push-pull, and when
         self._last_taken = None
@@ -226,7 +281,7 @@ class SwimCore(CoreBase):
         self._left = True
         self._queue.clear()
         self._enqueue(wire.Update(kind=DEAD, incarnation=self._inc, node=self.node_id, sender=self.node_id))
-        targets = tuple(self._members[n].identity.endpoint for n in self._pick(self.config.fanout, ()))
+        targets = tuple(self._ident[i].endpoint for i in self._pick(self.config.fanout))
         for ep in targets:
             nid = wire.node_id(*ep)
             self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=self._next_seq(),
@@ -245,15 +300,44 @@ class SwimCore(CoreBase):
         i = self.identity
         out = [MemberInfo(node_id=self.node_id, name=i.name, addr=i.addr, port=i.port, private=i.private,
                           seq=self._inc, last_seen=0.0, state="alive", incarnation=self._inc)]
-        for nid, m in self._members.items():
-            i = m.identity
+        idents, incs, states, seen = self._ident, self._col_inc, self._col_state, self._col_seen
+        for nid, slot in self._slot.items():
+            i, inc = idents[slot], incs[slot]
             out.append(MemberInfo(node_id=nid, name=i.name, addr=i.addr, port=i.port, private=i.private,
-                                  seq=m.incarnation, last_seen=m.last_seen, state=_STATE_NAMES[m.state],
-                                  incarnation=m.incarnation))
+                                  seq=inc, last_seen=seen[slot], state=_STATE_NAMES[states[slot]],
+                                  incarnation=inc))
         return out
 
     def live_ids(self) -> set[int]:
-        return set(self._members)
+        return set(self._slot)
+
+    def _start_listing(self, members: tuple[tuple[wire.Identity, int], ...], now: float) -> None:
+        """A warm start (a `DurableState` with members): list MEMBERS (this node's own entry skipped) as a completed
+        join leaves them -- alive at the incarnation each announced, heard from now, in a random probe order,
+        nothing left to disseminate -- without the join's O(N^2) exchanges. It records no ``member_added``."""
+        # in bulk, column by column: a warm cluster of N nodes fills N^2 entries
+        # (DurableState checked the pairs and that no node is listed twice, once for every core it is given to)
+        idents = [m[0] for m in members]
+        incs = [m[1] for m in members]
+        nids = [i.node_id for i in idents]
+        if self.node_id in nids:
+            k = nids.index(self.node_id)
+            del idents[k], incs[k], nids[k]
+        n = len(nids)
+        _slot_number(n)
+        self._slot = dict(zip(nids, _SLOT_NUMBERS[:n]))
+        self._ident = idents
+        self._col_inc = array("Q", incs)
+        self._col_state = array("b", [ALIVE]) * n
+        self._col_seen = array("d", [now]) * n
+        self._col_ping = array("Q", [0]) * n
+        self._col_gossip = array("Q", [0]) * n
+        self._probe_list = array("I", nids)
+        self._rng.shuffle(self._probe_list)
+        self._probe_at = 0
+        # the first push-pull at a random cycle of the first interval, as memberlist staggers it: a cluster that
+        # starts at once would otherwise push-pull at once
+        self._next_push_pull = 1 + self._rng.randrange(self._push_pull_cycles * push_pull_scale(n + 1))
 
     @property
     def incarnation(self) -> int:
@@ -297,9 +381,9 @@ class SwimCore(CoreBase):
             if self._next_gossip <= now:
                 self._next_gossip = now + self._gossip_every
             if self._queue and self._gossip_nodes:
-                for nid in self._pick(self._gossip_nodes, ()):
+                for slot in self._pick(self._gossip_nodes):
                     self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._next_seq()),
-                                       (self._members[nid].identity.endpoint,))
+                                       (self._ident[slot].endpoint,))
         if now >= self._next_cycle:
             self._next_cycle += self.config.cycle_s
             if self._next_cycle <= now:
@@ -321,7 +405,7 @@ class SwimCore(CoreBase):
     def _fresh(self, msg) -> bool:
         """True, with its sequence remembered, if MSG (a PING, PING_REQ, GOSSIP or STATE part) is newer than what
         was taken from its origin; a replay (or a copy) is counted and dropped as ``duplicate`` or ``stale``. A
-        member's newest PING and GOSSIP sequences live in its entry; the rest in small bounded tables."""
+        member's newest PING and GOSSIP sequences live in its slot; the rest in small bounded tables."""
         t, origin, seq = type(msg), msg.origin, msg.seq
         if t is wire.State:
             last, parts = self._states.get(origin, (-1, None))
@@ -337,18 +421,18 @@ class SwimCore(CoreBase):
             if len(parts) == msg.parts:  # a fast path may drop this STATE's copies once no part of it is missing
                 self.note_accepted(msg.type, origin, seq)
             return True
-        m = self._members.get(origin)
-        if m is not None and t is not wire.PingReq:
-            last = m.ping_seq if t is wire.Ping else m.gossip_seq
+        slot = self._slot.get(origin)
+        column = None
+        if slot is not None and t is not wire.PingReq:
+            column = self._col_ping if t is wire.Ping else self._col_gossip
+            last = column[slot]
         else:
             last = self._strangers.get((msg.type, origin), -1)
         if seq <= last:
             self.note_drop("duplicate" if seq == last else "stale", f"{t.__name__.lower()} {seq} again")
             return False
-        if m is not None and t is wire.Ping:
-            m.ping_seq = seq
-        elif m is not None and t is wire.Gossip:
-            m.gossip_seq = seq
+        if column is not None:
+            column[slot] = seq
         else:
             if len(self._strangers) >= 4096:
                 self._strangers.clear()
@@ -440,13 +524,27 @@ class SwimCore(CoreBase):
         if msg.sender.node_id != msg.origin:
             return self.note_drop("malformed", f"state sender {msg.sender.addr}:{msg.sender.port} is not origin")
         self.stats["states_received"] += 1
+        action_of, slot_of, incs, states, node_id = self._action, self._slot.get, self._col_inc, self._col_state, \
+            wire.node_id
+        same = 0
         for e in msg.entries:
-            if e.state == ALIVE:
-                self._apply(wire.Update(kind=ALIVE, incarnation=e.incarnation, node=e.identity.node_id,
-                                        identity=e.identity), now)
-            else:  # a remote suspect or dead: suspected here (a live one refutes it; memberlist's rule)
-                self._apply(wire.Update(kind=SUSPECT, incarnation=e.incarnation, node=e.identity.node_id,
-                                        sender=msg.origin), now)
+            identity, incarnation = e.identity, e.incarnation
+            nid = node_id(identity.addr, identity.port)
+            slot = slot_of(nid)
+            if slot is not None and e.state == ALIVE and incarnation == incs[slot] and states[slot] == ALIVE:
+                same += 1  # nearly every entry of a steady cluster's push-pull: the table's (alive, ALIVE, same)
+                continue
+            # a remote suspect or dead is suspected here (a live one refutes it; memberlist's rule)
+            kind = ALIVE if e.state == ALIVE else SUSPECT
+            action, slot = action_of(nid, kind, incarnation)
+            if action in _NO_UPDATE:  # no Update made for it
+                getattr(self, _ACTIONS[action])(None, slot, now)
+                continue
+            u = (wire.Update(kind=ALIVE, incarnation=incarnation, node=nid, identity=identity) if kind == ALIVE
+                 else wire.Update(kind=SUSPECT, incarnation=incarnation, node=nid, sender=msg.origin))
+            getattr(self, _ACTIONS[action])(u, slot, now)
+        if same:
+            self.stats["updates_old"] += same  # what `_do_old` counts, in bulk
         self._heard(msg.origin, now)
         if msg.reply and msg.part == 0 and not self._left:
             self._send_state(msg.sender.endpoint, reply=False)
@@ -478,33 +576,36 @@ class SwimCore(CoreBase):
     def _apply(self, u: wire.Update, now: float) -> None:
         """One update, as `TRANSITIONS` says: what this node knows of the member, the update's kind and how its
         incarnation compares with the known one give the action."""
-        nid = u.node
-        m = None
+        action, slot = self._action(u.node, u.kind, u.incarnation)
+        getattr(self, _ACTIONS[action])(u, slot, now)
+
+    def _action(self, nid: int, kind: int, incarnation: int) -> tuple[str, int | None]:
+        """`TRANSITIONS`' action for an update of KIND about NID at INCARNATION, and NID's slot (None: not listed)."""
+        slot = None
         if nid == self.node_id:
             view, known = "self", self._inc
-        elif (m := self._members.get(nid)) is not None:
-            view, known = _STATE_NAMES[m.state], m.incarnation
+        elif (slot := self._slot.get(nid)) is not None:
+            view, known = _STATE_NAMES[self._col_state[slot]], self._col_inc[slot]
         elif nid in self._dead:
             view, known = "removed", self._dead[nid]
         else:
             view, known = "unknown", -1
-        rel = "older" if u.incarnation < known else "same" if u.incarnation == known else "newer"
-        _, action = TRANSITIONS[(view, u.kind, rel)]
-        getattr(self, _ACTIONS[action])(u, m, now)
+        rel = "older" if incarnation < known else "same" if incarnation == known else "newer"
+        return TRANSITIONS[(view, kind, rel)][1], slot
 
-    def _do_ignore(self, u: wire.Update, m: _Member | None, now: float) -> None:
+    def _do_ignore(self, u: wire.Update, slot: int | None, now: float) -> None:
         pass
 
-    def _do_old(self, u: wire.Update, m: _Member | None, now: float) -> None:
+    def _do_old(self, u: wire.Update, slot: int | None, now: float) -> None:
         self.stats["updates_old"] += 1
 
-    def _do_stale(self, u: wire.Update, m: _Member | None, now: float) -> None:
+    def _do_stale(self, u: wire.Update, slot: int | None, now: float) -> None:
         self.stats["updates_stale"] += 1  # a removed member's old alive cannot bring it back
 
-    def _do_refute(self, u: wire.Update, m: _Member | None, now: float) -> None:
+    def _do_refute(self, u: wire.Update, slot: int | None, now: float) -> None:
         self._refute(u.incarnation)
 
-    def _do_reassert(self, u: wire.Update, m: _Member | None, now: float) -> None:
+    def _do_reassert(self, u: wire.Update, slot: int | None, now: float) -> None:
         """A peer still holds an accusation this node refuted (its refutation's transmissions were used up before
         it reached that peer): the current alive is queued afresh, so the reply (an ACK to a buddy PING) and the
         next gossip carry it. Without it, a reachable node can be removed by a peer that missed its refutation."""
@@ -517,19 +618,17 @@ class SwimCore(CoreBase):
         """The member whose message accused this node gets the alive at once (a GOSSIP; the reply to a PING is its
         ACK): whoever passes an accusation on to its subject hears the answer, whatever the retransmit budget."""
         nid, self._from = self._from, None
-        m = self._members.get(nid) if nid is not None else None
-        if m is not None:
+        slot = self._slot.get(nid) if nid is not None else None
+        if slot is not None:
             self.stats["answered_accusers"] += 1
             self._send_updates(wire.Gossip(cluster=self.cluster, origin=self.node_id, seq=self._next_seq()),
-                               (m.identity.endpoint,), first=self._alive_self())
+                               (self._ident[slot].endpoint,), first=self._alive_self())
 
-    def _do_add(self, u: wire.Update, m: _Member | None, now: float) -> None:
+    def _do_add(self, u: wire.Update, slot: int | None, now: float) -> None:
         nid = u.node
         self._dead.pop(nid, None)
         self._dead_ident.pop(nid, None)
-        self._members[nid] = _Member(u.identity, u.incarnation, now)
-        self._pos[nid] = len(self._ids)
-        self._ids.append(nid)
+        self._add_member(nid, u.identity, u.incarnation, now)
         self._probe_list.append(nid)  # to a random place in the probe order (memberlist's swap)
         j = self._rng.randrange(len(self._probe_list))
         self._probe_list[j], self._probe_list[-1] = self._probe_list[-1], self._probe_list[j]
@@ -537,21 +636,22 @@ class SwimCore(CoreBase):
         self._events.append(MemberAdded(node_id=nid, name=i.name, addr=i.addr, port=i.port))
         self._enqueue(u)
 
-    def _do_renew(self, u: wire.Update, m: _Member | None, now: float) -> None:
-        m.incarnation, m.identity, m.last_seen = u.incarnation, u.identity, now
+    def _do_renew(self, u: wire.Update, slot: int | None, now: float) -> None:
+        self._col_inc[slot], self._ident[slot], self._col_seen[slot] = u.incarnation, u.identity, now
         self._enqueue(u)
 
-    def _do_refuted(self, u: wire.Update, m: _Member | None, now: float) -> None:
-        m.incarnation, m.identity, m.last_seen, m.state = u.incarnation, u.identity, now, ALIVE
+    def _do_refuted(self, u: wire.Update, slot: int | None, now: float) -> None:
+        self._col_inc[slot], self._ident[slot], self._col_seen[slot] = u.incarnation, u.identity, now
+        self._col_state[slot] = ALIVE
         self._suspicions.pop(u.node, None)
         self.stats["suspicions_refuted"] += 1
-        self._events.append(MemberAlive(node_id=u.node, name=m.identity.name, incarnation=u.incarnation))
+        self._events.append(MemberAlive(node_id=u.node, name=u.identity.name, incarnation=u.incarnation))
         self._enqueue(u)
 
-    def _do_suspect(self, u: wire.Update, m: _Member | None, now: float) -> None:
-        self._suspect(u.node, m, u.incarnation, u.sender, now)
+    def _do_suspect(self, u: wire.Update, slot: int | None, now: float) -> None:
+        self._suspect(u.node, slot, u.incarnation, u.sender, now)
 
-    def _do_confirm(self, u: wire.Update, m: _Member | None, now: float) -> None:
+    def _do_confirm(self, u: wire.Update, slot: int | None, now: float) -> None:
         s = self._suspicions[u.node]  # another node's suspicion confirms this one's (memberlist's rule: the
         if u.sender not in s.confirmers:  # incarnation stays the suspicion's; a refutation must beat it anyway)
             s.confirmers.add(u.sender)
@@ -559,19 +659,20 @@ class SwimCore(CoreBase):
             self.stats["suspicions_confirmed"] += 1
             self._enqueue(u)
 
-    def _do_remove(self, u: wire.Update, m: _Member | None, now: float) -> None:
+    def _do_remove(self, u: wire.Update, slot: int | None, now: float) -> None:
         self._declare_dead(u.node, u.incarnation, u.sender, now, reason="dead")
 
-    def _suspect(self, nid: int, m: _Member, incarnation: int, by: int, now: float) -> None:
-        m.state, m.incarnation = SUSPECT, incarnation
-        n = len(self._members) + 1
+    def _suspect(self, nid: int, slot: int, incarnation: int, by: int, now: float) -> None:
+        self._col_state[slot], self._col_inc[slot] = SUSPECT, incarnation
+        n = len(self._slot) + 1
         k = self._susp_mult - 2 if n - 2 >= self._susp_mult - 2 else 0
         min_s = self._susp_mult * max(1.0, math.log10(max(1, n))) * self.config.cycle_s
         max_s = (self._susp_max_mult if self._dynamic else 1) * min_s
         s = self._suspicions[nid] = _Suspicion(incarnation, now, k, min_s, max_s, by)
         self._set_deadline(s)
         self.stats["suspicions"] += 1
-        self._events.append(MemberSuspected(node_id=nid, name=m.identity.name, incarnation=incarnation, by=by))
+        self._events.append(MemberSuspected(node_id=nid, name=self._ident[slot].name, incarnation=incarnation,
+                                            by=by))
         self._enqueue(wire.Update(kind=SUSPECT, incarnation=incarnation, node=nid, sender=by))
 
     def _set_deadline(self, s: _Suspicion) -> None:
@@ -583,26 +684,21 @@ class SwimCore(CoreBase):
         s.deadline = s.start + max(s.min_s, s.max_s - (s.max_s - s.min_s) * frac)
 
     def _declare_dead(self, nid: int, incarnation: int, by: int, now: float, *, reason: str) -> None:
-        m = self._members.pop(nid)
+        identity = self._remove_member(nid)
         self._suspicions.pop(nid, None)
-        pos = self._pos.pop(nid)
-        last = self._ids.pop()
-        if last != nid:
-            self._ids[pos] = last
-            self._pos[last] = pos
         if len(self._dead) >= MAX_REMEMBERED_DEAD:
             self._dead.pop(next(iter(self._dead)))
         self._dead[nid] = incarnation
         self._dead_ident.pop(nid, None)
-        self._dead_ident[nid] = m.identity
+        self._dead_ident[nid] = identity
         while len(self._dead_ident) > MAX_DEAD_IN_STATE:
             self._dead_ident.pop(next(iter(self._dead_ident)))
         if by == nid:
             self.stats["members_left"] += 1
-            self._events.append(MemberLeft(node_id=nid, name=m.identity.name, seq=incarnation))
+            self._events.append(MemberLeft(node_id=nid, name=identity.name, seq=incarnation))
         else:
             self.stats[f"removed_{reason}"] += 1
-            self._events.append(MemberRemoved(node_id=nid, name=m.identity.name, reason=reason))
+            self._events.append(MemberRemoved(node_id=nid, name=identity.name, reason=reason))
         self._enqueue(wire.Update(kind=DEAD, incarnation=incarnation, node=nid, sender=by))
 
     def _refute(self, incarnation: int) -> None:
@@ -621,9 +717,34 @@ class SwimCore(CoreBase):
         return wire.Update(kind=ALIVE, incarnation=self._inc, node=self.node_id, identity=self.identity)
 
     def _heard(self, nid: int, now: float) -> None:
-        m = self._members.get(nid)
-        if m is not None:
-            m.last_seen = now
+        slot = self._slot.get(nid)
+        if slot is not None:
+            self._col_seen[slot] = now
+
+    # ---- the member table ------------------------------------------------------------------------------------
+
+    def _add_member(self, nid: int, identity: wire.Identity, incarnation: int, now: float) -> None:
+        self._slot[nid] = _slot_number(len(self._ident))
+        self._ident.append(identity)
+        self._col_inc.append(incarnation)
+        self._col_state.append(ALIVE)
+        self._col_seen.append(now)
+        self._col_ping.append(0)
+        self._col_gossip.append(0)
+
+    def _remove_member(self, nid: int) -> wire.Identity:
+        """Take NID out of the table (the last slot moves into its place); returns its identity."""
+        slot = self._slot.pop(nid)
+        identity = self._ident[slot]
+        last = len(self._ident) - 1
+        columns = (self._ident, self._col_inc, self._col_state, self._col_seen, self._col_ping, self._col_gossip)
+        if slot != last:
+            self._slot[self._ident[last].node_id] = slot
+            for c in columns:
+                c[slot] = c[last]
+        for c in columns:
+            c.pop()
+        return identity
 
     # ---- dissemination ---------------------------------------------------------------------------------------
 
@@ -639,7 +760,7 @@ class SwimCore(CoreBase):
             room -= first.encoded_size()
         if not self._queue:
             return tuple(out)
-        limit = self._retransmit_mult * math.ceil(math.log10(len(self._members) + 2))
+        limit = self._retransmit_mult * math.ceil(math.log10(len(self._slot) + 2))
         for entry in sorted(self._queue.values(), key=lambda e: (e[1], -e[2])):
             if len(out) == 255:
                 break
@@ -660,30 +781,36 @@ class SwimCore(CoreBase):
         updates = self._take_updates(room, first)
         self._emit(replace(msg, updates=updates) if updates else msg, targets)
 
-    def _pick(self, k: int, exclude) -> list[int]:
-        """Up to K random members, none in EXCLUDE."""
-        ids = [n for n in self._ids if n not in exclude] if exclude else self._ids
-        return list(ids) if len(ids) <= k else self._rng.sample(ids, k)
+    def _pick(self, k: int, exclude: int | None = None) -> list[int]:
+        """The slots of up to K random members other than member EXCLUDE, in O(K) (a PING_REQ's relays are picked
+        every failed probe; a list of the other members would be O(N))."""
+        n = len(self._ident)
+        skip = self._slot.get(exclude, -1) if exclude is not None else -1
+        if skip < 0:
+            return list(range(n)) if n <= k else self._rng.sample(range(n), k)
+        if n - 1 <= k:
+            return [s for s in range(n) if s != skip]
+        return [s for s in self._rng.sample(range(n), k + 1) if s != skip][:k]  # uniform over the others
 
     def _spread(self, msg: wire.MetadataRumor, infected: wire.Infected) -> None:
         """Send metadata rumor MSG to up to fanout uninfected members, with them added to its infected set."""
-        ids, rng, k = self._ids, self._rng, self.config.fanout
+        idents, rng, k = self._ident, self._rng, self.config.fanout
         chosen: list[int] = []
         for _ in range(3 * k):  # random probes first, a scan when they run dry (as the heartbeat core picks)
-            if not ids or len(chosen) == k:
+            if not idents or len(chosen) == k:
                 break
-            nid = ids[rng.randrange(len(ids))]
+            nid = idents[rng.randrange(len(idents))].node_id
             if nid != msg.origin and nid not in chosen and nid not in infected:
                 chosen.append(nid)
         if len(chosen) < k:
-            rest = [n for n in ids if n != msg.origin and n not in chosen and n not in infected]
+            rest = [n for n in (i.node_id for i in idents) if n != msg.origin and n not in chosen and n not in infected]
             need = k - len(chosen)
             chosen.extend(rest if len(rest) <= need else rng.sample(rest, need))
         if not chosen:
             return
         msg = wire.MetadataRumor(cluster=msg.cluster, origin=msg.origin, version=msg.version, data=msg.data,
                                  infected=infected.with_added(chosen))
-        endpoints = tuple(self._members[n].identity.endpoint for n in chosen)
+        endpoints = tuple(idents[self._slot[n]].endpoint for n in chosen)
         self._events.append(MetadataSent(version=msg.version, origin=msg.origin,
                                          targets=tuple(f"{a}:{p}" for a, p in endpoints)))
         self._emit(msg, endpoints)
@@ -702,9 +829,9 @@ class SwimCore(CoreBase):
             while self._probe_at < len(self._probe_list):
                 nid = self._probe_list[self._probe_at]
                 self._probe_at += 1
-                if nid in self._members:
+                if nid in self._slot:
                     return nid
-            self._probe_list = list(self._ids)  # a new round, in a new order
+            self._probe_list = array("I", [i.node_id for i in self._ident])  # a new round, in a new order
             self._rng.shuffle(self._probe_list)
             self._probe_at = 0
         return None
@@ -713,21 +840,21 @@ class SwimCore(CoreBase):
         p = self._probe
         if p is not None and not p.acked and not p.indirect and now >= p.ack_by:
             p.indirect = True
-            m = self._members.get(p.target)
-            relays = self._pick(self._k, (p.target,)) if m is not None else []
+            slot = self._slot.get(p.target)
+            relays = self._pick(self._k, p.target) if slot is not None else []
             p.expected = len(relays) if self._lhm else 0
-            for nid in relays:
+            for relay in relays:
                 self._send_updates(wire.PingReq(cluster=self.cluster, origin=self.node_id, seq=p.seq,
-                                                sender=self.identity, target=m.identity),
-                                   (self._members[nid].identity.endpoint,))
+                                                sender=self.identity, target=self._ident[slot]),
+                                   (self._ident[relay].endpoint,))
         if p is not None and now >= p.end:
             self._probe = None
             if not p.acked:
                 self.stats["probes_failed"] += 1
                 self._health(p.expected - len(p.nacks) if p.expected else 1)
-                m = self._members.get(p.target)
-                if m is not None:  # suspected here, or (already suspect) confirmed by this node's own probe
-                    self._apply(wire.Update(kind=SUSPECT, incarnation=m.incarnation, node=p.target,
+                slot = self._slot.get(p.target)
+                if slot is not None:  # suspected here, or (already suspect) confirmed by this node's own probe
+                    self._apply(wire.Update(kind=SUSPECT, incarnation=self._col_inc[slot], node=p.target,
                                             sender=self.node_id), now)
         if self._probe is None and now >= self._next_probe and self._heartbeats:
             period = self._scaled(self.config.cycle_s)
@@ -736,15 +863,16 @@ class SwimCore(CoreBase):
             if target is None:
                 return
             seq = self._next_seq()
-            m = self._members[target]
+            slot = self._slot[target]
             self._probe = _Probe(target, seq, now + self._scaled(self.config.cycle_s * self._probe_ratio),
                                  now + period)
             self.stats["probes"] += 1
             buddy = None
-            if self._buddy and m.state == SUSPECT:
-                buddy = wire.Update(kind=SUSPECT, incarnation=m.incarnation, node=target, sender=self.node_id)
+            if self._buddy and self._col_state[slot] == SUSPECT:
+                buddy = wire.Update(kind=SUSPECT, incarnation=self._col_inc[slot], node=target, sender=self.node_id)
             self._send_updates(wire.Ping(cluster=self.cluster, origin=self.node_id, seq=seq,
-                                         sender=self.identity, target=target), (m.identity.endpoint,), first=buddy)
+                                         sender=self.identity, target=target), (self._ident[slot].endpoint,),
+                               first=buddy)
 
     def _tick_relays(self, now: float) -> None:
         for seq in [s for s, r in self._relays.items() if r.until <= now or (r.nack_at and r.nack_at <= now)]:
@@ -760,16 +888,20 @@ class SwimCore(CoreBase):
     def _cycle(self, now: float) -> None:
         """Once per period (unscaled): the metadata swap, a STATE to a seed not listed, the periodic push-pull."""
         self._cycles += 1
-        if self._ids:
-            peer = self._members[self._ids[self._rng.randrange(len(self._ids))]].identity
+        idents = self._ident
+        if idents:
+            peer = idents[self._rng.randrange(len(idents))]
             self._emit(self._swap_request(), (peer.endpoint,))
         if not self._heartbeats:
             return
-        lost = [s for s in self._seeds if wire.node_id(*s) not in self._members]  # seeds are few: no O(N) scan
+        due = self._cycles >= self._next_push_pull
+        if due:  # the interval grows with the cluster, re-read at each push-pull (memberlist's pushPullScale)
+            self._next_push_pull = self._cycles + self._push_pull_cycles * push_pull_scale(len(idents) + 1)
+        lost = [s for s in self._seeds if wire.node_id(*s) not in self._slot]  # seeds are few: no O(N) scan
         if lost:
             self._send_state(lost[self._rng.randrange(len(lost))], reply=True)
-        elif self._ids and self._cycles % self._push_pull_cycles == 0:
-            peer = self._members[self._ids[self._rng.randrange(len(self._ids))]].identity
+        elif idents and due:
+            peer = idents[self._rng.randrange(len(idents))]
             self._send_state(peer.endpoint, reply=True)
 
     def _met(self, sender: wire.Identity, now: float) -> None:
@@ -778,7 +910,7 @@ class SwimCore(CoreBase):
         (an unlisted prober would otherwise wait for the periodic push-pull). Its PING alone cannot list it: a PING
         carries no incarnation, and a replayed one must not bring back a removed member."""
         nid = sender.node_id
-        if nid in self._members or nid == self.node_id or self._left:
+        if nid in self._slot or nid == self.node_id or self._left:
             return
         if self._asked.get(nid, -math.inf) + self.config.cycle_s > now:
             return
@@ -790,27 +922,59 @@ class SwimCore(CoreBase):
 
     def _send_state(self, endpoint: tuple[str, int], *, reply: bool) -> None:
         """This node's member list to ENDPOINT, in as many datagrams as it takes (at most 255)."""
-        entries = [wire.StateEntry(state=ALIVE, incarnation=self._inc, identity=self.identity)]
-        entries += [wire.StateEntry(state=m.state, incarnation=m.incarnation, identity=m.identity)
-                    for m in self._members.values()]
-        entries += [wire.StateEntry(state=DEAD, incarnation=self._dead[nid], identity=ident)
-                    for nid, ident in reversed(self._dead_ident.items())]
-        head = wire.State(cluster=self.cluster, origin=self.node_id, seq=self._next_seq(), sender=self.identity,
-                          reply=reply, part=0, parts=1)
-        room = self.config.max_packet_bytes - wire.SWIM_FIXED_BYTES - wire.swim_prefix_size(head)
-        parts: list[list] = [[]]
+        seq = self._next_seq()
+        prefix = wire.swim_prefix_size(wire.State(cluster=self.cluster, origin=self.node_id, seq=seq,
+                                                  sender=self.identity, reply=reply, part=0, parts=1))
+        room = self.config.max_packet_bytes - wire.SWIM_FIXED_BYTES - prefix
+        parts: list[list] = []
+        sizes: list[int] = []
+        chunk: list = []
         used = 0
-        for e in entries:
-            size = e.encoded_size()
+        truncated = False
+
+        def put(hit) -> bool:  # False once 255 parts are full
+            nonlocal chunk, used
+            e, size = hit
             if used + size > room:
+                parts.append(chunk)
+                sizes.append(used)
                 if len(parts) == 255:
-                    self.stats["state_truncated"] += 1
-                    break
-                parts.append([])
-                used = 0
-            parts[-1].append(e)
+                    return False
+                chunk, used = [], 0
+            chunk.append(e)
             used += size
+            return True
+
+        put(_state_entry(self.node_id, ALIVE, self._inc, self.identity))
+        idents, incs, states, shared_get = self._ident, self._col_inc, self._col_state, _STATE_ENTRIES.get
+        for nid, i in self._slot.items():  # `put` and `_state_entry`, inlined: this runs for every member
+            hit = shared_get((nid, incs[i], states[i]))
+            if hit is None or hit[0].identity is not idents[i]:
+                hit = _state_entry(nid, states[i], incs[i], idents[i])
+            e, size = hit
+            if used + size > room:
+                parts.append(chunk)
+                sizes.append(used)
+                if len(parts) == 255:
+                    truncated = True
+                    break
+                chunk, used = [], 0
+            chunk.append(e)
+            used += size
+        if not truncated:
+            for nid, ident in reversed(self._dead_ident.items()):
+                if not put(_state_entry(nid, DEAD, self._dead[nid], ident)):
+                    truncated = True
+                    break
+        if not truncated:
+            parts.append(chunk)
+            sizes.append(used)
+        else:
+            self.stats["state_truncated"] += 1
         self.stats["states_sent"] += 1
+        fixed = wire.HEADER_BYTES + prefix + wire.MAC_BYTES
+        n = len(parts)
         for i, chunk in enumerate(parts):
-            self._emit(replace(head, reply=reply and i == 0, part=i, parts=len(parts), entries=tuple(chunk)),
-                       (endpoint,))
+            self._emit(wire.State(cluster=self.cluster, origin=self.node_id, seq=seq, sender=self.identity,
+                                  reply=reply and i == 0, part=i, parts=n, entries=tuple(chunk)),
+                       (endpoint,), size=fixed + sizes[i])
