@@ -31,7 +31,9 @@ from gossip import Identity, NodeConfig, Version
 from gossip import _wire as gwire
 from gossip import node_id as wire_node_id
 from gossip._driver import CoreDriver
+from gossip._corebase import DurableState
 from gossip._state import MemoryStore
+from gossip.errors import UsageError
 from gossip.protocols import Protocol as Core
 from gossip.protocols import create as create_core
 
@@ -49,10 +51,11 @@ class _SimNode:
     """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
 
     __slots__ = ("index", "name", "identity", "config", "seeds", "core", "driver", "state", "incarnation",
-                 "token", "queue", "loss", "delay", "pending", "awake_at", "fastpath", "store")
+                 "token", "queue", "loss", "delay", "pending", "awake_at", "fastpath", "store", "src")
 
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
+        self.src = "%s:%d" % identity.endpoint  # what its messages arrive from (made once, not per send)
         self.seeds: tuple[tuple[str, int], ...] = ()
         self.core: Core | None = None
         self.driver: CoreDriver | None = None  # drains `core`; replaced with it
@@ -256,13 +259,22 @@ class Simulation:
         return node.name
 
     def add_nodes(self, count: int, *, seeding: str = "tree", prefix: str = "n",
-                  config: NodeConfig | None = None, stagger_s: float = 0.0) -> list[str]:
+                  config: NodeConfig | None = None, stagger_s: float = 0.0, warm: bool = False) -> list[str]:
         """Start COUNT nodes, named PREFIX + index, seeded among themselves; returns their names.
 
         ``seeding``: ``"tree"`` (node i knows node (i-1)//2 of this batch, one seed each, like the loopback
         cluster), ``"first"`` (all know the first), ``"all"`` (everyone knows everyone: full views at once) or
         ``"none"``. ``stagger_s``: node i starts at now + i * stagger_s / count instead of now, as processes
         launched one after another do; their cycles then do not tick in lockstep. A node not yet started is down.
+
+        ``warm``: every node starts as if the batch had already joined (its core is made from a `DurableState`
+        with ``members``): it lists every other node of the batch alive at the incarnation that node starts at, so
+        a large cluster is steady from its first period instead of after an O(N^2) bring-up (10,000 SWIM nodes:
+        a minute, not hours). Every node
+        is up at once (each is listed, so probed, from the start); ``stagger_s`` then staggers when each one's
+        timers start. The seeds are still set (a restart re-joins through them); no ``member_added`` is recorded
+        for the listed members, and the ``started`` record says how many were listed (``warm_members``). A
+        protocol whose core cannot start that way is a `SimError`.
         """
         if seeding not in _SEEDINGS:
             raise SimError(f"seeding: must be one of {', '.join(_SEEDINGS)}, got {seeding!r}")
@@ -273,6 +285,9 @@ class Simulation:
         base = len(self._nodes)
         batch = [self._allocate(f"{prefix}{base + i}", config, b"") for i in range(count)]
         every = tuple(n.identity.endpoint for n in batch)
+        starts = [self._now + stagger_s * i / count if stagger_s > 0 and i > 0 else self._now for i in range(count)]
+        cores = self._warm_cores(batch, starts) if warm else [None] * count
+        listed = count - 1 if warm else 0
         for i, node in enumerate(batch):
             if seeding == "tree":
                 seeds = (batch[(i - 1) // 2].identity.endpoint,) if i else ()
@@ -282,11 +297,27 @@ class Simulation:
                 seeds = every[:i] + every[i + 1:]
             else:
                 seeds = ()
-            if stagger_s > 0 and i > 0:
-                self._call_at(self._now + stagger_s * i / count, functools.partial(self._start_pending, node, seeds))
+            if warm:  # up at once (it is listed everywhere, so probed), its timers from its own start
+                self._start(node, seeds, cores[i], listed, starts[i])
+            elif starts[i] > self._now:
+                self._call_at(starts[i], functools.partial(self._start_pending, node, seeds))
             else:
                 self._start(node, seeds)
         return [n.name for n in batch]
+
+    def _warm_cores(self, batch: list[_SimNode], starts: list[float]) -> list[Core]:
+        """The cores of a warm batch, each made for the time its node starts, from one `DurableState` that lists
+        every node of the batch at the incarnation it starts at (what a fresh core of it says of itself then: the
+        protocol's own choice, so one is made and asked)."""
+        members = []
+        for node, t in zip(batch, starts):
+            me = self._new_core(node, t).members()[0]
+            members.append((node.identity, me.incarnation if me.incarnation is not None else me.seq))
+        try:
+            state = DurableState(version=Version(0, 0), data=b"", hlc=0, members=tuple(members))
+            return [self._new_core(node, t, state) for node, t in zip(batch, starts)]  # each skips its own entry
+        except UsageError as e:
+            raise SimError(f"warm: {e}") from None
 
     def crash(self, name: str) -> None:
         """Kill the node (like SIGKILL): its core and anything queued for it are discarded."""
@@ -639,25 +670,36 @@ class Simulation:
         if node.pending:
             self._start(node, seeds)
 
-    def _start(self, node: _SimNode, seeds: tuple[tuple[str, int], ...]) -> None:
-        """What `Node.join` does: a fresh core, the seeds, and the timer's first tick right away."""
-        now = self._now
-        node.pending = False
+    def _new_core(self, node: _SimNode, now: float, state: DurableState | None = None) -> Core:
         rng = random.Random(f"{self.seed}/{node.name}/{node.incarnation}")
-        node.core = create_core(node.config, node.identity, rng, now=now, record_refreshes=self._record_refreshes)
+        return create_core(node.config, node.identity, rng, now=now, record_refreshes=self._record_refreshes,
+                           state=state)
+
+    def _start(self, node: _SimNode, seeds: tuple[tuple[str, int], ...], core: Core | None = None,
+               listed: int = 0, timers_at: float | None = None) -> None:
+        """What `Node.join` does: a fresh core, the seeds, and the timer's first tick right away. A warm start
+        passes its CORE (made for TIMERS_AT, already listing LISTED members): the node is up now, and its timer
+        (the core's, the driver's ``stats``) starts at TIMERS_AT."""
+        now = self._now
+        timers_at = now if timers_at is None else timers_at
+        node.pending = False
+        node.core = core if core is not None else self._new_core(node, now)
         node.state, node.queue, node.seeds = _UP, [], seeds
         node.fastpath = _FastPath() if self._xdp else None  # a node resets its fast-path state at start
         node.driver = CoreDriver(node.core, name=node.name, send=functools.partial(self._route, node.index),
-                                 write=self._write, now=now, fastpath=node.fastpath,
+                                 write=self._write, now=timers_at, fastpath=node.fastpath,
                                  record_stats=self._record_stats, store=node.store)
         # a real node also writes its pid; a simulated process has none
-        node.driver.write_record({"kind": "started", "node_id": node.identity.node_id, "addr": node.identity.addr,
-                                  "port": node.identity.port}, now)
+        started = {"kind": "started", "node_id": node.identity.node_id, "addr": node.identity.addr,
+                   "port": node.identity.port}
+        if core is not None:
+            started["warm_members"] = listed
+        node.driver.write_record(started, now)
         for endpoint in seeds:
             node.core.set(self._seed_identity(endpoint), now)
         node.driver.drain(now)
         node.token += 1
-        self._schedule_tick(node, now)
+        self._schedule_tick(node, timers_at)
 
     def _seed_identity(self, endpoint: tuple[str, int]) -> Identity:
         """What `Node.join` passes to `set` for a seed: an anonymous identity; one shared object per endpoint
@@ -692,7 +734,7 @@ class Simulation:
         loss, delay, nodes = self._any_loss, self._any_delay, self._nodes
         net = self._net
         sent = unknown = partitioned = lost = 0
-        src_ep = "%s:%d" % nodes[src].identity.endpoint
+        src_ep = nodes[src].src
         for send in sends:
             item = (send.payload if wire else send.message, src_ep)
             for endpoint in send.targets:

@@ -16,7 +16,7 @@ import pytest
 
 from gossip import NodeConfig
 from gossip import _wire as wire
-from gossip.errors import ConfigError
+from gossip.errors import ConfigError, UsageError
 from gossip.protocols import create
 from gossip.protocols.swim import SwimCore
 from testbed.sim import Simulation
@@ -633,3 +633,94 @@ def test_replayed_pings_gossip_and_state_parts_are_dropped_and_a_restart_is_newe
     assert ping2.seq > ping.seq + 2
     core.receive(again.encode(ping2), T0 + 5.0)
     assert [m for m, _ in _sent(core) if isinstance(m, wire.Ack)]
+
+
+# ---- scale: the member table, the push-pull interval, a warm start ---------------------------------------------
+
+def test_the_push_pull_interval_is_scaled_with_the_cluster_as_memberlists_push_pull_scale():
+    from gossip.protocols.swim import push_pull_scale
+    assert [push_pull_scale(n) for n in (1, 2, 32, 33, 64, 65, 128, 1000, 10_000)] == [1, 1, 1, 2, 2, 3, 3, 6, 10]
+
+    def cycles_with_push_pull(members: int) -> list[int]:
+        core = _core(options={"push_pull_cycles": 2})
+        for first in range(0, members, 20):  # from a member (an unlisted sender would get a push-pull)
+            _feed(core, *[_alive(10_000 + i, 3) for i in range(first, min(first + 20, members))], sender=10_000)
+        out = []
+        for c in range(1, 16):
+            core.tick(T0 + c - 1)  # the c-th period
+            if any(isinstance(m, wire.State) for m, _ in _sent(core)):
+                out.append(c)
+        return out
+
+    assert cycles_with_push_pull(10) == [2, 4, 6, 8, 10, 12, 14]  # N = 11: every push_pull_cycles periods
+    assert cycles_with_push_pull(40) == [2, 6, 10, 14]  # N = 41: x2
+    assert cycles_with_push_pull(64) == [2, 8, 14]  # N = 65: x3
+
+
+def test_a_core_made_from_a_member_list_lists_every_member_alive_at_its_incarnation():
+    from gossip._corebase import DurableState, Version
+    members = tuple((_ident(p), 100 + p) for p in range(9000, 9010))  # its own entry among them is skipped
+    state = DurableState(version=Version(0, 0), data=b"", hlc=0, members=members)
+    core = create(_cfg(listen_port=9000), _ident(9000), random.Random(1), now=T0, state=state)
+    assert sorted((m.port, m.state, m.incarnation, m.last_seen) for m in core.members()[1:]) == \
+        [(p, "alive", 100 + p, T0) for p in range(9001, 9010)]
+    assert core.read() == (Version(0, 0), b"") and not core.take_events() and not core.take_sends()
+    targets = set()  # the probe order is a round over every member
+    for c in range(9):
+        core.tick(T0 + c)
+        targets |= {m.target for m, _ in _sent(core) if isinstance(m, wire.Ping)}
+        core._probe = None  # as if acked: the next period probes the next member
+    assert targets == {_ident(p).node_id for p in range(9001, 9010)}
+    kept = DurableState(version=Version(7, 1), data=b"v", hlc=9, members=members)  # metadata is restored as ever
+    assert create(_cfg(listen_port=9000), _ident(9000), random.Random(1), now=T0, state=kept).read() == \
+        (Version(7, 1), b"v")
+    with pytest.raises(UsageError, match="64-bit incarnation"):
+        DurableState(version=Version(0, 0), data=b"", hlc=0, members=((_ident(1), -1),))
+    with pytest.raises(UsageError, match="listed twice"):
+        DurableState(version=Version(0, 0), data=b"", hlc=0, members=((_ident(1), 1), (_ident(1), 2)))
+    with pytest.raises(UsageError, match="heartbeat protocol cannot start with members"):
+        create(NodeConfig(listen_port=9002), _ident(9002), random.Random(1), now=T0, state=state)
+
+
+def test_the_member_table_keeps_its_columns_together_through_removals():
+    core = _core(9000)
+    _feed(core, *[_alive(p, p) for p in range(9001, 9041)])
+    core.take_events()
+    for p in range(9001, 9041, 3):  # removed from the middle: the last slot moves into each hole
+        _feed(core, wire.Update(kind=wire.DEAD, incarnation=p, node=_ident(p).node_id, sender=_ident(9100).node_id))
+    left = [p for p in range(9001, 9041) if (p - 9001) % 3]
+    assert sorted((m.port, m.incarnation, m.name) for m in core.members()[1:]) == [(p, p, f"p{p}") for p in left]
+    assert core.live_ids() == {_ident(p).node_id for p in left}
+    _feed(core, wire.Update(kind=wire.SUSPECT, incarnation=9002, node=_ident(9002).node_id, sender=1))
+    assert {m.port: m.state for m in core.members()[1:]}[9002] == "suspect"
+
+
+def test_a_warm_started_cluster_is_in_the_steady_state_a_joined_one_reaches():
+    """32 nodes that join through seeds and 32 started warm: after the joined cluster has settled, both list every
+    member alive at its start incarnation, and per period they send the same probe, gossip and swap messages."""
+    def run(warm: bool) -> tuple[dict, dict, dict]:
+        with Simulation(seed=4, config=_cfg()) as sim:
+            names = sim.add_nodes(32, seeding="tree", stagger_s=1.0, warm=warm)
+            sim.run_until(1.5)  # every node started (a joined one at its staggered start)
+            start = {n: sim.core(n).incarnation for n in names}
+            sim.run_until(25)  # the joined cluster has converged and spent its updates' transmissions
+            assert sim.membership_converged()
+            before = {n: Counter(sim.core(n).stats) for n in names}
+            sim.run_until(45)
+            sent = Counter()
+            for n in names:
+                sent.update(Counter(sim.core(n).stats) - before[n])
+            per = {k: round(sent[k] / (32 * 20), 2) for k in ("sent_ping", "sent_ack", "sent_ping_req",
+                                                             "sent_gossip", "sent_swap_req")}
+            listed = {n: {(m.name, m.state, m.incarnation) for m in sim.core(n).members()[1:]} for n in names}
+            started = [e for e in sim.events if e["kind"] == "started"]
+            assert all(e.get("warm_members") == (31 if warm else None) for e in started)
+            return start, listed, per
+
+    joined_start, joined, joined_per = run(False)
+    warm_start, warm, warm_per = run(True)
+    assert joined_start == warm_start  # the same incarnations: each node's start
+    expect = {n: {(m, "alive", warm_start[m]) for m in warm_start if m != n} for n in warm_start}
+    assert joined == expect and warm == expect
+    assert joined_per == warm_per == {"sent_ping": 1.0, "sent_ack": 1.0, "sent_ping_req": 0.0, "sent_gossip": 0.0,
+                                      "sent_swap_req": 1.0}
