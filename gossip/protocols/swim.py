@@ -777,6 +777,8 @@ class SwimCore(CoreBase):
 
     def _send_updates(self, msg, targets: tuple[tuple[str, int], ...], first: wire.Update | None = None) -> None:
         """Send MSG (a PING, ACK or PING_REQ without updates) to TARGETS with as many updates as fit."""
+        if first is None and not self._queue:  # a steady cluster's probes: nothing to add, nothing to size
+            return self._emit(msg, targets)
         room = self.config.max_packet_bytes - wire.SWIM_FIXED_BYTES - wire.swim_prefix_size(msg)
         updates = self._take_updates(room, first)
         self._emit(replace(msg, updates=updates) if updates else msg, targets)
