@@ -371,10 +371,12 @@ class SwimCore(CoreBase):
     def tick(self, now: float) -> None:
         if self._left:
             return
-        self._tick_relays(now)
-        for nid in [n for n, s in self._suspicions.items() if s.deadline <= now]:
-            s = self._suspicions[nid]
-            self._declare_dead(nid, s.incarnation, self.node_id, now, reason="suspect_timeout")
+        if self._relays:  # (mostly empty: a tick per node twice a period should not build lists for nothing)
+            self._tick_relays(now)
+        if self._suspicions:
+            for nid in [n for n, s in self._suspicions.items() if s.deadline <= now]:
+                s = self._suspicions[nid]
+                self._declare_dead(nid, s.incarnation, self.node_id, now, reason="suspect_timeout")
         self._tick_probe(now)
         if now >= self._next_gossip:
             self._next_gossip += self._gossip_every
