@@ -39,11 +39,13 @@ Lifeguard, each part switchable so the paper's comparison can be run:
 - ``lifeguard_buddy``: a PING to a suspect carries that suspicion first, so the suspect hears of it at once.
 
 Joining and anti-entropy: a node sends its member list (STATE, in as many datagrams as it needs, at most 255) to
-one seed it does not list each period until it lists them all, and to one random member every
+one seed it does not list each period until it lists them all (once it lists anyone, a brief STATE: itself, and the
+seed's death if it removed the seed, so the seed refutes it), and to one random member every
 ``push_pull_cycles`` periods, scaled with the cluster as memberlist's pushPullScale does: above 32 members (N, this
 node included) the interval is multiplied by ceil(log2(N) - log2(32)) + 1, re-read at each push-pull (x2 at 33-64
 members, x6 at 1,000, x10 at 10,000), since every push-pull carries all N entries; a STATE asking for a reply gets
-the receiver's own. Entries are merged as updates (a remote *dead* is taken as a *suspect*, as memberlist does,
+the receiver's own, up to ``state_replies`` a period (more are taken, not answered: a seed's shield against a
+join storm, as memberlist bounds its concurrent push-pulls). Entries are merged as updates (a remote *dead* is taken as a *suspect*, as memberlist does,
 so a healed partition's members refute it rather than stay removed). Metadata is the heartbeat protocol's:
 ``publish`` spreads a METADATA rumor to ``fanout`` uninfected members, each receiver forwarding it once, and every
 period a node swaps its version with one random member (SWAP_REQ/SWAP_RESP) -- the same versions, order and checks
@@ -201,6 +203,8 @@ class SwimCore(CoreBase):
         "push_pull_cycles": Option(30, "a full state exchange with one random member every this many periods, "
                                        "times ceil(log2(N) - 5) + 1 above 32 members (memberlist's pushPullScale)",
                                    lo=1, hi=1_000_000),
+        "state_replies": Option(8, "push-pull requests (STATE asking for a reply) answered per period; more are taken "
+                                   "but not answered, so a seed is not buried under joiners", lo=1, hi=1_000_000),
         "awareness_max": Option(8, "the local health multiplier's bound (probe period and timeout scale by at "
                                    "most this)", lo=1, hi=64),
         "gossip_nodes": Option(3, "members sent the queued updates each gossip interval, apart from the probes "
@@ -222,6 +226,8 @@ class SwimCore(CoreBase):
         self._susp_max_mult = opt("suspicion_max_mult")
         self._retransmit_mult = opt("retransmit_mult")
         self._push_pull_cycles = opt("push_pull_cycles")
+        self._state_replies = opt("state_replies")
+        self._replies_left = self._state_replies  # this period's
         self._awareness_max = opt("awareness_max")
         self._lhm = opt("lifeguard_lhm")
         self._dynamic = opt("lifeguard_suspicion")
@@ -549,7 +555,11 @@ class SwimCore(CoreBase):
             self.stats["updates_old"] += same  # what `_do_old` counts, in bulk
         self._heard(msg.origin, now)
         if msg.reply and msg.part == 0 and not self._left:
-            self._send_state(msg.sender.endpoint, reply=False)
+            if self._replies_left > 0:
+                self._replies_left -= 1
+                self._send_state(msg.sender.endpoint, reply=False)
+            else:  # taken, not answered: the asker tries again, and hears of everyone by gossip meanwhile
+                self.stats["state_replies_shed"] += 1
 
     def _on_metadata(self, msg: wire.MetadataRumor, now: float) -> None:
         if not self._newer(Version(msg.version, msg.origin), "metadata"):
@@ -901,9 +911,10 @@ class SwimCore(CoreBase):
         due = self._cycles >= self._next_push_pull
         if due:  # the interval grows with the cluster, re-read at each push-pull (memberlist's pushPullScale)
             self._next_push_pull = self._cycles + self._push_pull_cycles * push_pull_scale(len(idents) + 1)
+        self._replies_left = self._state_replies
         lost = [s for s in self._seeds if wire.node_id(*s) not in self._slot]  # seeds are few: no O(N) scan
         if lost:
-            self._send_state(lost[self._rng.randrange(len(lost))], reply=True)
+            self._send_state(lost[self._rng.randrange(len(lost))], reply=True, brief=bool(idents))
         elif idents and due:
             peer = idents[self._rng.randrange(len(idents))]
             self._send_state(peer.endpoint, reply=True)
@@ -924,9 +935,23 @@ class SwimCore(CoreBase):
         self.stats["unlisted_probers"] += 1
         self._send_state(sender.endpoint, reply=True)
 
-    def _send_state(self, endpoint: tuple[str, int], *, reply: bool) -> None:
-        """This node's member list to ENDPOINT, in as many datagrams as it takes (at most 255)."""
+    def _send_state(self, endpoint: tuple[str, int], *, reply: bool, brief: bool = False) -> None:
+        """This node's member list to ENDPOINT, in as many datagrams as it takes (at most 255). BRIEF: only this
+        node and, if it removed the receiver, the receiver's death (one datagram): what a joined node sends a seed
+        it does not list, each period. The seed takes it as a suspicion of itself and refutes it, and its reply
+        brings its whole list. Sending the whole list instead made every node that had removed a seed send it
+        dozens of datagrams a period: 512 nodes on two cores melted down around the seed (thousands of
+        suspicions and removals a second, never recovering)."""
         seq = self._next_seq()
+        if brief:
+            entries = [_state_entry(self.node_id, ALIVE, self._inc, self.identity)[0]]
+            nid = wire.node_id(*endpoint)
+            if nid in self._dead_ident:
+                entries.append(_state_entry(nid, DEAD, self._dead[nid], self._dead_ident[nid])[0])
+            self.stats["states_sent"] += 1
+            self._emit(wire.State(cluster=self.cluster, origin=self.node_id, seq=seq, sender=self.identity,
+                                  reply=reply, part=0, parts=1, entries=tuple(entries)), (endpoint,))
+            return
         prefix = wire.swim_prefix_size(wire.State(cluster=self.cluster, origin=self.node_id, seq=seq,
                                                   sender=self.identity, reply=reply, part=0, parts=1))
         room = self.config.max_packet_bytes - wire.SWIM_FIXED_BYTES - prefix

@@ -724,3 +724,53 @@ def test_a_warm_started_cluster_is_in_the_steady_state_a_joined_one_reaches():
     assert joined == expect and warm == expect
     assert joined_per == warm_per == {"sent_ping": 1.0, "sent_ack": 1.0, "sent_ping_req": 0.0, "sent_gossip": 0.0,
                                       "sent_swap_req": 1.0}
+
+
+def _state_request(core: SwimCore, port: int, *entries: wire.StateEntry, reply: bool = True) -> bytes:
+    s = _ident(port)
+    own = wire.StateEntry(state=wire.ALIVE, incarnation=5, identity=s)
+    return core.encode(wire.State(cluster=core.cluster, origin=s.node_id, seq=next(_SEQ), sender=s, reply=reply,
+                                  part=0, parts=1, entries=(own, *entries)))
+
+
+def test_a_node_answers_at_most_state_replies_push_pulls_a_period_and_still_takes_the_rest():
+    seed = _core(9000, options={"state_replies": 2})
+    _feed(seed, *(_alive(p) for p in range(9300, 9340)))  # a list worth sending
+    seed.take_sends()
+    for p in range(9100, 9105):  # five joiners ask in one period
+        seed.receive(_state_request(seed, p), T0 + 0.1)
+    answered = [t for m, ts in _sent(seed) if isinstance(m, wire.State) for t in ts]
+    assert sorted({ep[1] for ep in answered}) == [9100, 9101]  # the first two, each its whole list
+    assert seed.stats["state_replies_shed"] == 3
+    assert {_ident(p).node_id for p in range(9100, 9105)} <= seed.live_ids()  # every asker is listed
+    seed.tick(T0 + 1.0)  # a new period: a new budget
+    seed.take_sends()
+    seed.receive(_state_request(seed, 9105), T0 + 1.1)
+    assert [ts for m, ts in _sent(seed) if isinstance(m, wire.State)] and seed.stats["state_replies_shed"] == 3
+
+
+def test_a_joined_node_sends_a_seed_it_removed_one_datagram_a_period_and_the_seed_refutes_and_answers():
+    node, seed = _core(9000), _core(9001)
+    node.set(seed.identity, T0)
+    own = wire.Update(kind=wire.ALIVE, incarnation=seed.incarnation, node=seed.node_id, identity=seed.identity)
+    _feed(node, own, *(_alive(p) for p in range(9300, 9340)))
+    _feed(node, wire.Update(kind=wire.DEAD, incarnation=seed.incarnation, node=seed.node_id, sender=_ident(9300).node_id))
+    assert seed.node_id not in node.live_ids()
+    node.take_sends()
+    for k in range(1, 4):  # each period: one brief STATE to the lost seed, never the 40-member list
+        node.tick(T0 + k)
+        states = [(m, ts) for m, ts in _sent(node) if isinstance(m, wire.State) and ts == (seed.identity.endpoint,)]
+        assert len(states) == 1, states
+        msg = states[0][0]
+        assert msg.reply and msg.parts == 1
+        assert [(e.identity.node_id, e.state) for e in msg.entries] == [(node.node_id, wire.ALIVE),
+                                                                        (seed.node_id, wire.DEAD)]
+    before = seed.incarnation
+    seed.receive(node.encode(msg), T0 + 3.1)
+    assert seed.incarnation > before  # it heard it was removed, and refuted
+    replies = [m for m, ts in _sent(seed) if isinstance(m, wire.State) and ts == (node.identity.endpoint,)]
+    assert replies and not replies[0].reply
+    for m in replies:
+        node.receive(seed.encode(m), T0 + 3.2)
+    assert seed.node_id in node.live_ids()
+    assert [m.incarnation for m in node.members() if m.node_id == seed.node_id] == [seed.incarnation]
