@@ -230,7 +230,7 @@ def test_swim_node_with_xdp_drops_replays_in_the_kernel_and_learns_only_what_it_
         wait_for(lambda: "xdp" in stats(sock_a), 120, "node a's fast path", proc_a)
         proc_b, sock_b = start("b", b, "--seed", f"{a.ip}:{PORT}", *swim)
         wait_for(lambda: len(control.call(str(sock_a), "GET", "/list")) == 2, 30, "a to list b", proc_a)
-        frames = capture(a.host_if, a.ip, want=60, timeout_s=10)
+        frames = capture(a.host_if, a.ip, want=60, timeout_s=10, types=frozenset(_wire.MsgType))  # ACKs too
         b_id = _wire.node_id(b.ip, PORT)
         pings, gossips = (swim_frames(frames, b.ip, t) for t in (_wire.MsgType.PING, _wire.MsgType.GOSSIP))
         acks = swim_frames(frames, b.ip, _wire.MsgType.ACK)  # B answering A's probes
