@@ -1,10 +1,11 @@
 """The simulator predicts the testbed: a reduced validation set, run for real and mirrored with the default model.
 
 Two scenarios of the set (`testbed.experiments.validate.SET`; `python -m testbed validate` runs all of them and
-prints the table the README quotes), each run twice on netns and each run mirrored on the simulator with the
-default host model under three seeds. The model reads nothing but the run's own heartbeat hops and CPU
-accounting, so it is not tuned to these curves. The two testbed runs are judged together (one run on this shared
-host varies by up to ~0.1 in KS from the next): the distance between all testbed infection times and all
+prints the table the README quotes), each run three times on netns and each run mirrored on the simulator with the
+default host model under five seeds (the issue's protocol: five simulator seeds pooled). The model reads nothing but
+the run's own heartbeat hops and CPU accounting, so it is not tuned to these curves. The testbed runs are judged
+together (one run on this shared host varies from the next: on one day, single runs of the n24 case gave KS 0.06 to
+0.21 against the same model, and two pooled runs failed the bound in 3 of 12 judgements): the distance between all testbed infection times and all
 simulated ones must be within the target, 0.15, or within what chance alone gives for those sample sizes
 (`validate.ks_critical`); and, where the run had XDP, the simulator's share of duplicate drops made by XDP must
 be within 10 % of the testbed's. Needs root.
@@ -23,9 +24,9 @@ REDUCED = {"validation/n16-f2-c05.yaml": True, "validation/n24-f2-c1-loss-noxdp.
 
 @pytest.mark.parametrize("name", REDUCED)
 def test_the_host_model_predicts_testbed_runs_it_was_not_tuned_to(name, tmp_path):
-    rows = validate.validate(tmp_path, scenarios=(name,), runs=2, seeds=3, progress=lambda line: None)
+    rows = validate.validate(tmp_path, scenarios=(name,), runs=3, seeds=5, progress=lambda line: None)
     print(validate.table(rows))
-    assert len(rows) == 2 and all(len(r.sim_dirs) == 3 and r.samples[0] >= 100 for r in rows)
+    assert len(rows) == 3 and all(len(r.sim_dirs) == 5 and r.samples[0] >= 100 for r in rows)
     assert all(r.ks_critical == pytest.approx(validate.ks_critical(*r.samples), abs=1e-3) for r in rows)
     ks, critical = validate.pooled(rows)
     assert ks <= max(validate.TARGET_POOLED, critical), (ks, critical, validate.table(rows))
