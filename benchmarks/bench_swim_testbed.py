@@ -85,8 +85,8 @@ def _growth(stats: list[dict], a: float, b: float, keys: tuple[str, ...]) -> tup
 
 
 def _suspicions(h: analysis.History, a: float, b: float) -> dict:
-    """Suspicions raised in [A, B], and those of them that stood: not refuted (no ``member_alive`` of that member
-    at that observer) before the run's end."""
+    """Suspicions raised in [A, B], and those of them that stood: neither refuted (a ``member_alive`` of that
+    member at that observer) nor ended by its removal (counted apart) before the run's end."""
     refuted: dict[tuple[str, int], list[float]] = {}
     for e in h.of_kind("member_alive", "member_removed"):
         refuted.setdefault((e["node"], e["node_id"]), []).append(e["t"])
@@ -109,11 +109,11 @@ def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_
     if first is not None:
         a = max(a, first + 2 * cycle_s)
     b = min(h.t0 + float(meta.get("duration_s") or 0), a + steady_s)
-    span = max(b - a, 1e-9)
     sent, node_s = _growth(list(h.of_kind("stats")), a, b, MEMBERSHIP + SWAPS + ("cpu_s",))
+    node_s = node_s or 1e-9  # no node was up throughout the window: every figure reads 0
     per = node_s / cycle_s  # member-periods the counted growth covers
     cpu = sent.pop("cpu_s")
-    span = node_s / n if node_s else span
+    span = node_s / n  # the window as the counters saw it, per node
     mem = list(meta.get("node_memory_bytes", {}).values())
     timings = meta.get("timings", {})
     checks = {c["name"]: c["passed"] for c in summary["checks"]}
