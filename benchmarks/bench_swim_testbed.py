@@ -64,26 +64,6 @@ def scenario_text(n: int, cycle_s: float, steady_s: float) -> tuple[str, float]:
     return SCENARIO.format(n=n, cycle=cycle_s, timeout=5 * cycle_s, duration=duration, recovery=30), join_s
 
 
-def _growth(stats: list[dict], a: float, b: float, keys: tuple[str, ...]) -> tuple[dict, float]:
-    """Each counter's growth, summed over nodes, between the stats records that bracket [A, B] on each node, and the
-    node-seconds those records span (records come once a period: dividing by B - A would count up to a period too
-    many per node)."""
-    per_node: dict[str, list[dict]] = {}
-    for s in stats:
-        per_node.setdefault(s["node"], []).append(s)
-    total, node_s = dict.fromkeys(keys, 0.0), 0.0
-    for recs in per_node.values():
-        before = [r for r in recs if r["t"] <= a]
-        after = [r for r in recs if r["t"] >= b]
-        if not before or not after:
-            continue  # a node that was not up throughout the window
-        r0, r1 = before[-1], after[0]
-        node_s += r1["t"] - r0["t"]
-        for k in keys:
-            total[k] += max(0, r1.get(k, 0) - r0.get(k, 0))
-    return total, node_s
-
-
 def _suspicions(h: analysis.History, a: float, b: float) -> dict:
     """Suspicions raised in [A, B], and those of them that stood: neither refuted (a ``member_alive`` of that
     member at that observer) nor ended by its removal (counted apart) before the run's end."""
@@ -109,7 +89,7 @@ def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_
     if first is not None:
         a = max(a, first + 2 * cycle_s)
     b = min(h.t0 + float(meta.get("duration_s") or 0), a + steady_s)
-    sent, node_s = _growth(list(h.of_kind("stats")), a, b, MEMBERSHIP + SWAPS + ("cpu_s",))
+    sent, node_s = analysis.counter_growth(list(h.of_kind("stats")), a, b, MEMBERSHIP + SWAPS + ("cpu_s",))
     node_s = node_s or 1e-9  # no node was up throughout the window: every figure reads 0
     per = node_s / cycle_s  # member-periods the counted growth covers
     cpu = sent.pop("cpu_s")

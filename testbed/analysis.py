@@ -481,22 +481,42 @@ def rumors(history: History) -> list[Rumor]:
     return out
 
 
-def sent_between(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...]) -> int:
-    """Sum over nodes of the growth of counters KEYS between the stats records bracketing [t0, t1]."""
+def counter_growth(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...], *,
+                   throughout: bool = True) -> tuple[dict[str, float], float]:
+    """Each counter of KEYS grown over [T0, T1], summed over nodes, and the node-seconds that growth covers.
+
+    A node's growth is taken between its stats records that bracket the window: its last record at or before T0
+    and its first at or after T1. Records come about once a period, so the bracket is wider than the window, by up
+    to a period on each side: a rate is ``growth / node_seconds`` (the brackets' own spans), never
+    ``growth / (T1 - T0)``, which over-counts by up to two periods per node.
+
+    THROUGHOUT (rates): only nodes with a record on both sides count. Otherwise (counts of what a window cost, such
+    as the copies of one rumor): a node that started inside the window counts from zero, and one that ended
+    inside it up to its last record; node-seconds then cover only the bracketed nodes.
+    """
     per_node: dict[str, list[dict]] = {}
     for s in stats:
         per_node.setdefault(s["node"], []).append(s)
-    total = 0
+    total, node_s = dict.fromkeys(keys, 0.0), 0.0
     for recs in per_node.values():
         before = [r for r in recs if r["t"] <= t0]
-        after = [r for r in recs if r["t"] >= t1] or recs[-1:]
-        if not after:
-            continue
-        a, b = (before[-1] if before else {}), after[0]
-        if b["t"] < t0:
-            continue
-        total += sum(max(0, b.get(k, 0) - a.get(k, 0)) for k in keys)
-    return total
+        after = [r for r in recs if r["t"] >= t1]
+        if before and after:
+            r0, r1 = before[-1], after[0]
+            node_s += r1["t"] - r0["t"]
+        elif throughout or recs[-1]["t"] < t0:
+            continue  # not up throughout the window (or gone before it began)
+        else:
+            r0, r1 = (before[-1] if before else {}), (after[0] if after else recs[-1])
+        for k in keys:
+            total[k] += max(0, r1.get(k, 0) - r0.get(k, 0))
+    return total, node_s
+
+
+def sent_between(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...]) -> int:
+    """What the window cost: the growth of counters KEYS over [T0, T1] summed over nodes and keys, counting nodes
+    that started or stopped inside it (see `counter_growth`; for a rate use its node-seconds)."""
+    return int(sum(counter_growth(stats, t0, t1, keys, throughout=False)[0].values()))
 
 
 # ---- the run's verdicts --------------------------------------------------------------------------------------

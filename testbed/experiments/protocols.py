@@ -123,8 +123,8 @@ def measure(run_dir: Path | str) -> dict:
     n = int(meta.get("nodes") or 1)
     cycle = float(meta.get("cycle_s", 1.0))
     a, b = steady_window(h)
-    stats = list(h.of_kind("stats"))
-    span = max(b - a, 1e-9)
+    sent, node_s = analysis.counter_growth(list(h.of_kind("stats")), a, b, ("packets_out", "bytes_out"))
+    node_s = node_s or 1e-9  # no node was up throughout the window: the rates read 0
     rumors = analysis.rumors(h)
     suspicion_window = 2 * cycle
     removal_window = max(float(meta.get("timeout_s", 5.0)), 2 * cycle)
@@ -132,8 +132,8 @@ def measure(run_dir: Path | str) -> dict:
         "membership": meta.get("membership", "heartbeat"), "options": meta.get("options", {}), "nodes": n,
         "seed": meta.get("seed"), "backend": meta.get("backend"), "cycle_s": cycle,
         **_crash_times(h),
-        "messages_per_member_s": analysis.sent_between(stats, a, b, ("packets_out",)) / n / span,
-        "bytes_per_member_s": analysis.sent_between(stats, a, b, ("bytes_out",)) / n / span,
+        "messages_per_member_s": sent["packets_out"] / node_s,
+        "bytes_per_member_s": sent["bytes_out"] / node_s,
         "suspicions": sum(1 for _ in h.of_kind("member_suspected")),
         "false_suspicions": len(_false(h, "member_suspected", suspicion_window)),
         "false_removals": len(_false(h, "member_removed", removal_window, pauses_excuse=False)),

@@ -195,3 +195,31 @@ def test_the_ks_critical_value_shrinks_with_the_samples():
     assert ks_critical(640, 3200) < ks_critical(160, 800) < ks_critical(160, 160)
     with pytest.raises(ValueError):
         ks_critical(0, 10)
+
+
+def stats_every(node, period, until, per_s, start=0.0):
+    """Stats records of NODE once a PERIOD from START, its counter growing PER_S a second."""
+    t, out = start, []
+    while t <= until + 1e-9:
+        out.append({"t": t, "node": node, "kind": "stats", "packets_out": round(per_s * (t - start))})
+        t += period
+    return out
+
+
+def test_a_rate_divides_by_the_bracketing_records_span_not_the_window():
+    # records at 0, 1, 2, ...; a window [0.5, 2.5] is bracketed by 0 and 3: three seconds of growth, not two
+    stats = stats_every("n0", 1.0, 5.0, 10) + stats_every("n1", 1.0, 5.0, 20)
+    grown, node_s = A.counter_growth(stats, 0.5, 2.5, ("packets_out",))
+    assert grown["packets_out"] == 90 and node_s == pytest.approx(6.0)
+    assert grown["packets_out"] / node_s == pytest.approx(15.0)  # the nodes' mean rate, exactly
+    assert 90 / 2 / 2.0 == 22.5  # what dividing by the window said: half again too much
+
+
+def test_a_rate_counts_only_nodes_up_throughout_and_a_count_counts_every_node():
+    stats = stats_every("n0", 1.0, 5.0, 10) + stats_every("late", 1.0, 5.0, 10, start=2.0) \
+        + stats_every("gone", 1.0, 1.0, 10)
+    grown, node_s = A.counter_growth(stats, 0.5, 3.5, ("packets_out",))
+    assert grown["packets_out"] == 40 and node_s == pytest.approx(4.0)  # n0 only
+    # what the window cost: n0's 40, the late node's 20 (from its start), and the gone node's 10 up to its last record
+    assert A.sent_between(stats, 0.5, 3.5, ("packets_out",)) == 70
+    assert A.sent_between(stats, 1.5, 3.5, ("packets_out",)) == 30 + 20  # the gone node ended before it began
