@@ -2,7 +2,8 @@
 steady, and the same scenario on the simulator beside it.
 
     .venv/bin/python benchmarks/bench_swim_testbed.py [--sizes 16,64,256] [--steady-s 30] [--backends netns,sim]
-                                                      [--cycle-s 1.0] [--keep DIR] [--json FILE] [--quick]   (root)
+                                                      [--timing lan|wan] [--cycle-s 1.0] [--keep DIR]
+                                                      [--json FILE] [--quick]   (root)
 
 For each N and backend, one run of a scenario with no fault: the nodes join through the testbed's seeds, then the
 run goes on for ``--steady-s`` seconds after the first moment every live node listed every other. Figures, all from
@@ -16,6 +17,11 @@ the run's own records (`testbed.analysis`):
 - the node processes' CPU (cores busy, from each node's ``cpu_s``) in the steady window;
 - the verdicts: membership converged, no false death, no false suspicion (a live, reachable member suspected),
   and how many suspicions were raised at all.
+
+``--timing`` picks memberlist's timing profile, through SWIM's own options: ``lan`` (the defaults: a 1 s period,
+probe timeout 0.5 s, gossip to 3 members every 0.2 s, suspicion timeout 4 periods scaled by log N) or ``wan``
+(memberlist's DefaultWANConfig: a 5 s period, probe timeout 3 s, gossip to 4 members every 0.5 s, suspicion
+multiplier 6, a push-pull every 60 s). ``--cycle-s`` overrides the period of either.
 
 The probe messages per member per period are compared with the paper's 2.0 on the testbed and the simulator alike
 (the issue's target: within 20 % at N = 16...256). Figures only, no pass/fail on them: these machines are shared
@@ -47,7 +53,7 @@ name: swim-steady-{n}
 description: {n} SWIM nodes, no fault, held steady after they converge
 seed: 1
 nodes: {n}
-node: {{membership: swim, cycle_s: {cycle}, timeout_s: {timeout}, xdp: true}}
+node: {{membership: swim, cycle_s: {cycle}, timeout_s: {timeout}, xdp: true, options: {options}}}
 duration_s: {duration}
 recovery_s: {recovery}
 checks:
@@ -57,11 +63,22 @@ checks:
 """
 
 
-def scenario_text(n: int, cycle_s: float, steady_s: float) -> tuple[str, float]:
-    # the join's share grows with N (seeds, then push-pull): allow it, then the steady window on top
+# memberlist's timing profiles (config.go: DefaultLANConfig, DefaultWANConfig) as (period, SWIM options)
+TIMINGS = {
+    "lan": (1.0, {}),
+    "wan": (5.0, {"probe_timeout_ratio": 0.6, "gossip_nodes": 4, "gossip_ratio": 0.1, "suspicion_mult": 6,
+                  "push_pull_cycles": 12}),
+}
+
+
+def scenario_text(n: int, cycle_s: float, steady_s: float, options: dict | None = None) -> tuple[str, float]:
+    # the join's share grows with N (seeds, then push-pull): allow it, then the steady window on top, and two
+    # periods more, so every node's stats record after the window comes before the run ends
     join_s = max(10.0, 4 * cycle_s + n / 32)
-    duration = round(join_s + steady_s, 1)
-    return SCENARIO.format(n=n, cycle=cycle_s, timeout=5 * cycle_s, duration=duration, recovery=30), join_s
+    duration = round(join_s + steady_s + 2 * cycle_s, 1)
+    opts = "{" + ", ".join(f"{k}: {v}" for k, v in (options or {}).items()) + "}"
+    return SCENARIO.format(n=n, cycle=cycle_s, timeout=5 * cycle_s, duration=duration, recovery=max(30, 6 * cycle_s),
+                           options=opts), join_s
 
 
 def _suspicions(h: analysis.History, a: float, b: float) -> dict:
@@ -88,7 +105,7 @@ def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_
     a = h.t0 + join_s
     if first is not None:
         a = max(a, first + 2 * cycle_s)
-    b = min(h.t0 + float(meta.get("duration_s") or 0), a + steady_s)
+    b = min(h.t0 + float(meta.get("duration_s") or 0) - 2 * cycle_s, a + steady_s)
     sent, node_s = analysis.counter_growth(list(h.of_kind("stats")), a, b, MEMBERSHIP + SWAPS + ("cpu_s",))
     node_s = node_s or 1e-9  # no node was up throughout the window: every figure reads 0
     per = node_s / cycle_s  # member-periods the counted growth covers
@@ -115,8 +132,9 @@ def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_
     }
 
 
-def run_case(n: int, backend: str, cycle_s: float, steady_s: float, keep: Path | None) -> dict:
-    text, join_s = scenario_text(n, cycle_s, steady_s)
+def run_case(n: int, backend: str, cycle_s: float, steady_s: float, keep: Path | None,
+             options: dict | None = None) -> dict:
+    text, join_s = scenario_text(n, cycle_s, steady_s, options)
     s = parse(text, f"swim-steady-{n}").with_overrides(backend=backend)
     with tempfile.TemporaryDirectory(prefix="bench-swim-tb-") as tmp:
         run_dir = (keep or Path(tmp)) / f"swim-{backend}-n{n}"
@@ -132,7 +150,7 @@ def show(r: dict) -> str:
         return "-" if x is None else format(x, fmt)
     dev = (r["probe_per_member_period"] / PAPER_PROBE - 1) * 100
     failed = [k for k, ok in r["checks"].items() if not ok]
-    return (f"{r['backend']:<6} N={r['nodes']:<5} up: net {f(r['network_s'], '.1f')} s, bpf {f(r['bpf_s'], '.1f')} s,"
+    return (f"{r['backend']:<6} N={r['nodes']:<5} {r.get('timing', 'lan')} period {r['cycle_s']:g} s; up: net {f(r['network_s'], '.1f')} s, bpf {f(r['bpf_s'], '.1f')} s,"
             f" nodes {f(r['nodes_up_s'], '.1f')} s, full membership {f(r['converged_after_s'], '.1f')} s after the "
             f"first start; USS {f(r['uss_mib_mean'], '.1f')} MiB/node\n"
             f"{'':<13} per member per period over {r['steady_s']:.0f} s: probe {r['probe_per_member_period']:.2f} "
@@ -146,7 +164,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="16,64,256")
     ap.add_argument("--backends", default="netns,sim")
-    ap.add_argument("--cycle-s", type=float, default=1.0)
+    ap.add_argument("--timing", choices=sorted(TIMINGS), default="lan", help="memberlist's timing profile")
+    ap.add_argument("--cycle-s", type=float, help="the protocol period (default: the timing profile's)")
     ap.add_argument("--steady-s", type=float, default=30.0)
     ap.add_argument("--keep", type=Path, help="keep the run directories under this directory")
     ap.add_argument("--json", help="also write the results here")
@@ -155,10 +174,13 @@ def main() -> int:
     sizes = [8] if args.quick else [int(x) for x in args.sizes.split(",") if x]
     steady = 8.0 if args.quick else args.steady_s
     backends = [b for b in args.backends.split(",") if b]
+    cycle_s, options = TIMINGS[args.timing]
+    cycle_s = args.cycle_s or cycle_s
     results = []
     for n in sizes:
         for backend in backends:
-            r = run_case(n, backend, args.cycle_s, steady, args.keep)
+            r = run_case(n, backend, cycle_s, steady, args.keep, options)
+            r["timing"] = args.timing
             results.append(r)
             print(show(r), flush=True)
     by = {(r["backend"], r["nodes"]): r for r in results}
