@@ -490,9 +490,11 @@ def counter_growth(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...
     to a period on each side: a rate is ``growth / node_seconds`` (the brackets' own spans), never
     ``growth / (T1 - T0)``, which over-counts by up to two periods per node.
 
-    THROUGHOUT (rates): only nodes with a record on both sides count. Otherwise (counts of what a window cost, such
-    as the copies of one rumor): a node that started inside the window counts from zero, and one that ended
-    inside it up to its last record; node-seconds then cover only the bracketed nodes.
+    THROUGHOUT (rates): only nodes up throughout count: a record on both sides, and no counter lower after than
+    before (a process that restarted in between starts its counters again; its bracket holds the time it was
+    down). Otherwise (counts of what a window cost, such as the copies of one rumor): a node that started inside
+    the window counts from zero, one that ended inside it up to its last record, and one that restarted from
+    zero again; node-seconds then cover only the nodes up throughout.
     """
     per_node: dict[str, list[dict]] = {}
     for s in stats:
@@ -501,15 +503,16 @@ def counter_growth(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...
     for recs in per_node.values():
         before = [r for r in recs if r["t"] <= t0]
         after = [r for r in recs if r["t"] >= t1]
-        if before and after:
-            r0, r1 = before[-1], after[0]
-            node_s += r1["t"] - r0["t"]
-        elif throughout or recs[-1]["t"] < t0:
+        if not (before and after) and (throughout or recs[-1]["t"] < t0):
             continue  # not up throughout the window (or gone before it began)
-        else:
-            r0, r1 = (before[-1] if before else {}), (after[0] if after else recs[-1])
+        r0, r1 = (before[-1] if before else {}), (after[0] if after else recs[-1])
+        restarted = any(r1.get(k, 0) < r0.get(k, 0) for k in keys)
+        if before and after and not restarted:
+            node_s += r1["t"] - r0["t"]
+        elif throughout:
+            continue
         for k in keys:
-            total[k] += max(0, r1.get(k, 0) - r0.get(k, 0))
+            total[k] += r1.get(k, 0) - (0 if restarted else r0.get(k, 0))
     return total, node_s
 
 

@@ -223,3 +223,14 @@ def test_a_rate_counts_only_nodes_up_throughout_and_a_count_counts_every_node():
     # what the window cost: n0's 40, the late node's 20 (from its start), and the gone node's 10 up to its last record
     assert A.sent_between(stats, 0.5, 3.5, ("packets_out",)) == 70
     assert A.sent_between(stats, 1.5, 3.5, ("packets_out",)) == 30 + 20  # the gone node ended before it began
+
+
+def test_a_node_that_restarted_inside_the_window_is_not_up_throughout_it():
+    # crashed at 2.5 s, back at 3.5 s: its counter starts again, and its bracket [2, 4] holds a second it was down
+    crashed = [r for r in stats_every("c", 1.0, 2.0, 10)] + stats_every("c", 1.0, 5.0, 10, start=3.5)
+    stats = stats_every("n0", 1.0, 5.0, 10) + crashed
+    grown, node_s = A.counter_growth(stats, 2.1, 3.9, ("packets_out",))
+    assert grown["packets_out"] == 20 and node_s == pytest.approx(2.0)  # n0 alone: 10 a second
+    # counted: n0's 20, and the restarted node's 10 from its restart to its record at 4.5 (what it sent between
+    # its record at 2 and the crash is not seen)
+    assert A.sent_between(stats, 2.1, 3.9, ("packets_out",)) == 30
