@@ -1,0 +1,288 @@
+"""The heartbeat plane (bpf/tc_hbplane.c) on a bridge of namespaces: the kernel takes fresh heartbeats and forwards
+them as the node's core would; everything else reaches the node's socket unchanged.
+
+Node 0 runs the plane; node 1 is the origin that sends real signed heartbeats (gossip._wire) from its own socket;
+nodes 2..7 are the other members, each with a socket that decodes what it gets. Offloads are off on every veth, so
+the stack computes and checks full checksums; the copies are also captured on the root-side end of node 0's veth
+and their IPv4 and UDP checksums recomputed with scapy. Compiled once for the module (~3 s).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+from bpf.hbplane import B2bKey, HbConfig, HbEvent, HbMember, HeartbeatPlane
+from bpf_testnet import Testnet, drain
+from gossip import _wire as wire
+
+pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
+
+PORT = 7946
+NODES = 8
+CLUSTER = wire.cluster_id("hb-test")
+KEY, NEW_KEY, OTHER_KEY = b"cluster-secret", b"rotated-secret", b"not-our-secret"
+FANOUT = 3
+
+
+def ident(node) -> wire.Identity:
+    return wire.Identity(name=f"n-{node.ip}", addr=node.ip, port=PORT)
+
+
+def nid(node) -> int:
+    return wire.node_id(node.ip, PORT)
+
+
+@pytest.fixture(scope="module")
+def plane():
+    with HeartbeatPlane.compile(nodes=NODES) as p:
+        yield p
+    assert not os.path.exists(p.pin_dir), "pins left behind"
+
+
+@pytest.fixture(scope="module")
+def bridged(plane):
+    with Testnet(NODES, bridge=True, offloads=False) as net:
+        node = net.nodes[0]
+        for other in net.nodes[1:]:
+            net.set_neighbour(other, node)
+            net.set_neighbour(node, other)
+        net.socks = {n.ip: net.udp_socket(n, PORT) for n in net.nodes}
+        with plane.attach(node.ifindex, netns=node.ns):
+            yield net
+
+
+@pytest.fixture
+def net(bridged, plane):
+    """The plane configured afresh for node 0, with nodes 1..7 as members at seq 0."""
+    node = bridged.nodes[0]
+    plane.unconfigure(node.ifindex)
+    configure(plane, bridged, [KEY])
+    for other in bridged.nodes[1:]:
+        plane.set_member(node.ifindex, wire._identity_bytes(ident(other)), nid(other), other.ip, PORT, other.mac, 0)
+    for sock in bridged.socks.values():
+        drain(sock, timeout_s=0)
+    return bridged
+
+
+def configure(plane, net, keys, fanout=FANOUT, max_packet_bytes=1400):
+    node = net.nodes[0]
+    plane.configure(node.ifindex, nid(node), CLUSTER, node.ip, PORT, node.mac, fanout, max_packet_bytes, keys)
+
+
+def heartbeat(origin, seq, infected, *, key=KEY, cluster=CLUSTER, identity=None) -> bytes:
+    msg = wire.Heartbeat(cluster=cluster, origin=nid(origin), seq=seq, identity=identity or ident(origin),
+                         infected=infected)
+    return wire.encode(msg, key=key)
+
+
+class Capture:
+    """UDP frames leaving node 0, read on the root-side end of its veth."""
+
+    def __init__(self, net: Testnet) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.bind((net.nodes[0].host_if, 0))
+        self.sock.setblocking(False)
+        self.src = net.nodes[0].ip
+
+    def frames(self) -> list[bytes]:
+        out = []
+        while True:
+            try:
+                frame = self.sock.recv(65535)
+            except BlockingIOError:
+                break
+            pkt = Ether(frame)
+            if UDP in pkt and pkt[IP].src == self.src:
+                out.append(frame)
+        self.sock.close()
+        return out
+
+
+def assert_valid_checksums(frame: bytes) -> None:
+    pkt = Ether(frame)
+    again = pkt.copy()
+    del again[IP].chksum
+    del again[UDP].chksum
+    again = Ether(bytes(again))
+    assert pkt[IP].chksum == again[IP].chksum, f"bad IP checksum to {pkt[IP].dst}"
+    assert pkt[UDP].chksum == again[UDP].chksum, f"bad UDP checksum to {pkt[IP].dst}"
+
+
+def send(net, payload: bytes, frm: int = 1) -> None:
+    net.socks[net.nodes[frm].ip].sendto(payload, (net.nodes[0].ip, PORT))
+
+
+def collect(net, expect: int) -> dict[str, list[bytes]]:
+    """What each node's socket got: wait until EXPECT datagrams came in all, then a little more for extras."""
+    got: dict[str, list[bytes]] = {n.ip: [] for n in net.nodes}
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and sum(map(len, got.values())) < expect:
+        for ip, sock in net.socks.items():
+            got[ip].extend(d for d, _ in drain(sock, timeout_s=0))
+        time.sleep(0.005)
+    time.sleep(0.05)
+    for ip, sock in net.socks.items():
+        got[ip].extend(d for d, _ in drain(sock, timeout_s=0))
+    return got
+
+
+def forwarded(net, got) -> dict[str, list[bytes]]:
+    return {ip: d for ip, d in got.items() if d and ip not in (net.nodes[0].ip, net.nodes[1].ip)}
+
+
+def test_structs_mirror_the_maps(plane):
+    bpf = plane._bpf
+    for name, mirror in (("hb_config", HbConfig), ("hb_keys", B2bKey), ("hb_members", HbMember)):
+        assert ctypes_size(bpf[name.encode()].Leaf) == ctypes_size(mirror), name
+    assert plane.stats()["handled"] >= 0
+
+
+def ctypes_size(t) -> int:
+    import ctypes
+    return ctypes.sizeof(t)
+
+
+def test_a_fresh_heartbeat_is_forwarded_by_the_kernel_to_fanout_targets(net, plane):
+    node, origin = net.nodes[0], net.nodes[1]
+    before = plane.stats(node.ifindex)
+    capture = Capture(net)
+    t0 = time.monotonic_ns()
+    with plane.events() as events:
+        events.read()
+        send(net, heartbeat(origin, 1000, wire.Infected(ids=frozenset({nid(origin), nid(node)}))))
+        got = collect(net, FANOUT)
+        accepted = events.read()
+    frames = capture.frames()
+    t1 = time.monotonic_ns()
+
+    assert got[node.ip] == [], "the node's own socket woke for a heartbeat the kernel handled"
+    targets = forwarded(net, got)
+    assert len(targets) == FANOUT and all(len(d) == 1 for d in targets.values()), got
+    target_ids = {wire.node_id(ip, PORT) for ip in targets}
+    for ip, (datagram,) in targets.items():
+        msg = wire.decode(datagram, cluster=CLUSTER, keys=(KEY,))
+        assert isinstance(msg, wire.Heartbeat) and (msg.origin, msg.seq) == (nid(origin), 1000)
+        assert msg.identity == ident(origin)
+        assert msg.infected.bloom is None
+        assert msg.infected.ids == {nid(origin), nid(node)} | target_ids
+    assert len(frames) == FANOUT
+    for frame in frames:
+        assert_valid_checksums(frame)
+        pkt = Ether(frame)
+        assert (pkt.src, pkt[UDP].sport) == (node.mac, PORT)
+        assert pkt.dst == next(n.mac for n in net.nodes if n.ip == pkt[IP].dst)
+    seq, last_seen = plane.read_members(node.ifindex)[nid(origin)]
+    assert seq == 1000 and t0 <= last_seen <= t1
+    after = plane.stats(node.ifindex)
+    assert after["handled"] - before["handled"] == 1
+    assert after["copies"] - before["copies"] == FANOUT
+    assert after["clone_errors"] == before["clone_errors"]
+    assert [(e.origin, e.seq, e.targets, e.ifindex) for e in accepted] == [(nid(origin), 1000, FANOUT, node.ifindex)]
+
+
+def test_every_member_infected_is_accepted_and_sends_nothing(net, plane):
+    node, origin = net.nodes[0], net.nodes[1]
+    everyone = frozenset(nid(n) for n in net.nodes)
+    send(net, heartbeat(origin, 2000, wire.Infected(ids=everyone)))
+    got = collect(net, 0)
+    assert all(d == [] for d in got.values())
+    assert plane.read_members(node.ifindex)[nid(origin)][0] == 2000
+    assert plane.stats(node.ifindex)["accepted_no_targets"] >= 1
+
+
+@pytest.mark.parametrize("case", ["forged", "stale", "duplicate", "foreign_cluster", "removed_key", "unknown_origin",
+                                  "identity_change", "too_big"])
+def test_what_the_program_does_not_handle_reaches_the_node_unchanged(net, plane, case):
+    node, origin = net.nodes[0], net.nodes[1]
+    infected = wire.Infected(ids=frozenset({nid(origin), nid(node)}))
+    reason = {"forged": "passed_bad_mac", "stale": "passed_stale_or_dup", "duplicate": "passed_stale_or_dup",
+              "foreign_cluster": "passed_foreign_cluster", "removed_key": "passed_bad_mac",
+              "unknown_origin": "passed_unknown_origin", "identity_change": "passed_identity",
+              "too_big": "passed_too_big"}[case]
+    plane.set_member(node.ifindex, wire._identity_bytes(ident(origin)), nid(origin), origin.ip, PORT, origin.mac, 500)
+    frm, seq = 1, 900
+    if case == "forged":
+        payload = heartbeat(origin, seq, infected, key=OTHER_KEY)
+    elif case == "stale":
+        payload = heartbeat(origin, 400, infected)
+    elif case == "duplicate":
+        payload = heartbeat(origin, 500, infected)
+    elif case == "foreign_cluster":
+        payload = heartbeat(origin, seq, infected, cluster=wire.cluster_id("elsewhere"))
+    elif case == "removed_key":
+        configure(plane, net, [NEW_KEY, KEY])
+        configure(plane, net, [NEW_KEY])  # KEY rotated out of the ring
+        payload = heartbeat(origin, seq, infected)
+    elif case == "unknown_origin":
+        plane.remove_member(node.ifindex, nid(origin))
+        payload = heartbeat(origin, seq, infected)
+    elif case == "identity_change":
+        payload = heartbeat(origin, seq, infected, identity=wire.Identity(name="renamed", addr=origin.ip, port=PORT))
+    else:  # an exact list that would outgrow max_packet_bytes once the node and its targets are added
+        payload = heartbeat(origin, seq, infected)
+        configure(plane, net, [KEY], max_packet_bytes=len(payload) + 28 + 4)
+    before = plane.stats(node.ifindex)
+    send(net, payload, frm)
+    got = collect(net, 1)
+    assert got[node.ip] == [payload], "not passed to the node unchanged"
+    assert all(d == [] for ip, d in got.items() if ip != node.ip), "forwarded anyway"
+    after = plane.stats(node.ifindex)
+    assert after[reason] - before[reason] == 1, {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    assert after["handled"] == before["handled"]
+    if case != "unknown_origin":
+        assert plane.read_members(node.ifindex)[nid(origin)][0] == 500  # nothing accepted
+
+
+def test_a_key_rotation_accepts_both_keys_and_signs_with_the_new_one(net, plane):
+    node, origin = net.nodes[0], net.nodes[1]
+    configure(plane, net, [NEW_KEY, KEY])
+    for seq, key in ((3000, KEY), (3001, NEW_KEY)):
+        send(net, heartbeat(origin, seq, wire.Infected(ids=frozenset({nid(origin)})), key=key))
+        got = collect(net, FANOUT)
+        assert got[node.ip] == []
+        targets = forwarded(net, got)
+        assert len(targets) == FANOUT
+        for (datagram,) in targets.values():
+            msg = wire.decode(datagram, cluster=CLUSTER, keys=(NEW_KEY,))  # signed with key 0 only
+            assert msg.seq == seq
+            with pytest.raises(wire.ProtocolError):
+                wire.decode(datagram, cluster=CLUSTER, keys=(KEY,))
+            # the node was not listed: it is added, with its targets
+            assert msg.infected.ids == {nid(origin), nid(node)} | {wire.node_id(ip, PORT) for ip in targets}
+    assert plane.read_members(node.ifindex)[nid(origin)][0] == 3001
+
+
+def test_a_bloom_heartbeat_gets_the_node_and_its_targets_set(net, plane):
+    node, origin = net.nodes[0], net.nodes[1]
+    bloom = wire.Infected(ids=frozenset({nid(origin), nid(node)})).to_bloom(64)
+    capture = Capture(net)
+    send(net, heartbeat(origin, 4000, bloom))
+    got = collect(net, FANOUT)
+    frames = capture.frames()
+    targets = forwarded(net, got)
+    assert len(targets) == FANOUT and got[node.ip] == []
+    for ip, (datagram,) in targets.items():
+        msg = wire.decode(datagram, cluster=CLUSTER, keys=(KEY,))
+        assert msg.infected.bloom is not None and len(msg.infected.bloom) == 64
+        assert msg.infected.hashes == bloom.hashes
+        expected = bloom.with_added([nid(node)] + [wire.node_id(t, PORT) for t in targets])
+        assert msg.infected == expected
+    for frame in frames:
+        assert_valid_checksums(frame)
+
+
+def test_members_are_removed_by_moving_the_last_slot(net, plane):
+    node = net.nodes[0]
+    ids = plane.slots(node.ifindex)
+    assert ids == [nid(n) for n in net.nodes[1:]]
+    assert plane.remove_member(node.ifindex, ids[1])
+    assert plane.slots(node.ifindex) == [ids[0], ids[-1]] + ids[2:-1]
+    assert plane.member(node.ifindex, ids[-1]).slot == 1
+    assert set(plane.read_members(node.ifindex)) == set(ids) - {ids[1]}
+    assert not plane.remove_member(node.ifindex, ids[1])
