@@ -286,3 +286,26 @@ def test_members_are_removed_by_moving_the_last_slot(net, plane):
     assert plane.member(node.ifindex, ids[-1]).slot == 1
     assert set(plane.read_members(node.ifindex)) == set(ids) - {ids[1]}
     assert not plane.remove_member(node.ifindex, ids[1])
+
+
+def test_with_offloads_on_the_copies_still_reach_the_targets(plane):
+    """veth with tx offload: the origin's UDP checksum field holds only the pseudo header's sum (CHECKSUM_PARTIAL,
+    never verified on the way); the program accepts that kind and gives its copies the same kind of field."""
+    with Testnet(5, bridge=True, offloads=True) as net:
+        node, origin = net.nodes[0], net.nodes[1]
+        for other in net.nodes[1:]:
+            net.set_neighbour(other, node)
+        net.socks = {n.ip: net.udp_socket(n, PORT) for n in net.nodes}
+        with plane.attach(node.ifindex, netns=node.ns):
+            configure(plane, net, [KEY])
+            for other in net.nodes[1:]:
+                plane.set_member(node.ifindex, wire._identity_bytes(ident(other)), nid(other), other.ip, PORT,
+                                 other.mac, 0)
+            send(net, heartbeat(origin, 5000, wire.Infected(ids=frozenset({nid(origin), nid(node)}))))
+            got = collect(net, FANOUT)
+            stats = plane.stats(node.ifindex)
+        assert got[node.ip] == [] and stats["handled"] == 1, stats
+        targets = forwarded(net, got)
+        assert len(targets) == FANOUT
+        for (datagram,) in targets.values():
+            assert wire.decode(datagram, cluster=CLUSTER, keys=(KEY,)).seq == 5000
