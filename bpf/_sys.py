@@ -299,7 +299,7 @@ def remove_stale_pins(root: str = PIN_ROOT) -> list[str]:
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(root):
-            m = re.fullmatch(r"(fastpath|broadcast)-(\d+)-[0-9a-f]+", name)
+            m = re.fullmatch(r"(fastpath|broadcast|hbplane)-(\d+)-[0-9a-f]+", name)
             if not m or os.path.exists(f"/proc/{m[2]}"):
                 continue
             path = os.path.join(root, name)

@@ -37,3 +37,18 @@ def test_a_run_pin_dir_is_created_on_the_project_bpffs_not_mounted_on():
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got == {"pin": got["pin"], "run_dir_is_mount": False, "root_is_mount": True, "on_bpffs": True}
+
+
+def test_stale_pin_directories_of_every_program_kind_are_found_and_only_those(tmp_path):
+    from bpf import _sys
+
+    dead = 2 ** 22 + 12345  # above the default pid_max range used here: no such process
+    assert not os.path.exists(f"/proc/{dead}")
+    for name in (f"fastpath-{dead}-a1b2c3", f"broadcast-{dead}-a1b2c3", f"hbplane-{dead}-a1b2c3",
+                 f"hbplane-{os.getpid()}-a1b2c3", f"somebody-{dead}-a1b2c3"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "hb_members").write_bytes(b"")
+    removed = sorted(os.path.basename(p) for p in _sys.remove_stale_pins(str(tmp_path)))
+    assert removed == sorted([f"broadcast-{dead}-a1b2c3", f"fastpath-{dead}-a1b2c3", f"hbplane-{dead}-a1b2c3"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"hbplane-{os.getpid()}-a1b2c3",
+                                                                 f"somebody-{dead}-a1b2c3"])
