@@ -29,6 +29,7 @@ DEFAULT_SUBNET = "10.77.0.0/16"
 # every host's eth0 would be 2; BPF maps shared between hosts are keyed by ingress ifindex and need them distinct.
 DEFAULT_IFINDEX_BASE = 1000
 MAX_NODES = 1024
+BRIDGE_MAX_PORTS = 1023  # a Linux bridge numbers its ports 1..1023 (BR_MAX_PORTS 1024, port 0 unused): EXCHFULL beyond
 MAX_BRIDGES = 256
 MAX_RING_BRIDGES = 64  # STP's max age (<= 40 s in the kernel) must outlast a BPDU's trip round the ring
 IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL: names are at most 15 characters
@@ -274,6 +275,10 @@ class Topology:
                 )
             )
         object.__setattr__(self, "hosts", tuple(hosts))
+        busiest = max(sum(1 for h in hosts if h.bridge == b) for b in range(bridges)) + (2 if bridges > 1 else 0)
+        if busiest > BRIDGE_MAX_PORTS:
+            raise TopologyError("shape", f"a Linux bridge holds at most {BRIDGE_MAX_PORTS:,} ports and {self.nodes:,} "
+                                f"hosts on one need {busiest:,}: use shape line or tree with 2 or more bridges")
 
         pairs: list[tuple[int, int]] = []
         if self.shape in ("line", "ring"):

@@ -248,10 +248,23 @@ def _check_supported(s: Scenario) -> None:
                 raise ScenarioError(s.file, st.line, f"timeline[{st.index}]", problem)
 
 
+def _check_topology(s: Scenario) -> None:
+    """An emulated network that cannot be built is refused here, before anything is made (a Linux bridge holds
+    at most 1,023 ports: 1,024 hosts need two bridges or more)."""
+    if s.backend == "sim":
+        return
+    from ..net.topology import BRIDGE_MAX_PORTS
+    if s.topology.get("shape", "bridge") == "bridge" and BRIDGE_MAX_PORTS < s.nodes <= MAX_EMULATED_NODES:
+        raise ScenarioError(s.file, None, "topology.shape",
+                            f"one Linux bridge holds at most {BRIDGE_MAX_PORTS:,} ports, and {s.nodes:,} nodes on "
+                            f"the {s.backend} backend need one each: use shape line or tree (bridges: 2 or more)")
+
+
 def _final(s: Scenario) -> Scenario:
     s = _resolve(s)
     _check_names(s)
     _check_supported(s)
+    _check_topology(s)
     return s
 
 

@@ -114,6 +114,19 @@ def test_node_count_limit_depends_on_the_backend():
         parse(GOOD, "s.yaml").with_overrides(nodes=2000, backend="mininet")
 
 
+def test_1024_nodes_on_one_bridge_are_refused_before_anything_is_built():
+    # a Linux bridge has ports 1..1023: the 1,024th port failed deep in bring-up with EXCHFULL ("Exchange full")
+    s = parse(GOOD, "s.yaml")
+    assert s.with_overrides(nodes=1023, backend="netns").nodes == 1023
+    for backend in ("netns", "mininet"):
+        with pytest.raises(ScenarioError) as e:
+            s.with_overrides(nodes=1024, backend=backend)
+        assert str(e.value).startswith("s.yaml: topology.shape: one Linux bridge holds at most 1,023 ports")
+    assert s.with_overrides(nodes=1024, backend="sim").nodes == 1024  # the simulator has no bridge
+    two = parse(GOOD.replace("nodes: 4", "nodes: 4\ntopology: {shape: line, bridges: 2}"), "s.yaml")
+    assert two.with_overrides(nodes=1024, backend="netns").nodes == 1024
+
+
 def test_dissemination_fidelity_refuses_what_it_cannot_model():
     base = ("name: t\nnodes: 100\nbackend: sim\nsim: {fidelity: dissemination}\nduration_s: 9\n"
             "checks: [metadata_converged]\nplots: [infection]\ntimeline:\n  - {at: 1, op: publish, node: n0}\n")

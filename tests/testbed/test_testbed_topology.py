@@ -40,11 +40,17 @@ def test_default_is_one_bridge_with_distinct_addresses_macs_and_ifindexes():
 
 
 def test_addresses_stay_inside_the_subnet_at_the_largest_size():
-    topo = Topology(nodes=MAX_NODES, subnet="10.99.0.0/21")
+    topo = Topology(nodes=MAX_NODES, subnet="10.99.0.0/21", shape="line", bridges=2)  # one bridge: 1,023 ports
     subnet = ipaddress.IPv4Network("10.99.0.0/21")
     assert all(ipaddress.IPv4Address(h.ip) in subnet for h in topo.hosts)
     assert len({h.ip for h in topo.hosts}) == len({h.mac for h in topo.hosts}) == MAX_NODES
     assert topo.hosts[-1].ip != str(subnet.broadcast_address)
+
+
+def test_one_bridge_holds_1023_hosts_and_no_more():
+    assert len(Topology(nodes=1023).hosts_on(0)) == 1023
+    with pytest.raises(TopologyError, match="at most 1,023 ports"):
+        Topology(nodes=1024)
 
 
 def test_line_spreads_hosts_in_order_over_a_chain_of_bridges():
