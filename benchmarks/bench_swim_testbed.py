@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from testbed import analysis  # noqa: E402
+from testbed.net.topology import BRIDGE_MAX_PORTS  # noqa: E402
 from testbed.runner import run_scenario  # noqa: E402
 from testbed.scenario import parse  # noqa: E402
 
@@ -55,7 +56,7 @@ seed: 1
 nodes: {n}
 node: {{membership: swim, cycle_s: {cycle}, timeout_s: {timeout}, xdp: true, options: {options}}}
 duration_s: {duration}
-recovery_s: {recovery}
+recovery_s: {recovery}{topology}
 checks:
   - membership_converged: {{within_s: {recovery}}}
   - no_false_deaths
@@ -77,8 +78,10 @@ def scenario_text(n: int, cycle_s: float, steady_s: float, options: dict | None 
     join_s = max(10.0, 4 * cycle_s + n / 32)
     duration = round(join_s + steady_s + 2 * cycle_s, 1)
     opts = "{" + ", ".join(f"{k}: {v}" for k, v in (options or {}).items()) + "}"
+    # one Linux bridge holds 1,023 ports: above that, two bridges in a line (one trunk between them)
+    topology = "\ntopology: {shape: line, bridges: 2}" if n > BRIDGE_MAX_PORTS else ""
     return SCENARIO.format(n=n, cycle=cycle_s, timeout=5 * cycle_s, duration=duration, recovery=max(30, 6 * cycle_s),
-                           options=opts), join_s
+                           options=opts, topology=topology), join_s
 
 
 def _suspicions(h: analysis.History, a: float, b: float) -> dict:
