@@ -13,6 +13,11 @@ interface (any namespace), and is the one writer of each node's configuration, k
 - `stats(ifindex)`: what the program did, per reason; `events()`: an `EventReader` over the ring buffer of accepted
   heartbeats (origin, seq, time, who sent the copy), read through mmap without bcc.
 
+`PlaneWriter` is one node's side of the same maps (configure, members, counters), opened from the pins without bcc
+(`PlaneWriter.from_pin(pin_dir, ifindex)`) by a node whose interface a testbed attached, or taken from a
+`HeartbeatPlane` of the same process (`writer(ifindex)`): compile once, attach to many interfaces, and each node
+writes its own. `HeartbeatPlane`'s own configure / set_member / ... go through a writer per interface.
+
 Userspace stays the authority: the program only takes what it would handle exactly as the node does and passes
 everything else unchanged. The sequence the program accepted is in the members map, not in the node's core: a
 node that runs beside the program must take it from there (or from the events) before judging what reaches it.
@@ -34,7 +39,7 @@ import threading
 
 from . import _sys
 from ._compile import PinnedProgram, compile_program
-from .errors import BpfError, BpfUsageError
+from .errors import BpfError, BpfUsageError, MapError
 
 PIN_ROOT = _sys.PIN_ROOT
 C_FILE = "tc_hbplane.c"
@@ -103,6 +108,24 @@ MAPS = {"hb_config": (ctypes.c_uint32, HbConfig), "hb_keys": (HbKeyId, B2bKey), 
 RINGBUF = "hb_events"
 
 
+WRITER_MAPS = tuple(MAPS)  # what a node's `PlaneWriter` opens: everything but the ring buffer (one consumer)
+
+
+def read_stats(stats_fd: int, ifindex: int | None = None) -> dict[str, int]:
+    """The plane's counters for one interface, or summed over all (see `HeartbeatPlane.stats`)."""
+    out = _sys.sum_percpu_counters(stats_fd, ifindex, HbStats, STAT_NAMES)
+    out["passed"] = sum(v for k, v in out.items() if k.startswith("passed_"))
+    return out
+
+
+def _check_map(fd: int, name: str) -> None:
+    key_type, value_type = MAPS[name]
+    info = _sys.map_info(fd)
+    if (info.key_size, info.value_size) != (ctypes.sizeof(key_type), ctypes.sizeof(value_type)):
+        raise BpfError(f"map {name}: key/value of {info.key_size}/{info.value_size} bytes, expected "
+                       f"{ctypes.sizeof(key_type)}/{ctypes.sizeof(value_type)} (a pin from another version?)")
+
+
 def map_sizes(nodes: int, members: int) -> dict[str, int]:
     """-D sizes for one program serving NODES interfaces whose nodes each have up to MEMBERS members."""
     if not (isinstance(nodes, int) and isinstance(members, int) and nodes >= 1 and members >= 1):
@@ -129,16 +152,6 @@ def _packed_mac(mac) -> bytes | None:
     if not isinstance(mac, (bytes, bytearray)) or len(mac) != 6:
         raise BpfUsageError(f"a MAC is 6 bytes or 'aa:bb:cc:dd:ee:ff', got {mac!r}")
     return bytes(mac)
-
-
-class _Node:
-    """What the loader keeps of one configured interface: the members' slots, in order."""
-
-    def __init__(self) -> None:
-        self.slots: list[int] = []
-        self.pos: dict[int, int] = {}
-        self.config = HbConfig()
-        self.keys: list[bytes] = []
 
 
 class EventReader:
@@ -197,13 +210,10 @@ class HeartbeatPlane(PinnedProgram):
 
     def __init__(self, bpf, prog_fd: int, pin_dir: str) -> None:
         super().__init__(bpf, prog_fd, pin_dir)
-        self._nodes: dict[int, _Node] = {}
+        self._nodes: dict[int, PlaneWriter] = {}
         self._lock = threading.Lock()
-        for name, (key_type, value_type) in MAPS.items():
-            info = _sys.map_info(self.map_fds[name])
-            if (info.key_size, info.value_size) != (ctypes.sizeof(key_type), ctypes.sizeof(value_type)):
-                raise BpfError(f"map {name}: key/value of {info.key_size}/{info.value_size} bytes, expected "
-                               f"{ctypes.sizeof(key_type)}/{ctypes.sizeof(value_type)}")
+        for name in MAPS:
+            _check_map(self.map_fds[name], name)
 
     @classmethod
     def compile(cls, *, pin_dir: str | None = None, nodes: int | None = None, members: int | None = None,
@@ -242,17 +252,138 @@ class HeartbeatPlane(PinnedProgram):
         finally:
             self.unconfigure(ifindex)
 
-    # ---- configuration ----
+    # ---- configuration: each interface's node through its own `PlaneWriter` on this process's map fds ----
+
+    def writer(self, ifindex: int) -> "PlaneWriter":
+        """A writer of the node on IFINDEX sharing this process's map fds (for a node run in this process). The
+        writer owns that interface's configuration and members from then on: it and this object must not both
+        write them."""
+        return PlaneWriter.from_fds(ifindex, {name: self.map_fds[name] for name in WRITER_MAPS})
+
+    def _writer(self, ifindex: int, *, create: bool = False) -> "PlaneWriter | None":
+        with self._lock:
+            w = self._nodes.get(ifindex)
+            if w is None and create:
+                w = self._nodes[ifindex] = PlaneWriter.from_fds(ifindex, {n: self.map_fds[n] for n in WRITER_MAPS})
+            return w
+
+    def _node(self, ifindex: int) -> "PlaneWriter":
+        w = self._writer(ifindex)
+        if w is None:
+            raise BpfUsageError(f"ifindex {ifindex} is not configured")
+        return w
 
     def configure(self, ifindex: int, self_id: int, cluster: int, addr: str, port: int, mac, fanout: int,
                   max_packet_bytes: int, keys) -> None:
-        """Enable the plane for the node on IFINDEX. CLUSTER is the 32-bit cluster id; KEYS the node's secrets,
-        1..4, the first signing. Reconfiguring keeps the members and any key whose bytes did not change."""
+        """Enable the plane for the node on IFINDEX (see `PlaneWriter.configure`)."""
+        self._writer(ifindex, create=True).configure(self_id, cluster, addr, port, mac, fanout, max_packet_bytes,
+                                                     keys)
+
+    def unconfigure(self, ifindex: int) -> None:
+        """Disable the plane on IFINDEX and delete its keys and members, whoever wrote them (its counters stay
+        readable)."""
+        with self._lock:
+            w = self._nodes.pop(ifindex, None)
+        if w is None:
+            w = PlaneWriter.from_fds(ifindex, {n: self.map_fds[n] for n in WRITER_MAPS})
+        try:
+            w.reset()
+        finally:
+            w.close()
+
+    def set_member(self, ifindex: int, identity_bytes: bytes, node_id: int, addr: str, port: int, mac,
+                   seq: int) -> None:
+        """Add or rewrite member NODE_ID of the node on IFINDEX (see `PlaneWriter.set_member`)."""
+        self._node(ifindex).set_member(identity_bytes, node_id, addr, port, mac, seq)
+
+    def remove_member(self, ifindex: int, node_id: int) -> bool:
+        """Forget member NODE_ID of the node on IFINDEX; the last slot moves into its hole. False if unknown."""
+        return self._node(ifindex).remove_member(node_id)
+
+    # ---- reading ----
+
+    def read_members(self, ifindex: int) -> dict[int, tuple[int, int]]:
+        """{node_id: (seq, last_seen_ns)} of every member of the node on IFINDEX."""
+        return self._node(ifindex).read_members()
+
+    def member(self, ifindex: int, node_id: int) -> HbMember | None:
+        value = HbMember()
+        return value if _sys.map_lookup(self.map_fds["hb_members"], HbKeyId(ifindex, node_id), value) else None
+
+    def slots(self, ifindex: int) -> list[int]:
+        """The member ids in slot order, as the program sees them."""
+        return self._node(ifindex).slots()
+
+    def stats(self, ifindex: int | None = None) -> dict[str, int]:
+        """Counters of one interface or summed over all: handled (accepted and forwarded), accepted_no_targets,
+        copies, clone_errors, rewrite_errors, passed_<reason> for each reason a datagram went to userspace, and
+        ``passed``, their sum."""
+        return read_stats(self.map_fds["hb_stats"], ifindex)
+
+    def _release(self) -> None:
+        with self._lock:
+            writers, self._nodes = list(self._nodes.values()), {}
+        for w in writers:
+            w.close()
+
+    def events(self) -> EventReader:
+        """A reader of the accepted-heartbeat ring buffer (one consumer at a time)."""
+        return EventReader(self.map_fds[RINGBUF])
+
+
+class PlaneWriter:
+    """One node's side of the plane: its configuration, key ring and member table on one interface, and its
+    counters. Plain bpf(2) calls on map fds: no bcc, no compile, no netlink.
+
+    Open it from the pin directory the testbed hands the node (`PlaneWriter.from_pin(pin_dir, ifindex)`, IFINDEX
+    the node's own interface inside its namespace), or get one from the `HeartbeatPlane` of this process
+    (`HeartbeatPlane.writer`). One writer per interface: it keeps the members' slots (dense 0..count-1, the
+    program's random choice) in this process, so nothing else may write that interface's members meanwhile. A
+    node starting afresh calls `reset()` first: what an earlier process on this interface left is deleted.
+    """
+
+    def __init__(self, fds: dict[str, int], ifindex: int) -> None:
+        """Takes ownership of FDS (name -> fd of each of `WRITER_MAPS`); use `from_pin` or `from_fds`."""
+        self.ifindex = ifindex
+        self._fds = fds
+        self._slots: list[int] = []  # member ids in slot order
+        self._pos: dict[int, int] = {}
+        self.config = HbConfig()
+        self._keys: list[bytes] = []
+        self._configured = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pin(cls, pin_dir: str, ifindex: int) -> "PlaneWriter":
+        """A writer on the maps pinned in PIN_DIR (by a `HeartbeatPlane` in another process)."""
+        fds: dict[str, int] = {}
+        try:
+            for name in WRITER_MAPS:
+                fds[name] = _sys.obj_get(os.path.join(pin_dir, name))
+                _check_map(fds[name], name)
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        return cls(fds, ifindex)
+
+    @classmethod
+    def from_fds(cls, ifindex: int, fds: dict[str, int]) -> "PlaneWriter":
+        """A writer on map fds this process holds (duplicated: the caller keeps its own)."""
+        return cls({name: os.dup(fds[name]) for name in WRITER_MAPS}, ifindex)
+
+    # ---- configuration ----
+
+    def configure(self, self_id: int, cluster: int, addr: str, port: int, mac, fanout: int,
+                  max_packet_bytes: int, keys) -> None:
+        """Enable the plane for this node. CLUSTER is the 32-bit cluster id; KEYS the node's secrets, 1..4, the
+        first signing. The first call zeroes the interface's counters; reconfiguring keeps the members and any key
+        whose bytes did not change."""
         keys = [bytes(k) for k in keys]
         if not 1 <= len(keys) <= KEYS_MAX or any(len(k) > 64 for k in keys):
             raise BpfUsageError(f"configure: 1..{KEYS_MAX} keys of at most 64 bytes, got {[len(k) for k in keys]}")
         if not (0 <= self_id <= _U32 and 0 <= cluster <= _U32 and 0 < port < 65536):
-            raise BpfUsageError(f"configure: self_id/cluster must be u32 and port 1..65535")
+            raise BpfUsageError("configure: self_id/cluster must be u32 and port 1..65535")
         if not 1 <= fanout <= FANOUT_MAX:
             raise BpfUsageError(f"configure: fanout must be 1..{FANOUT_MAX}, got {fanout}")
         if not 64 <= max_packet_bytes <= 28 + PAYLOAD_MAX:
@@ -260,70 +391,70 @@ class HeartbeatPlane(PinnedProgram):
         mac_b = _packed_mac(mac)
         if mac_b is None:
             raise BpfUsageError("configure: the node's MAC is required (the copies' source)")
+        fds = self._fds
         with self._lock:
-            node = self._nodes.get(ifindex)
-            fresh = node is None
-            if fresh:
-                node = self._nodes[ifindex] = _Node()
-                _sys.percpu_update(self.map_fds["hb_stats"], ctypes.c_uint32(ifindex), HbStats())
-            cfg = node.config
+            if not self._configured:
+                _sys.percpu_update(fds["hb_stats"], ctypes.c_uint32(self.ifindex), HbStats())
+                self._configured = True
+            cfg = self.config
             cfg.self_id, cfg.cluster_id = self_id, cluster
             cfg.addr[:] = _packed_ip(addr)
             cfg.port[:] = port.to_bytes(2, "big")
             cfg.mac[:] = mac_b
             cfg.fanout, cfg.max_packet_bytes = fanout, max_packet_bytes
-            cfg.members = len(node.slots)
+            cfg.members = len(self._slots)
             cfg.enabled = 1
             # a shrinking ring: the config first, so the program never asks for a key being deleted
-            if len(keys) < len(node.keys):
+            if len(keys) < len(self._keys):
                 cfg.nkeys = len(keys)
-                self._write_config(ifindex, cfg)
+                self._write_config()
             for i, key in enumerate(keys):
-                if i < len(node.keys) and node.keys[i] == key:
+                if i < len(self._keys) and self._keys[i] == key:
                     continue  # unchanged: keep the chaining value the program prepared
                 value = B2bKey(len=len(key))  # zeroed: bytes past len are 0, prekeyed 0
                 ctypes.memmove(value.bytes, key, len(key))
                 # a new element (the map does not preallocate): a program preparing the old key writes the old one
-                _sys.map_update(self.map_fds["hb_keys"], HbKeyId(ifindex, i), value)
-            for i in range(len(keys), len(node.keys)):
-                _sys.map_delete(self.map_fds["hb_keys"], HbKeyId(ifindex, i))
-            node.keys = keys
+                _sys.map_update(fds["hb_keys"], HbKeyId(self.ifindex, i), value)
+            for i in range(len(keys), len(self._keys)):
+                _sys.map_delete(fds["hb_keys"], HbKeyId(self.ifindex, i))
+            self._keys = keys
             cfg.nkeys = len(keys)
-            self._write_config(ifindex, cfg)
+            self._write_config()
 
-    def _write_config(self, ifindex: int, cfg: HbConfig) -> None:
-        _sys.map_update(self.map_fds["hb_config"], ctypes.c_uint32(ifindex), cfg)
+    def _write_config(self) -> None:
+        _sys.map_update(self._fds["hb_config"], ctypes.c_uint32(self.ifindex), self.config)
 
-    def unconfigure(self, ifindex: int) -> None:
-        """Disable the plane on IFINDEX and delete its keys and members (its counters stay readable)."""
+    def reset(self) -> None:
+        """Disable the plane on this interface and delete its configuration, keys, members and slots, whoever
+        wrote them (a walk of the member and slot maps; its counters stay readable)."""
+        fds, ifindex = self._fds, self.ifindex
         with self._lock:
-            node = self._nodes.pop(ifindex, None)
-            _sys.map_delete(self.map_fds["hb_config"], ctypes.c_uint32(ifindex))
-            if node is None:
-                return
-            for i in range(len(node.keys)):
-                _sys.map_delete(self.map_fds["hb_keys"], HbKeyId(ifindex, i))
-            for slot, nid in enumerate(node.slots):
-                _sys.map_delete(self.map_fds["hb_slots"], HbKeyId(ifindex, slot))
-                _sys.map_delete(self.map_fds["hb_members"], HbKeyId(ifindex, nid))
+            _sys.map_delete(fds["hb_config"], ctypes.c_uint32(ifindex))
+            for i in range(KEYS_MAX):
+                _sys.map_delete(fds["hb_keys"], HbKeyId(ifindex, i))
+            for name, value_size in (("hb_slots", 4), ("hb_members", ctypes.sizeof(HbMember))):
+                pairs = memoryview(_sys.map_keys_bytes(fds[name], ctypes.sizeof(HbKeyId), value_size)).cast("I")
+                for i, owner in enumerate(pairs[0::2]):  # (ifindex, index) in host order, as HbKeyId lays them out
+                    if owner == ifindex:
+                        _sys.map_delete(fds[name], HbKeyId(ifindex, pairs[2 * i + 1]))
+            self._slots, self._pos, self._keys = [], {}, []
+            self.config = HbConfig()
+            self._configured = False
 
-    def _node(self, ifindex: int) -> _Node:
-        node = self._nodes.get(ifindex)
-        if node is None:
-            raise BpfUsageError(f"ifindex {ifindex} is not configured")
-        return node
-
-    def set_member(self, ifindex: int, identity_bytes: bytes, node_id: int, addr: str, port: int, mac,
-                   seq: int) -> None:
-        """Add or rewrite the member NODE_ID of the node on IFINDEX: its Identity as on the wire (longer than 64
-        bytes: its heartbeats pass to userspace), where it listens, its MAC (None: unknown, a heartbeat that would
-        target it passes), and the highest heartbeat sequence accepted from it."""
+    def set_member(self, identity_bytes: bytes, node_id: int, addr: str, port: int, mac, seq: int, *,
+                   keep_higher_seq: bool = False) -> None:
+        """Add or rewrite member NODE_ID: its Identity as on the wire (longer than 64 bytes: its heartbeats pass to
+        userspace), where it listens, its MAC (None: unknown, a heartbeat that would target it passes), and the
+        highest heartbeat sequence accepted from it. With KEEP_HIGHER_SEQ a member already there keeps a higher
+        sequence the program (or an earlier call) wrote. A rewrite keeps last_seen."""
         if not (0 <= node_id <= _U32 and 0 < port < 65536 and 0 <= seq < 1 << 64):
             raise BpfUsageError("set_member: node_id u32, port 1..65535, seq u64")
         mac_b = _packed_mac(mac)
+        fds = self._fds
         with self._lock:
-            node = self._node(ifindex)
-            if node_id == node.config.self_id:
+            if not self._configured:
+                raise BpfUsageError(f"ifindex {self.ifindex} is not configured")
+            if node_id == self.config.self_id:
                 raise BpfUsageError("set_member: a node is not its own member")
             value = HbMember(seq=seq, has_mac=mac_b is not None)
             value.addr[:] = _packed_ip(addr)
@@ -335,83 +466,124 @@ class HeartbeatPlane(PinnedProgram):
                 ctypes.memmove(value.ident, bytes(identity_bytes), len(identity_bytes))
             else:
                 value.ident_len = IDENT_TOO_LONG
-            key = HbKeyId(ifindex, node_id)
-            slot = node.pos.get(node_id)
+            key = HbKeyId(self.ifindex, node_id)
+            slot = self._pos.get(node_id)
             if slot is not None:
                 old = HbMember()
-                if _sys.map_lookup(self.map_fds["hb_members"], key, old):
+                if _sys.map_lookup(fds["hb_members"], key, old):
                     value.last_seen_ns = old.last_seen_ns
+                    if keep_higher_seq and old.seq > seq:
+                        value.seq = old.seq
                 value.slot = slot
-                _sys.map_update(self.map_fds["hb_members"], key, value)
+                _sys.map_update(fds["hb_members"], key, value)
                 return
-            slot = len(node.slots)
+            slot = len(self._slots)
             value.slot = slot
-            _sys.map_update(self.map_fds["hb_members"], key, value)
-            _sys.map_update(self.map_fds["hb_slots"], HbKeyId(ifindex, slot), ctypes.c_uint32(node_id))
-            node.slots.append(node_id)
-            node.pos[node_id] = slot
-            node.config.members = len(node.slots)  # last: the program probes only slots below it
-            self._write_config(ifindex, node.config)
+            _sys.map_update(fds["hb_members"], key, value)
+            try:
+                _sys.map_update(fds["hb_slots"], HbKeyId(self.ifindex, slot), ctypes.c_uint32(node_id))
+            except BaseException:
+                _sys.map_delete(fds["hb_members"], key)
+                raise
+            self._slots.append(node_id)
+            self._pos[node_id] = slot
+            self.config.members = len(self._slots)  # last: the program probes only slots below it
+            self._write_config()
 
-    def remove_member(self, ifindex: int, node_id: int) -> bool:
-        """Forget member NODE_ID of the node on IFINDEX; the last slot moves into its hole. False if unknown."""
+    def raise_seq(self, node_id: int, seq: int) -> bool:
+        """Make SEQ member NODE_ID's accepted sequence unless the map holds a higher one already (what the node
+        accepted itself, so the program takes the copies as duplicates too). False for an unknown member or a
+        sequence not above the one held.
+
+        Not atomic with the program's compare-and-swap: a heartbeat the program accepts between this lookup and
+        update (the origin's NEXT heartbeat, within microseconds) would be overwritten by the lower SEQ, and a copy
+        of it could then be taken a second time."""
+        if node_id not in self._pos:
+            return False
+        value = HbMember()
+        key = HbKeyId(self.ifindex, node_id)
+        fd = self._fds["hb_members"]
+        if not _sys.map_lookup(fd, key, value) or value.seq >= seq:
+            return False
+        value.seq = seq
+        try:
+            _sys.map_update(fd, key, value, _sys.BPF_EXIST)
+        except MapError:  # removed meanwhile
+            return False
+        return True
+
+    def remove_member(self, node_id: int) -> bool:
+        """Forget member NODE_ID; the last slot moves into its hole. False if unknown."""
+        fds, ifindex = self._fds, self.ifindex
         with self._lock:
-            node = self._node(ifindex)
-            slot = node.pos.pop(node_id, None)
+            slot = self._pos.pop(node_id, None)
             if slot is None:
                 return False
-            node.config.members = len(node.slots) - 1  # first: the program stops probing the last slot
-            self._write_config(ifindex, node.config)
+            self.config.members = len(self._slots) - 1  # first: the program stops probing the last slot
+            self._write_config()
             # from here a probe of SLOT finds no member (passed as a race), never a removed one's address
-            _sys.map_delete(self.map_fds["hb_members"], HbKeyId(ifindex, node_id))
-            last = node.slots.pop()
+            _sys.map_delete(fds["hb_members"], HbKeyId(ifindex, node_id))
+            last = self._slots.pop()
             if last != node_id:
-                node.slots[slot] = last
-                node.pos[last] = slot
+                self._slots[slot] = last
+                self._pos[last] = slot
                 moved = HbMember()
                 mkey = HbKeyId(ifindex, last)
-                if _sys.map_lookup(self.map_fds["hb_members"], mkey, moved):
+                if _sys.map_lookup(fds["hb_members"], mkey, moved):
                     moved.slot = slot
-                    _sys.map_update(self.map_fds["hb_members"], mkey, moved)
-                _sys.map_update(self.map_fds["hb_slots"], HbKeyId(ifindex, slot), ctypes.c_uint32(last))
-            _sys.map_delete(self.map_fds["hb_slots"], HbKeyId(ifindex, len(node.slots)))
+                    _sys.map_update(fds["hb_members"], mkey, moved)
+                _sys.map_update(fds["hb_slots"], HbKeyId(ifindex, slot), ctypes.c_uint32(last))
+            _sys.map_delete(fds["hb_slots"], HbKeyId(ifindex, len(self._slots)))
             return True
 
     # ---- reading ----
 
-    def read_members(self, ifindex: int) -> dict[int, tuple[int, int]]:
-        """{node_id: (seq, last_seen_ns)} of every member of the node on IFINDEX."""
+    @property
+    def members(self) -> list[int]:
+        """The member ids this writer registered, in slot order."""
+        return list(self._slots)
+
+    def member(self, node_id: int, into: HbMember | None = None) -> HbMember | None:
+        """Member NODE_ID's map value (read into INTO when given: no allocation), or None."""
+        value = into if into is not None else HbMember()
+        return value if _sys.map_lookup(self._fds["hb_members"], HbKeyId(self.ifindex, node_id), value) else None
+
+    def read_members(self) -> dict[int, tuple[int, int]]:
+        """{node_id: (seq, last_seen_ns)} of every member: one lookup each."""
         out = {}
         value = HbMember()
+        key = HbKeyId(self.ifindex, 0)
+        fd = self._fds["hb_members"]
         with self._lock:
-            ids = list(self._node(ifindex).slots)
+            ids = list(self._slots)
         for nid in ids:
-            if _sys.map_lookup(self.map_fds["hb_members"], HbKeyId(ifindex, nid), value):
+            key.index = nid
+            if _sys.map_lookup(fd, key, value):
                 out[nid] = (value.seq, value.last_seen_ns)
         return out
 
-    def member(self, ifindex: int, node_id: int) -> HbMember | None:
-        value = HbMember()
-        return value if _sys.map_lookup(self.map_fds["hb_members"], HbKeyId(ifindex, node_id), value) else None
-
-    def slots(self, ifindex: int) -> list[int]:
+    def slots(self) -> list[int]:
         """The member ids in slot order, as the program sees them."""
-        node = self._node(ifindex)
         out = []
         value = ctypes.c_uint32()
-        for slot in range(len(node.slots)):
-            if _sys.map_lookup(self.map_fds["hb_slots"], HbKeyId(ifindex, slot), value):
+        for slot in range(len(self._slots)):
+            if _sys.map_lookup(self._fds["hb_slots"], HbKeyId(self.ifindex, slot), value):
                 out.append(value.value)
         return out
 
-    def stats(self, ifindex: int | None = None) -> dict[str, int]:
-        """Counters of one interface or summed over all: handled (accepted and forwarded), accepted_no_targets,
-        copies, clone_errors, rewrite_errors, passed_<reason> for each reason a datagram went to userspace, and
-        ``passed``, their sum."""
-        out = _sys.sum_percpu_counters(self.map_fds["hb_stats"], ifindex, HbStats, STAT_NAMES)
-        out["passed"] = sum(v for k, v in out.items() if k.startswith("passed_"))
-        return out
+    def stats(self) -> dict[str, int]:
+        """This interface's counters (see `HeartbeatPlane.stats`)."""
+        return read_stats(self._fds["hb_stats"], self.ifindex)
 
-    def events(self) -> EventReader:
-        """A reader of the accepted-heartbeat ring buffer (one consumer at a time)."""
-        return EventReader(self.map_fds[RINGBUF])
+    def close(self) -> None:
+        """Close the map fds (the maps keep what was written: `reset` first to take this node out)."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> "PlaneWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
