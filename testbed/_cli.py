@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     except TestbedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: everything the run created has been removed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        from .runner import Terminated
+        print(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}: everything the run created has been "
+              "removed", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130

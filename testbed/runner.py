@@ -7,9 +7,12 @@ process, for callers that already run an event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .cluster import for_scenario
@@ -19,9 +22,44 @@ from .progress import Progress, as_progress
 from .scenario import Scenario
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived during a run: handled as Ctrl-C is (faults stopped, nodes read, everything removed)."""
+
+
+@contextlib.contextmanager
+def _sigterm_ends_the_run_cleanly():
+    """While a run is in progress in this process's main thread, SIGTERM raises `Terminated` instead of killing the
+    process where it stands (which left every namespace, link, program and node process behind: a killed
+    benchmark did). A further SIGTERM during the teardown is ignored, so the teardown finishes; SIGKILL still ends
+    it. A handler the caller installed is left alone."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    fired = False
+
+    def on_term(signum, frame):
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_scenario(scenario: Scenario, out_dir: Path, *, progress: bool | Progress = False) -> dict:
     """Run SCENARIO into the new run directory OUT_DIR and return its summary. PROGRESS: shown on stderr (True),
-    not (False), or on a caller's `Progress`, which the run's phases then share."""
+    not (False), or on a caller's `Progress`, which the run's phases then share. SIGTERM during the run ends it as
+    Ctrl-C does (`Terminated`, a KeyboardInterrupt), after removing everything it made."""
+    with _sigterm_ends_the_run_cleanly():
+        return _run(scenario, out_dir, progress)
+
+
+def _run(scenario: Scenario, out_dir: Path, progress: bool | Progress) -> dict:
     out = prepare_out(Path(out_dir))
     p = as_progress(progress)
     if scenario.backend == "sim" and scenario.sim.get("fidelity") == "dissemination":
