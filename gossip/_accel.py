@@ -1,4 +1,5 @@
-"""Optional kernel acceleration for a node: the XDP fast path and the TC in-kernel broadcaster from ``bpf/``.
+"""Optional kernel acceleration for a node: the XDP fast path, the TC in-kernel broadcaster and the TC heartbeat
+plane (``--kernel-heartbeats``) from ``bpf/``.
 
 Acceleration never changes what a node does, only where work happens. When it cannot be had (no bcc, no kernel
 headers, not root, no such interface, an interface whose XDP slot is taken, anything else that goes wrong while
@@ -104,3 +105,59 @@ def _open(stack, bpf, args, config):
             stack.enter_context(prog.attach(ifindex))
             broadcaster = stack.enter_context(prog.sender(ifindex))
     return fastpath, broadcaster
+
+
+@contextlib.contextmanager
+def heartbeat_plane(args, config, fastpath):
+    """Yield the heartbeat plane's writer (`bpf.hbplane.PlaneWriter`) for the node's interface when
+    ``config.kernel_heartbeats`` asks for it and it can be had, else None (after one warning line saying why).
+
+    Standalone (``--xdp IFACE``): compiled and attached at clsact ingress of IFACE here, for this node alone. With
+    ``--hbplane-pin DIR`` the testbed compiled it once and attached it to every node's interface: the node only
+    opens the pinned maps and writes its own entries."""
+    if not config.kernel_heartbeats:
+        yield None
+        return
+    if fastpath is None:
+        if not (args.xdp or args.xdp_pin):  # otherwise the fast path's own line said why the node runs without
+            log.warning("kernel heartbeat plane unavailable: it needs the XDP fast path (--xdp IFACE); "
+                        "heartbeats handled in userspace")
+        yield None
+        return
+    from . import _plane
+
+    why = _plane.refusal(config)
+    if why is not None:
+        log.warning("kernel heartbeat plane unavailable: %s; heartbeats handled in userspace", why)
+        yield None
+        return
+    import bpf
+
+    with contextlib.ExitStack() as stack:
+        try:
+            with contextlib.ExitStack() as attempt:  # a failed attempt undoes its own partial attachment
+                writer = _open_plane(attempt, args)
+                stack.push(attempt.pop_all())
+        except Exception as e:
+            log.warning("kernel heartbeat plane unavailable: %s; heartbeats handled in userspace",
+                        _one_line(e, expected=isinstance(e, (OSError, bpf.BpfError))))
+            log.debug("opening the heartbeat plane failed", exc_info=True)
+            writer = None
+        yield writer
+
+
+def _open_plane(stack, args):
+    from bpf.hbplane import HeartbeatPlane, PlaneWriter
+
+    iface = args.xdp or "eth0"
+    ifindex = socket.if_nametoindex(iface)
+    pin = getattr(args, "hbplane_pin", None)
+    if pin:
+        writer = stack.enter_context(PlaneWriter.from_pin(pin, ifindex))
+        log.info("heartbeat plane: maps pinned in %s for %s (ifindex %d)", pin, iface, ifindex)
+        return writer
+    plane = stack.enter_context(HeartbeatPlane.compile(nodes=1))
+    stack.enter_context(plane.attach(ifindex))
+    writer = stack.enter_context(plane.writer(ifindex))
+    log.info("heartbeat plane attached to %s (ifindex %d, clsact ingress)", iface, ifindex)
+    return writer

@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--broadcast", action="store_true",
                    help="send rumors through the TC in-kernel broadcaster (UDP; with --xdp)")
     n.add_argument("--broadcast-pin", metavar="DIR", help="use broadcaster maps pinned in DIR (testbed)")
+    n.add_argument("--kernel-heartbeats", action="store_true",
+                   help="let the TC heartbeat plane take fresh heartbeats in the kernel (with --xdp; heartbeat "
+                        "membership, UDP)")
+    n.add_argument("--hbplane-pin", metavar="DIR",
+                   help="use heartbeat-plane maps pinned in DIR (attached by the testbed; with --kernel-heartbeats)")
     sub.add_parser("demo", help="run a small local cluster on loopback and show it converge")
     return p
 
@@ -173,7 +178,7 @@ async def run_node(args) -> int:
                         secrets=tuple(s.encode() for s in args.secret) or (b"",), cluster=args.cluster,
                         protocol=args.protocol, membership=args.membership, listen_addr=args.addr,
                         listen_port=args.port, log_level=args.log_level, state_dir=args.state_dir,
-                        options=tuple(args.option))
+                        options=tuple(args.option), kernel_heartbeats=args.kernel_heartbeats)
     try:
         events = _open_events(args.events) if args.events else None
     except OSError as e:
@@ -185,10 +190,11 @@ async def run_node(args) -> int:
     # nothing: the flush is bounded anyway.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    with _accel.accelerators(args, config) as (fastpath, broadcaster):
+    with _accel.accelerators(args, config) as (fastpath, broadcaster), \
+            _accel.heartbeat_plane(args, config, fastpath) as plane:
         node = Node(config, name=args.name, private=args.private.encode(), seeds=tuple(args.seed),
                     rng=random.Random(args.rng_seed), events=events, fastpath=fastpath, broadcaster=broadcaster,
-                    record_refreshes=args.record_refreshes)
+                    record_refreshes=args.record_refreshes, plane=plane)
         runner = None
         try:
             try:

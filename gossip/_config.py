@@ -35,6 +35,9 @@ class NodeConfig:
     state_dir: str | None = None  # where the adopted metadata and the HLC mark are kept durably (None: memory)
     # the membership protocol's own settings, checked against its OPTIONS (a mapping is taken; kept as sorted pairs)
     options: tuple[tuple[str, Any], ...] = ()
+    # let the kernel's heartbeat plane (bpf/tc_hbplane.c) take fresh heartbeats: needs the XDP fast path, membership
+    # heartbeat and UDP; where it cannot be had the node says so once and handles them itself, with the same result
+    kernel_heartbeats: bool = False
 
     def __post_init__(self) -> None:
         _check(self.fanout, "fanout", int, 1, 1024)
@@ -72,6 +75,9 @@ class NodeConfig:
         if self.state_dir is not None and (not isinstance(self.state_dir, str) or not self.state_dir
                                            or "\0" in self.state_dir):
             raise ConfigError("state_dir", f"must be a directory path (a non-empty string), got {self.state_dir!r}")
+
+        if not isinstance(self.kernel_heartbeats, bool):
+            raise ConfigError("kernel_heartbeats", f"must be true or false, got {self.kernel_heartbeats!r}")
 
     def option(self, name: str) -> Any:
         """The value of the membership protocol's option NAME: the one given, else the protocol's default."""

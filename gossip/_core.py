@@ -124,6 +124,32 @@ class GossipCore(CoreBase):
             return  # gone: it must not forward (a forward would carry its sends past its own LEAVE)
         self._HANDLERS[type(msg)](self, msg, now)
 
+    def kernel_refreshed(self, origin: int, seq: int, last_seen: float) -> bool:
+        """A heartbeat of ORIGIN at SEQ that the kernel's heartbeat plane accepted and forwarded itself at LAST_SEEN
+        (this core's clock): the same effect as `_on_heartbeat` accepting it, minus the forwarding, which the
+        kernel did -- the entry refreshed (last_seen never moves back), SEQ remembered so later copies are
+        duplicates or stale, a ``member_refreshed`` when refreshes are recorded, and the sequence listed by
+        `take_accepted` so the XDP fast path drops the copies the kernel's forwards cause.
+
+        Only a listed member whose SEQ is above the one accepted counts (the plane holds only members the node
+        registered; one removed or left meanwhile is the node's to take back from its next heartbeat). Several
+        heartbeats the kernel took between two reads arrive as the last one. Returns whether it counted."""
+        entry = self._entries.get(origin)
+        if entry is None or not entry.heard or self._left or origin == self.node_id:
+            return False
+        last = self._accepted_seq.get(origin)
+        if last is not None and seq <= last:
+            return False
+        self._remember_seq(origin, seq)
+        entry.seq = seq
+        if last_seen > entry.last_seen:
+            entry.last_seen = last_seen
+        if self._record_refreshes:
+            self._events.append(MemberRefreshed(node_id=origin, seq=seq))
+        self.stats["kernel_refreshed"] += 1
+        self._accepted.append(Accepted(type=wire.MsgType.HEARTBEAT, origin=origin, seq=seq))
+        return True
+
     # ---- handlers: one per message type ----------------------------------------------------------------------
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now: float) -> None:

@@ -125,6 +125,9 @@ def handle(node: Node, method: str, path: str, body: bytes):
         xdp = node.fastpath_stats()
         if xdp is not None:  # what the kernel dropped before the node saw it, and the fast path's map use
             out["xdp"] = xdp
+        plane = node.plane_stats()
+        if plane is not None:  # the heartbeats the kernel took (handled) and why the others reached the node
+            out["hbplane"] = plane
         return out
     if route == ("POST", "/publish"):
         try:

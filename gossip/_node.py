@@ -4,8 +4,10 @@
 Everything protocol-related lives in the core, and what to do with its outputs (in which order, what the log
 records) in `gossip._driver`, which the simulator shares; this module only moves bytes and time. Received datagrams
 go into a bounded queue of ``buffer`` entries (a full queue counts and drops) that one callback drains in batches.
-Optional accelerators (the XDP fast-path state writer and the TC broadcaster, from ``bpf/``) are plain objects
-passed in; without them the node behaves identically in pure userspace.
+Optional accelerators (the XDP fast-path state writer, the TC broadcaster and the heartbeat plane's writer, from
+``bpf/``) are plain objects passed in; without them the node behaves identically in pure userspace. With the plane
+(``plane=``, `gossip._plane`) the kernel takes fresh heartbeats itself; what it took is read back into the core
+before each timer step, each heartbeat datagram of a registered member, `get` and `stats`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import IO, Callable, Protocol
 from ._config import NodeConfig
 from ._core import MemberInfo, Version
 from ._driver import CoreDriver
+from ._plane import PlaneSync
 from ._events import Accepted, Event, Send
 from ._state import StateError
 from ._transport import TcpTransport, UdpTransport, errno_reason
@@ -84,9 +87,11 @@ class Node:
                  clock: Callable[[], float] = time.time, events: IO[str] | None = None,
                  record_refreshes: bool = False, fastpath: FastPathSink | None = None,
                  broadcaster: BroadcastSink | None = None, stats_every_cycle: bool = True,
-                 trace: IO[str] | None = None) -> None:
+                 trace: IO[str] | None = None, plane=None) -> None:
         if broadcaster is not None and config.protocol != "udp":
             raise UsageError("broadcaster: the in-kernel broadcaster works with protocol udp only")
+        if plane is not None and (config.protocol != "udp" or config.membership != "heartbeat"):
+            raise UsageError("plane: the kernel heartbeat plane works with protocol udp and membership heartbeat only")
         self.config = config
         self.identity = Identity(name=name, addr=config.listen_addr, port=config.listen_port, private=private)
         self._clock = clock
@@ -100,9 +105,14 @@ class Node:
         self._events_out = events
         self._fastpath = fastpath
         self._broadcaster = broadcaster
+        sink = _FastPathAccepted(fastpath) if fastpath is not None else None
+        self._plane: PlaneSync | None = None
+        if plane is not None:  # between the core and the fast path's sink: see gossip._plane
+            self._plane = sink = PlaneSync(plane, self.core, clock=clock, record=self._record_at, inner=sink,
+                                           trace=self._trace_op if trace is not None else None)
         self._driver = CoreDriver(self.core, name=name, send=self._send, write=self._write, now=now,
-                                  fastpath=_FastPathAccepted(fastpath) if fastpath is not None else None,
-                                  on_event=_log_event, record_stats=stats_every_cycle, stats_extra=self._stats_extra)
+                                  fastpath=sink, on_event=_log_event if plane is None else self._on_event,
+                                  record_stats=stats_every_cycle, stats_extra=self._stats_extra)
         self._queue: collections.deque[tuple[bytes, str]] = collections.deque()
         self._handle_ms: list[float] = []  # see _stats_extra
         self._drain_scheduled = False
@@ -126,6 +136,8 @@ class Node:
         else:
             self._transport = await TcpTransport.open(cfg.listen_addr, cfg.listen_port, self._on_datagram,
                                                       self._on_transport_error, queue_depth=cfg.buffer)
+        if self._plane is not None:
+            self._start_plane()
         if self._fastpath is not None:  # the version held at start (none: 0/0) lets XDP drop equal swap requests
             version = self.core.read()[0]
             self._fastpath.metadata_accepted(version.seq, version.origin)
@@ -156,6 +168,8 @@ class Node:
                 log.info("left: LEAVE sent to %d peer(s)", sent)
             await self._transport.close()
             self._transport = None
+            if self._plane is not None:
+                self._stop_plane()
             self._driver.stopped(self._clock())
         if self._events_out is not None:
             self._events_out.flush()
@@ -167,6 +181,7 @@ class Node:
 
     def get(self) -> list[MemberInfo]:
         """The live node list, this node first."""
+        self._sync_plane()
         return self.core.members()
 
     def set(self, node: Identity) -> None:
@@ -209,7 +224,13 @@ class Node:
         return self.core.read()
 
     def stats(self) -> dict:
+        self._sync_plane()
         return dict(self.core.stats)
+
+    def plane_stats(self) -> dict | None:
+        """The kernel heartbeat plane's counters for this node's interface (`bpf.hbplane.PlaneWriter.stats`, and
+        the sync's own: refreshed, members, members_without_mac), or None without a plane."""
+        return self._plane.stats() if self._plane is not None else None
 
     def fastpath_stats(self) -> dict | None:
         """The kernel fast path's counters for this node's interface (`bpf.FastPathWriter.stats`), or None without
@@ -223,6 +244,41 @@ class Node:
             return None
 
     # ---- plumbing --------------------------------------------------------------------------------------------
+
+    def _start_plane(self) -> None:
+        try:
+            self._plane.start()
+        except Exception as e:  # the node runs on without it, heartbeats handled here, as with the plane off
+            log.warning("kernel heartbeat plane unavailable: %s; heartbeats handled in userspace",
+                        (str(e).strip().splitlines() or [type(e).__name__])[0])
+            log.debug("starting the heartbeat plane failed", exc_info=True)
+            self._stop_plane()
+
+    def _stop_plane(self) -> None:
+        plane, self._plane = self._plane, None
+        self._driver.fastpath = plane._inner
+        self._driver.on_event = _log_event
+        try:
+            plane.close()
+        except Exception:
+            log.debug("closing the heartbeat plane failed", exc_info=True)
+
+    def _sync_plane(self) -> None:
+        """Take what the kernel's heartbeat plane accepted into the core and hand the result on (no-op without)."""
+        plane = self._plane
+        if plane is not None and self._transport is not None:
+            plane.sync()
+            self._flush()
+            if plane.dirty:
+                plane.reconcile()
+
+    def _record_at(self, events: list[Event], t: float) -> None:
+        self._driver.record(events, t)
+
+    def _on_event(self, ev: Event) -> None:
+        _log_event(ev)
+        if ev.kind in ("member_added", "member_removed", "member_left"):
+            self._plane.dirty = True
 
     def _stats_extra(self) -> dict:
         """The process's own fields of a stats record (`_process_stats`), and ``hb_handle_ms``: how long handling
@@ -248,13 +304,15 @@ class Node:
         sends go out before the next is read, as the simulator drains a core after every message (a batch would
         hold a rumor's forwards back until everything queued behind it had been handled)."""
         self._drain_scheduled = False
-        queue, core, driver, clock = self._queue, self.core, self._driver, self._clock
+        queue, core, driver, clock, plane = self._queue, self.core, self._driver, self._clock, self._plane
         while queue:
             data, src = queue.popleft()
             now = clock()
             if self._trace is not None:
                 self._trace_op("rx", now, data=data.hex(), src=src)
             accepted = core.stats["accepted_heartbeat"]
+            if plane is not None:  # the kernel may have taken this heartbeat's origin further: the core first
+                plane.before_datagram(data)
             core.receive(data, now, src)
             try:
                 driver.drain(now)
@@ -265,6 +323,8 @@ class Node:
                 pass
             if core.stats["accepted_heartbeat"] != accepted and len(self._handle_ms) < MAX_HANDLE_SAMPLES:
                 self._handle_ms.append(round((clock() - now) * 1000.0, 3))
+        if plane is not None and plane.dirty and self._plane is not None:
+            plane.reconcile()
 
     def _on_transport_error(self, reason: str, detail: str) -> None:
         """A transport's error: a send error (``send_error_<cause>``, ``send_queue_full``: the payload is gone),
@@ -286,9 +346,14 @@ class Node:
         driver = self._driver
         clock = self._clock
         while True:
+            plane = self._plane
+            if plane is not None:  # before expiry and the stats record: what the kernel accepted counts
+                plane.sync()
             now = clock()
             self._trace_op("tick", now)
             target = now + driver.timer_step(now)
+            if plane is not None and self._plane is not None:
+                plane.reconcile()
             # Sleep until the driver's deadline itself, not for its delay after this step's own work, and for whole
             # milliseconds: the loop's epoll waits in milliseconds, rounded up, so any other sleep wakes up to 1 ms
             # late. The timer is then on time, and what the driver measures as lateness is the process's wait for a
