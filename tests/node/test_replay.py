@@ -47,3 +47,24 @@ def test_replaying_a_live_nodes_trace_into_a_fresh_core_gives_the_same_events():
         assert {"member_added", "metadata_adopted"} <= kinds
         if i != 3:
             assert "member_removed" in kinds
+
+
+def test_a_heartbeat_the_kernel_took_replays_as_the_node_applied_it():
+    """A node with the in-kernel heartbeat plane traces each kernel refresh as a ``kernel`` operation; the replay
+    applies it through the same core method, so a member the kernel kept fresh is not expired in the replay."""
+    from gossip import _wire as wire
+    from gossip._wire import Identity
+
+    cfg = NodeConfig(cycle_s=1.0, timeout_s=3.0, secrets=(b"s",), listen_addr="10.0.0.1", listen_port=7000)
+    me, peer = Identity(name="a", addr="10.0.0.1", port=7000), Identity(name="b", addr="10.0.0.2", port=7000)
+    hb = wire.encode(wire.Heartbeat(cluster=wire.cluster_id(cfg.cluster), origin=peer.node_id, seq=1000,
+                                    identity=peer, infected=wire.Infected(ids=frozenset({peer.node_id}))), key=b"s")
+    ops = [{"op": "init", "t": 0.0}, {"op": "rx", "t": 0.5, "data": hb.hex()},
+           {"op": "kernel", "t": 2.5, "origin": peer.node_id, "seq": 2000},
+           {"op": "tick", "t": 4.0}]
+    events = replay((json.dumps(o) for o in ops), config=cfg, identity=me, seed=1)
+    kinds = [type(e).__name__ for e in events]
+    assert "MemberAdded" in kinds
+    assert "MemberRemoved" not in kinds  # last seen at 2.5 by the kernel: alive at 4.0 with a 3 s timeout
+    without = replay((json.dumps(o) for o in ops if o["op"] != "kernel"), config=cfg, identity=me, seed=1)
+    assert "MemberRemoved" in [type(e).__name__ for e in without]  # and the test can tell
