@@ -3,22 +3,18 @@ protocol: a check that passes with one protocol must pass with the other (the ch
 no check may pass where it could not judge (the heartbeat protocol records no suspicions, so `no_false_suspicions`
 is unknown there, never passed).
 
-At the parity suite's sizes (`test_parity.SIZES`); no root needed. The same scenarios on netns with SWIM are in
-test_parity.py (``test_swim_parity``) and tests/node/test_swim.py.
+At the parity suite's sizes (`_shared.SIZES`); no root needed. The same scenarios on netns with SWIM are in
+test_parity.py (``test_swim_tells_the_same_story_on_netns_and_sim``) and tests/node/test_swim.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from testbed import scenario as scenario_mod
 from testbed.runner import run_scenario
 
-from test_parity import SIZES, scaled
+from _shared import SIZES, parity_scenario
 
-HERE = Path(__file__).resolve().parent
 NOT_MEMBERSHIP = {"validation"}  # a rumor-timing scenario with heartbeats only recorded, not a membership test
 
 
@@ -29,7 +25,7 @@ def _checks(summary: dict) -> dict[str, bool | None]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(SIZES) - NOT_MEMBERSHIP))
 def test_every_scenario_means_the_same_with_swim_on_the_simulator(name, tmp_path):
-    base = scaled(scenario_mod.load(str(HERE / f"{name}.yaml")), SIZES[name]).with_overrides(backend="sim")
+    base = parity_scenario(name).with_overrides(backend="sim")
     got = {}
     for membership in ("heartbeat", "swim"):
         s = base.with_overrides(node={"membership": membership, "options": {}})

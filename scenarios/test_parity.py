@@ -16,57 +16,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 
 from testbed import analysis
-from testbed import scenario as scenario_mod
 from testbed.net.cleanup import find_leftovers
 from testbed.runner import run_scenario
 
-HERE = Path(__file__).resolve().parent
+from _shared import SIZES, parity_scenario
+
 pytestmark = [pytest.mark.parity, pytest.mark.root, pytest.mark.netns, pytest.mark.bpf, pytest.mark.slow]
-
-SIZES = {"attack": 16, "basic": 16, "churn": 24, "delay": 16, "loss": 16, "metadata": 16, "operations": 16,
-         "partition": 32, "scale": 32, "validation": 32}
-
-
-def scaled(s, nodes: int):
-    """S on NODES nodes: a step naming a node that no longer exists names node k mod NODES instead, and every
-    heartbeat a node accepts is recorded (the parity checks read who heard whom)."""
-    total = nodes + s.joins
-
-    def fit(name):
-        if isinstance(name, list):
-            return [fit(n) for n in name]
-        if isinstance(name, str) and name[:1] == "n" and name[1:].isdigit() and int(name[1:]) >= total:
-            return f"n{int(name[1:]) % nodes}"
-        return name
-    steps = tuple(replace(st, params=MappingProxyType({k: fit(v) for k, v in st.params.items()}))
-                  for st in s.timeline)
-    s = replace(s, timeline=steps, node=MappingProxyType({**s.node, "record_refreshes": True}))
-    return s.with_overrides(nodes=nodes)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    cache: dict[str, tuple] = {}
-
+def runs(shared_run):
+    """NAME -> (its parity scenario, {backend: (summary, run_dir)}), each run shared with the scenario suite."""
     def get(name: str):
-        if name not in cache:
-            base = scaled(scenario_mod.load(str(HERE / f"{name}.yaml")), SIZES[name])
-            out = {}
-            for backend in ("netns", "sim"):
-                d = tmp_path_factory.mktemp(f"{name}-{backend}")
-                summary = run_scenario(base.with_overrides(backend=backend), d / "run")
-                out[backend] = (summary, d / "run")
-            meta = json.loads((out["netns"][1] / "meta.json").read_text())
-            assert find_leftovers(meta["run_id"]).empty
-            cache[name] = (base, out)
-        return cache[name]
+        base = parity_scenario(name)
+        return base, {backend: shared_run(base.with_overrides(backend=backend)) for backend in ("netns", "sim")}
     return get
 
 
@@ -183,8 +151,7 @@ SWIM_PARITY = ("attack", "loss", "partition")
 
 @pytest.mark.parametrize("name", SWIM_PARITY)
 def test_swim_tells_the_same_story_on_netns_and_sim(name, tmp_path):
-    base = scaled(scenario_mod.load(str(HERE / f"{name}.yaml")), SIZES[name])
-    base = base.with_overrides(node={"membership": "swim", "options": {}})
+    base = parity_scenario(name).with_overrides(node={"membership": "swim", "options": {}})
     got = {}
     for backend in ("netns", "sim"):
         summary = run_scenario(base.with_overrides(backend=backend), tmp_path / backend)
