@@ -298,6 +298,10 @@ class CoreBase:
             self._sends = []
         return out
 
+    def kernel_refreshed(self, origin: int, seq: int, last_seen: float) -> bool:
+        """See `gossip.protocols.Protocol.kernel_refreshed`: only the heartbeat protocol has heartbeats to take."""
+        return False
+
     def replay_sample(self) -> wire.Message | None:
         """A message this node accepted from a peer, for replay injections and tests: here a member's heartbeat
         at the sequence it holds (a protocol without heartbeats names its own); None when it lists no peer."""

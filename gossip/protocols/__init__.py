@@ -106,6 +106,11 @@ class Protocol(typing.Protocol):
     def encode(self, msg: Message) -> bytes:
         """MSG signed with the first secret, within ``max_packet_bytes`` (what the testbed injects as a peer)."""
 
+    def kernel_refreshed(self, origin: int, seq: int, last_seen: float) -> bool:
+        """A heartbeat of ORIGIN at SEQ that the in-kernel heartbeat plane took and forwarded itself at LAST_SEEN
+        (`gossip._plane`, and the replay of a node's trace): the effect of taking that heartbeat, minus the forward.
+        Returns whether it counted; a protocol without heartbeats takes none (`CoreBase` returns False)."""
+
     def replay_sample(self) -> Message | None:
         """A message this node accepted from a peer (the simulator's replay injection sends it again; the node
         must count the copies as duplicate or stale); None before it has one."""

@@ -121,7 +121,8 @@ def test_a_module_path_finds_what_the_module_registers(user_module):
 
 # ---- the interface is all its callers use ---------------------------------------------------------------------
 
-CALLERS = ["gossip/_driver.py", "gossip/_node.py", "gossip/_replay.py", "gossip/_http.py", "testbed/sim/_engine.py",
+CALLERS = ["gossip/_driver.py", "gossip/_node.py", "gossip/_replay.py", "gossip/_http.py", "gossip/_plane.py",
+           "testbed/sim/_engine.py",
            "testbed/sim/_validate.py", "testbed/cluster/simulated.py"]
 
 
