@@ -59,7 +59,7 @@ _U32 = 0xFFFFFFFF
 
 STAT_NAMES = ("handled", "accepted_no_targets", "copies", "clone_errors", "rewrite_errors", "passed_other",
               "passed_malformed", "passed_foreign_cluster", "passed_not_heartbeat", "passed_bad_checksum",
-              "passed_unknown_origin", "passed_stale_or_dup", "passed_identity", "passed_body", "passed_bad_mac",
+              "passed_unknown_origin", "dropped_stale_or_dup", "passed_identity", "passed_body", "passed_bad_mac",
               "passed_too_big", "passed_few_targets", "passed_no_mac", "passed_race", "passed_disabled",
               "passed_internal")
 
@@ -316,7 +316,8 @@ class HeartbeatPlane(PinnedProgram):
 
     def stats(self, ifindex: int | None = None) -> dict[str, int]:
         """Counters of one interface or summed over all: handled (accepted and forwarded), accepted_no_targets,
-        copies, clone_errors, rewrite_errors, passed_<reason> for each reason a datagram went to userspace, and
+        copies, clone_errors, rewrite_errors, dropped_stale_or_dup (a registered member's heartbeat at or below the
+        sequence accepted, dropped as XDP would), passed_<reason> for each reason a datagram went to userspace, and
         ``passed``, their sum."""
         return read_stats(self.map_fds["hb_stats"], ifindex)
 

@@ -9,9 +9,10 @@
  * infected set, signs the result with key 0 and bpf_clone_redirect()s one copy per target out of the node's
  * interface (a loop: chained redirects stop at 8). The original is dropped, so the node's socket never wakes.
  *
- * Userspace stays the authority. Anything the program does not handle exactly as the node would -- another type,
- * an unknown origin, a stale or duplicate sequence, a bad MAC, an identity change, a bad checksum, an exact list
- * that would outgrow max_packet_bytes (the node switches to a Bloom filter), too few targets found by probing in a
+ * Userspace stays the authority. A heartbeat of a registered member at or below the sequence accepted (by the node,
+ * which raises it in hb_members, or here) is dropped, as the XDP fast path drops what the node accepted. Anything
+ * else the program does not handle exactly as the node would -- another type, an unknown origin, a bad MAC, an
+ * identity change, a bad checksum, an exact list that would outgrow max_packet_bytes (the node switches to a Bloom filter), too few targets found by probing in a
  * cluster too big to scan -- passes unchanged (TC_ACT_UNSPEC), counted by reason, BEFORE any state changes. The
  * one commit point is a compare-and-swap of the member's sequence, so two copies of one heartbeat on two CPUs are
  * never both taken; after it the packet is rewritten and a failing helper drops it (counted as rewrite_errors).
@@ -145,7 +146,9 @@ enum hb_stat {
     HB_PASS_NOT_HEARTBEAT,  /* another message type */
     HB_PASS_BAD_CHECKSUM,   /* IPv4 header or UDP checksum wrong: the stack decides */
     HB_PASS_UNKNOWN_ORIGIN, /* not in hb_members (a new member, or the node itself) */
-    HB_PASS_STALE_OR_DUP,   /* seq not above the accepted one */
+    HB_DROPPED_STALE_OR_DUP, /* seq not above the one accepted (by the node or here): dropped, as XDP drops what
+                              * the node told it; the kernel's own accepts are news to XDP until the node reads
+                              * them back, so without this their forwards' echoes all woke the node */
     HB_PASS_IDENTITY,       /* the body's Identity differs from the stored one, or is too long to store */
     HB_PASS_BODY,           /* the Infected set does not parse, or the body has trailing bytes */
     HB_PASS_BAD_MAC,        /* no key of the ring made the MAC */
@@ -406,7 +409,7 @@ static __always_inline enum hb_stat parse(struct __sk_buff *skb, __u32 ifindex, 
         return HB_PASS_UNKNOWN_ORIGIN;
     __u64 held = m->seq;
     if (seq <= held)
-        return HB_PASS_STALE_OR_DUP;
+        return HB_DROPPED_STALE_OR_DUP;
     __u32 ident_len = m->ident_len;
     if (ident_len > HB_IDENT_MAX || body_len < ident_len + 3)
         return HB_PASS_IDENTITY;
@@ -624,6 +627,8 @@ int tc_hbplane(struct __sk_buff *skb)
     }
     struct hb_stats *stats = hb_stats.lookup(&ifindex);
     count(stats, verdict, 1);
+    if (verdict == HB_DROPPED_STALE_OR_DUP)
+        return TC_ACT_SHOT;
     return TC_ACT_UNSPEC; /* no verdict of our own: the stack, and the node, take it */
 }
 

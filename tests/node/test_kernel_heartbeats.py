@@ -116,7 +116,7 @@ def measure(c: Cluster, nodes) -> dict:
            "accepted_heartbeat": sum(after[i]["counters"].get("accepted_heartbeat", 0)
                                      - before[i]["counters"].get("accepted_heartbeat", 0) for i in nodes)}
     if "hbplane" in after[nodes[0]]:
-        for key in ("handled", "accepted_no_targets", "passed", "passed_stale_or_dup", "passed_not_heartbeat",
+        for key in ("handled", "accepted_no_targets", "passed", "dropped_stale_or_dup", "passed_not_heartbeat",
                     "passed_no_mac", "passed_unknown_origin"):
             out[key] = sum(after[i]["hbplane"][key] - before[i]["hbplane"][key] for i in nodes)
     out["xdp_dropped"] = sum(after[i]["xdp"]["dropped"] - before[i]["xdp"]["dropped"] for i in nodes)
