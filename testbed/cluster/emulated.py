@@ -45,7 +45,7 @@ class EmulatedCluster(Cluster):
         self.names = s.hosts
         self.timings: dict[str, float] = {}
         self.memory: dict[str, int] = {}
-        self.fastpath = self.faults = self.broadcaster = None
+        self.fastpath = self.faults = self.broadcaster = self.plane = None
         self._nft = None
         self._root_ifindex: dict[str, int] = {}
         self._hosts: dict[str, object] = {}
@@ -110,6 +110,13 @@ class EmulatedCluster(Cluster):
             for h in hosts:
                 stack.enter_context(self.fastpath.attach(h.ifindex, netns=h.netns_path, mode=cfg["xdp_mode"]))
                 self.fastpath.configure(h.ifindex, cid, GOSSIP_PORT)
+        if wants_xdp and cfg.get("kernel_heartbeats"):
+            # the in-kernel heartbeat plane, compiled once for every node (TC ingress, after the faults); each node
+            # configures its own interface's entries through the pinned maps (--hbplane-pin)
+            from bpf.hbplane import HeartbeatPlane
+            self.plane = stack.enter_context(HeartbeatPlane.compile(pin_dir=f"{pin_root}/hbplane", nodes=len(hosts)))
+            for h in hosts:
+                stack.enter_context(self.plane.attach(h.ifindex, netns=h.netns_path))
         if cfg.get("broadcaster"):
             self.broadcaster = stack.enter_context(bpf.Broadcaster.compile(pin_dir=f"{pin_root}/broadcast"))
             for h in hosts:
@@ -153,6 +160,8 @@ class EmulatedCluster(Cluster):
             argv += ["--xdp", "eth0", "--xdp-pin", self.fastpath.pin_dir]
         if self.broadcaster is not None:
             argv += ["--broadcast", "--broadcast-pin", self.broadcaster.pin_dir]
+        if self.plane is not None:
+            argv += ["--kernel-heartbeats", "--hbplane-pin", self.plane.pin_dir]
         if c.get("record_refreshes"):
             argv.append("--record-refreshes")
         if c.get("durable"):  # one directory per node, kept across its restarts (the simulator keeps it in memory)
@@ -213,6 +222,13 @@ class EmulatedCluster(Cluster):
 
     def kill(self, name: str) -> None:
         self.procs.kill(name)
+        self._plane_off(name)
+
+    def _plane_off(self, name: str) -> None:
+        """A node that is gone takes its heartbeat plane with it: left configured, the kernel would go on taking and
+        forwarding heartbeats for a dead node. A restarted node configures it again."""
+        if self.plane is not None:
+            self.plane.unconfigure(self._hosts[name].ifindex)
 
     def pause(self, name: str) -> None:
         self.procs.pause(name)
@@ -224,6 +240,7 @@ class EmulatedCluster(Cluster):
     def leave(self, name: str) -> None:
         # SIGTERM is the node's own leave (a LEAVE rumor, a bounded flush, exit): the path a user's node takes
         self.procs.terminate(name)
+        self._plane_off(name)
 
     def heartbeats(self, name: str, on: bool) -> None:
         with contextlib.suppress(control.ControlError):
@@ -343,6 +360,8 @@ class EmulatedCluster(Cluster):
             entry["faults"] = self.faults.stats(self._root_ifindex[name])  # what the network did to its packets
         if self.broadcaster is not None:
             entry["broadcast"] = self.broadcaster.stats(self._hosts[name].ifindex)
+        if self.plane is not None:
+            entry["hbplane"] = self.plane.stats(self._hosts[name].ifindex)
         return entry
 
     def network_counters(self) -> dict:
@@ -371,6 +390,7 @@ class EmulatedCluster(Cluster):
 
     def meta(self) -> dict:
         return {"run_id": self.run_id, "xdp": bool(self.fastpath), "broadcaster": bool(self.broadcaster),
+                "kernel_heartbeats": bool(self.plane),
                 "timings": self.timings, "node_memory_bytes": self.memory}
 
 

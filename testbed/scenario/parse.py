@@ -27,8 +27,8 @@ SHAPES = ("bridge", "line", "ring", "tree")
 
 # `NodeConfig` fields a scenario may set (the testbed chooses each node's address, port and log level itself)
 CONFIG_FIELDS = ("fanout", "cycle_s", "timeout_s", "buffer", "max_packet_bytes", "protocol", "membership",
-                 "cluster", "options")
-_TYPES = {"int": int, "float": NUM, "str": str, "tuple[tuple[str, Any], ...]": dict}
+                 "cluster", "options", "kernel_heartbeats")
+_TYPES = {"int": int, "float": NUM, "str": str, "bool": bool, "tuple[tuple[str, Any], ...]": dict}
 # the testbed's own node options: how it runs the node, not how the node gossips
 TESTBED_NODE_FIELDS = {
     "secret": (str, False, "testbed", None),  # the cluster key (`NodeConfig.secrets` holds its bytes)
@@ -248,6 +248,18 @@ def _check_supported(s: Scenario) -> None:
                 raise ScenarioError(s.file, st.line, f"timeline[{st.index}]", problem)
 
 
+def kernel_heartbeats_refusal(node: Mapping) -> str | None:
+    """Why a node block cannot have the in-kernel heartbeat plane (None: it can): it is the heartbeat protocol's,
+    over UDP, and sits beside the XDP fast path."""
+    if node.get("membership", "heartbeat") != "heartbeat":
+        return f"the in-kernel heartbeat plane takes heartbeats: membership must be heartbeat, not {node['membership']}"
+    if node.get("protocol", "udp") != "udp":
+        return "the in-kernel heartbeat plane works with protocol udp only"
+    if not node.get("xdp", True):
+        return "the in-kernel heartbeat plane needs xdp: true (it keeps the fast path's drop state)"
+    return None
+
+
 def _check_topology(s: Scenario) -> None:
     """An emulated network that cannot be built is refused here, before anything is made (a Linux bridge holds
     at most 1,023 ports: 1,024 hosts need two bridges or more)."""
@@ -299,6 +311,10 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
         raise doc.error(where, str(e).split(": ", 1)[-1]) from None
     if node["broadcaster"] and node["protocol"] != "udp":
         raise doc.error(("node", "broadcaster"), "the in-kernel broadcaster works with protocol udp only")
+    if node["kernel_heartbeats"]:
+        why = kernel_heartbeats_refusal(node)
+        if why:
+            raise doc.error(("node", "kernel_heartbeats"), why)
     topology = fields(doc, v["topology"], ("topology",), TOPOLOGY_FIELDS)
     sim = fields(doc, v["sim"], ("sim",), SIM_FIELDS)
     for key in ("latency", "wakeup"):
@@ -397,6 +413,10 @@ def with_overrides(s: Scenario, *, nodes: int | None = None, backend: str | None
         except ConfigError as e:
             raise ScenarioError(orig.file, None, f"node.{e.field}", str(e).split(": ", 1)[-1]) from None
         s = replace(s, node=MappingProxyType(merged))
+    if s.node.get("kernel_heartbeats"):
+        why = kernel_heartbeats_refusal(s.node)
+        if why:
+            raise ScenarioError(orig.file, None, "node.kernel_heartbeats", why)
     return _final(s)
 
 

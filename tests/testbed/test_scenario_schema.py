@@ -49,6 +49,11 @@ def test_a_good_scenario_parses_with_defaults():
     ("  fanout: 2", "  fanout: two", 4, "node.fanout", "must be an integer"),
     ("  fanout: 2", "  fanot: 2", 4, "node.fanot", "unknown key"),
     ("  fanout: 2", "  fanout: 0", 4, "node.fanout", "must be in [1, 1024]"),  # NodeConfig says it
+    ("  fanout: 2", "  fanout: 2\n  kernel_heartbeats: yes please", 5, "node.kernel_heartbeats", "must be true or false"),
+    ("  fanout: 2", "  fanout: 2\n  kernel_heartbeats: true\n  membership: swim", 5, "node.kernel_heartbeats",
+     "membership must be heartbeat"),
+    ("  fanout: 2", "  fanout: 2\n  kernel_heartbeats: true\n  xdp: false", 5, "node.kernel_heartbeats",
+     "needs xdp: true"),
     ("  timeout_s: 2", "  timeout_s: 0.25", 6, "node.timeout_s", "must exceed cycle_s"),
     ("nodes: 4", "nodes: -1", 2, "nodes", "1..10,000,000"),
     ("nodes: 4", "nodes: true", 2, "nodes", "must be an integer"),
