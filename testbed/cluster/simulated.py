@@ -217,6 +217,9 @@ class SimulatedCluster(Cluster):
         fastpath = self.sim.fastpath_stats(name)
         if fastpath is not None:
             entry["xdp"] = fastpath
+        plane = self.sim.plane_stats(name)
+        if plane is not None:
+            entry["hbplane"] = plane
         return entry
 
     def network_counters(self) -> dict:

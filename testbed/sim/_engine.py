@@ -43,7 +43,10 @@ from ._latency import DEFAULT_LATENCY, LatencyModel
 EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
 
 _UP, _PAUSED, _DOWN = "up", "paused", "down"
-_DELIVER, _TICK, _CALL, _PROCESS, _DELIVER_CPU = 0, 1, 2, 3, 4
+_DELIVER, _TICK, _CALL, _PROCESS, _DELIVER_CPU, _KERNEL = 0, 1, 2, 3, 4, 5
+# the in-kernel heartbeat plane's time per heartbeat it takes (verify, record, rewrite, sign, clone), measured with
+# kernel.bpf_stats_enabled by benchmarks/bench_hbplane.py: 2.2 us at fanout 3, 3.7 us with a Bloom filter
+KERNEL_HEARTBEAT_S = 3e-6
 _SEEDINGS = ("tree", "first", "all", "none")
 
 
@@ -96,9 +99,12 @@ class _FastPath:
     yet handled an earlier one passes, and the core drops it as a duplicate, as a real node's core does.
     """
 
-    __slots__ = ("heartbeat", "swim", "version", "passed", "dropped")
+    __slots__ = ("heartbeat", "swim", "version", "passed", "dropped", "plane", "handled")
 
-    def __init__(self) -> None:
+    def __init__(self, plane: bool = False) -> None:
+        # the in-kernel heartbeat plane beside it (``kernel_heartbeats``): a fresh heartbeat from an origin the node
+        # has taken heartbeats from is the kernel's (see `Simulation`), counted in HANDLED
+        self.plane, self.handled = plane, 0
         self.heartbeat: dict[int, int] = {}  # origin -> highest accepted heartbeat sequence
         self.swim: dict[tuple[int, int], int] = {}  # (type, origin) -> the newest PING, PING_REQ, STATE, GOSSIP taken
         self.version = (0, 0)  # a node writes its initial version at start
@@ -125,6 +131,16 @@ class _FastPath:
             self.dropped["stale"] += 1
             return True
         self.passed += 1
+        return False
+
+    def kernel_takes(self, msg) -> bool:
+        """Whether the heartbeat plane takes MSG, which `drops` just passed: a heartbeat of an origin the node has
+        registered (taken a heartbeat from; its sequence is then above the one held). Everything else reaches the
+        process, as on the testbed. Not modelled: a plane that passes a heartbeat because its probes found too few
+        targets (clusters above 32 members) or the list outgrew the datagram."""
+        if type(msg) is gwire.Heartbeat and msg.origin in self.heartbeat:
+            self.handled += 1
+            return True
         return False
 
     def accept(self, accepted) -> None:
@@ -432,6 +448,12 @@ class Simulation:
         fp = self._node(name).fastpath
         return None if fp is None else {"passed": fp.passed, "dropped": dict(fp.dropped)}
 
+    def plane_stats(self, name: str) -> dict | None:
+        """What node NAME's in-kernel heartbeat plane took in its current incarnation (``handled``), or None without
+        one (the testbed's ``hbplane`` counters hold the same key)."""
+        fp = self._node(name).fastpath
+        return {"handled": fp.handled} if fp is not None and fp.plane else None
+
     def network_stats(self) -> dict[str, int]:
         """What the network did: messages ``sent``; ``dropped_loss``, ``dropped_partition`` and ``dropped_unknown``
         (no node at that endpoint) on the way; ``arrived`` at their destination (what a testbed host's interface
@@ -480,8 +502,13 @@ class Simulation:
                 if kind == _DELIVER:
                     arrived += 1
                     fastpath = nodes[idx].fastpath
-                    if fastpath is not None and nodes[idx].state is not _DOWN and fastpath.drops(item[0]):
-                        continue
+                    if fastpath is not None and nodes[idx].state is not _DOWN:
+                        if fastpath.drops(item[0]):
+                            continue
+                        if fastpath.plane and nodes[idx].state is _UP and fastpath.kernel_takes(item[0]):
+                            # the kernel takes it: no wake-up, no core of the host's CPUs, KERNEL_HEARTBEAT_S
+                            heapq.heappush(heap, (when + KERNEL_HEARTBEAT_S, next(self._seq), _KERNEL, idx, item))
+                            continue
                 if kind == _DELIVER and per_node:
                     node = nodes[idx]
                     if node.awake_at < when:  # idle: the process first waits to be scheduled
@@ -536,6 +563,14 @@ class Simulation:
                             queued_over += 1
                     else:
                         down += 1
+                elif kind == _KERNEL:
+                    node = nodes[idx]
+                    if node.state is _UP:  # the core takes it as the node reads it back: same state, no wake-up
+                        delivered += 1
+                        node.core.receive_message(item[0], when, item[1])
+                        node.driver.drain(when)
+                    else:
+                        down += 1  # killed (or paused) since: its plane was removed with it
                 elif kind == _TICK:
                     node = nodes[idx]
                     if item == node.token and node.state is _UP:
@@ -685,7 +720,9 @@ class Simulation:
         node.pending = False
         node.core = core if core is not None else self._new_core(node, now)
         node.state, node.queue, node.seeds = _UP, [], seeds
-        node.fastpath = _FastPath() if self._xdp else None  # a node resets its fast-path state at start
+        # a node resets its fast-path state at start; the heartbeat plane sits beside XDP (heartbeat protocol, UDP)
+        plane = bool(node.config.kernel_heartbeats) and node.config.membership == "heartbeat"
+        node.fastpath = _FastPath(plane) if self._xdp else None
         node.driver = CoreDriver(node.core, name=node.name, send=functools.partial(self._route, node.index),
                                  write=self._write, now=timers_at, fastpath=node.fastpath,
                                  record_stats=self._record_stats, store=node.store)
