@@ -1,5 +1,6 @@
 """The heartbeat plane (bpf/tc_hbplane.c) on a bridge of namespaces: the kernel takes fresh heartbeats and forwards
-them as the node's core would; everything else reaches the node's socket unchanged.
+them as the node's core would; a registered member's stale or duplicate heartbeat is dropped, as XDP drops what the
+node accepted; everything else reaches the node's socket unchanged.
 
 Node 0 runs the plane; node 1 is the origin that sends real signed heartbeats (gossip._wire) from its own socket;
 nodes 2..7 are the other members, each with a socket that decodes what it gets. Offloads are off on every veth, so
