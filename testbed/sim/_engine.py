@@ -89,6 +89,9 @@ class _Deferred:
 # what the program judges; SWIM's ACK and NACK answer a probe's sequence, not their sender's, and pass
 _SWIM_SEQUENCED = (gwire.Ping, gwire.PingReq, gwire.State, gwire.Gossip)
 _JUDGED = (gwire.Heartbeat, gwire.MetadataRumor, gwire.SwapRequest, gwire.SwapResponse, *_SWIM_SEQUENCED)
+_JUDGED_TYPES = frozenset({gwire.MsgType.HEARTBEAT, gwire.MsgType.METADATA, gwire.MsgType.SWAP_REQ,
+                           gwire.MsgType.SWAP_RESP, gwire.MsgType.PING, gwire.MsgType.PING_REQ, gwire.MsgType.STATE,
+                           gwire.MsgType.GOSSIP})
 
 
 class _FastPath:
@@ -132,6 +135,44 @@ class _FastPath:
             return True
         self.passed += 1
         return False
+
+    def drops_frame(self, frame: bytes, cluster: int) -> bool:
+        """`drops` for raw bytes, as `bpf/xdp_fastpath.c` classifies a datagram from its header alone, in its order:
+        too short or a wrong magic (malformed), the version, the cluster, a type it does not judge (passed), a
+        body length that disagrees (malformed), then duplicate or stale by (type, origin, seq) -- before any MAC,
+        as the kernel does. For crafted datagrams (the ``inject`` faults), which would otherwise reach the core
+        without meeting the fast path the testbed's copies meet."""
+        if len(frame) < gwire.HEADER_BYTES + gwire.MAC_BYTES:
+            return self._drop("malformed")
+        magic, version, t, cid, origin, _, body_len, seq = gwire.HEADER.unpack_from(frame)
+        if magic != gwire.MAGIC:
+            return self._drop("malformed")
+        if version != gwire.FORMAT_VERSION:
+            return self._drop("unknown_version")
+        if cid != cluster:
+            return self._drop("foreign_cluster")
+        if t not in _JUDGED_TYPES:
+            self.passed += 1
+            return False
+        if len(frame) != gwire.HEADER_BYTES + body_len + gwire.MAC_BYTES:
+            return self._drop("malformed")
+        if t == gwire.MsgType.HEARTBEAT or t >= gwire.MsgType.PING:
+            held = self.heartbeat.get(origin) if t == gwire.MsgType.HEARTBEAT else self.swim.get((t, origin))
+            if held is None or seq > held:
+                self.passed += 1
+                return False
+            return self._drop("duplicate" if seq == held else "stale")
+        v = (seq, origin)
+        if v == self.version:
+            return self._drop("duplicate")
+        if v < self.version and t != gwire.MsgType.SWAP_REQ:
+            return self._drop("stale")
+        self.passed += 1
+        return False
+
+    def _drop(self, reason: str) -> bool:
+        self.dropped[reason] += 1
+        return True
 
     def kernel_takes(self, msg) -> bool:
         """Whether the heartbeat plane takes MSG, which `drops` just passed: a heartbeat of an origin the node has
@@ -447,6 +488,13 @@ class Simulation:
         ``passed`` and ``dropped`` per reason), or None without the XDP model."""
         fp = self._node(name).fastpath
         return None if fp is None else {"passed": fp.passed, "dropped": dict(fp.dropped)}
+
+    def fastpath_drops_frame(self, name: str, frame: bytes) -> bool:
+        """Whether node NAME's XDP model drops the datagram FRAME (bytes; header checks, then duplicate or stale):
+        False without the model. For crafted datagrams handed straight to a core."""
+        node = self._node(name, _UP, _PAUSED)
+        fp = node.fastpath
+        return fp is not None and fp.drops_frame(frame, node.core.cluster)
 
     def plane_stats(self, name: str) -> dict | None:
         """What node NAME's in-kernel heartbeat plane took in its current incarnation (``handled``), or None without
