@@ -14,9 +14,10 @@ When `PlaneSync` reads and writes (all of it plain bpf(2) calls on the plane's m
   member's (seq, last_seen) and applies the ones above what it knew. last_seen is CLOCK_MONOTONIC: it is moved to
   the node's clock with the offset between the two taken at the read.
 - `before_datagram(data, now)`, before the core handles a datagram that is a HEARTBEAT of a registered member: looks
-  up that member only. The copies of a heartbeat the kernel forwarded come back (the plane passes them as stale or
-  duplicate, and XDP knows nothing of them until the core's accepted state is written), so the core must hold
-  the kernel's sequence before it judges them, as it would have without the plane.
+  up that member only. A heartbeat can reach the core after the kernel took a newer one of that member (the plane
+  drops the stale and duplicate ones it sees, but one can pass before the kernel's take, or while its member was
+  being rewritten), so the core must hold the kernel's sequence before it judges it, as it would have without the
+  plane.
 - `accept(accepted)`, the driver's accepted sink (wrapping the fast path's): a heartbeat or leave the core accepted
   itself raises the member's sequence in the plane, so the kernel takes its copies as duplicates too; a sequence
   taken from the kernel goes on to the XDP fast path like any other.
