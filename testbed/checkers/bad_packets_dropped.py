@@ -1,5 +1,7 @@
 """bad_packets_dropped: every injected bad packet was counted under the drop reason it must be dropped for (in
-userspace or by XDP, from the run's per-node counters, ``history.stats``), and no node died unexpectedly."""
+userspace, by XDP, or by the in-kernel heartbeat plane, from the run's per-node counters, ``history.stats``), and no
+node died unexpectedly. The plane counts a registered member's old heartbeat as one reason, ``stale_or_dup``: it
+counts for an expectation that takes either (``duplicate|stale``, a replay), never for one of the two alone."""
 
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ def bad_packets_dropped(history: analysis.History, params: Mapping) -> CheckResu
             dropped[reason] = dropped.get(reason, 0) + n
         for reason, n in node_stats.get("xdp", {}).get("dropped", {}).items():
             dropped[reason] = dropped.get(reason, 0) + n
+    plane = sum(n.get("hbplane", {}).get("dropped_stale_or_dup", 0) for n in history.stats.get("nodes", {}).values())
 
     def count(expect: str) -> int:  # "a|b": either reason counts
-        return sum(dropped.get(r, 0) for r in expect.split("|"))
+        reasons = expect.split("|")
+        return sum(dropped.get(r, 0) for r in reasons) + (plane if {"duplicate", "stale"} <= set(reasons) else 0)
     short = {r: (n, count(r)) for r, n in sorted(injected.items()) if count(r) < n}
     dead = sorted(set(history.meta.get("unexpected_exits", [])), key=analysis.node_order)
     if short or dead:

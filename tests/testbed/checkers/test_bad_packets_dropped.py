@@ -57,3 +57,14 @@ def test_the_counters_are_read_from_the_run_directory_and_summarize_may_override
 def test_nothing_injected_is_unknown():
     r = CHECK.fn(hist([], stats(0)), {})
     assert (r.passed, r.detail) == (None, "no packets were injected")
+
+
+def test_the_heartbeat_planes_drops_count_for_a_replay_and_for_nothing_narrower():
+    # the plane drops a registered member's old heartbeat in the kernel under one reason, stale_or_dup
+    s = stats(50)
+    s["nodes"]["n2"]["xdp"]["dropped"] = {"duplicate": 4}
+    s["nodes"]["n2"]["hbplane"] = {"handled": 100, "dropped_stale_or_dup": 6}
+    assert CHECK.fn(hist(INJECTED, s), {}).passed is True  # duplicate|stale: 4 by XDP + 6 by the plane
+    narrow = [dict(INJECTED[1], expect="duplicate")]
+    r = CHECK.fn(hist(narrow, s), {})
+    assert (r.passed, r.detail) == (False, "duplicate: injected 10, dropped 4")
