@@ -100,6 +100,7 @@ class PinnedProgram:
     SECTION: str  # "xdp" or "sched_cls"
     KIND: str  # in the pin directory's name
     MAPS: tuple[str, ...]
+    PROGRAMS: dict[str, str] | None = None  # several programs ({name: section}); PROGRAM is the one attached
 
     def __init__(self, bpf, prog_fd: int, pin_dir: str) -> None:
         self._bpf = bpf
@@ -117,15 +118,20 @@ class PinnedProgram:
         """
         from . import _attach, _sys  # netlink only here: a node that opens the pins never needs it
 
-        bpf, fds = compile_program(cls.C_FILE, {cls.PROGRAM: cls.SECTION}, defines)
+        bpf, fds = compile_program(cls.C_FILE, cls.PROGRAMS or {cls.PROGRAM: cls.SECTION}, defines)
         pin_dir = _sys.prepare_pin_dir(pin_dir, cls.KIND)
         self = cls(bpf, fds[cls.PROGRAM], pin_dir)
         try:
+            self._link(fds)
             self._pins = _attach.pin_maps(self.map_fds, pin_dir)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _link(self, fds: dict[str, int]) -> None:
+        """After the programs FDS ({name: fd}) are loaded, before the maps are pinned: what a subclass of several
+        programs joins up (the heartbeat plane's tail calls). Nothing for one program."""
 
     def __enter__(self):
         return self

@@ -17,7 +17,7 @@ import platform
 import re
 import secrets
 
-from .errors import MapError
+from .errors import BpfError, MapError
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 
@@ -181,6 +181,31 @@ def map_info(fd: int) -> MapInfo:
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info)),
          "BPF_OBJ_GET_INFO_BY_FD")
     return info
+
+
+def check_map(fd: int, name: str, types: tuple) -> None:
+    """The map at FD (called NAME) has the key and value sizes of TYPES, (key ctypes type, value ctypes type):
+    a pin left by another version of a program would otherwise be read and written with the wrong layout."""
+    key_type, value_type = types
+    info = map_info(fd)
+    if (info.key_size, info.value_size) != (ctypes.sizeof(key_type), ctypes.sizeof(value_type)):
+        raise BpfError(f"map {name}: key/value of {info.key_size}/{info.value_size} bytes, expected "
+                       f"{ctypes.sizeof(key_type)}/{ctypes.sizeof(value_type)} (a pin from another version?)")
+
+
+def open_pinned_maps(pin_dir: str, names, layouts: dict) -> dict[str, int]:
+    """{name: fd} of the maps NAMES pinned in PIN_DIR, each checked against its layout in LAYOUTS (`check_map`);
+    on any failure the fds already opened are closed."""
+    fds: dict[str, int] = {}
+    try:
+        for name in names:
+            fds[name] = obj_get(os.path.join(pin_dir, name))
+            check_map(fds[name], name, layouts[name])
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
 
 
 def map_memlock(fd: int) -> int:

@@ -28,7 +28,7 @@ import os
 from . import _sys  # _attach (netlink) is imported where used: a node's writer never needs it
 from ._compile import PinnedProgram
 from ._structs import FP_STAT_NAMES, FpConfig, FpHbKey, FpStats, FpSwim, FpVersion, FpWrites
-from .errors import BpfError, BpfUsageError, MapError
+from .errors import BpfUsageError, MapError
 
 PIN_ROOT = _sys.PIN_ROOT
 C_FILE = "xdp_fastpath.c"
@@ -85,14 +85,6 @@ def read_stats(stats_fd: int, ifindex: int | None = None, writes_fd: int | None 
                 out["hb_evicted"] += writes.evicted
                 out["swim_refused"] += writes.swim_refused
     return out
-
-
-def _check_map(fd: int, name: str) -> None:
-    key_type, value_type = MAPS[name]
-    info = _sys.map_info(fd)
-    if (info.key_size, info.value_size) != (ctypes.sizeof(key_type), ctypes.sizeof(value_type)):
-        raise BpfError(f"map {name}: key/value of {info.key_size}/{info.value_size} bytes, expected "
-                       f"{ctypes.sizeof(key_type)}/{ctypes.sizeof(value_type)} (a pin from another version?)")
 
 
 class FastPath(PinnedProgram):
@@ -188,15 +180,7 @@ class FastPathWriter:
     """
 
     def __init__(self, pin_dir: str, ifindex: int) -> None:
-        fds: dict[str, int] = {}
-        try:
-            for name in WRITER_MAPS:
-                fds[name] = _sys.obj_get(os.path.join(pin_dir, name))
-                _check_map(fds[name], name)
-        except BaseException:
-            for fd in fds.values():
-                os.close(fd)
-            raise
+        fds = _sys.open_pinned_maps(pin_dir, WRITER_MAPS, MAPS)
         self._init(ifindex, fds["fp_heartbeat"], fds["fp_metadata"], fds["fp_stats"], fds["fp_writes"],
                    fds["fp_swim"])
 

@@ -39,7 +39,7 @@ import threading
 
 from . import _sys
 from ._compile import PinnedProgram, compile_program
-from .errors import BpfError, BpfUsageError, MapError
+from .errors import BpfUsageError, MapError
 
 PIN_ROOT = _sys.PIN_ROOT
 C_FILE = "tc_hbplane.c"
@@ -116,14 +116,6 @@ def read_stats(stats_fd: int, ifindex: int | None = None) -> dict[str, int]:
     out = _sys.sum_percpu_counters(stats_fd, ifindex, HbStats, STAT_NAMES)
     out["passed"] = sum(v for k, v in out.items() if k.startswith("passed_"))
     return out
-
-
-def _check_map(fd: int, name: str) -> None:
-    key_type, value_type = MAPS[name]
-    info = _sys.map_info(fd)
-    if (info.key_size, info.value_size) != (ctypes.sizeof(key_type), ctypes.sizeof(value_type)):
-        raise BpfError(f"map {name}: key/value of {info.key_size}/{info.value_size} bytes, expected "
-                       f"{ctypes.sizeof(key_type)}/{ctypes.sizeof(value_type)} (a pin from another version?)")
 
 
 def map_sizes(nodes: int, members: int) -> dict[str, int]:
@@ -205,7 +197,7 @@ class HeartbeatPlane(PinnedProgram):
     """The compiled heartbeat plane. Use as a context manager: leaving it unpins the maps and releases the
     programs (attachments, made with `attach`, must end first)."""
 
-    C_FILE, PROGRAM, SECTION, KIND = C_FILE, "tc_hbplane", "sched_cls", "hbplane"
+    C_FILE, PROGRAM, SECTION, KIND, PROGRAMS = C_FILE, "tc_hbplane", "sched_cls", "hbplane", PROGRAMS
     MAPS = tuple(MAPS) + (RINGBUF,)
 
     def __init__(self, bpf, prog_fd: int, pin_dir: str) -> None:
@@ -213,30 +205,22 @@ class HeartbeatPlane(PinnedProgram):
         self._nodes: dict[int, PlaneWriter] = {}
         self._lock = threading.Lock()
         for name in MAPS:
-            _check_map(self.map_fds[name], name)
+            _sys.check_map(self.map_fds[name], name, MAPS[name])
 
     @classmethod
     def compile(cls, *, pin_dir: str | None = None, nodes: int | None = None, members: int | None = None,
                 defines: dict[str, int] | None = None) -> "HeartbeatPlane":
         """Compile and load the three programs (~3 s), link the tail calls, pin the maps. NODES / MEMBERS size
         the maps (`map_sizes`); DEFINES adds or overrides -D tunables (e.g. HB_SCAN_MAX)."""
-        from . import _attach
-
         sizes = {} if nodes is None else map_sizes(nodes, nodes if members is None else members)
         sizes.update(defines or {})
-        bpf, fds = compile_program(C_FILE, PROGRAMS, sizes or None)
-        progs = bpf[b"hb_progs"]
+        return super().compile(pin_dir=pin_dir, defines=sizes or None)
+
+    def _link(self, fds: dict[str, int]) -> None:
+        progs = self._bpf[b"hb_progs"]
         for i, name in enumerate(TAIL_CALLS):
             progs[ctypes.c_int(i)] = ctypes.c_int(fds[name])
-        pin_dir = _sys.prepare_pin_dir(pin_dir, cls.KIND)
-        self = cls(bpf, fds[cls.PROGRAM], pin_dir)
         self.prog_fds = fds
-        try:
-            self._pins = _attach.pin_maps(self.map_fds, pin_dir)
-        except BaseException:
-            self.close()
-            raise
-        return self
 
     # ---- attaching ----
 
@@ -357,16 +341,7 @@ class PlaneWriter:
     @classmethod
     def from_pin(cls, pin_dir: str, ifindex: int) -> "PlaneWriter":
         """A writer on the maps pinned in PIN_DIR (by a `HeartbeatPlane` in another process)."""
-        fds: dict[str, int] = {}
-        try:
-            for name in WRITER_MAPS:
-                fds[name] = _sys.obj_get(os.path.join(pin_dir, name))
-                _check_map(fds[name], name)
-        except BaseException:
-            for fd in fds.values():
-                os.close(fd)
-            raise
-        return cls(fds, ifindex)
+        return cls(_sys.open_pinned_maps(pin_dir, WRITER_MAPS, MAPS), ifindex)
 
     @classmethod
     def from_fds(cls, ifindex: int, fds: dict[str, int]) -> "PlaneWriter":
