@@ -323,6 +323,19 @@ static __always_inline __u32 bloom_has(const struct hb_scratch *s, __u32 bits_of
     return all;
 }
 
+/* Whether the member in SLOT of the node on IFINDEX may be a target, its id in *NID: a slot that holds a member,
+ * not the node itself, and (KIND 1) not in the heartbeat's Bloom filter. The probes and the exact scan both ask. */
+static __always_inline int target_in(const struct hb_scratch *s, __u32 ifindex, __u32 slot, __u32 self_id,
+                                     __u32 kind, __u32 bits_off, __u32 nbytes, __u32 hashes, __u32 *nid)
+{
+    struct hb_key_id skey = {.ifindex = ifindex, .index = slot};
+    __u32 *id = hb_slots.lookup(&skey);
+    if (!id)
+        return 0;
+    *nid = *id;
+    return *nid != self_id && !(kind == 1 && bloom_has(s, bits_off, nbytes, hashes, *nid));
+}
+
 static __always_inline void bloom_add(struct hb_scratch *s, __u32 bits_off, __u32 nbytes, __u32 hashes, __u32 x)
 {
     __u32 h2 = (x * 0x9E3779B1u) | 1;
@@ -521,12 +534,8 @@ static __always_inline enum hb_stat pick(__u32 ifindex, const struct hb_config *
         if (taken(s, slot))
             continue;
         take(s, slot);
-        struct hb_key_id skey = {.ifindex = ifindex, .index = slot};
-        __u32 *id = hb_slots.lookup(&skey);
-        if (!id)
-            continue;
-        __u32 nid = *id;
-        if (nid == self_id || (kind == 1 && bloom_has(s, bits_off, nbytes, hashes, nid)))
+        __u32 nid;
+        if (!target_in(s, ifindex, slot, self_id, kind, bits_off, nbytes, hashes, &nid))
             continue;
         __u32 d = BOUNDED(chosen, HB_FANOUT_MAX - 1);
         s->dests[d].slot = slot;
@@ -547,14 +556,8 @@ static __always_inline enum hb_stat pick(__u32 ifindex, const struct hb_config *
             hb_barrier();
             if (slot >= pk->members) /* from memory: a register here would carry a bound per iteration */
                 break;
-            if (taken(s, slot))
-                continue;
-            struct hb_key_id skey = {.ifindex = ifindex, .index = slot};
-            __u32 *id = hb_slots.lookup(&skey);
-            if (!id)
-                continue;
-            __u32 nid = *id;
-            if (nid == self_id || (kind == 1 && bloom_has(s, bits_off, nbytes, hashes, nid)))
+            __u32 nid;
+            if (taken(s, slot) || !target_in(s, ifindex, slot, self_id, kind, bits_off, nbytes, hashes, &nid))
                 continue;
             __u32 seen = pk->seen + 1, need = pk->need;
             pk->seen = seen;
