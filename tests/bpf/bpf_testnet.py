@@ -204,3 +204,45 @@ def drain(sock: socket.socket, *, expect: int | None = None, timeout_s: float = 
             wait = quiet_s
         if wait <= 0 or not select.select([sock], [], [], wait)[0]:
             return got
+
+
+class Capture:
+    """UDP frames node 0 puts on the wire, read on the root-side end of its veth (open it before the sending)."""
+
+    def __init__(self, net: Testnet) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.bind((net.nodes[0].host_if, 0))
+        self.sock.setblocking(False)
+        self.src = net.nodes[0].ip
+
+    def udp_frames(self) -> list[bytes]:
+        """What was captured (after a short settle), then the capture is closed."""
+        from scapy.layers.inet import IP, UDP
+        from scapy.layers.l2 import Ether
+
+        frames = []
+        time.sleep(0.05)
+        while True:
+            try:
+                frame = self.sock.recv(65535)
+            except BlockingIOError:
+                break
+            pkt = Ether(frame)
+            if UDP in pkt and pkt[IP].src == self.src:
+                frames.append(frame)
+        self.sock.close()
+        return frames
+
+
+def assert_valid_checksums(frame: bytes) -> None:
+    """FRAME's IPv4 and UDP checksums are the ones scapy computes afresh (offloads must be off to mean anything)."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    pkt = Ether(frame)
+    again = pkt.copy()
+    del again[IP].chksum
+    del again[UDP].chksum
+    again = Ether(bytes(again))
+    assert pkt[IP].chksum == again[IP].chksum, f"bad IP checksum to {pkt[IP].dst}"
+    assert pkt[UDP].chksum == again[UDP].chksum, f"bad UDP checksum to {pkt[IP].dst}"

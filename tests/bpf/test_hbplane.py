@@ -19,7 +19,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from bpf.hbplane import B2bKey, HbConfig, HbEvent, HbMember, HeartbeatPlane
-from bpf_testnet import Testnet, drain
+from bpf_testnet import Capture, Testnet, assert_valid_checksums, drain
 from gossip import _wire as wire
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
@@ -82,39 +82,6 @@ def heartbeat(origin, seq, infected, *, key=KEY, cluster=CLUSTER, identity=None)
     return wire.encode(msg, key=key)
 
 
-class Capture:
-    """UDP frames leaving node 0, read on the root-side end of its veth."""
-
-    def __init__(self, net: Testnet) -> None:
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-        self.sock.bind((net.nodes[0].host_if, 0))
-        self.sock.setblocking(False)
-        self.src = net.nodes[0].ip
-
-    def frames(self) -> list[bytes]:
-        out = []
-        while True:
-            try:
-                frame = self.sock.recv(65535)
-            except BlockingIOError:
-                break
-            pkt = Ether(frame)
-            if UDP in pkt and pkt[IP].src == self.src:
-                out.append(frame)
-        self.sock.close()
-        return out
-
-
-def assert_valid_checksums(frame: bytes) -> None:
-    pkt = Ether(frame)
-    again = pkt.copy()
-    del again[IP].chksum
-    del again[UDP].chksum
-    again = Ether(bytes(again))
-    assert pkt[IP].chksum == again[IP].chksum, f"bad IP checksum to {pkt[IP].dst}"
-    assert pkt[UDP].chksum == again[UDP].chksum, f"bad UDP checksum to {pkt[IP].dst}"
-
-
 def send(net, payload: bytes, frm: int = 1) -> None:
     net.socks[net.nodes[frm].ip].sendto(payload, (net.nodes[0].ip, PORT))
 
@@ -159,7 +126,7 @@ def test_a_fresh_heartbeat_is_forwarded_by_the_kernel_to_fanout_targets(net, pla
         send(net, heartbeat(origin, 1000, wire.Infected(ids=frozenset({nid(origin), nid(node)}))))
         got = collect(net, FANOUT)
         accepted = events.read()
-    frames = capture.frames()
+    frames = capture.udp_frames()
     t1 = time.monotonic_ns()
 
     assert got[node.ip] == [], "the node's own socket woke for a heartbeat the kernel handled"
@@ -260,7 +227,7 @@ def test_a_bloom_heartbeat_gets_the_node_and_its_targets_set(net, plane):
     capture = Capture(net)
     send(net, heartbeat(origin, 4000, bloom))
     got = collect(net, FANOUT)
-    frames = capture.frames()
+    frames = capture.udp_frames()
     targets = forwarded(net, got)
     assert len(targets) == FANOUT and got[node.ip] == []
     for ip, (datagram,) in targets.items():
