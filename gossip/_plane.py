@@ -49,11 +49,12 @@ _HEARTBEAT = int(wire.MsgType.HEARTBEAT)
 
 
 def refusal(config) -> str | None:
-    """Why CONFIG's node cannot use the plane, or None."""
+    """Why CONFIG's node cannot use the plane, or None. The one authority: a node says it and runs without the
+    plane; a scenario is refused with it (`testbed.scenario.parse.kernel_heartbeats_refusal`)."""
     if config.membership != "heartbeat":
-        return f"it runs the heartbeat protocol only, not membership {config.membership}"
+        return f"it takes heartbeats: membership must be heartbeat, not {config.membership}"
     if config.protocol != "udp":
-        return f"it parses UDP only, not protocol {config.protocol}"
+        return f"it works with protocol udp only, not {config.protocol}"
     if config.fanout > FANOUT_MAX:
         return f"it forwards to at most {FANOUT_MAX} targets, fanout is {config.fanout}"
     if len(config.secrets) > KEYS_MAX:

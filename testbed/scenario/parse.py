@@ -249,15 +249,15 @@ def _check_supported(s: Scenario) -> None:
 
 
 def kernel_heartbeats_refusal(node: Mapping) -> str | None:
-    """Why a node block cannot have the in-kernel heartbeat plane (None: it can): it is the heartbeat protocol's,
-    over UDP, and sits beside the XDP fast path."""
-    if node.get("membership", "heartbeat") != "heartbeat":
-        return f"the in-kernel heartbeat plane takes heartbeats: membership must be heartbeat, not {node['membership']}"
-    if node.get("protocol", "udp") != "udp":
-        return "the in-kernel heartbeat plane works with protocol udp only"
+    """Why a node block cannot have the in-kernel heartbeat plane (None: it can): it sits beside the XDP fast path,
+    and the node's own rules (`gossip._plane.refusal`: the heartbeat protocol, UDP, fanout and key ring within the
+    program's bounds) decide the rest -- refused here, where the node would only warn and run without it."""
     if not node.get("xdp", True):
         return "the in-kernel heartbeat plane needs xdp: true (it keeps the fast path's drop state)"
-    return None
+    from gossip._plane import refusal
+
+    why = refusal(node_config(node))
+    return None if why is None else f"the in-kernel heartbeat plane {why.removeprefix('it ')}"
 
 
 def _check_topology(s: Scenario) -> None:

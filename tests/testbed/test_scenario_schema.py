@@ -54,6 +54,9 @@ def test_a_good_scenario_parses_with_defaults():
      "membership must be heartbeat"),
     ("  fanout: 2", "  fanout: 2\n  kernel_heartbeats: true\n  xdp: false", 5, "node.kernel_heartbeats",
      "needs xdp: true"),
+    # the node's own limits, refused here rather than warned about by every node (which then ran without the plane)
+    ("  fanout: 2", "  fanout: 12\n  kernel_heartbeats: true", 5, "node.kernel_heartbeats",
+     "forwards to at most 8 targets, fanout is 12"),
     ("  timeout_s: 2", "  timeout_s: 0.25", 6, "node.timeout_s", "must exceed cycle_s"),
     ("nodes: 4", "nodes: -1", 2, "nodes", "1..10,000,000"),
     ("nodes: 4", "nodes: true", 2, "nodes", "must be an integer"),
