@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bpf")]  # the package, and the tests' namespace builder
 
 import bpf  # noqa: E402
+from bpf._sys import bpf_stats_enabled, prog_run_stats  # noqa: E402
 from bpf_testnet import Testnet, drain  # noqa: E402
 from gossip._wire import MetadataRumor, cluster_id, encode  # noqa: E402
 
@@ -41,37 +41,6 @@ FANOUTS = (3, 8, 16)
 PAYLOAD = encode(MetadataRumor(cluster=cluster_id("bench"), origin=1, version=1, data=b"x" * 64), key=b"k")
 BACKLOG_FRAMES = 160  # copies in flight between two drains: well below the kernel's per-CPU backlog (1000)
 SO_SNDBUFFORCE = 32
-
-
-BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
-
-
-class ProgRunStats(ctypes.Structure):
-    """`struct bpf_prog_info` up to run_cnt (offsets of the UAPI header): the program's own run-time counters."""
-
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("_skip", ctypes.c_uint8 * 184),
-                ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64)]
-
-
-def prog_run_stats(prog_fd: int) -> tuple[int, int]:
-    info = ProgRunStats()
-    bpf._sys._bpf(bpf._sys.BPF_OBJ_GET_INFO_BY_FD, bpf._sys._InfoAttr(
-        bpf_fd=prog_fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)), "BPF_OBJ_GET_INFO_BY_FD")
-    return info.run_time_ns, info.run_cnt
-
-
-@contextlib.contextmanager
-def bpf_stats_enabled():
-    """kernel.bpf_stats_enabled = 1 for the block, then back to what it was (it costs every program a little)."""
-    if not BPF_STATS_SYSCTL.exists():  # an older kernel: no run-time figures (reported as 0)
-        yield
-        return
-    before = BPF_STATS_SYSCTL.read_text().strip()
-    BPF_STATS_SYSCTL.write_text("1")
-    try:
-        yield
-    finally:
-        BPF_STATS_SYSCTL.write_text(before)
 
 
 def count_syscalls(send_once, broadcasts: int, bsend) -> dict[str, float]:

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "bpf")]  # the package, the testnet and the test's prog_info
 
+from bpf._sys import bpf_stats_enabled  # noqa: E402
 from bpf.hbplane import HeartbeatPlane  # noqa: E402
 from bpf_testnet import Testnet, drain  # noqa: E402
 from gossip import _wire as wire  # noqa: E402
@@ -50,9 +51,7 @@ def run(count: int, fanout: int, nodes: int, bloom: bool, keys: int) -> dict:
             payloads = [wire.encode(wire.Heartbeat(cluster=CLUSTER, origin=ids[origin.ip], seq=seq,
                                                    identity=idents[origin.ip], infected=infected), key=KEY)
                         for seq in range(1, count + 1)]
-            with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-                f.write("1")
-            try:
+            with bpf_stats_enabled():
                 before = {n: prog_info(fd) for n, fd in plane.prog_fds.items()}
                 start = time.perf_counter()
                 for p in payloads:
@@ -62,9 +61,6 @@ def run(count: int, fanout: int, nodes: int, bloom: bool, keys: int) -> dict:
                 wall = time.perf_counter() - start
                 time.sleep(0.2)
                 after = {n: prog_info(fd) for n, fd in plane.prog_fds.items()}
-            finally:
-                with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-                    f.write("0")
             stats = plane.stats(node.ifindex)
             received = sum(len(drain(s, timeout_s=0)) for ip, s in socks.items() if ip != node.ip)
             node_got = len(drain(socks[node.ip], timeout_s=0))

@@ -224,6 +224,43 @@ def prog_id(fd: int) -> int:
     return info.id
 
 
+class ProgRunInfo(ctypes.Structure):
+    """`struct bpf_prog_info` up to run_cnt (offsets of the UAPI header): the program's own run-time counters."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("_skip", ctypes.c_uint8 * 184),
+                ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64)]
+
+
+def prog_run_stats(fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of the program FD: what the kernel summed while `bpf_stats_enabled` was on. A tail
+    call runs inside its caller's accounting, so an entry program's figures include the programs it jumps to."""
+    info = ProgRunInfo()
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info)),
+         "BPF_OBJ_GET_INFO_BY_FD")
+    return info.run_time_ns, info.run_cnt
+
+
+BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+@contextlib.contextmanager
+def bpf_stats_enabled():
+    """kernel.bpf_stats_enabled = 1 for the block, then back to what it was: it costs every program on the host
+    two clock reads per run, so it is on only while something measures. A kernel without it: no figures (0)."""
+    if not os.path.exists(BPF_STATS_SYSCTL):
+        yield
+        return
+    with open(BPF_STATS_SYSCTL) as f:
+        before = f.read().strip()
+    with open(BPF_STATS_SYSCTL, "w") as f:
+        f.write("1")
+    try:
+        yield
+    finally:
+        with open(BPF_STATS_SYSCTL, "w") as f:
+            f.write(before)
+
+
 @functools.cache
 def possible_cpus() -> int:
     """How many values a per-CPU map holds per key (the kernel's possible CPUs, not the online ones)."""

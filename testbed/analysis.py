@@ -27,6 +27,13 @@ XDP_STATS = "xdp_stats"
 FINAL = "final"        # final read of a node at the end of the run
 NET_STATS = "net_stats"  # what the network dropped, cluster-wide, sampled once per cycle (node "network")
 NETWORK_DROP_REASONS = ("loss", "partition")  # what both backends' networks count, with the same meaning
+# The host's own counters, sampled once per cycle on real hosts (node "host"): /proc/stat's aggregate CPU time per
+# field (``cpu_<field>_s``) and the run's BPF programs' run time (``bpf_<program>_run_ns``, ``bpf_<program>_runs``;
+# they grow only while kernel.bpf_stats_enabled is on). Packet work in softirq is charged to whichever task was
+# running, so the host's busy CPU, softirq included, is what compares kernel paths (`host_cpu`, `bpf_run`).
+HOST_STATS = "host_stats"
+HOST_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")  # /proc/stat's order
+HOST_IDLE_FIELDS = ("idle", "iowait")
 
 
 def network_drops(counters: Mapping[str, int]) -> dict[str, int]:
@@ -514,6 +521,45 @@ def counter_growth(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...
         for k in keys:
             total[k] += r1.get(k, 0) - (0 if restarted else r0.get(k, 0))
     return total, node_s
+
+
+def proc_stat_cpu(text: str, ticks_per_s: float) -> dict[str, float]:
+    """The aggregate ``cpu`` line of /proc/stat (TEXT) as CPU-seconds per field of `HOST_CPU_FIELDS`, keyed
+    ``cpu_<field>_s``; TICKS_PER_S is USER_HZ (``os.sysconf("SC_CLK_TCK")``). Guest time is already inside user and
+    nice, so it is not read. Fields an old kernel lacks are left out."""
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "cpu":
+            return {f"cpu_{name}_s": round(int(v) / ticks_per_s, 3) for name, v in zip(HOST_CPU_FIELDS, parts[1:])}
+    raise ValueError("no aggregate 'cpu' line in /proc/stat")
+
+
+def host_cpu(records: list[dict], t0: float, t1: float) -> dict[str, float] | None:
+    """The host's CPU over [T0, T1] in cores (CPU-seconds per second), from its `HOST_STATS` records: each field of
+    `HOST_CPU_FIELDS`, and ``busy``, every field but idle and iowait (softirq, irq and steal included). A rate over
+    the records bracketing the window (`counter_growth`); None if no two records bracket it."""
+    keys = tuple(f"cpu_{f}_s" for f in HOST_CPU_FIELDS)
+    grown, span = counter_growth(records, t0, t1, keys)
+    if span <= 0:
+        return None
+    cores = {f: grown[f"cpu_{f}_s"] / span for f in HOST_CPU_FIELDS}
+    cores["busy"] = sum(v for f, v in cores.items() if f not in HOST_IDLE_FIELDS)
+    return cores
+
+
+def bpf_run(records: list[dict], t0: float, t1: float) -> dict[str, dict[str, float]]:
+    """Each BPF program's runs over [T0, T1], from the `HOST_STATS` records: ``runs_per_s``, ``ns_per_run`` and
+    ``cores`` (its run time per second). All zero if kernel.bpf_stats_enabled was off; {} with no two records
+    bracketing the window."""
+    names = sorted({k[len("bpf_"):-len("_runs")] for r in records for k in r
+                    if k.startswith("bpf_") and k.endswith("_runs")})
+    keys = tuple(k for n in names for k in (f"bpf_{n}_run_ns", f"bpf_{n}_runs"))
+    grown, span = counter_growth(records, t0, t1, keys)
+    if span <= 0:
+        return {}
+    return {n: {"runs_per_s": grown[f"bpf_{n}_runs"] / span,
+                "ns_per_run": grown[f"bpf_{n}_run_ns"] / grown[f"bpf_{n}_runs"] if grown[f"bpf_{n}_runs"] else 0.0,
+                "cores": grown[f"bpf_{n}_run_ns"] / 1e9 / span} for n in names}
 
 
 def sent_between(stats: list[dict], t0: float, t1: float, keys: tuple[str, ...]) -> int:

@@ -32,6 +32,7 @@ from .procs import ProcessGroup
 
 GOSSIP_PORT = 7946
 _WATCH_S = 0.1
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit
 START_WAVE = 4 * (os.cpu_count() or 1)  # node processes starting at once (see `EmulatedCluster.start_nodes`)
 WAVES_ABOVE = 128  # node counts up to this start all at once
 
@@ -48,6 +49,7 @@ class EmulatedCluster(Cluster):
         self.fastpath = self.faults = self.broadcaster = self.plane = None
         self._nft = None
         self._root_ifindex: dict[str, int] = {}
+        self._programs: dict[str, int] = {}  # name -> fd of every BPF program the run loaded (host_stats records)
         self._hosts: dict[str, object] = {}
         self._seeds: dict[str, list[str]] = {}
         self._ended: set = set()
@@ -127,6 +129,11 @@ class EmulatedCluster(Cluster):
         self._root_ifindex = {n: socket.if_nametoindex(h.root_veth) for n, h in self._hosts.items()}
         for n, ifindex in self._root_ifindex.items():
             stack.enter_context(self.faults.attach(ifindex, netns=None, direction="both", node_mac=self._hosts[n].mac))
+        self._programs = {name: fd for name, fd in (
+            ("xdp", self.fastpath and self.fastpath.prog_fd), ("hbplane", self.plane and self.plane.prog_fd),
+            ("broadcast", self.broadcaster and self.broadcaster.prog_fd),
+            ("faults_from_node", self.faults.prog_fds["ingress"]), ("faults_to_node", self.faults.prog_fds["egress"]))
+            if fd is not None}
         self.timings["bpf_s"] = round(time.monotonic() - t, 3)
         self.progress.say(f"BPF compiled once and attached to {len(hosts)} interfaces in "
                           f"{time.monotonic() - t:.1f} s")
@@ -345,7 +352,21 @@ class EmulatedCluster(Cluster):
         if self.faults is not None:
             out.append({"t": t, "node": "network", "kind": analysis.NET_STATS,
                         "dropped": analysis.network_drops(self.network_counters())})
+        out.append(self._host_stats(t))
         return out
+
+    def _host_stats(self, t: float) -> dict:
+        """The host's CPU counters and the run's BPF programs' run time (`analysis.HOST_STATS`): the nodes' own
+        ``cpu_s`` misses the packet work softirq charges to whichever task was running, and the programs' time."""
+        rec = {"t": t, "node": "host", "kind": analysis.HOST_STATS}
+        with contextlib.suppress(OSError, ValueError):  # no /proc/stat: no CPU fields
+            with open("/proc/stat") as f:
+                rec.update(analysis.proc_stat_cpu(f.read(), _TICKS_PER_S))
+        from bpf._sys import prog_run_stats
+        for name, fd in self._programs.items():
+            with contextlib.suppress(OSError):
+                rec[f"bpf_{name}_run_ns"], rec[f"bpf_{name}_runs"] = prog_run_stats(fd)
+        return rec
 
     def counters(self, name: str) -> dict:
         try:

@@ -225,6 +225,42 @@ def test_a_rate_counts_only_nodes_up_throughout_and_a_count_counts_every_node():
     assert A.sent_between(stats, 1.5, 3.5, ("packets_out",)) == 30 + 20  # the gone node ended before it began
 
 
+PROC_STAT = """\
+cpu  {user} 20 {system} {idle} 30 0 {softirq} 5 7 0
+cpu0 1 2 3 4 5 6 7 8 9 10
+intr 12345 0 0
+"""
+
+
+def host_record(t, user, system, idle, softirq, **bpf):
+    text = PROC_STAT.format(user=user, system=system, idle=idle, softirq=softirq)
+    return {"t": t, "node": "host", "kind": A.HOST_STATS, **A.proc_stat_cpu(text, ticks_per_s=100), **bpf}
+
+
+def test_proc_stat_is_read_as_seconds_per_field_without_the_guest_time():
+    rec = A.proc_stat_cpu(PROC_STAT.format(user=150, system=50, idle=1000, softirq=25), ticks_per_s=100)
+    assert rec == {"cpu_user_s": 1.5, "cpu_nice_s": 0.2, "cpu_system_s": 0.5, "cpu_idle_s": 10.0,
+                   "cpu_iowait_s": 0.3, "cpu_irq_s": 0.0, "cpu_softirq_s": 0.25, "cpu_steal_s": 0.05}
+    with pytest.raises(ValueError):
+        A.proc_stat_cpu("intr 1 2 3\n", ticks_per_s=100)
+
+
+def test_host_busy_cpu_counts_softirq_and_divides_by_the_bracketing_records_span():
+    # two cores, records once a second: 0.6 cores user, 0.2 system, 0.4 softirq, the rest idle (0.8)
+    recs = [host_record(t, user=60 * t, system=20 * t, idle=80 * t, softirq=40 * t) for t in range(6)]
+    cpu = A.host_cpu(recs, 1.5, 3.5)  # bracketed by the records at 1 and 4
+    assert cpu["busy"] == pytest.approx(1.2) and cpu["softirq"] == pytest.approx(0.4)
+    assert cpu["user"] == pytest.approx(0.6) and cpu["idle"] == pytest.approx(0.8) and cpu["nice"] == 0
+    assert A.host_cpu(recs, 1.5, 9.0) is None  # no record after the window
+
+
+def test_bpf_run_time_per_run_and_per_second_from_the_host_records():
+    recs = [host_record(t, 0, 0, 0, 0, bpf_xdp_run_ns=int(500 * 4000 * t), bpf_xdp_runs=4000 * t,
+                        bpf_hbplane_run_ns=0, bpf_hbplane_runs=0) for t in range(4)]
+    run = A.bpf_run(recs, 0.5, 2.5)
+    assert run["xdp"] == pytest.approx({"runs_per_s": 4000, "ns_per_run": 500, "cores": 0.002})
+    assert run["hbplane"] == {"runs_per_s": 0, "ns_per_run": 0.0, "cores": 0}  # bpf stats were off
+
 def test_a_node_that_restarted_inside_the_window_is_not_up_throughout_it():
     # crashed at 2.5 s, back at 3.5 s: its counter starts again, and its bracket [2, 4] holds a second it was down
     crashed = [r for r in stats_every("c", 1.0, 2.0, 10)] + stats_every("c", 1.0, 5.0, 10, start=3.5)
