@@ -55,7 +55,7 @@ def test_benchmark_smoke_run(script, quick, needs_root):
 
 
 def test_soak_benchmark_smoke_run():
-    """bench_soak.py --quick: the soak campaign shortened to 16 nodes, 60 s and 50 publishes (the full one is 10
+    """bench_soak.py --quick: the soak campaign shortened to 16 nodes, 40 s and 40 publishes (the full one is 10
     minutes on 64 nodes, never part of the suite)."""
     if os.geteuid() != 0:
         pytest.skip("needs root (CI runs as root)")
