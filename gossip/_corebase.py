@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from . import _wire as wire
@@ -297,6 +297,10 @@ class CoreBase:
         if out:
             self._sends = []
         return out
+
+    def set_secrets(self, secrets: tuple[bytes, ...]) -> None:
+        """See `gossip.protocols.Protocol.set_secrets`; checked by NodeConfig's own rules."""
+        self.config = replace(self.config, secrets=secrets)
 
     def kernel_refreshed(self, origin: int, seq: int, last_seen: float) -> bool:
         """See `gossip.protocols.Protocol.kernel_refreshed`: only the heartbeat protocol has heartbeats to take."""

@@ -1,7 +1,8 @@
 """The JSON control API of a node (``--http ADDR:PORT`` or ``--http unix:PATH``).
 
 GET /list, GET /metadata, GET /stats, POST /publish (body = data), POST /set (a node as JSON), POST /stop,
-POST /start. A bad request gets a 4xx with a JSON ``{"error": ...}`` naming what is wrong. A publish whose value
+POST /start, POST /secrets (the key ring as JSON, ``{"secrets": ["new", "old"]}``: the first signs, all verify;
+the answer tells only how many keys are in use). A bad request gets a 4xx with a JSON ``{"error": ...}`` naming what is wrong. A publish whose value
 the node could not make durable (``state_dir`` on a full or failing disk) gets 503 with the state file and the OS
 error: it was not acknowledged, and the same request can succeed once the disk takes writes again.
 
@@ -110,6 +111,19 @@ def _json_body(body: bytes):
         raise HttpError(400, f"body is not JSON: {e}") from None
 
 
+def _secrets_body(body: bytes) -> tuple[bytes, ...]:
+    obj = _json_body(body)
+    if not isinstance(obj, dict) or set(obj) != {"secrets"}:
+        raise HttpError(400, 'body must be a JSON object with one field, secrets: {"secrets": ["key", ...]}')
+    ring = obj["secrets"]
+    if not isinstance(ring, list) or not all(isinstance(k, str) for k in ring):
+        raise HttpError(400, "secrets: must be a list of strings (the first signs, all verify)")
+    try:
+        return tuple(k.encode("utf-8") for k in ring)
+    except UnicodeEncodeError:
+        raise HttpError(400, "secrets: must be valid UTF-8") from None
+
+
 def handle(node: Node, method: str, path: str, body: bytes):
     """The answer (a JSON-able value) to one request; raises HttpError for a bad one."""
     route = (method, path)
@@ -140,13 +154,19 @@ def handle(node: Node, method: str, path: str, body: bytes):
     if route == ("POST", "/set"):
         node.set(_set_body(body))
         return {"ok": True}
+    if route == ("POST", "/secrets"):
+        try:
+            node.set_secrets(_secrets_body(body))
+        except UsageError as e:  # ConfigError names the field; the old ring stays in use
+            raise HttpError(400, str(e)) from None
+        return {"keys": len(node.config.secrets)}
     if route == ("POST", "/stop"):
         node.stop()
         return {"heartbeats": False}
     if route == ("POST", "/start"):
         node.start()
         return {"heartbeats": True}
-    if path in ("/list", "/metadata", "/stats", "/publish", "/set", "/stop", "/start"):
+    if path in ("/list", "/metadata", "/stats", "/publish", "/set", "/stop", "/start", "/secrets"):
         raise HttpError(405, f"{method} {path}: method not allowed")
     raise HttpError(404, f"{method} {path}: not found")
 

@@ -21,18 +21,19 @@ import math
 import os
 import random
 import time
+from dataclasses import replace
 from typing import IO, Callable, Protocol
 
 from ._config import NodeConfig
 from ._core import MemberInfo, Version
 from ._driver import CoreDriver
-from ._plane import PlaneSync
+from ._plane import KEYS_MAX, PlaneSync
 from ._events import Accepted, Event, Send
 from ._state import StateError
 from ._transport import TcpTransport, UdpTransport, errno_reason
 from ._wire import Identity, MsgType
 from .protocols import create as create_core
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 
 log = logging.getLogger("gossip")
 
@@ -219,6 +220,26 @@ class Node:
         version = self.core.publish(data, now)
         self._flush()
         return version
+
+    def set_secrets(self, secrets: tuple[bytes, ...]) -> None:
+        """Use the key ring SECRETS from now on (rotation without a restart): the first signs, every one verifies.
+        Rotate in three steps, each on every node before the next: add the new key last (``(old, new)``), make it
+        first (``(new, old)``), drop the old one (``(new,)``). A bad ring is refused with `ConfigError` naming
+        ``secrets``, and the old one stays in use; the kernel heartbeat plane, if on, gets the same ring."""
+        config = replace(self.config, secrets=secrets)  # NodeConfig's rules, as for the ring it started with
+        if self._plane is not None and len(secrets) > KEYS_MAX:
+            raise ConfigError("secrets", f"the kernel heartbeat plane holds at most {KEYS_MAX} keys, got "
+                                         f"{len(secrets)}")
+        self._trace_op("secrets", 0.0, keys=[k.hex() for k in secrets])
+        self.core.set_secrets(secrets)
+        self.config = config
+        if self._plane is not None:
+            try:
+                self._plane.configure()
+            except Exception as e:  # the kernel would verify with the old ring: the node takes over, as at start
+                log.warning("kernel heartbeat plane: the new key ring could not be written (%s); heartbeats "
+                            "handled in userspace", (str(e).strip().splitlines() or [type(e).__name__])[0])
+                self._stop_plane()
 
     def read(self) -> tuple[Version, bytes]:
         return self.core.read()

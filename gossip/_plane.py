@@ -96,12 +96,18 @@ class PlaneSync:
             from bpf.broadcaster import _Neighbours  # the broadcaster's cached neighbour-table reader
 
             self._neigh = _Neighbours(self.writer.ifindex, None, 30.0, 1.0)
-        core, cfg = self.core, self.core.config
         self.writer.reset()
+        self.configure()
+        self.reconcile()
+
+    def configure(self) -> None:
+        """Write the node's configuration, its key ring included, to the plane (again after `set_secrets`: the
+        writer changes only what differs, the keys before their count when the ring grows, after when it
+        shrinks)."""
+        core, cfg = self.core, self.core.config
         self.writer.configure(core.node_id, core.cluster, cfg.listen_addr, cfg.listen_port,
                               interface_mac(self.writer.ifindex), cfg.fanout,
                               min(cfg.max_packet_bytes, MAX_PACKET_BYTES), cfg.secrets)
-        self.reconcile()
 
     def close(self) -> None:
         """Take the node out of the plane (everything passes to the socket again) and close the maps."""

@@ -43,6 +43,8 @@ def replay(trace_lines: Iterable[str], *, config: NodeConfig, identity: Identity
             core.leave(now)
         elif kind == "drop":
             core.note_drop(op["reason"], op["detail"])
+        elif kind == "secrets":  # the key ring, rotated while the node ran
+            core.set_secrets(tuple(bytes.fromhex(k) for k in op["keys"]))
         elif kind == "kernel":  # a heartbeat the in-kernel plane took: the node applied it at NOW (its last-seen)
             core.kernel_refreshed(op["origin"], op["seq"], now)
         else:

@@ -132,6 +132,10 @@ class Protocol(typing.Protocol):
     def publish(self, data: bytes, now: float) -> Version:
         """Adopt DATA under a version newer than any seen here and spread it (`UsageError` if it does not fit)."""
 
+    def set_secrets(self, secrets: tuple[bytes, ...]) -> None:
+        """Use the key ring SECRETS from now on: the first signs what this node sends, any of them verifies what it
+        receives (`ConfigError` naming ``secrets`` for a bad ring, which leaves the old one in use)."""
+
     def read(self) -> tuple[Version, bytes]: ...
 
     def members(self) -> list[MemberInfo]:

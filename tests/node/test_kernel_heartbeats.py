@@ -10,6 +10,7 @@ the same cluster's plane-off run. Processes, attachments, pins and namespaces ar
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -212,5 +213,42 @@ def test_a_node_that_cannot_have_the_plane_runs_on_with_one_line(net, tmp_path):
             lines = [line for line in proc.text().splitlines() if "unavailable" in line]
             assert len(lines) == 1 and "kernel heartbeat plane unavailable" in lines[0] and why in lines[0], lines
             assert "Traceback" not in proc.text()
+    finally:
+        c.stop()
+
+
+def test_a_key_rotation_mid_run_keeps_the_cluster_converged(net, tmp_path):
+    """The three steps of a rotation (new key added last, made first, old one dropped), each sent to every node
+    through POST /secrets while the cluster runs with the plane on: no step loses a member or a heartbeat to a MAC
+    the receiver cannot check, the kernel goes on taking heartbeats after each step (signed with the new key once it
+    is first), and at the end a node that holds only the old key is heard by nobody, in the kernel or the node."""
+    nodes = list(range(NODES))
+    c = Cluster(net, tmp_path)
+    rotation = ([SECRET, "rotated-secret"], ["rotated-secret", SECRET], ["rotated-secret"])
+    try:
+        for i in nodes:
+            c.start(i, *c.plane_args(i))
+        converge(c, nodes)
+        time.sleep(4 * CYCLE_S)
+        for ring in rotation:
+            for i in nodes:
+                assert control.call(c.sock(i), "POST", "/secrets", json.dumps({"secrets": ring}).encode()) == \
+                    {"keys": len(ring)}
+            time.sleep(2 * CYCLE_S)  # every node on the new ring, and heartbeats signed by it in flight
+            figures = measure(c, nodes)
+            assert figures["handled"] > 0, (ring, figures)  # the kernel still verifies and forwards
+            assert_fresh(c, nodes)
+        stats = [c.call(i, "/stats") for i in nodes]
+        assert all(s["dropped"].get("bad_mac", 0) == 0 and s["hbplane"]["passed_bad_mac"] == 0 for s in stats), \
+            [(s["dropped"], s["hbplane"]) for s in stats]
+        # the old key is gone everywhere: a node signing with it is dropped as forged by every node
+        stale = NODES
+        c.start(stale, *c.plane_args(stale))  # started with the old secret (Cluster.start passes SECRET)
+        c.wait(lambda: sum(c.call(i, "/stats")["dropped"].get("bad_mac", 0) for i in nodes) >= 3, 30,
+               "heartbeats signed with the removed key dropped as bad_mac")
+        assert all(f"n{stale}" not in c.names(i) for i in nodes)
+        assert_fresh(c, nodes)
+        text = "".join(p.text() for p in c.procs.values())
+        assert "unavailable" not in text and "Traceback" not in text, text[-3000:]
     finally:
         c.stop()

@@ -59,6 +59,43 @@ def test_python_api_join_get_set_stop_start_publish_read(protocol):
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_a_key_rotation_through_the_api_keeps_the_cluster_and_shuts_out_the_old_key(protocol):
+    """set_secrets in three steps on every node (new key added last, made first, old one dropped): the members stay
+    listed and nothing is dropped for its MAC; then a node still on the old key is heard by nobody. A bad ring is
+    refused naming the field, and the node keeps the ring it had."""
+    async def main():
+        nodes = await _cluster(3, protocol, secrets=(b"old",))
+        try:
+            names = {f"p{i}" for i in range(3)}
+            assert await _until(lambda: all({m.name for m in n.get()} == names for n in nodes), 10)
+            for ring in ((b"old", b"new"), (b"new", b"old"), (b"new",)):
+                for n in nodes:
+                    n.set_secrets(ring)
+                await asyncio.sleep(0.4)  # four cycles; timeout 0.8 s: a member lost to the step would be gone
+                assert all({m.name for m in n.get()} == names for n in nodes), ring
+                v = nodes[0].publish(b"under " + b"+".join(ring))
+                assert await _until(lambda: all(n.read()[0] == v for n in nodes), 5), ring
+            assert all(n.stats().get("dropped_bad_mac", 0) == 0 for n in nodes)
+            for bad, why in (((), "non-empty"), ((b"x" * 65,), "64 bytes"), (["new"], "tuple")):
+                with pytest.raises(ConfigError, match="secrets"):
+                    nodes[1].set_secrets(bad)
+                assert nodes[1].config.secrets == (b"new",), why
+            config = NodeConfig(listen_port=free_port(), protocol=protocol, cycle_s=0.1, timeout_s=0.8,
+                                secrets=(b"old",))
+            late = Node(config, name="late", seeds=((nodes[0].config.listen_addr, nodes[0].config.listen_port),))
+            await late.join()
+            try:
+                assert await _until(lambda: nodes[0].stats().get("dropped_bad_mac", 0) >= 3, 5)
+                assert all("late" not in {m.name for m in n.get()} for n in nodes)
+            finally:
+                await late.close()
+        finally:
+            for n in nodes:
+                await n.close()
+    asyncio.run(main())
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="fanout"):
         NodeConfig(fanout=0)
@@ -110,6 +147,15 @@ def test_http_api_answers_and_rejects_bad_requests_with_4xx(tmp_path):
         assert status == 200 and stats["packets_in"] > 0 and stats["node"] == "n0"
         status, meta = _http(n, "GET", "/metadata")
         assert meta == {"version": 0, "origin": 0, "data": ""}
+        status, body = _http(n, "POST", "/secrets", b'{"secrets": ["s3cret", "next"]}')
+        assert (status, body) == (200, {"keys": 2})  # how many, never the keys
+        for bad, why in ((b'{"secrets": []}', "secrets: must be a non-empty"), (b'{"secrets": "k"}', "list"),
+                         (b'{"secrets": [1]}', "list of strings"), (b'{"keys": ["k"]}', "one field"),
+                         (b'["k"]', "one field"), (json.dumps({"secrets": ["x" * 65]}).encode(), "64 bytes")):
+            status, body = _http(n, "POST", "/secrets", bad)
+            assert status == 400 and why in body["error"], (bad, body)
+        assert _http(n, "GET", "/secrets")[0] == 405
+        assert cl.wait_for(lambda: n.names() == {"n0", "n1"}, 5)  # still verifies the other's key, "s3cret"
 
 
 def test_node_without_usable_xdp_says_why_once_and_runs_in_userspace(tmp_path):
