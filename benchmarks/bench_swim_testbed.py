@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _steady import join_allowance_s, node_growth, steady_window  # noqa: E402
 from testbed import analysis  # noqa: E402
 from testbed.net.topology import BRIDGE_MAX_PORTS  # noqa: E402
 from testbed.runner import run_scenario  # noqa: E402
@@ -73,9 +74,9 @@ TIMINGS = {
 
 
 def scenario_text(n: int, cycle_s: float, steady_s: float, options: dict | None = None) -> tuple[str, float]:
-    # the join's share grows with N (seeds, then push-pull): allow it, then the steady window on top, and two
-    # periods more, so every node's stats record after the window comes before the run ends
-    join_s = max(10.0, 4 * cycle_s + n / 32)
+    # the join, then the steady window on top, and two periods more, so every node's stats record after the window
+    # comes before the run ends
+    join_s = join_allowance_s(n, cycle_s)
     duration = round(join_s + steady_s + 2 * cycle_s, 1)
     opts = "{" + ", ".join(f"{k}: {v}" for k, v in (options or {}).items()) + "}"
     # one Linux bridge holds 1,023 ports: above that, two bridges in a line (one trunk between them)
@@ -100,27 +101,17 @@ def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_
     h = analysis.load_history(run_dir)
     meta = h.meta
     n = int(meta.get("nodes") or 1)
-    starts = [e["t"] for e in h.of_kind("started")]
-    t_start = min(starts) if starts else h.t0
-    first = analysis.first_converged_at(h, t_start)
-    # the steady window: STEADY_S from the join allowance's end (the timeline starts once every process is up), or
-    # from two periods after the first full membership if that came later
-    a = h.t0 + join_s
-    if first is not None:
-        a = max(a, first + 2 * cycle_s)
-    b = min(h.t0 + float(meta.get("duration_s") or 0) - 2 * cycle_s, a + steady_s)
-    sent, node_s = analysis.counter_growth(list(h.of_kind("stats")), a, b, MEMBERSHIP + SWAPS + ("cpu_s",))
-    node_s = node_s or 1e-9  # no node was up throughout the window: every figure reads 0
-    per = node_s / cycle_s  # member-periods the counted growth covers
+    a, b, converged_after = steady_window(h, cycle_s, join_s, steady_s)
+    sent, span = node_growth(h, a, b, MEMBERSHIP + SWAPS + ("cpu_s",))
+    per = span * n / cycle_s  # member-periods the counted growth covers
     cpu = sent.pop("cpu_s")
-    span = node_s / n  # the window as the counters saw it, per node
     mem = list(meta.get("node_memory_bytes", {}).values())
     timings = meta.get("timings", {})
     checks = {c["name"]: c["passed"] for c in summary["checks"]}
     return {
         "nodes": n, "backend": meta.get("backend"), "cycle_s": cycle_s,
         "network_s": timings.get("network_s"), "bpf_s": timings.get("bpf_s"), "nodes_up_s": timings.get("nodes_up_s"),
-        "converged_after_s": None if first is None else first - t_start,
+        "converged_after_s": converged_after,
         "steady_s": span,
         "probe_per_member_period": sum(sent[k] for k in PROBE) / per,
         "membership_per_member_period": sum(sent[k] for k in MEMBERSHIP) / per,

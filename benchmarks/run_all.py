@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("bench_xdp.py", [], ["--quick"], True),
     ("bench_mac.py", [], ["--quick"], True),
     ("bench_hbplane.py", [], ["--quick"], True),
+    ("bench_hbplane_cluster.py", [], ["--quick"], True),
     ("bench_broadcast.py", [], ["--broadcasts", "200", "--rounds", "1"], True),
     ("bench_bringup.py", [], ["--repeat", "1", "--cases", "netns:16,netns:64"], True),
     ("bench_testbed.py", [], ["--quick"], True),

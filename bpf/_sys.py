@@ -28,6 +28,8 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_ENABLE_STATS = 32
+BPF_STATS_RUN_TIME = 0
 BPF_MAP_LOOKUP_BATCH = 24
 
 BPF_ANY = 0
@@ -243,10 +245,29 @@ def prog_run_stats(fd: int) -> tuple[int, int]:
 BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
 
+class _EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
+
+
 @contextlib.contextmanager
 def bpf_stats_enabled():
-    """kernel.bpf_stats_enabled = 1 for the block, then back to what it was: it costs every program on the host
-    two clock reads per run, so it is on only while something measures. A kernel without it: no figures (0)."""
+    """The kernel's run-time statistics of every BPF program on for the block, then back to what they were (they
+    cost every program two clock reads per run, so they are on only while something measures).
+
+    Through BPF_ENABLE_STATS: the kernel keeps them on while this process holds the fd it returns, a count of its
+    own beside the kernel.bpf_stats_enabled sysctl's, so another process writing the sysctl (a benchmark setting it
+    back to 0) cannot switch them off halfway through a measurement. A kernel without that command: the sysctl,
+    restored after. Without either, no figures (run counts stay 0)."""
+    try:
+        fd = _bpf(BPF_ENABLE_STATS, _EnableStatsAttr(type=BPF_STATS_RUN_TIME), "BPF_ENABLE_STATS")
+    except MapError:
+        fd = None
+    if fd is not None:
+        try:
+            yield
+        finally:
+            os.close(fd)
+        return
     if not os.path.exists(BPF_STATS_SYSCTL):
         yield
         return

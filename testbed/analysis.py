@@ -28,9 +28,10 @@ FINAL = "final"        # final read of a node at the end of the run
 NET_STATS = "net_stats"  # what the network dropped, cluster-wide, sampled once per cycle (node "network")
 NETWORK_DROP_REASONS = ("loss", "partition")  # what both backends' networks count, with the same meaning
 # The host's own counters, sampled once per cycle on real hosts (node "host"): /proc/stat's aggregate CPU time per
-# field (``cpu_<field>_s``) and the run's BPF programs' run time (``bpf_<program>_run_ns``, ``bpf_<program>_runs``;
-# they grow only while kernel.bpf_stats_enabled is on). Packet work in softirq is charged to whichever task was
-# running, so the host's busy CPU, softirq included, is what compares kernel paths (`host_cpu`, `bpf_run`).
+# field (``cpu_<field>_s``), the testbed process's own CPU (``testbed_cpu_s``) and the run's BPF programs' run
+# time (``bpf_<program>_run_ns``, ``bpf_<program>_runs``; they grow only while the kernel's BPF statistics are on,
+# `bpf._sys.bpf_stats_enabled`). Packet work in softirq is charged to whichever task was running, so the host's
+# busy CPU, softirq included, is what compares kernel paths (`host_cpu`, `bpf_run`).
 HOST_STATS = "host_stats"
 HOST_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")  # /proc/stat's order
 HOST_IDLE_FIELDS = ("idle", "iowait")

@@ -14,7 +14,8 @@ from run_all import BENCHMARKS  # noqa: E402
 
 # figures a benchmark's smoke run must print (a line starting with the name and holding a number)
 FIGURES = {"bench_http.py": ("import h11", "import gossip._http", "GET /stats, keep-alive"),
-           "bench_swim_testbed.py": ("netns", "sim")}
+           "bench_swim_testbed.py": ("netns", "sim"),
+           "bench_hbplane_cluster.py": ("off", "on", "off/on")}
 
 
 # below pytest's own 600 s timeout, so a benchmark that overruns is stopped here, by SIGTERM, not SIGKILL'd

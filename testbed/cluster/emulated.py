@@ -356,9 +356,10 @@ class EmulatedCluster(Cluster):
         return out
 
     def _host_stats(self, t: float) -> dict:
-        """The host's CPU counters and the run's BPF programs' run time (`analysis.HOST_STATS`): the nodes' own
-        ``cpu_s`` misses the packet work softirq charges to whichever task was running, and the programs' time."""
-        rec = {"t": t, "node": "host", "kind": analysis.HOST_STATS}
+        """The host's CPU counters, this process's own CPU (``testbed_cpu_s``: the testbed's share of the host's)
+        and the run's BPF programs' run time (`analysis.HOST_STATS`): the nodes' own ``cpu_s`` misses the packet
+        work softirq charges to whichever task was running, and the programs' time."""
+        rec = {"t": t, "node": "host", "kind": analysis.HOST_STATS, "testbed_cpu_s": round(time.process_time(), 4)}
         with contextlib.suppress(OSError, ValueError):  # no /proc/stat: no CPU fields
             with open("/proc/stat") as f:
                 rec.update(analysis.proc_stat_cpu(f.read(), _TICKS_PER_S))
