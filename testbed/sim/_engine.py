@@ -39,6 +39,7 @@ from gossip.protocols import create as create_core
 
 from ._errors import SimError
 from ._latency import DEFAULT_LATENCY, LatencyModel
+from ._plane import Neighbours, PlaneModel
 
 EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
 
@@ -54,7 +55,8 @@ class _SimNode:
     """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
 
     __slots__ = ("index", "name", "identity", "config", "seeds", "core", "driver", "state", "incarnation",
-                 "token", "queue", "loss", "delay", "pending", "awake_at", "fastpath", "store", "src")
+                 "token", "queue", "loss", "delay", "pending", "awake_at", "fastpath", "store", "src", "plane",
+                 "neigh")
 
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
@@ -71,6 +73,8 @@ class _SimNode:
         self.pending = True  # allocated, not started yet (a staggered start)
         self.awake_at = -1.0  # wake-up model: when the process handles what has arrived so far
         self.fastpath: _FastPath | None = None  # its XDP program, when the simulation models one
+        self.plane: PlaneModel | None = None  # its in-kernel heartbeat plane (``kernel_heartbeats``), with XDP
+        self.neigh = Neighbours()  # its namespace's neighbour table: outlives the process
         self.store: MemoryStore | None = None  # its durable state, kept across crashes (``durable=True``)
 
 
@@ -102,12 +106,9 @@ class _FastPath:
     yet handled an earlier one passes, and the core drops it as a duplicate, as a real node's core does.
     """
 
-    __slots__ = ("heartbeat", "swim", "version", "passed", "dropped", "plane", "handled")
+    __slots__ = ("heartbeat", "swim", "version", "passed", "dropped")
 
-    def __init__(self, plane: bool = False) -> None:
-        # the in-kernel heartbeat plane beside it (``kernel_heartbeats``): a fresh heartbeat from an origin the node
-        # has taken heartbeats from is the kernel's (see `Simulation`), counted in HANDLED
-        self.plane, self.handled = plane, 0
+    def __init__(self) -> None:
         self.heartbeat: dict[int, int] = {}  # origin -> highest accepted heartbeat sequence
         self.swim: dict[tuple[int, int], int] = {}  # (type, origin) -> the newest PING, PING_REQ, STATE, GOSSIP taken
         self.version = (0, 0)  # a node writes its initial version at start
@@ -174,16 +175,6 @@ class _FastPath:
         self.dropped[reason] += 1
         return True
 
-    def kernel_takes(self, msg) -> bool:
-        """Whether the heartbeat plane takes MSG, which `drops` just passed: a heartbeat of an origin the node has
-        registered (taken a heartbeat from; its sequence is then above the one held). Everything else reaches the
-        process, as on the testbed. Not modelled: a plane that passes a heartbeat because its probes found too few
-        targets (clusters above 32 members) or the list outgrew the datagram."""
-        if type(msg) is gwire.Heartbeat and msg.origin in self.heartbeat:
-            self.handled += 1
-            return True
-        return False
-
     def accept(self, accepted) -> None:
         for a in accepted:
             if a.type == gwire.MsgType.HEARTBEAT:
@@ -192,6 +183,27 @@ class _FastPath:
                 self.version = (a.seq, a.origin)
             else:
                 self.swim[(a.type, a.origin)] = a.seq
+
+
+class _KernelSink:
+    """The accepted sink while the core takes what the kernel's plane took: XDP hears of it at the node's next read."""
+
+    __slots__ = ("plane",)
+
+    def __init__(self, plane: PlaneModel) -> None:
+        self.plane = plane
+
+    def accept(self, accepted) -> None:
+        self.plane.kernel_accepted(accepted)
+
+
+_MEMBER_EVENTS = frozenset({"member_added", "member_removed", "member_left"})
+
+
+def _members_changed(plane: PlaneModel, ev) -> None:
+    """The driver's on_event for a node with a plane: its members changed, so register them after this drain."""
+    if ev.kind in _MEMBER_EVENTS:
+        plane.dirty = True
 
 
 class Simulation:
@@ -257,6 +269,10 @@ class Simulation:
             raise SimError(f"handling_s: expected seconds in [0, 1), got {handling_s!r}")
         self._handling_s = float(handling_s)
         self._send_delay = 0.0  # added to the departure of what _route sends now
+        # the heartbeat plane's model: its MACs come from the nodes' neighbour tables, which a process's sends fill
+        # (ARP) and the kernel's copies do not; _route learns while any plane exists and the kernel is not sending
+        self._planes = False
+        self._kernel_sending = False
         # CPU model of the emulation host: (cores, seconds per message). Every delivered message must be processed
         # on one of `cores` shared cores, FIFO: when the cluster is busy, messages wait for a core, as the real
         # node processes of a testbed wait for the machine's CPUs.
@@ -417,6 +433,8 @@ class Simulation:
         for item in queue:
             self._receive(core, item, now)
         node.driver.drain(now)
+        if node.plane is not None:
+            node.plane.reconcile(core, now)
         node.token += 1
         self._schedule_tick(node, now)
 
@@ -426,6 +444,16 @@ class Simulation:
         version = node.core.publish(data, self._now)
         node.driver.drain(self._now)
         return version
+
+    def set_secrets(self, secrets: tuple[bytes, ...], names: Iterable[str]) -> None:
+        """The cluster's key ring from now on: every node started later starts with it, and the up or paused nodes
+        of NAMES switch to it now (`Protocol.set_secrets`; NodeConfig's rules check it)."""
+        for node in self._nodes:
+            node.config = dataclasses.replace(node.config, secrets=secrets)
+        for name in names:
+            node = self._node(name)
+            if node.state in (_UP, _PAUSED):
+                node.core.set_secrets(secrets)
 
     def stop_heartbeats(self, name: str) -> None:
         node = self._node(name, _UP)
@@ -497,10 +525,11 @@ class Simulation:
         return fp is not None and fp.drops_frame(frame, node.core.cluster)
 
     def plane_stats(self, name: str) -> dict | None:
-        """What node NAME's in-kernel heartbeat plane took in its current incarnation (``handled``), or None without
-        one (the testbed's ``hbplane`` counters hold the same key)."""
-        fp = self._node(name).fastpath
-        return {"handled": fp.handled} if fp is not None and fp.plane else None
+        """What node NAME's in-kernel heartbeat plane did in its current incarnation, per reason, under the testbed's
+        ``hbplane`` names (``handled``, ``dropped_stale_or_dup``, ``passed_<reason>``, ``passed``), and the members
+        it holds (``members``, ``members_without_mac``); None without one. See `testbed.sim._plane`."""
+        plane = self._node(name).plane
+        return None if plane is None else plane.stats()
 
     def network_stats(self) -> dict[str, int]:
         """What the network did: messages ``sent``; ``dropped_loss``, ``dropped_partition`` and ``dropped_unknown``
@@ -553,10 +582,16 @@ class Simulation:
                     if fastpath is not None and nodes[idx].state is not _DOWN:
                         if fastpath.drops(item[0]):
                             continue
-                        if fastpath.plane and nodes[idx].state is _UP and fastpath.kernel_takes(item[0]):
-                            # the kernel takes it: no wake-up, no core of the host's CPUs, KERNEL_HEARTBEAT_S
-                            heapq.heappush(heap, (when + KERNEL_HEARTBEAT_S, next(self._seq), _KERNEL, idx, item))
-                            continue
+                        plane = nodes[idx].plane
+                        if plane is not None and nodes[idx].state is _UP:
+                            verdict = plane.judge(item[0])
+                            if verdict == "handled" or verdict == "accepted_no_targets":
+                                # the kernel takes it: no wake-up, no core of the host's CPUs, KERNEL_HEARTBEAT_S
+                                heapq.heappush(heap, (when + KERNEL_HEARTBEAT_S, next(self._seq), _KERNEL, idx,
+                                                      item))
+                                continue
+                            if verdict == "dropped_stale_or_dup":
+                                continue
                 if kind == _DELIVER and per_node:
                     node = nodes[idx]
                     if node.awake_at < when:  # idle: the process first waits to be scheduled
@@ -577,6 +612,9 @@ class Simulation:
                         # `_receive`, inlined: this is the simulator's innermost loop
                         delivered += 1
                         core = node.core
+                        plane = node.plane
+                        if plane is not None and type(item[0]) is gwire.Heartbeat:
+                            plane.sync_member(item[0].origin)  # the node reads the kernel's take of it first
                         if wire:
                             core.receive(item[0], when, item[1])
                         else:
@@ -604,6 +642,8 @@ class Simulation:
                                 node.awake_at = when + handling_s  # busy handling it: later copies wait
                         else:
                             node.driver.drain(when)
+                        if plane is not None and plane.dirty:
+                            plane.reconcile(core, when)
                     elif state is _PAUSED:
                         if len(node.queue) < node.config.buffer:
                             node.queue.append(item)
@@ -616,13 +656,28 @@ class Simulation:
                     if node.state is _UP:  # the core takes it as the node reads it back: same state, no wake-up
                         delivered += 1
                         node.core.receive_message(item[0], when, item[1])
-                        node.driver.drain(when)
+                        # its forwards are the kernel's copies; XDP learns of the accept when the node reads it
+                        driver, plane = node.driver, node.plane
+                        sink, driver.fastpath = driver.fastpath, _KernelSink(plane)
+                        self._kernel_sending = True
+                        try:
+                            driver.drain(when)
+                        finally:
+                            driver.fastpath = sink
+                            self._kernel_sending = False
                     else:
                         down += 1  # killed (or paused) since: its plane was removed with it
                 elif kind == _TICK:
                     node = nodes[idx]
                     if item == node.token and node.state is _UP:
-                        self._schedule_tick(node, when + node.driver.timer_step(when))
+                        plane = node.plane
+                        if plane is None:
+                            self._schedule_tick(node, when + node.driver.timer_step(when))
+                        else:  # as the node's timer: read the kernel's takes back, step, register the members
+                            plane.sync()
+                            self._schedule_tick(node, when + node.driver.timer_step(when))
+                            plane.dirty = True
+                            plane.reconcile(node.core, when)
                 else:
                     item()
         finally:
@@ -769,10 +824,18 @@ class Simulation:
         node.core = core if core is not None else self._new_core(node, now)
         node.state, node.queue, node.seeds = _UP, [], seeds
         # a node resets its fast-path state at start; the heartbeat plane sits beside XDP (heartbeat protocol, UDP)
-        plane = bool(node.config.kernel_heartbeats) and node.config.membership == "heartbeat"
-        node.fastpath = _FastPath(plane) if self._xdp else None
+        node.fastpath = _FastPath() if self._xdp else None
+        node.plane = None
+        if node.fastpath is not None and node.config.kernel_heartbeats and node.config.membership == "heartbeat":
+            node.plane = PlaneModel(node.identity.node_id, node.config.fanout, node.config.max_packet_bytes,
+                                    node.neigh, random.Random(f"{self.seed}/{node.name}/{node.incarnation}/plane"),
+                                    node.fastpath)
+            self._planes = True
+        plane = node.plane
+        sink = plane if plane is not None else node.fastpath  # the plane hands what the core accepted on to XDP
         node.driver = CoreDriver(node.core, name=node.name, send=functools.partial(self._route, node.index),
-                                 write=self._write, now=timers_at, fastpath=node.fastpath,
+                                 write=self._write, now=timers_at, fastpath=sink,
+                                 on_event=None if plane is None else functools.partial(_members_changed, plane),
                                  record_stats=self._record_stats, store=node.store)
         # a real node also writes its pid; a simulated process has none
         started = {"kind": "started", "node_id": node.identity.node_id, "addr": node.identity.addr,
@@ -783,6 +846,8 @@ class Simulation:
         for endpoint in seeds:
             node.core.set(self._seed_identity(endpoint), now)
         node.driver.drain(now)
+        if plane is not None:
+            plane.reconcile(node.core, now)
         node.token += 1
         self._schedule_tick(node, timers_at)
 
@@ -820,6 +885,9 @@ class Simulation:
         net = self._net
         sent = unknown = partitioned = lost = 0
         src_ep = nodes[src].src
+        learn = self._planes and not self._kernel_sending
+        if learn:
+            src_known, src_addr = nodes[src].neigh.known, nodes[src].identity.addr
         for send in sends:
             item = (send.payload if wire else send.message, src_ep)
             for endpoint in send.targets:
@@ -828,6 +896,9 @@ class Simulation:
                 if dst is None:
                     unknown += 1
                     continue
+                if learn:  # ARP, which no fault drops: the sender learns the target's MAC and the target the sender's
+                    src_known.add(endpoint[0])
+                    nodes[dst].neigh.known.add(src_addr)
                 if side[dst] != src_side:
                     partitioned += 1
                     continue

@@ -1,0 +1,224 @@
+"""The simulator's model of the in-kernel heartbeat plane (`bpf/tc_hbplane.c`, its node side `gossip/_plane.py`):
+what the kernel takes, what it drops and what it passes to the node, per reason, with the testbed's counter names.
+
+The plane judges a datagram that XDP passed, in the program's order: another type passes (passed_not_heartbeat);
+an origin the node has not registered passes (passed_unknown_origin); a sequence at or below the one the plane
+holds is dropped (dropped_stale_or_dup); an Identity that differs from the registered one passes
+(passed_identity); then it picks the targets as the program does (random probes over the member slots, the exact
+scan only up to HB_SCAN_MAX members: passed_few_targets above that) and passes when a chosen target has no
+link-layer address (passed_no_mac) or the exact list would outgrow the datagram (passed_too_big). Otherwise the
+kernel takes it (handled, or accepted_no_targets).
+
+What the plane holds follows the node's sync points, as `PlaneSync` does, not the core's state at each instant:
+
+- members are registered (`reconcile`) after each timer step and after a drain that added or removed members,
+  with the sequence the core lists, and a MAC only if the node's neighbour table holds one (looked up through a
+  cached dump, refreshed at most every NEIGH_RETRY_S on a miss, as `bpf.broadcaster._Neighbours`);
+- a heartbeat the core accepted itself raises the member's sequence when its drain hands it on (`accept`);
+- a heartbeat the kernel took raises the sequence at once (the program's compare-and-swap), but reaches the XDP
+  fast path only when the node reads it back: at the next timer step (`sync`), or before the core handles a
+  heartbeat of that member (`sync_member`). Until then XDP passes its copies and the plane drops them.
+
+The neighbour table (`Neighbours`) belongs to the node's namespace, not its process: it outlives a crash. An entry
+appears for both ends when a process sends a datagram to the other (ARP: the requester learns the reply, the
+target learns the request), whatever the faults do to the datagram (the fault programs pass ARP); the kernel's
+own copies carry the MACs the plane holds and teach nobody.
+
+This module must never touch the core's private state: it reads `members()` as the node's `PlaneSync` does.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from gossip import _wire as gwire
+
+# the program's and the node's constants (bpf/tc_hbplane.c, gossip/_plane.py, bpf/broadcaster.py `_Neighbours`)
+HB_SCAN_MAX = 32  # clusters up to this many members get the exact scan when random probes find too few targets
+HB_IDENT_MAX = 64  # an Identity longer than this cannot be stored: its heartbeats pass (passed_identity)
+HB_PAYLOAD_MAX = 1400 - 28  # the largest UDP payload the program MACs (gossip._plane.MAX_PACKET_BYTES)
+NEIGH_TTL_S = 30.0  # the node's cached neighbour dump is reloaded when older than this
+NEIGH_RETRY_S = 1.0  # ... and on a miss, at most this often
+_IDENT_FIXED_BYTES = gwire._IDENT_FIXED.size
+
+COUNTERS = ("handled", "accepted_no_targets", "dropped_stale_or_dup", "passed_not_heartbeat",
+            "passed_unknown_origin", "passed_identity", "passed_few_targets", "passed_no_mac", "passed_too_big")
+
+
+class Neighbours:
+    """One node namespace's neighbour table: the addresses whose link-layer address it holds."""
+
+    __slots__ = ("known",)
+
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+
+
+class PlaneModel:
+    """One node incarnation's plane: the members it registered (slot order, Identity, MAC known), the sequence it
+    holds for each, the kernel's accepts the node has not read back yet, and its counters."""
+
+    __slots__ = ("self_id", "fanout", "max_payload", "neigh", "rng", "inner", "slots", "members", "seq", "unsynced",
+                 "dirty", "without_mac", "cache", "loaded_at", "counts")
+
+    def __init__(self, self_id: int, fanout: int, max_packet_bytes: int, neigh: Neighbours, rng: random.Random,
+                 inner) -> None:
+        self.self_id, self.fanout, self.neigh, self.rng = self_id, fanout, neigh, rng
+        self.max_payload = min(max_packet_bytes - 28, HB_PAYLOAD_MAX)
+        self.inner = inner  # the XDP fast path's accepted sink, or None
+        self.slots: list[int] = []  # registered node ids, in slot order (the program's probes draw a slot)
+        self.members: dict[int, tuple] = {}  # node id -> (identity fields, identity bytes, MAC known)
+        self.seq: dict[int, int] = {}  # node id -> the sequence the plane holds (hb_members.seq)
+        self.unsynced: dict = {}  # node id -> the kernel's newest Accepted the node has not read back
+        self.dirty = True
+        self.without_mac: set[int] = set()
+        self.cache: frozenset[str] = frozenset()  # the node's cached dump of the neighbour table
+        self.loaded_at = -float("inf")
+        self.counts: Counter[str] = Counter()
+
+    # ---- the kernel ----
+
+    def judge(self, msg) -> str:
+        """The program's verdict on MSG (decoded; XDP passed it): one of COUNTERS, counted. ``handled`` and
+        ``accepted_no_targets`` mean the kernel took it (its sequence is now the one held)."""
+        verdict = self._judge(msg)
+        self.counts[verdict] += 1
+        return verdict
+
+    def _judge(self, msg) -> str:
+        if type(msg) is not gwire.Heartbeat:
+            return "passed_not_heartbeat"
+        origin = msg.origin
+        member = self.members.get(origin)
+        if member is None or origin == self.self_id:
+            return "passed_unknown_origin"
+        if msg.seq <= self.seq[origin]:
+            return "dropped_stale_or_dup"
+        i = msg.identity
+        if member[1] > HB_IDENT_MAX or member[0] != (i.name, i.addr, i.port, i.private):
+            return "passed_identity"
+        chosen = self._pick(origin, msg.infected)
+        if chosen is None:
+            return "passed_few_targets"
+        members = self.members
+        if any(not members[nid][2] for nid in chosen):
+            return "passed_no_mac"
+        infected = msg.infected
+        if infected.bloom is None and chosen:
+            added = len(chosen) + (0 if self.self_id in infected.ids else 1)
+            payload = gwire.HEADER_BYTES + member[1] + infected.exact_size() + gwire.MAC_BYTES
+            if payload + 4 * added > self.max_payload:
+                return "passed_too_big"
+        self.seq[origin] = msg.seq  # the compare-and-swap: the one state change
+        return "handled" if chosen else "accepted_no_targets"
+
+    def _pick(self, origin: int, infected) -> list[int] | None:
+        """The program's `pick`: up to fanout random registered members, not the origin, not infected; None when
+        its probes found too few in a cluster too big to scan."""
+        slots, fanout, rng = self.slots, self.fanout, self.rng
+        n = len(slots)
+        if n == 0:
+            return None
+        chosen: list[int] = []
+        probed: set[int] = set()
+        for _ in range(3 * fanout):
+            if len(chosen) >= fanout:
+                break
+            slot = rng.randrange(n)
+            if slot in probed:
+                continue
+            probed.add(slot)
+            nid = slots[slot]
+            if nid != origin and nid not in infected:
+                chosen.append(nid)
+        if len(chosen) < fanout:
+            rest = [nid for s, nid in enumerate(slots) if s not in probed and nid != origin and nid not in infected]
+            if not rest and infected.bloom is None:
+                return chosen  # an exact list tells that probes found them all: nothing to scan
+            if n > HB_SCAN_MAX:
+                return None
+            need = fanout - len(chosen)
+            chosen.extend(rest if len(rest) <= need else rng.sample(rest, need))
+        return chosen
+
+    # ---- the node (PlaneSync) ----
+
+    def accept(self, accepted) -> None:
+        """The driver's accepted sink: a heartbeat the core took raises the member's sequence; all goes on to XDP."""
+        seq, members = self.seq, self.members
+        for a in accepted:
+            if a.type == gwire.MsgType.HEARTBEAT and a.origin in members and a.seq > seq[a.origin]:
+                seq[a.origin] = a.seq
+        if self.inner is not None:
+            self.inner.accept(accepted)
+
+    def kernel_accepted(self, accepted) -> None:
+        """What the core accepted from a heartbeat the kernel took: the node learns it at its next read."""
+        for a in accepted:
+            self.unsynced[a.origin] = a
+
+    def sync(self) -> None:
+        """The node reads back what the kernel took (before a timer step, `get`, ``/stats``): on to XDP."""
+        if self.unsynced:
+            accepted, self.unsynced = list(self.unsynced.values()), {}
+            if self.inner is not None:
+                self.inner.accept(accepted)
+
+    def sync_member(self, origin: int) -> None:
+        """A heartbeat of ORIGIN is about to reach the core: the node reads that member back first."""
+        a = self.unsynced.pop(origin, None)
+        if a is not None and self.inner is not None:
+            self.inner.accept([a])
+
+    def reconcile(self, core, now: float) -> None:
+        """Register the members CORE lists (MAC from the neighbour table, if it has one), remove the ones it
+        dropped; members registered without a MAC are looked up again."""
+        if not self.dirty:
+            if self.without_mac:
+                for nid in list(self.without_mac):
+                    if self._mac(self.members[nid][0][1], now):
+                        fields, ident, _ = self.members[nid]
+                        self.members[nid] = (fields, ident, True)
+                        self.without_mac.discard(nid)
+            return
+        self.dirty = False
+        listed = {m.node_id: m for m in core.members()[1:]}
+        members, seq = self.members, self.seq
+        for nid in [n for n in members if n not in listed]:
+            del members[nid], seq[nid]
+            self.unsynced.pop(nid, None)
+            self.without_mac.discard(nid)
+            i = self.slots.index(nid)  # the program's slot table: the last slot moves into the freed one
+            last = self.slots.pop()
+            if last != nid:
+                self.slots[i] = last
+        for nid, m in listed.items():
+            fields = (m.name, m.addr, m.port, m.private)
+            old = members.get(nid)
+            if old is not None and old[0] == fields and old[2]:
+                continue
+            ident = _IDENT_FIXED_BYTES + len(m.name.encode()) + 2 + len(m.private)
+            mac = self._mac(m.addr, now)
+            if old is None:
+                self.slots.append(nid)
+            members[nid] = (fields, ident, mac)
+            seq[nid] = max(seq.get(nid, -1), m.seq)  # keep_higher_seq
+            if mac:
+                self.without_mac.discard(nid)
+            else:
+                self.without_mac.add(nid)
+
+    def _mac(self, addr: str, now: float) -> bool:
+        """`_Neighbours.mac` (after `expired`): the cached dump, reloaded when stale or on a miss (at most every
+        NEIGH_RETRY_S)."""
+        if now - self.loaded_at > NEIGH_TTL_S or (addr not in self.cache and now - self.loaded_at > NEIGH_RETRY_S):
+            self.cache, self.loaded_at = frozenset(self.neigh.known), now
+        return addr in self.cache
+
+    def stats(self) -> dict:
+        out = {k: self.counts.get(k, 0) for k in COUNTERS}
+        out["passed"] = sum(v for k, v in out.items() if k.startswith("passed_"))
+        out["members"] = len(self.members)
+        out["members_without_mac"] = len(self.without_mac)
+        return out
