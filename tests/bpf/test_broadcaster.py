@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -175,6 +177,43 @@ def test_the_sender_works_from_the_pins_alone(net, broadcaster):
         got = received(net, [ip for ip, _ in targets])
     assert bsend.sendto_calls == 1
     assert all(len(got[ip]) == 1 for ip, _ in targets)
+
+
+SO_INCOMING_CPU = 49
+
+
+def test_receive_steering_keeps_each_flow_on_one_cpu_and_spreads_the_flows(net, broadcaster):
+    """The program gives every copy the flow hash RPS steers by (so the kernel need not dissect each one): with RPS
+    on the sender's link over two CPUs, every datagram of one flow is delivered on one CPU, and the 16 flows use
+    both. SO_INCOMING_CPU says where a receiver's last datagram was delivered (for connected sockets only: the
+    receivers here are connected to the sender, on a port of their own)."""
+    online = sorted(os.sched_getaffinity(0))
+    if len(online) < 2:
+        pytest.skip("needs two CPUs")
+    sender = net.nodes[0]
+    targets = net.nodes[1:1 + RECEIVERS]
+    rps = Path(f"/sys/class/net/{sender.host_if}/queues/rx-0/rps_cpus")
+    before = rps.read_text().strip()
+    rps.write_text(f"{1 << online[0] | 1 << online[1]:x}")
+    seen: dict[str, set[int]] = {t.ip: set() for t in targets}
+    socks = {t.ip: net.udp_socket(t, PORT + 1) for t in targets}
+    for sock in socks.values():
+        sock.connect((sender.ip, PORT))
+    try:
+        with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+                broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+            for _ in range(6):
+                bsend.send(net.sender_sock, PAYLOAD, [(t.ip, PORT + 1) for t in targets])
+                for t in targets:
+                    assert [d for d, _ in drain(socks[t.ip], expect=1, quiet_s=0)] == [PAYLOAD]
+                    seen[t.ip].add(socks[t.ip].getsockopt(socket.SOL_SOCKET, SO_INCOMING_CPU))
+    finally:
+        rps.write_text(before)
+        for sock in socks.values():
+            sock.close()
+    assert bsend.sendto_calls == 6
+    assert all(len(cpus) == 1 for cpus in seen.values()), seen
+    assert set().union(*seen.values()) == set(online[:2]), seen
 
 
 def test_faults_after_the_broadcaster_judge_each_copy(net, broadcaster, faults):
