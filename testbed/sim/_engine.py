@@ -31,6 +31,7 @@ from gossip import Identity, NodeConfig, Version
 from gossip import _wire as gwire
 from gossip import node_id as wire_node_id
 from gossip._driver import CoreDriver
+from gossip._events import Send
 from gossip._corebase import DurableState
 from gossip._state import MemoryStore
 from gossip.errors import UsageError
@@ -183,18 +184,6 @@ class _FastPath:
                 self.version = (a.seq, a.origin)
             else:
                 self.swim[(a.type, a.origin)] = a.seq
-
-
-class _KernelSink:
-    """The accepted sink while the core takes what the kernel's plane took: XDP hears of it at the node's next read."""
-
-    __slots__ = ("plane",)
-
-    def __init__(self, plane: PlaneModel) -> None:
-        self.plane = plane
-
-    def accept(self, accepted) -> None:
-        self.plane.kernel_accepted(accepted)
 
 
 _MEMBER_EVENTS = frozenset({"member_added", "member_removed", "member_left"})
@@ -586,9 +575,10 @@ class Simulation:
                         if plane is not None and nodes[idx].state is _UP:
                             verdict = plane.judge(item[0])
                             if verdict == "handled" or verdict == "accepted_no_targets":
-                                # the kernel takes it: no wake-up, no core of the host's CPUs, KERNEL_HEARTBEAT_S
+                                # the kernel takes it: no wake-up, no core of the host's CPUs; its copies leave
+                                # KERNEL_HEARTBEAT_S later, to the targets it drew
                                 heapq.heappush(heap, (when + KERNEL_HEARTBEAT_S, next(self._seq), _KERNEL, idx,
-                                                      item))
+                                                      plane.copy(item[0])))
                                 continue
                             if verdict == "dropped_stale_or_dup":
                                 continue
@@ -614,7 +604,8 @@ class Simulation:
                         core = node.core
                         plane = node.plane
                         if plane is not None and type(item[0]) is gwire.Heartbeat:
-                            plane.sync_member(item[0].origin)  # the node reads the kernel's take of it first
+                            # the node reads the kernel's take of that member back first
+                            plane.sync_member(core, node.driver.record, item[0].origin)
                         if wire:
                             core.receive(item[0], when, item[1])
                         else:
@@ -653,18 +644,15 @@ class Simulation:
                         down += 1
                 elif kind == _KERNEL:
                     node = nodes[idx]
-                    if node.state is _UP:  # the core takes it as the node reads it back: same state, no wake-up
-                        delivered += 1
-                        node.core.receive_message(item[0], when, item[1])
-                        # its forwards are the kernel's copies; XDP learns of the accept when the node reads it
-                        driver, plane = node.driver, node.plane
-                        sink, driver.fastpath = driver.fastpath, _KernelSink(plane)
-                        self._kernel_sending = True
-                        try:
-                            driver.drain(when)
-                        finally:
-                            driver.fastpath = sink
-                            self._kernel_sending = False
+                    if node.state is _UP:  # the kernel's copies go out; the node reads the take back later
+                        msg, targets = item
+                        node.plane.took(msg.origin, msg.seq, when)
+                        if targets:
+                            self._kernel_sending = True  # they carry the MACs the plane holds: no ARP
+                            try:
+                                self._route(idx, [Send(message=msg, targets=targets, encoder=None)])
+                            finally:
+                                self._kernel_sending = False
                     else:
                         down += 1  # killed (or paused) since: its plane was removed with it
                 elif kind == _TICK:
@@ -674,7 +662,7 @@ class Simulation:
                         if plane is None:
                             self._schedule_tick(node, when + node.driver.timer_step(when))
                         else:  # as the node's timer: read the kernel's takes back, step, register the members
-                            plane.sync()
+                            plane.sync(node.core, node.driver.record)
                             self._schedule_tick(node, when + node.driver.timer_step(when))
                             plane.dirty = True
                             plane.reconcile(node.core, when)

@@ -15,9 +15,11 @@ What the plane holds follows the node's sync points, as `PlaneSync` does, not th
   with the sequence the core lists, and a MAC only if the node's neighbour table holds one (looked up through a
   cached dump, refreshed at most every NEIGH_RETRY_S on a miss, as `bpf.broadcaster._Neighbours`);
 - a heartbeat the core accepted itself raises the member's sequence when its drain hands it on (`accept`);
-- a heartbeat the kernel took raises the sequence at once (the program's compare-and-swap), but reaches the XDP
-  fast path only when the node reads it back: at the next timer step (`sync`), or before the core handles a
-  heartbeat of that member (`sync_member`). Until then XDP passes its copies and the plane drops them.
+- a heartbeat the kernel took raises the sequence at once (the program's compare-and-swap) and goes out to the
+  targets the plane drew; the core hears of it only when the node reads it back, through the one call the node
+  uses (`kernel_refreshed`, several takes of one member arriving as the last): at the next timer step (`sync`), or
+  before the core handles a heartbeat of that member (`sync_member`). XDP hears of it from the core then, so until
+  then it passes the take's echoes and the plane drops them.
 
 The neighbour table (`Neighbours`) belongs to the node's namespace, not its process: it outlives a crash. An entry
 appears for both ends when a process sends a datagram to the other (ARP: the requester learns the reply, the
@@ -60,7 +62,7 @@ class PlaneModel:
     holds for each, the kernel's accepts the node has not read back yet, and its counters."""
 
     __slots__ = ("self_id", "fanout", "max_payload", "neigh", "rng", "inner", "slots", "members", "seq", "unsynced",
-                 "dirty", "without_mac", "cache", "loaded_at", "counts")
+                 "dirty", "without_mac", "cache", "loaded_at", "counts", "chosen")
 
     def __init__(self, self_id: int, fanout: int, max_packet_bytes: int, neigh: Neighbours, rng: random.Random,
                  inner) -> None:
@@ -70,18 +72,20 @@ class PlaneModel:
         self.slots: list[int] = []  # registered node ids, in slot order (the program's probes draw a slot)
         self.members: dict[int, tuple] = {}  # node id -> (identity fields, identity bytes, MAC known)
         self.seq: dict[int, int] = {}  # node id -> the sequence the plane holds (hb_members.seq)
-        self.unsynced: dict = {}  # node id -> the kernel's newest Accepted the node has not read back
+        self.unsynced: dict[int, tuple[int, float]] = {}  # node id -> (seq, when) the kernel took, not read back
         self.dirty = True
         self.without_mac: set[int] = set()
         self.cache: frozenset[str] = frozenset()  # the node's cached dump of the neighbour table
         self.loaded_at = -float("inf")
         self.counts: Counter[str] = Counter()
+        self.chosen: list[int] = []  # the targets of the heartbeat last taken
 
     # ---- the kernel ----
 
     def judge(self, msg) -> str:
         """The program's verdict on MSG (decoded; XDP passed it): one of COUNTERS, counted. ``handled`` and
-        ``accepted_no_targets`` mean the kernel took it (its sequence is now the one held)."""
+        ``accepted_no_targets`` mean the kernel took it (its sequence is now the one held; its copies go to
+        `targets`)."""
         verdict = self._judge(msg)
         self.counts[verdict] += 1
         return verdict
@@ -111,7 +115,16 @@ class PlaneModel:
             if payload + 4 * added > self.max_payload:
                 return "passed_too_big"
         self.seq[origin] = msg.seq  # the compare-and-swap: the one state change
+        self.chosen = chosen
         return "handled" if chosen else "accepted_no_targets"
+
+    def copy(self, msg) -> tuple:
+        """What the kernel sends for MSG, which it just took: the heartbeat with the node and its targets added to
+        the infected set, and the targets' endpoints."""
+        chosen, members = self.chosen, self.members
+        out = gwire.Heartbeat(cluster=msg.cluster, origin=msg.origin, seq=msg.seq, identity=msg.identity,
+                              infected=msg.infected.with_added([self.self_id, *chosen]))
+        return out, tuple((members[nid][0][1], members[nid][0][2]) for nid in chosen)
 
     def _pick(self, origin: int, infected) -> list[int] | None:
         """The program's `pick`: up to fanout random registered members, not the origin, not infected; None when
@@ -153,23 +166,31 @@ class PlaneModel:
         if self.inner is not None:
             self.inner.accept(accepted)
 
-    def kernel_accepted(self, accepted) -> None:
-        """What the core accepted from a heartbeat the kernel took: the node learns it at its next read."""
-        for a in accepted:
-            self.unsynced[a.origin] = a
+    def took(self, origin: int, seq: int, when: float) -> None:
+        """The kernel took ORIGIN's heartbeat SEQ at WHEN: the node reads it back at its next sync point."""
+        self.unsynced[origin] = (seq, when)
 
-    def sync(self) -> None:
-        """The node reads back what the kernel took (before a timer step, `get`, ``/stats``): on to XDP."""
+    def sync(self, core, record) -> None:
+        """The node reads back what the kernel took (before a timer step): `PlaneSync.sync`, each member's newest
+        take handed to CORE, the events it makes recorded (RECORD(events, t)) at the time the kernel took it."""
         if self.unsynced:
-            accepted, self.unsynced = list(self.unsynced.values()), {}
-            if self.inner is not None:
-                self.inner.accept(accepted)
+            unsynced, self.unsynced = self.unsynced, {}
+            for origin, (seq, when) in unsynced.items():
+                self._apply(core, record, origin, seq, when)
 
-    def sync_member(self, origin: int) -> None:
-        """A heartbeat of ORIGIN is about to reach the core: the node reads that member back first."""
-        a = self.unsynced.pop(origin, None)
-        if a is not None and self.inner is not None:
-            self.inner.accept([a])
+    def sync_member(self, core, record, origin: int) -> None:
+        """A heartbeat of ORIGIN is about to reach the core: the node reads that member back first
+        (`PlaneSync.before_datagram`)."""
+        taken = self.unsynced.pop(origin, None)
+        if taken is not None:
+            self._apply(core, record, origin, *taken)
+
+    @staticmethod
+    def _apply(core, record, origin: int, seq: int, when: float) -> None:
+        if core.kernel_refreshed(origin, seq, when):
+            events = core.take_events()  # the drains before left none: these are the refresh's own
+            if events:
+                record(events, when)
 
     def reconcile(self, core, now: float) -> None:
         """Register the members CORE lists (MAC from the neighbour table, if it has one), remove the ones it

@@ -1,7 +1,7 @@
-"""The simulator's model of the in-kernel heartbeat plane (``node: {kernel_heartbeats: true}``): the kernel takes a
-fresh heartbeat from an origin the node has taken heartbeats from, with no wake-up and none of the host's CPU, and
-the core is handed it as the node reads it back. The protocol's state is the same with the plane on or off; what
-changes is what reaches the process (``packets_in``) and when."""
+"""The simulator's model of the in-kernel heartbeat plane (``node: {kernel_heartbeats: true}``, `testbed.sim._plane`):
+the kernel takes a fresh heartbeat of a member the node registered, with no wake-up and none of the host's CPU,
+sends its copies, and the core hears of it as the node reads it back. The protocol's state is the same with the
+plane on or off; what changes is what reaches the process (``packets_in``) and when."""
 
 import json
 

@@ -30,6 +30,12 @@ def test_every_datagram_reaching_the_process_is_one_the_plane_passed_under_a_rea
     assert sum(st["passed_no_mac"] for st in stats.values()) > 0, stats
     # XDP hears of the kernel's accepts only when the node reads them back: the plane drops the echoes meanwhile
     assert all(st["dropped_stale_or_dup"] > 0 for st in stats.values()), stats
+    # the core hears of the kernel's takes as a real node's does (kernel_refreshed), and the copies are the
+    # kernel's: on the network, not among the process's sends
+    cores = [sim.core(n).stats for n in names]
+    assert all(c["kernel_refreshed"] > c["accepted_heartbeat"] for c in cores), cores
+    assert sim.network_stats()["sent"] > sum(c["packets_out"] for c in cores) + sum(st["handled"] for st in
+                                                                                   stats.values())
 
     # steady: every member registered with its MAC, so every fresh heartbeat is the kernel's
     sim.run_until(20)
