@@ -182,6 +182,11 @@ def test_operations_with_the_broadcaster(tmp_path):
     assert ("n5", "n0") in removed and ("n0", "n5") in removed  # the nft partition cut both ways
     stats = json.loads((out / "stats.json").read_text())
     assert sum(n["broadcast"]["copies"] for n in stats["nodes"].values()) > 0  # rumors went through TC
+    # the key rotation: three steps told to every running node, the paused n3 told the first as it resumed, and
+    # not one datagram dropped for a MAC its receiver could not check (n10 joined on the final ring)
+    told = [(e["node"], e["keys"]) for e in events if e["kind"] == "keys_op"]
+    assert len(told) >= 3 * 8 and ("n3", 2) in told and not any(n == "n10" for n, _ in told), told
+    assert sum(n["dropped"].get("bad_mac", 0) for n in stats["nodes"].values()) == 0
 
 
 

@@ -22,6 +22,7 @@ from typing import Iterable, Iterator, Mapping
 # Records the testbed itself writes into the history (besides the nodes' own kinds).
 PROC = "proc"          # a node's process changed state: state = up | down | paused | resumed | heartbeats_off/on
 PUBLISH_OP = "publish_op"
+KEYS_OP = "keys_op"     # the node was told a new key ring (keys: how many; never the keys)
 INJECTED = "injected"  # scapy injection: what, target, count, expect (the drop reason it must be counted under)
 XDP_STATS = "xdp_stats"
 FINAL = "final"        # final read of a node at the end of the run

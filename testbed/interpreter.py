@@ -63,6 +63,8 @@ class Interpreter:
         self.timeout_s = float(s.node.get("timeout_s", 5.0))
         self.state: dict[str, str] = dict.fromkeys(self.hosts, _NEVER)
         self.left: set[str] = set()  # nodes that left for good: the ending does not bring them back
+        self.ring: tuple[bytes, ...] | None = None  # the key ring of the latest `keys` step (None: the scenario's)
+        self.ring_pending: set[str] = set()  # nodes a `keys` step found paused: told as they resume
         self.history: list[dict] = []
         self.windows: list[dict] = []
         self.open: dict[int, tuple[nemesis.Fault, nemesis.Active]] = {}  # step index -> its open window
@@ -131,6 +133,8 @@ class Interpreter:
         if self.state[name] == _PAUSED:
             self.cluster.resume(name)
             self.state[name] = _UP
+            if name in self.ring_pending:  # a stopped process cannot take a request: it gets the ring now
+                self._set_ring([name])
             self._proc(name, "resumed")
 
     def join(self) -> None:
@@ -157,6 +161,11 @@ class Interpreter:
                 if self.state[name] == _UP:
                     self.cluster.heartbeats(name, a == "start")
                     self._proc(name, "heartbeats_on" if a == "start" else "heartbeats_off")
+        elif a == "keys":  # running nodes switch now, paused ones as they resume, the others at their next start
+            self.ring = tuple(k.encode() for k in p["secrets"])
+            picked = self.pick(p.get("node", "all"))
+            self.ring_pending |= {n for n in picked if self.state[n] == _PAUSED}
+            self._set_ring([n for n in picked if self.state[n] == _UP])
         elif a == "leave":
             for name in self.pick(p["node"]):
                 if self.state[name] in (_UP, _PAUSED):
@@ -164,6 +173,12 @@ class Interpreter:
                     self.left.add(name)
                     self.state[name] = _DOWN
                     self._proc(name, "down")
+
+    def _set_ring(self, names: list[str]) -> None:
+        self.ring_pending.difference_update(names)
+        for name in names:
+            self.record({"node": name, "kind": analysis.KEYS_OP, "keys": len(self.ring)})
+        self.cluster.set_secrets(self.ring, names)
 
     # ---- faults ----------------------------------------------------------------------------------------------
 

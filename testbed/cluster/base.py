@@ -87,6 +87,11 @@ class Cluster(abc.ABC):
         """The node publishes DATA."""
 
     @abc.abstractmethod
+    def set_secrets(self, secrets: tuple[bytes, ...], names: list[str]) -> None:
+        """The cluster's key ring from now on (the first signs, all verify): every node started later starts with
+        it, and the running nodes of NAMES switch to it now."""
+
+    @abc.abstractmethod
     def read(self, name: str) -> Read | None:
         """The node's view and value, or None if it could not be read."""
 

@@ -12,6 +12,7 @@ Network faults act where the network is: the fault programs sit on the bridge-si
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -43,6 +44,7 @@ class EmulatedCluster(Cluster):
         self.backend = s.backend
         self.run_id = new_run_id()
         self.cfg = dict(s.node)
+        self.secrets = (str(self.cfg["secret"]).encode(),)  # the key ring nodes start with (`set_secrets`)
         self.names = s.hosts
         self.timings: dict[str, float] = {}
         self.memory: dict[str, int] = {}
@@ -152,8 +154,8 @@ class EmulatedCluster(Cluster):
         index = int(name[1:])
         argv = [self.python, "-m", "gossip", "node", "--name", name, "--addr", host.ip,
                 "--port", str(GOSSIP_PORT), "--protocol", c["protocol"],
-                "--membership", c.get("membership", "heartbeat"), "--secret", c["secret"],
-                "--cluster", c["cluster"], "--fanout", str(c["fanout"]), "--cycle", str(c["cycle_s"]),
+                "--membership", c.get("membership", "heartbeat"),
+                *(arg for key in self.secrets for arg in ("--secret", key.decode())), "--cluster", c["cluster"], "--fanout", str(c["fanout"]), "--cycle", str(c["cycle_s"]),
                 "--timeout", str(c["timeout_s"]), "--buffer", str(c["buffer"]),
                 "--max-packet", str(c["max_packet_bytes"]),
                 "--events", str(self.out / "events" / f"{name}.jsonl"),
@@ -259,6 +261,15 @@ class EmulatedCluster(Cluster):
         except control.ControlError as e:
             self.progress.say(f"publish on {name} failed: {e}")
 
+    def set_secrets(self, secrets: tuple[bytes, ...], names: list[str]) -> None:
+        self.secrets = secrets
+        body = json.dumps({"secrets": [k.decode() for k in secrets]}).encode()
+        for name in names:
+            try:
+                control.call(self._control(name), "POST", "/secrets", body)
+            except control.ControlError as e:
+                self.progress.say(f"key ring on {name} failed: {e}")
+
     def read(self, name: str) -> Read | None:
         try:
             members = control.call(self._control(name), "GET", "/list", timeout_s=1.0)
@@ -334,7 +345,7 @@ class EmulatedCluster(Cluster):
         others = [n for n in self.names if n != target]
         src = self._hosts[rng.choice(others)].ip if others else host.ip
         return inject.inject(kind, inject.Target(ip=host.ip, mac=host.mac, root_veth=host.root_veth), src_ip=src,
-                             cluster=self.cfg["cluster"], secret=self.cfg["secret"].encode(), count=count,
+                             cluster=self.cfg["cluster"], secret=self.secrets[0], count=count,
                              rate_pps=rate_pps, rng=rng)
 
     # ---- what happened ---------------------------------------------------------------------------------------

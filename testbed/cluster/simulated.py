@@ -8,6 +8,7 @@ before delivery, so its XDP model and the cores see only what the network delive
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -127,6 +128,10 @@ class SimulatedCluster(Cluster):
 
     def publish(self, name: str, data: bytes) -> None:
         self.sim.publish(name, data)
+
+    def set_secrets(self, secrets: tuple[bytes, ...], names: list[str]) -> None:
+        self.sim.set_secrets(secrets, names)
+        self.config = replace(self.config, secrets=secrets)  # what injected packets are signed with
 
     def _state(self) -> tuple[dict, dict]:
         """Every live node's view and value, computed once per instant (a read of all N nodes is one pass)."""

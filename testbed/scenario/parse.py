@@ -106,6 +106,12 @@ def _latency_fields() -> dict:
 # what each latency kind must be given (`measured` needs its run, checked with it)
 LATENCY_NEEDS = {"constant": ("ms",), "uniform": ("low_ms", "high_ms"), "exponential": ("mean_ms",), "measured": ()}
 
+def _key_ring(v) -> str | None:
+    if v and all(isinstance(k, str) and len(k.encode()) <= 64 for k in v):
+        return None
+    return "must be a non-empty list of keys (strings of at most 64 bytes; the first signs, all verify)"
+
+
 # Operations: the workload the interpreter itself performs (faults live in `testbed.nemesis`)
 OPS = {
     "publish": {"node": ((str, list), False, "random", None), "data": (str, False, None, None)},
@@ -113,6 +119,8 @@ OPS = {
     "stop": {"node": ((str, list), True, None, None)},
     "start": {"node": ((str, list), True, None, None)},
     "leave": {"node": ((str, list), True, None, None)},
+    # the cluster's key ring from now on: every node started later gets it, the nodes named switch now
+    "keys": {"secrets": (list, True, None, _key_ring), "node": ((str, list), False, "all", None)},
 }
 
 
@@ -260,6 +268,22 @@ def kernel_heartbeats_refusal(node: Mapping) -> str | None:
     return None if why is None else f"the in-kernel heartbeat plane {why.removeprefix('it ')}"
 
 
+def _check_key_rings(s: Scenario) -> None:
+    """A ``keys`` step's ring must be one the nodes can hold (`gossip._plane.refusal` with the plane on: at most
+    four keys), refused at its line rather than by every node at run time."""
+    if not s.node.get("kernel_heartbeats"):
+        return
+    from gossip._plane import refusal
+
+    config = node_config(s.node)
+    for st in s.timeline:
+        if st.kind == "op" and st.action == "keys":
+            why = refusal(replace(config, secrets=tuple(k.encode() for k in st.params["secrets"])))
+            if why:
+                raise ScenarioError(s.file, st.line, f"timeline[{st.index}].secrets",
+                                    f"the in-kernel heartbeat plane {why.removeprefix('it ')}")
+
+
 def _check_topology(s: Scenario) -> None:
     """An emulated network that cannot be built is refused here, before anything is made (a Linux bridge holds
     at most 1,023 ports: 1,024 hosts need two bridges or more)."""
@@ -276,6 +300,7 @@ def _final(s: Scenario) -> Scenario:
     s = _resolve(s)
     _check_names(s)
     _check_supported(s)
+    _check_key_rings(s)
     _check_topology(s)
     return s
 

@@ -57,6 +57,17 @@ def test_a_good_scenario_parses_with_defaults():
     # the node's own limits, refused here rather than warned about by every node (which then ran without the plane)
     ("  fanout: 2", "  fanout: 12\n  kernel_heartbeats: true", 5, "node.kernel_heartbeats",
      "forwards to at most 8 targets, fanout is 12"),
+    # a key ring step: a ring of keys, one the plane (when on) can hold
+    ("  - {at: 1, op: publish, node: n1, data: x}", "  - {at: 1, op: keys, secrets: []}", 9, "timeline[0].secrets",
+     "must be a non-empty list of keys"),
+    ("  - {at: 1, op: publish, node: n1, data: x}", "  - {at: 1, op: keys, secrets: new}", 9, "timeline[0].secrets",
+     "must be a list"),
+    ("  - {at: 1, op: publish, node: n1, data: x}", "  - {at: 1, op: keys, secrets: [a, 7]}", 9,
+     "timeline[0].secrets", "strings of at most 64 bytes"),
+    ("  - {at: 1, op: publish, node: n1, data: x}", "  - {at: 1, op: keys, secrets: [%s]}" % ("k" * 65), 9,
+     "timeline[0].secrets", "strings of at most 64 bytes"),
+    ("  - {at: 1, op: publish, node: n1, data: x}", "  - {at: 1, op: keys, secrets: [a], node: n7}", 9,
+     "timeline[0].node", "unknown node 'n7'"),
     ("  timeout_s: 2", "  timeout_s: 0.25", 6, "node.timeout_s", "must exceed cycle_s"),
     ("nodes: 4", "nodes: -1", 2, "nodes", "1..10,000,000"),
     ("nodes: 4", "nodes: true", 2, "nodes", "must be an integer"),
@@ -73,6 +84,16 @@ def test_errors_name_file_line_and_field(old, new, line, field, words):
     assert (e.file, e.line, e.field) == ("s.yaml", line, field), str(e)
     assert words in e.message
     assert str(e).startswith(f"s.yaml:{line}: {field}: ")
+
+
+def test_a_key_ring_the_heartbeat_plane_cannot_hold_is_refused_at_its_line():
+    text = GOOD.replace("  fanout: 2", "  fanout: 2\n  kernel_heartbeats: true").replace(
+        "  - {at: 1, op: publish, node: n1, data: x}", "  - {at: 1, op: keys, secrets: [a, b, c, d, e]}")
+    e = err(text)
+    assert (e.line, e.field) == (10, "timeline[0].secrets") and "holds at most 4 keys" in e.message, str(e)
+    assert parse(text.replace("[a, b, c, d, e]", "[a, b, c, d]")).timeline[0].params["secrets"] == ["a", "b", "c", "d"]
+    assert parse(GOOD.replace("  - {at: 1, op: publish, node: n1, data: x}",
+                              "  - {at: 1, op: keys, secrets: [a, b, c, d, e]}")).timeline[0].params["node"] == "all"
 
 
 def test_missing_required_keys_and_bad_yaml():
