@@ -634,7 +634,11 @@ class Simulation:
                         else:
                             node.driver.drain(when)
                         if plane is not None and plane.dirty:
-                            plane.reconcile(core, when)
+                            if handling_s:  # the node registers its new members when it is done handling
+                                heapq.heappush(heap, (when + handling_s, next(self._seq), _CALL, idx,
+                                                      functools.partial(plane.reconcile, core, when + handling_s)))
+                            else:
+                                plane.reconcile(core, when)
                     elif state is _PAUSED:
                         if len(node.queue) < node.config.buffer:
                             node.queue.append(item)
