@@ -4,8 +4,8 @@ summary.json.
 These need root: they build namespaces, attach BPF programs and start real node processes. Each run must also
 leave nothing behind: no namespace, link, pinned BPF object or process carrying its run id.
 
-The scenarios the parity suite runs at their own size (attack, loss, metadata, partition) are judged here on the
-very run the parity suite made (`shared_run`, conftest.py: the parity scaling only adds ``record_refreshes``).
+The scenarios the parity suite also runs (attack, loss, metadata and partition at their own size, churn at 24) are
+judged here on the very run the parity suite made (`shared_run`, conftest.py: the parity scaling only adds ``record_refreshes``).
 """
 
 import json
@@ -37,10 +37,10 @@ def run(name: str, tmp_path: Path, **overrides) -> tuple[dict, Path]:
 
 
 def run_shared(name: str, shared_run) -> tuple[dict, Path]:
-    """NAME.yaml at its own size on netns, the run the parity suite judges (made once, by whichever suite asks
-    first)."""
+    """NAME.yaml at its parity size (`_shared.SIZES`: its own, but for churn and scale) on netns, the run the parity
+    suite judges (made once, by whichever suite asks first)."""
     s = parity_scenario(name).with_overrides(backend="netns")
-    assert s.nodes == scenario_mod.load(str(HERE / f"{name}.yaml")).nodes == SIZES[name]
+    assert s.nodes == SIZES[name]
     return shared_run(s)
 
 
@@ -55,17 +55,15 @@ def assert_passed(summary: dict, *names: str) -> None:
     assert summary["passed"] is True
 
 
-# churn.yaml is the 64-node demo; the suite runs it at 48. At 64 nodes and a 1 s cycle the nodes keep both cores
-# of these machines busy with heartbeats alone (what an in-kernel heartbeat plane would take over): a restarted node's
-# process then took 4.5-7.3 s from its spawn to its first heartbeat, and two full-suite runs failed it with false
-# deaths from starved processes, while runs alone passed 12.7-14 s after the window (limit 20 s).
-CHURN_NODES = 48
-
-
-def test_churn(tmp_path):
-    summary, out = run("churn.yaml", tmp_path, nodes=CHURN_NODES)
+# churn.yaml is the 64-node demo; the suite judges the parity suite's run of it at 24 (`_shared.SIZES`), once for
+# both suites. At 64 nodes and a 1 s cycle the nodes keep both cores of these machines busy with heartbeats alone: a
+# restarted node's process then took 4.5-7.3 s from its spawn to its first heartbeat, and two full-suite runs failed
+# it with false deaths from starved processes (runs alone passed 12.7-14 s after the window, limit 20 s); 48 nodes
+# passed, at 47 s of the suite's time for a second churn run.
+def test_churn(shared_run):
+    summary, out = run_shared("churn", shared_run)
     assert_passed(summary, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
-    assert summary["nodes"] == CHURN_NODES and summary["xdp"] is True
+    assert summary["nodes"] == SIZES["churn"] and summary["xdp"] is True
     assert len(summary["rumors"]) == 4
     assert all(r["t100"] is not None for r in summary["rumors"])
     assert summary["packets"]["xdp_dropped"] > 0
@@ -193,7 +191,7 @@ def test_operations_with_the_broadcaster(tmp_path):
 
 # the in-kernel heartbeat plane (node: {kernel_heartbeats: true}) against the same runs without it (the parity
 # suite's, shared): the same checks pass, and the kernel really took heartbeats
-@pytest.mark.parametrize("name", ["attack", "loss", "partition"])
+@pytest.mark.parametrize("name", ["attack", "churn", "loss", "partition", "scale"])
 def test_the_kernel_heartbeat_plane_tells_the_same_membership_story(name, shared_run):
     off, _ = run_shared(name, shared_run)
     s = parity_scenario(name).with_overrides(backend="netns", node={"kernel_heartbeats": True})
