@@ -5,6 +5,15 @@ XDP slot that is taken is refused rather than replaced, detaching removes only o
 qdisc is removed only if this process added it and no filter remains on it. Netlink goes through pyroute2; a
 handle opened inside a namespace keeps that namespace, so the caller's thread is moved only while opening it.
 
+A teardown in `finally` does not run when the process is SIGKILLed or crashes hard. With ``link=True`` an
+attachment is a BPF link instead (BPF_LINK_CREATE: XDP, or tcx at TC ingress/egress, kernel >= 6.6): the kernel
+detaches the program when the last fd of the link closes, i.e. when the process that holds it ends, however it
+ends. A tcx program runs before any clsact filter of its hook and its return codes mean the same (TC_ACT_UNSPEC
+passes the packet on to the next program and the clsact filters, TC_ACT_SHOT drops it); a kernel without links of
+that kind gets the netlink attachment, said once in the log. Links suit a process that attaches for itself (a
+standalone node); the testbed, which attaches from its own process into many namespaces and outlives them, keeps
+netlink and its own cleanup.
+
 Every handle this module makes is made, used and closed on one thread of its own (`_on_netlink_thread`): pyroute2's
 synchronous API drives an asyncio loop of its own, which cannot run on a thread already running one (a node
 attaching from inside its loop got "This event loop is already running"), and it keeps per-thread state, so a
@@ -15,7 +24,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import contextvars
 import errno
+import logging
 import os
 import threading
 
@@ -24,7 +35,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from . import _sys
 from ._netns import entered, netns_path
-from .errors import AttachError, BpfUsageError
+from .errors import AttachError, BpfUsageError, MapError
+
+log = logging.getLogger("bpf")
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -34,6 +47,15 @@ XDP_MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 
 TC_PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
 TC_DIRECTIONS = {"ingress": ("ingress",), "egress": ("egress",), "both": ("ingress", "egress")}
+TCX_ATTACH_TYPES = {"ingress": _sys.BPF_TCX_INGRESS, "egress": _sys.BPF_TCX_EGRESS}
+
+# What BPF_LINK_CREATE fails with on a kernel that has no link of the kind asked for (no tcx before 6.6, no XDP
+# link before 5.9, no BPF_LINK_CREATE at all before 5.7): the attachment falls back to netlink.
+_NO_SUCH_LINK = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP, not in the errno module
+_fallback_said: set[str] = set()
+
+# Whether an attachment asked for without saying (link=None) is made by link; see `attaching_by_link`.
+_by_link: contextvars.ContextVar[bool] = contextvars.ContextVar("bpf_attach_by_link", default=False)
 
 # The filter priority of each program on a clsact hook. The testbed puts the broadcaster on the node's own
 # interface and the fault programs on the bridge-side end of its veth, so they never share a hook there; where
@@ -122,6 +144,53 @@ def _gone(e: NetlinkError) -> bool:
     return e.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL)
 
 
+@contextlib.contextmanager
+def attaching_by_link(on: bool = True):
+    """Attachments made in the block without an explicit ``link`` (a loader whose ``attach`` does not pass one
+    through) are made by BPF link when ON."""
+    token = _by_link.set(on)
+    try:
+        yield
+    finally:
+        _by_link.reset(token)
+
+
+def _want_link(link: bool | None) -> bool:
+    return _by_link.get() if link is None else link
+
+
+def _link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int, netns: str | None,
+                 kind: str) -> int | None:
+    """A link's fd, or None when this kernel has no such link (said once per KIND in the log): the caller attaches
+    through netlink instead. Other failures raise `MapError`."""
+    try:
+        with entered(netns):
+            return _sys.link_create(prog_fd, ifindex, attach_type, flags)
+    except MapError as e:
+        if e.errno not in _NO_SUCH_LINK:
+            raise
+        if kind not in _fallback_said:
+            _fallback_said.add(kind)
+            log.warning("this kernel has no %s links (%s): attaching through netlink, so the program stays attached "
+                        "if the process dies without detaching it", kind, os.strerror(e.errno))
+        return None
+
+
+def tcx_prog_ids(ifindex: int, netns: str | None = None) -> dict[str, list[int]]:
+    """The ids of the programs attached by tcx link to each TC hook of the interface ([] when none; also on a
+    kernel without tcx)."""
+    out = {}
+    with entered(netns):
+        for direction, attach_type in TCX_ATTACH_TYPES.items():
+            try:
+                out[direction] = _sys.prog_query(ifindex, attach_type)
+            except MapError as e:
+                if e.errno not in _NO_SUCH_LINK:
+                    raise
+                out[direction] = []
+    return out
+
+
 def xdp_prog_id(ifindex: int, netns: str | None = None) -> int:
     """The id of the XDP program on the interface, 0 if none."""
     ipr = _Handle(netns)
@@ -133,11 +202,26 @@ def xdp_prog_id(ifindex: int, netns: str | None = None) -> int:
 
 
 @contextlib.contextmanager
-def xdp_attached(prog_fd: int, ifindex: int, *, netns: str | None = None, mode: str = "native"):
-    """XDP program PROG_FD on interface IFINDEX (in NETNS) for the duration of the block."""
+def xdp_attached(prog_fd: int, ifindex: int, *, netns: str | None = None, mode: str = "native",
+                 link: bool | None = None):
+    """XDP program PROG_FD on interface IFINDEX (in NETNS) for the duration of the block; with LINK by a BPF link,
+    which the kernel also removes when this process dies (see the module docstring)."""
     if mode not in XDP_MODES:
         raise BpfUsageError(f"mode: must be one of {sorted(XDP_MODES)}, got {mode!r}")
     flags = XDP_MODES[mode]
+    if _want_link(link):
+        try:
+            link_fd = _link_create(prog_fd, ifindex, _sys.BPF_XDP, flags, netns, "XDP")
+        except MapError as e:
+            why = "another XDP program is attached" if e.errno == errno.EBUSY else os.strerror(e.errno)
+            raise AttachError(f"XDP ({mode}) link on ifindex {ifindex} in {netns or 'this namespace'}: {why}") \
+                from None
+        if link_fd is not None:
+            try:
+                yield
+            finally:
+                os.close(link_fd)
+            return
     ipr = _Handle(netns)
     try:
         try:
@@ -177,8 +261,25 @@ def tc_filters(ifindex: int, netns: str | None = None) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def tc_attached(prog_fds: dict[str, int], ifindex: int, *, netns: str | None = None, prio: int, name: str):
-    """Direct-action cls_bpf filters on the clsact hooks of IFINDEX: PROG_FDS maps "ingress"/"egress" to a fd."""
+def tc_attached(prog_fds: dict[str, int], ifindex: int, *, netns: str | None = None, prio: int, name: str,
+                link: bool | None = None):
+    """Direct-action cls_bpf filters on the clsact hooks of IFINDEX: PROG_FDS maps "ingress"/"egress" to a fd.
+    With LINK, tcx links instead (PRIO then plays no part: a tcx program runs before every clsact filter)."""
+    if _want_link(link):
+        with contextlib.ExitStack() as links:
+            for direction, fd in prog_fds.items():
+                try:
+                    link_fd = _link_create(fd, ifindex, TCX_ATTACH_TYPES[direction], 0, netns, "tcx")
+                except MapError as e:
+                    raise AttachError(f"tcx {direction} link {name} on ifindex {ifindex}: "
+                                      f"{os.strerror(e.errno)}") from None
+                if link_fd is None:
+                    break
+                links.callback(os.close, link_fd)
+            else:
+                yield
+                return
+        # no tcx here: the links made so far (none, on any real kernel) are closed; netlink instead
     key = _ns_key(netns, ifindex)
     ipr = _Handle(netns)
     added: list[int] = []

@@ -31,6 +31,13 @@ BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_ENABLE_STATS = 32
 BPF_STATS_RUN_TIME = 0
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_PROG_QUERY = 16
+BPF_LINK_CREATE = 28
+
+# attach types (enum bpf_attach_type) of the links this project makes
+BPF_XDP = 37
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -57,6 +64,25 @@ class _BatchAttr(ctypes.Structure):
 class _ObjAttr(ctypes.Structure):
     _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32), ("file_flags", ctypes.c_uint32),
                 ("path_fd", ctypes.c_int32), ("pad", ctypes.c_uint32)]
+
+
+class _LinkCreateAttr(ctypes.Structure):
+    """`link_create` of `union bpf_attr` for a link on an interface: prog_fd, target_ifindex, attach_type, flags,
+    then (at 16, 8-byte aligned) the tcx member: relative_fd and expected_revision. The tail is zero, as the kernel
+    requires of every byte past what the command reads."""
+
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("target_ifindex", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("relative_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("expected_revision", ctypes.c_uint64), ("tail", ctypes.c_uint64 * 4)]
+
+
+class _QueryAttr(ctypes.Structure):
+    """`query` of `union bpf_attr` (BPF_PROG_QUERY) with the ifindex target of tcx."""
+
+    _fields_ = [("target_ifindex", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                ("query_flags", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32), ("prog_ids", ctypes.c_uint64),
+                ("count", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("prog_attach_flags", ctypes.c_uint64),
+                ("link_ids", ctypes.c_uint64), ("link_attach_flags", ctypes.c_uint64), ("revision", ctypes.c_uint64)]
 
 
 class _InfoAttr(ctypes.Structure):
@@ -217,6 +243,24 @@ def map_memlock(fd: int) -> int:
             if line.startswith("memlock:"):
                 return int(line.split()[1])
     raise MapError(f"fdinfo of fd {fd}: no memlock line (not a BPF map?)", errno.EINVAL)
+
+
+def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> int:
+    """A BPF link of program PROG_FD on interface IFINDEX (of the calling thread's namespace) at ATTACH_TYPE
+    (BPF_XDP with FLAGS the XDP mode, or BPF_TCX_INGRESS / BPF_TCX_EGRESS appended after the programs already
+    there). Returns the link's fd: the program stays attached until the last fd of the link is closed, so a link
+    nobody pinned goes away with the process that holds it, however that process ends."""
+    attr = _LinkCreateAttr(prog_fd=prog_fd, target_ifindex=ifindex, attach_type=attach_type, flags=flags)
+    return _bpf(BPF_LINK_CREATE, attr, f"BPF_LINK_CREATE (attach type {attach_type}) on ifindex {ifindex}")
+
+
+def prog_query(ifindex: int, attach_type: int, max_progs: int = 64) -> list[int]:
+    """The ids of the programs attached to interface IFINDEX (of the calling thread's namespace) at ATTACH_TYPE
+    (the tcx hooks), in the order they run; [] when none."""
+    ids = (ctypes.c_uint32 * max_progs)()
+    attr = _QueryAttr(target_ifindex=ifindex, attach_type=attach_type, prog_ids=_addr(ids), count=max_progs)
+    _bpf(BPF_PROG_QUERY, attr, f"BPF_PROG_QUERY (attach type {attach_type}) on ifindex {ifindex}")
+    return list(ids[:min(attr.count, max_progs)])
 
 
 def prog_id(fd: int) -> int:

@@ -114,13 +114,14 @@ class FastPath(PinnedProgram):
         """Each map's kernel memory in bytes, as the kernel accounts it (``memlock`` in the map fd's fdinfo)."""
         return {name: _sys.map_memlock(fd) for name, fd in self.map_fds.items()}
 
-    def attach(self, ifindex: int, *, netns: str | None = None, mode: str = "native"):
+    def attach(self, ifindex: int, *, netns: str | None = None, mode: str = "native", link: bool | None = None):
         """Context manager: the program on IFINDEX (inside NETNS, a name or a path) in "native" or "generic" mode.
 
-        Refuses an interface that already has an XDP program; on exit removes ours and nothing else.
+        Refuses an interface that already has an XDP program; on exit removes ours and nothing else. With LINK, by
+        a BPF link, which the kernel removes also when this process dies (`bpf._attach`).
         """
         from . import _attach
-        return _attach.xdp_attached(self.prog_fd, ifindex, netns=netns, mode=mode)
+        return _attach.xdp_attached(self.prog_fd, ifindex, netns=netns, mode=mode, link=link)
 
     def configure(self, ifindex: int, cluster_id: int, port: int) -> None:
         """Start filtering for the node on IFINDEX: gossip of CLUSTER_ID to UDP PORT. Zeroes its counters."""

@@ -225,13 +225,14 @@ class HeartbeatPlane(PinnedProgram):
     # ---- attaching ----
 
     @contextlib.contextmanager
-    def attach(self, ifindex: int, *, netns: str | None = None):
+    def attach(self, ifindex: int, *, netns: str | None = None, link: bool | None = None):
         """The plane at clsact ingress of IFINDEX (inside NETNS) for the duration of the block. It acts only once
-        `configure` has enabled that interface; leaving the block disables it and forgets its node."""
+        `configure` has enabled that interface; leaving the block disables it and forgets its node. With LINK, by a
+        tcx ingress link, which the kernel removes also when this process dies (`bpf._attach`)."""
         from . import _attach
         try:
             with _attach.tc_attached({"ingress": self.prog_fd}, ifindex, netns=netns, prio=PRIO_HBPLANE,
-                                     name=self.PROGRAM):
+                                     name=self.PROGRAM, link=link):
                 yield
         finally:
             self.unconfigure(ifindex)

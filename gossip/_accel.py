@@ -5,6 +5,9 @@ Acceleration never changes what a node does, only where work happens. When it ca
 headers, not root, no such interface, an interface whose XDP slot is taken, anything else that goes wrong while
 opening it) the node says once, in one line, why, and runs in pure userspace; the details (a compiler log, a
 traceback) go to the debug log.
+
+A node that compiles its own programs (``--xdp IFACE`` without pins) attaches them by BPF link (XDP, tcx): the
+kernel detaches them when the node's process ends, also when it is SIGKILLed or crashes, where no `finally` runs.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def _open(stack, bpf, args, config):
         # one interface; its node hears from up to --xdp-entries origins
         prog = stack.enter_context(bpf.FastPath.compile(
             nodes=1, members=getattr(args, "xdp_entries", DEFAULT_XDP_ENTRIES)))
-        stack.enter_context(prog.attach(ifindex, mode=args.xdp_mode))
+        stack.enter_context(prog.attach(ifindex, mode=args.xdp_mode, link=True))
         prog.configure(ifindex, cluster_id(config.cluster), config.listen_port)
         fastpath = stack.enter_context(prog.writer(ifindex))
         log.info("XDP fast path attached to %s (ifindex %d, %s mode)", iface, ifindex, args.xdp_mode)
@@ -101,8 +104,11 @@ def _open(stack, bpf, args, config):
         elif args.broadcast_pin:
             broadcaster = stack.enter_context(bpf.BroadcastSender(args.broadcast_pin, ifindex))
         else:
+            from bpf._attach import attaching_by_link
+
             prog = stack.enter_context(bpf.Broadcaster.compile())
-            stack.enter_context(prog.attach(ifindex))
+            with attaching_by_link():  # Broadcaster.attach passes no link option of its own
+                stack.enter_context(prog.attach(ifindex))
             broadcaster = stack.enter_context(prog.sender(ifindex))
     return fastpath, broadcaster
 
@@ -112,7 +118,7 @@ def heartbeat_plane(args, config, fastpath):
     """Yield the heartbeat plane's writer (`bpf.hbplane.PlaneWriter`) for the node's interface when
     ``config.kernel_heartbeats`` asks for it and it can be had, else None (after one warning line saying why).
 
-    Standalone (``--xdp IFACE``): compiled and attached at clsact ingress of IFACE here, for this node alone. With
+    Standalone (``--xdp IFACE``): compiled and attached at TC ingress of IFACE here, for this node alone. With
     ``--hbplane-pin DIR`` the testbed compiled it once and attached it to every node's interface: the node only
     opens the pinned maps and writes its own entries."""
     if not config.kernel_heartbeats:
@@ -157,7 +163,7 @@ def _open_plane(stack, args):
         log.info("heartbeat plane: maps pinned in %s for %s (ifindex %d)", pin, iface, ifindex)
         return writer
     plane = stack.enter_context(HeartbeatPlane.compile(nodes=1))
-    stack.enter_context(plane.attach(ifindex))
+    stack.enter_context(plane.attach(ifindex, link=True))
     writer = stack.enter_context(plane.writer(ifindex))
-    log.info("heartbeat plane attached to %s (ifindex %d, clsact ingress)", iface, ifindex)
+    log.info("heartbeat plane attached to %s (ifindex %d, TC ingress)", iface, ifindex)
     return writer
