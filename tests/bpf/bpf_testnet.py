@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 
+from bpf._attach import tcx_prog_ids
 from bpf._netns import entered
 from testbed.net.cleanup import drop_owner_record, record_owner
 from testbed.net.topology import testnet_owner_record
@@ -129,10 +130,13 @@ class Testnet:
         assert len({node.ifindex for node in self.nodes}) == self.n
 
     def attached_programs(self) -> list[str]:
-        """Every XDP program or tc filter still on an interface of this testnet, as readable strings."""
+        """Every XDP program, tcx link or tc filter still on an interface of this testnet, as readable strings."""
         found = []
         for node in self.nodes:
-            for netns, dev in ((node.ns, node.ifname), (None, node.host_if)):
+            for netns, dev, ifindex in ((node.ns, node.ifname, node.ifindex), (None, node.host_if, node.host_ifindex)):
+                for hook, ids in tcx_prog_ids(ifindex, netns).items():
+                    if ids:
+                        found.append(f"{netns or 'root'}/{dev}: tcx {hook} {ids}")
                 pre = ["ip", "-n", netns] if netns else ["ip"]
                 tc = ["tc", "-n", netns] if netns else ["tc"]
                 out = sh(*pre, "-d", "link", "show", "dev", dev, check=False)
