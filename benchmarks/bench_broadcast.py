@@ -11,7 +11,7 @@ BPF statistics on; the timed rounds run without them, since they cost each invoc
 has them on (kernel.bpf_stats_enabled), the report says so. Every copy is checked to have arrived, so a mode cannot
 win by losing datagrams. Needs root and bcc.
 
-    .venv/bin/python benchmarks/bench_broadcast.py [--broadcasts 2000] [--rounds 3] [--json out.json]
+    .venv/bin/python benchmarks/bench_broadcast.py [--broadcasts 2000] [--rounds 3] [--perf] [--json out.json]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,6 +117,46 @@ def run_mode(net: Testnet, sender_sock, bsend, targets, socks, broadcasts: int, 
             "bpf_ns_per_run": run_ns / runs if runs else 0.0, "bpf_runs": runs / broadcasts}
 
 
+# Stages of the kernel's send path, for --perf: a sample goes to the first stage whose frame is on its stack
+# (frames leaf first); "the clone's TC pass" is tc_run nested below bpf_clone_redirect.
+PERF_STAGES = [("IPI waking the RPS CPU", "net_rps_send_ipi"), ("enqueue to the RPS CPU's backlog", "enqueue_to_backlog"),
+               ("RPS flow hash", "get_rps_cpu"), ("skb_clone", "skb_clone"), ("unshare (pskb_expand_head)",
+               "pskb_expand_head"), ("the clone's TC pass", None), ("the clone's xmit (dev_queue_xmit, veth)",
+               "bpf_clone_redirect"), ("program and helpers", "bpf_prog_"), ("UDP/IP of the sendto itself", "")]
+
+
+def perf_profile(run, broadcasts: int, frequency: int = 4999) -> dict[str, float]:
+    """RUN() under `perf record -g` of this process: the sendto syscall's kernel time per broadcast, by stage (us).
+    Sampled (cpu-clock), so approximate; the profiler itself adds a little to each stage."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "perf.data")
+        perf = subprocess.Popen(["perf", "record", "-q", "-g", "-F", str(frequency), "-p", str(os.getpid()),
+                                 "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # perf attaches
+        try:
+            run()
+        finally:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
+        script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True, text=True,
+                                check=True).stdout
+    counts = {name: 0 for name, _ in PERF_STAGES}
+    for sample in script.split("\n\n"):
+        frames = [line.split(None, 1)[-1] for line in sample.strip().splitlines()]  # "address symbol+offset"
+        if not any(f.startswith("__sys_sendto") for f in frames):
+            continue
+        clone = next((i for i, f in enumerate(frames) if f.startswith("bpf_clone_redirect")), None)
+        for name, frame in PERF_STAGES:
+            if frame is None:
+                hit = clone is not None and any(f.startswith("tc_run") for f in frames[:clone])
+            else:
+                hit = any(f.startswith(frame) for f in frames)
+            if hit:
+                counts[name] += 1
+                break
+    return {name: n / frequency / broadcasts * 1e6 for name, n in counts.items()}
+
+
 def merge(rounds: list[dict]) -> dict:
     """Rounds of one mode as one: medians of the timings, the first round's syscall counts, the worst delivery."""
     out = dict(rounds[0])
@@ -133,6 +174,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both modes, in turn; medians reported")
     parser.add_argument("--no-bpf-stats", action="store_true",
                         help="skip the round with bpf stats on (no run-time figures)")
+    parser.add_argument("--perf", action="store_true",
+                        help="also profile one more round of each mode at the largest fanout with perf: where the "
+                             "sendto's kernel time goes, by stage")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.broadcasts < 1 or args.rounds < 1:
@@ -178,6 +222,14 @@ def main() -> int:
                     result["tc_with_stats"] = run_mode(net, sender_sock, bsend, targets, mine, args.broadcasts,
                                                        prog_fd=broadcaster.prog_fd, strace=False)
             result["tc_stats"] = broadcaster.stats(sender.ifindex)
+            if args.perf and fanout == max(FANOUTS):
+                with bpf.BroadcastSender(None, sender.ifindex) as plain:
+                    result["perf_sendto"] = perf_profile(lambda: run_mode(
+                        net, sender_sock, plain, targets, mine, args.broadcasts, strace=False), args.broadcasts + 20)
+                with broadcaster.attach(sender.ifindex, netns=sender.ns), \
+                        broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
+                    result["perf_tc"] = perf_profile(lambda: run_mode(
+                        net, sender_sock, bsend, targets, mine, args.broadcasts, strace=False), args.broadcasts + 20)
             results.append(result)
 
     print(f"{args.broadcasts} broadcasts per mode and round, {args.rounds} rounds in turn (medians), per broadcast: "
@@ -196,6 +248,13 @@ def main() -> int:
     if stats_on - {"0", ""}:
         print("note: kernel.bpf_stats_enabled was on during timed rounds (set outside this benchmark): the TC "
               "mode's CPU includes the statistics' cost")
+    for r in results:
+        if "perf_tc" in r:
+            print(f"where the sendto syscall's kernel time goes at f = {r['fanout']} (perf, us per broadcast; "
+                  f"warm-up included): sendto | tc")
+            for name, _ in PERF_STAGES:
+                print(f"  {name:<42} {r['perf_sendto'][name]:6.2f} | {r['perf_tc'][name]:6.2f}")
+            print(f"  {'total':<42} {sum(r['perf_sendto'].values()):6.2f} | {sum(r['perf_tc'].values()):6.2f}")
     if args.no_bpf_stats:
         return write_json(args.json, results)
     print("the broadcaster program's own run time, from one more TC round with bpf stats on: per broadcast, per "
