@@ -271,6 +271,9 @@ class Simulation:
         self._core_free = [0.0] * cpu[0] if cpu is not None else []
         self.config = config if config is not None else NodeConfig()
         self.wire = wire
+        # Decoded messages carry no MAC: once a key ring has changed, each one carries the key its sender signed it
+        # with (a third item), and a receiver whose ring lacks it drops it as `bad_mac`, as decoding would.
+        self._keyed = False
         self.epoch_s = float(epoch_s)
         self._now = self.epoch_s
         self._heap: list[tuple] = []
@@ -439,6 +442,7 @@ class Simulation:
         of NAMES switch to it now (`Protocol.set_secrets`; NodeConfig's rules check it)."""
         for node in self._nodes:
             node.config = dataclasses.replace(node.config, secrets=secrets)
+        self._keyed = not self.wire  # signed datagrams carry their own MACs
         for name in names:
             node = self._node(name)
             if node.state in (_UP, _PAUSED):
@@ -573,7 +577,7 @@ class Simulation:
                             continue
                         plane = nodes[idx].plane
                         if plane is not None and nodes[idx].state is _UP:
-                            verdict = plane.judge(item[0])
+                            verdict = plane.judge(item[0], len(item) < 3 or item[2] in nodes[idx].core.config.secrets)
                             if verdict == "handled" or verdict == "accepted_no_targets":
                                 # the kernel takes it: no wake-up, no core of the host's CPUs; its copies leave
                                 # KERNEL_HEARTBEAT_S later, to the targets it drew
@@ -608,6 +612,9 @@ class Simulation:
                             plane.sync_member(core, node.driver.record, item[0].origin)
                         if wire:
                             core.receive(item[0], when, item[1])
+                        elif len(item) > 2 and item[2] not in core.config.secrets:
+                            core.stats["packets_in"] += 1
+                            core.note_drop("bad_mac", f"from origin {item[0].origin:#010x}")
                         else:
                             core.stats["packets_in"] += 1
                             core.receive_message(item[0], when, item[1])
@@ -782,6 +789,8 @@ class Simulation:
             if nid not in self._name_by_id:
                 break
         node_config = dataclasses.replace(template, listen_addr=addr)
+        if node_config.secrets != self.config.secrets:  # a node on another key ring: messages carry their keys
+            self._keyed = not self.wire
         try:
             identity = Identity(name=name, addr=addr, port=node_config.listen_port, private=private)
         except ValueError as e:
@@ -862,11 +871,14 @@ class Simulation:
         heapq.heappush(self._heap, (when, next(self._seq), _TICK, node.index, node.token))
 
     def _receive(self, core: Core, item, now: float) -> None:
-        """ITEM is (datagram or message, the sender's "addr:port")."""
+        """ITEM is (datagram or message, the sender's "addr:port"[, the key a message was signed with])."""
         if self.wire:
             core.receive(item[0], now, item[1])
         else:
             core.stats["packets_in"] += 1  # what `receive` counts before decoding, so stats match a real node
+            if len(item) > 2 and item[2] not in core.config.secrets:
+                core.note_drop("bad_mac", f"from origin {item[0].origin:#010x}")
+                return
             core.receive_message(item[0], now, item[1])
 
     def _route(self, src: int, sends: list) -> None:
@@ -880,8 +892,9 @@ class Simulation:
         learn = self._planes and not self._kernel_sending
         if learn:
             src_known, src_addr = nodes[src].neigh.known, nodes[src].identity.addr
+        key = nodes[src].core.config.secrets[0] if self._keyed else None  # the kernel's copies: the same ring
         for send in sends:
-            item = (send.payload if wire else send.message, src_ep)
+            item = (send.payload if wire else send.message, src_ep) if key is None else (send.message, src_ep, key)
             for endpoint in send.targets:
                 sent += 1
                 dst = by_endpoint.get(endpoint)

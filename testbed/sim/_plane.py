@@ -45,7 +45,8 @@ NEIGH_RETRY_S = 1.0  # ... and on a miss, at most this often
 _IDENT_FIXED_BYTES = gwire._IDENT_FIXED.size
 
 COUNTERS = ("handled", "accepted_no_targets", "dropped_stale_or_dup", "passed_not_heartbeat",
-            "passed_unknown_origin", "passed_identity", "passed_few_targets", "passed_no_mac", "passed_too_big")
+            "passed_unknown_origin", "passed_identity", "passed_bad_mac", "passed_few_targets", "passed_no_mac",
+            "passed_too_big")
 
 
 class Neighbours:
@@ -82,15 +83,15 @@ class PlaneModel:
 
     # ---- the kernel ----
 
-    def judge(self, msg) -> str:
+    def judge(self, msg, mac_ok: bool = True) -> str:
         """The program's verdict on MSG (decoded; XDP passed it): one of COUNTERS, counted. ``handled`` and
         ``accepted_no_targets`` mean the kernel took it (its sequence is now the one held; its copies go to
-        `targets`)."""
-        verdict = self._judge(msg)
+        `targets`). MAC_OK: whether the node's key ring verifies it (the simulator's messages carry no MAC)."""
+        verdict = self._judge(msg, mac_ok)
         self.counts[verdict] += 1
         return verdict
 
-    def _judge(self, msg) -> str:
+    def _judge(self, msg, mac_ok: bool) -> str:
         if type(msg) is not gwire.Heartbeat:
             return "passed_not_heartbeat"
         origin = msg.origin
@@ -102,6 +103,8 @@ class PlaneModel:
         i = msg.identity
         if member[1] > HB_IDENT_MAX or member[0] != (i.name, i.addr, i.port, i.private):
             return "passed_identity"
+        if not mac_ok:  # tc_hbplane.c verifies with every key of the ring the node gave it, after the identity
+            return "passed_bad_mac"
         chosen = self._pick(origin, msg.infected)
         if chosen is None:
             return "passed_few_targets"
