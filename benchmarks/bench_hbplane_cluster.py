@@ -142,12 +142,14 @@ def run_case(n: int, mode: str, cycle_s: float, timeout_s: float, join_s: float,
 
 
 def merge(rounds: list[dict]) -> dict:
-    """Rounds of one mode and size as one: medians of the rates, the worst of the verdicts."""
+    """Rounds of one mode and size as one: medians of the rates, the worst of the verdicts and removals."""
     out = dict(rounds[0])
     for k, v in out.items():
         if isinstance(v, float) and all(isinstance(r.get(k), (int, float)) for r in rounds):
             out[k] = statistics.median(r[k] for r in rounds)
     out["passed"] = all(r["passed"] for r in rounds)
+    out["checks"] = {k: all(r["checks"].get(k, False) for r in rounds) for k in rounds[0]["checks"]}
+    out["removals"] = max(r["removals"] for r in rounds)
     out["removals_in_window"] = max(r["removals_in_window"] for r in rounds)
     out["rounds"] = len(rounds)
     return out
@@ -196,7 +198,7 @@ def show(n: int, results: dict[str, dict]) -> str:
         lines.append(f"  {mode}: host cores by field: {cpu or '-'}")
         lines.append(f"  {mode}: up: net {_f(r['network_s'], '.1f')} s, bpf {_f(r['bpf_s'], '.1f')} s, nodes "
                      f"{_f(r['nodes_up_s'], '.1f')} s, full membership {_f(r['converged_after_s'], '.1f')} s after "
-                     f"the first start; USS {_f(r['uss_mib_mean'], '.1f')} MiB/node; removals {r['removals']} "
+                     f"the first start; USS {_f(r['uss_mib_mean'], '.1f')} MiB/node; removals (most in a round) {r['removals']} "
                      f"({r['removals_in_window']} in the window); checks "
                      f"{'all passed' if not failed else 'FAILED ' + ','.join(failed)}")
     return "\n".join(lines)
