@@ -223,13 +223,14 @@ def main() -> int:
                                                        prog_fd=broadcaster.prog_fd, strace=False)
             result["tc_stats"] = broadcaster.stats(sender.ifindex)
             if args.perf and fanout == max(FANOUTS):
+                many = 10 * args.broadcasts  # thousands of samples per mode, not hundreds
                 with bpf.BroadcastSender(None, sender.ifindex) as plain:
                     result["perf_sendto"] = perf_profile(lambda: run_mode(
-                        net, sender_sock, plain, targets, mine, args.broadcasts, strace=False), args.broadcasts + 20)
+                        net, sender_sock, plain, targets, mine, many, strace=False), many + 20)
                 with broadcaster.attach(sender.ifindex, netns=sender.ns), \
                         broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
                     result["perf_tc"] = perf_profile(lambda: run_mode(
-                        net, sender_sock, bsend, targets, mine, args.broadcasts, strace=False), args.broadcasts + 20)
+                        net, sender_sock, bsend, targets, mine, many, strace=False), many + 20)
             results.append(result)
 
     print(f"{args.broadcasts} broadcasts per mode and round, {args.rounds} rounds in turn (medians), per broadcast: "
