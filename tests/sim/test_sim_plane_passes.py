@@ -7,7 +7,7 @@ from gossip import NodeConfig
 from testbed.sim import Simulation
 
 CONFIG = NodeConfig(fanout=3, cycle_s=0.5, timeout_s=3.0, kernel_heartbeats=True)
-PASSES = ("passed_not_heartbeat", "passed_unknown_origin", "passed_identity", "passed_few_targets",
+PASSES = ("passed_not_heartbeat", "passed_unknown_origin", "passed_identity", "passed_bad_mac", "passed_few_targets",
           "passed_no_mac", "passed_too_big")
 
 
