@@ -440,6 +440,7 @@ class Simulation:
     def set_secrets(self, secrets: tuple[bytes, ...], names: Iterable[str]) -> None:
         """The cluster's key ring from now on: every node started later starts with it, and the up or paused nodes
         of NAMES switch to it now (`Protocol.set_secrets`; NodeConfig's rules check it)."""
+        self.config = dataclasses.replace(self.config, secrets=secrets)  # nodes added later (joins)
         for node in self._nodes:
             node.config = dataclasses.replace(node.config, secrets=secrets)
         self._keyed = not self.wire  # signed datagrams carry their own MACs
@@ -576,7 +577,7 @@ class Simulation:
                         if fastpath.drops(item[0]):
                             continue
                         plane = nodes[idx].plane
-                        if plane is not None and nodes[idx].state is _UP:
+                        if plane is not None:  # up or paused: a stopped process's plane runs on in the kernel
                             verdict = plane.judge(item[0], len(item) < 3 or item[2] in nodes[idx].core.config.secrets)
                             if verdict == "handled" or verdict == "accepted_no_targets":
                                 # the kernel takes it: no wake-up, no core of the host's CPUs; its copies leave
@@ -655,8 +656,8 @@ class Simulation:
                         down += 1
                 elif kind == _KERNEL:
                     node = nodes[idx]
-                    if node.state is _UP:  # the kernel's copies go out; the node reads the take back later
-                        msg, targets = item
+                    if node.state is not _DOWN:  # its copies go out (a paused process's plane runs on too); the
+                        msg, targets = item      # node reads the take back later
                         node.plane.took(msg.origin, msg.seq, when)
                         if targets:
                             self._kernel_sending = True  # they carry the MACs the plane holds: no ARP
@@ -665,7 +666,7 @@ class Simulation:
                             finally:
                                 self._kernel_sending = False
                     else:
-                        down += 1  # killed (or paused) since: its plane was removed with it
+                        down += 1  # killed since: its plane was removed with it
                 elif kind == _TICK:
                     node = nodes[idx]
                     if item == node.token and node.state is _UP:

@@ -93,3 +93,14 @@ def test_messages_and_signed_datagrams_split_the_same_way():
         assert {r["node"] for r in drops} & set(names[:3]) and {r["node"] for r in drops} - set(names[:3])
     assert views[False] == views[True]
     assert views[False]["n0"] == {"n1", "n2"} and views[False]["n7"] == {f"n{i}" for i in range(3, 7)}
+
+
+def test_a_node_that_joins_after_a_rotation_starts_on_the_new_ring(tmp_path):
+    steps = ("  - {at: 4, op: keys, secrets: [k1, k2]}\n  - {at: 5, op: keys, secrets: [k2, k1]}\n"
+             "  - {at: 6, op: keys, secrets: [k2]}\n  - {at: 7, op: join}")
+    text = SCENARIO.format(xdp="true", plane="false", steps=steps)
+    s = scenario_mod.parse(text, "keys.yaml").with_overrides(backend="sim")
+    summary = run_scenario(s, tmp_path / "join")
+    nodes = json.loads((tmp_path / "join" / "stats.json").read_text())["nodes"]
+    assert "n12" in nodes and summary["passed"], summary["checks"]
+    assert bad_mac(nodes) == {}

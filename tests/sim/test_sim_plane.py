@@ -40,3 +40,24 @@ def test_the_plane_changes_what_reaches_the_process_not_what_the_protocol_does(t
     assert on["packets"]["packets_in"] * 3 < off["packets"]["packets_in"], (on["packets"], off["packets"])
     # the crashed node's heartbeats stop, in the kernel too: it was removed at the timeout, and taken back
     assert all(r["t100"] is not None for r in on["rumors"])
+
+
+def test_a_paused_process_s_plane_runs_on_in_the_kernel():
+    """SIGSTOP stops the node, not its TC program: on the testbed a paused node's plane goes on taking and forwarding
+    its registered members' heartbeats (the testbed removes a node's plane only when the node is gone). The
+    simulator's does the same, and the node reads the takes back once it runs again."""
+    from gossip import NodeConfig
+    from testbed.sim import Simulation
+
+    sim = Simulation(seed=2, config=NodeConfig(cycle_s=0.5, timeout_s=3.0, kernel_heartbeats=True), xdp=True)
+    sim.add_nodes(8, seeding="tree")
+    sim.run_until(4)
+    before = sim.plane_stats("n3")["handled"]
+    sim.pause("n3")
+    sim.run_until(6)
+    during = sim.plane_stats("n3")["handled"]
+    assert during > before + 10, (before, during)  # 7 members, 2 heartbeats a second each
+    refreshed = sim.core("n3").stats.get("kernel_refreshed", 0)
+    sim.resume("n3")
+    sim.run_until(7)
+    assert sim.core("n3").stats.get("kernel_refreshed", 0) > refreshed
