@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import contextvars
 import errno
 import logging
 import os
@@ -53,9 +52,6 @@ TCX_ATTACH_TYPES = {"ingress": _sys.BPF_TCX_INGRESS, "egress": _sys.BPF_TCX_EGRE
 # link before 5.9, no BPF_LINK_CREATE at all before 5.7): the attachment falls back to netlink.
 _NO_SUCH_LINK = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP, not in the errno module
 _fallback_said: set[str] = set()
-
-# Whether an attachment asked for without saying (link=None) is made by link; see `attaching_by_link`.
-_by_link: contextvars.ContextVar[bool] = contextvars.ContextVar("bpf_attach_by_link", default=False)
 
 # The filter priority of each program on a clsact hook. The testbed puts the broadcaster on the node's own
 # interface and the fault programs on the bridge-side end of its veth, so they never share a hook there; where
@@ -144,21 +140,6 @@ def _gone(e: NetlinkError) -> bool:
     return e.code in (errno.ENODEV, errno.ENOENT, errno.EINVAL)
 
 
-@contextlib.contextmanager
-def attaching_by_link(on: bool = True):
-    """Attachments made in the block without an explicit ``link`` (a loader whose ``attach`` does not pass one
-    through) are made by BPF link when ON."""
-    token = _by_link.set(on)
-    try:
-        yield
-    finally:
-        _by_link.reset(token)
-
-
-def _want_link(link: bool | None) -> bool:
-    return _by_link.get() if link is None else link
-
-
 def _link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int, netns: str | None,
                  kind: str) -> int | None:
     """A link's fd, or None when this kernel has no such link (said once per KIND in the log): the caller attaches
@@ -203,13 +184,13 @@ def xdp_prog_id(ifindex: int, netns: str | None = None) -> int:
 
 @contextlib.contextmanager
 def xdp_attached(prog_fd: int, ifindex: int, *, netns: str | None = None, mode: str = "native",
-                 link: bool | None = None):
+                 link: bool = False):
     """XDP program PROG_FD on interface IFINDEX (in NETNS) for the duration of the block; with LINK by a BPF link,
     which the kernel also removes when this process dies (see the module docstring)."""
     if mode not in XDP_MODES:
         raise BpfUsageError(f"mode: must be one of {sorted(XDP_MODES)}, got {mode!r}")
     flags = XDP_MODES[mode]
-    if _want_link(link):
+    if link:
         try:
             link_fd = _link_create(prog_fd, ifindex, _sys.BPF_XDP, flags, netns, "XDP")
         except MapError as e:
@@ -262,10 +243,10 @@ def tc_filters(ifindex: int, netns: str | None = None) -> dict[str, int]:
 
 @contextlib.contextmanager
 def tc_attached(prog_fds: dict[str, int], ifindex: int, *, netns: str | None = None, prio: int, name: str,
-                link: bool | None = None):
+                link: bool = False):
     """Direct-action cls_bpf filters on the clsact hooks of IFINDEX: PROG_FDS maps "ingress"/"egress" to a fd.
     With LINK, tcx links instead (PRIO then plays no part: a tcx program runs before every clsact filter)."""
-    if _want_link(link):
+    if link:
         with contextlib.ExitStack() as links:
             for direction, fd in prog_fds.items():
                 try:

@@ -99,8 +99,9 @@ class Broadcaster(PinnedProgram):
             self._slots = None
 
     @contextlib.contextmanager
-    def attach(self, ifindex: int, *, netns: str | None = None):
-        """The broadcaster on egress of IFINDEX (inside NETNS) for the duration of the block."""
+    def attach(self, ifindex: int, *, netns: str | None = None, link: bool = False):
+        """The broadcaster on egress of IFINDEX (inside NETNS) for the duration of the block; with LINK by a tcx
+        link, which the kernel removes when this process ends (`bpf._attach.tc_attached`)."""
         index = self._claim_slot(ifindex)
         slot = self._slots.slots[index]
         key = ctypes.c_uint32(ifindex)
@@ -108,7 +109,7 @@ class Broadcaster(PinnedProgram):
             _sys.percpu_update(self.map_fds["bc_stats"], key, BcStats())
             _sys.map_update(self.map_fds["bc_ifslot"], key, ctypes.c_uint32(index))
             with _attach.tc_attached({"egress": self.prog_fd}, ifindex, netns=netns,
-                                     prio=_attach.PRIO_BROADCAST, name=PROGRAM):
+                                     prio=_attach.PRIO_BROADCAST, name=PROGRAM, link=link):
                 slot.enabled = 1
                 try:
                     yield index

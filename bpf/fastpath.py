@@ -114,7 +114,7 @@ class FastPath(PinnedProgram):
         """Each map's kernel memory in bytes, as the kernel accounts it (``memlock`` in the map fd's fdinfo)."""
         return {name: _sys.map_memlock(fd) for name, fd in self.map_fds.items()}
 
-    def attach(self, ifindex: int, *, netns: str | None = None, mode: str = "native", link: bool | None = None):
+    def attach(self, ifindex: int, *, netns: str | None = None, mode: str = "native", link: bool = False):
         """Context manager: the program on IFINDEX (inside NETNS, a name or a path) in "native" or "generic" mode.
 
         Refuses an interface that already has an XDP program; on exit removes ours and nothing else. With LINK, by

@@ -225,7 +225,7 @@ class HeartbeatPlane(PinnedProgram):
     # ---- attaching ----
 
     @contextlib.contextmanager
-    def attach(self, ifindex: int, *, netns: str | None = None, link: bool | None = None):
+    def attach(self, ifindex: int, *, netns: str | None = None, link: bool = False):
         """The plane at clsact ingress of IFINDEX (inside NETNS) for the duration of the block. It acts only once
         `configure` has enabled that interface; leaving the block disables it and forgets its node. With LINK, by a
         tcx ingress link, which the kernel removes also when this process dies (`bpf._attach`)."""

@@ -104,11 +104,8 @@ def _open(stack, bpf, args, config):
         elif args.broadcast_pin:
             broadcaster = stack.enter_context(bpf.BroadcastSender(args.broadcast_pin, ifindex))
         else:
-            from bpf._attach import attaching_by_link
-
             prog = stack.enter_context(bpf.Broadcaster.compile())
-            with attaching_by_link():  # Broadcaster.attach passes no link option of its own
-                stack.enter_context(prog.attach(ifindex))
+            stack.enter_context(prog.attach(ifindex, link=True))
             broadcaster = stack.enter_context(prog.sender(ifindex))
     return fastpath, broadcaster
 

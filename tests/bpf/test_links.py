@@ -124,7 +124,7 @@ def test_the_broadcaster_by_tcx_link_sends_exactly_one_copy_per_target(bridged, 
     sender, targets = net.nodes[0], net.nodes[1:1 + fanout]
     for sock in net.socks.values():
         drain(sock, timeout_s=0)
-    with _attach.attaching_by_link(), broadcaster.attach(sender.ifindex, netns=sender.ns), \
+    with broadcaster.attach(sender.ifindex, netns=sender.ns, link=True), \
             broadcaster.sender(sender.ifindex, netns=sender.ns) as bsend:
         assert _attach.tcx_prog_ids(sender.ifindex, sender.ns)["egress"] != []
         assert _attach.tc_filters(sender.ifindex, sender.ns)["egress"] == 0
@@ -162,7 +162,7 @@ def test_a_kernel_without_links_gets_the_netlink_attachment_and_one_line(testnet
     with caplog.at_level(logging.WARNING, logger="bpf"):
         for _ in range(2):
             with fastpath.attach(node.ifindex, netns=node.ns, link=True):
-                with _attach.attaching_by_link(), broadcaster.attach(node.ifindex, netns=node.ns):
+                with broadcaster.attach(node.ifindex, netns=node.ns, link=True):
                     now = attached(node)
                     assert now["xdp"] != 0 and now["tcx"] == {"ingress": [], "egress": []}, now
                     assert now["tc_filters"]["ingress"] == 0 and now["tc_filters"]["egress"] > 0, now
