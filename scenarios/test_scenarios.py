@@ -4,8 +4,9 @@ summary.json.
 These need root: they build namespaces, attach BPF programs and start real node processes. Each run must also
 leave nothing behind: no namespace, link, pinned BPF object or process carrying its run id.
 
-The scenarios the parity suite also runs (attack, loss, metadata and partition at their own size, churn at 24) are
-judged here on the very run the parity suite made (`shared_run`, conftest.py: the parity scaling only adds ``record_refreshes``).
+The scenarios the parity suite also runs (`_shared.SIZES`: attack, basic, delay, loss, metadata, operations and
+partition at 16 or 32 nodes, churn at 24) are judged here on the very run the parity suite made (`shared_run`,
+conftest.py: the parity scaling only adds ``record_refreshes``).
 """
 
 import json
@@ -151,42 +152,42 @@ def test_scale_96_nodes(tmp_path):
     assert summary["nodes"] == SCALE_NODES
 
 
-def test_same_scenario_without_xdp_converges_the_same(tmp_path):
-    on, _ = run("basic.yaml", tmp_path / "on")
-    off, _ = run("basic.yaml", tmp_path / "off", xdp=False)
+def test_same_scenario_without_xdp_converges_the_same(shared_run):
+    on, _ = run_shared("basic", shared_run)
+    off, _ = shared_run(parity_scenario("basic").with_overrides(backend="netns", xdp=False))
     for s in (on, off):
         assert_passed(s, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
     assert on["xdp"] is True and off["xdp"] is False
     assert off["packets"]["xdp_dropped"] == 0 and on["packets"]["xdp_dropped"] > 0
 
 
-def test_delay_slows_rumors_only_while_it_lasts(tmp_path):
-    summary, _ = run("delay.yaml", tmp_path)
+def test_delay_slows_rumors_only_while_it_lasts(shared_run):
+    summary, _ = run_shared("delay", shared_run)
     assert_passed(summary, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
     slow, fast = summary["rumors"]
     assert slow["t50"] >= 0.05  # at least one 50 ms hop before half the nodes hold it
     assert fast["t50"] < 0.05 and fast["t50"] < slow["t50"]
 
 
-def test_operations_with_the_broadcaster(tmp_path):
-    summary, out = run("operations.yaml", tmp_path)
+def test_operations_with_the_broadcaster(shared_run):
+    summary, out = run_shared("operations", shared_run)
+    n = SIZES["operations"]
+    last, joined, other_half = f"n{n - 1}", f"n{n}", f"n{n // 2}"  # leave: last; join: the next name; [50%, 50%]
     assert_passed(summary, "membership_converged", "metadata_converged", "no_false_deaths", "no_lost_update")
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     finals = {e["node"]: e for e in events if e["kind"] == "final"}
-    assert "n9" not in finals and "n10" in finals  # n9 left for good, n10 joined
+    assert last not in finals and joined in finals  # the last node left for good, one joined
     assert all(set(f["members"]) == set(finals) for f in finals.values())  # every final view is the live set
     removed = {(e["node"], e["name"]) for e in events if e["kind"] == "member_removed"}
-    assert {(n, "n2") for n in ("n0", "n1")} <= removed  # stopped heartbeats: n2 expired, then came back
-    assert ("n5", "n0") in removed and ("n0", "n5") in removed  # the nft partition cut both ways
+    assert {(m, "n2") for m in ("n0", "n1")} <= removed  # stopped heartbeats: n2 expired, then came back
+    assert (other_half, "n0") in removed and ("n0", other_half) in removed  # the nft partition cut both ways
     stats = json.loads((out / "stats.json").read_text())
-    assert sum(n["broadcast"]["copies"] for n in stats["nodes"].values()) > 0  # rumors went through TC
+    assert sum(v["broadcast"]["copies"] for v in stats["nodes"].values()) > 0  # rumors went through TC
     # the key rotation: three steps told to every running node, the paused n3 told the first as it resumed, and
-    # not one datagram dropped for a MAC its receiver could not check (n10 joined on the final ring)
+    # not one datagram dropped for a MAC its receiver could not check (the joined node started on the final ring)
     told = [(e["node"], e["keys"]) for e in events if e["kind"] == "keys_op"]
-    assert len(told) >= 3 * 8 and ("n3", 2) in told and not any(n == "n10" for n, _ in told), told
-    assert sum(n["dropped"].get("bad_mac", 0) for n in stats["nodes"].values()) == 0
-
-
+    assert len(told) >= 3 * (n - 2) and ("n3", 2) in told and not any(m == joined for m, _ in told), told
+    assert sum(v["dropped"].get("bad_mac", 0) for v in stats["nodes"].values()) == 0
 
 
 # the in-kernel heartbeat plane (node: {kernel_heartbeats: true}) against the same runs without it (the parity
