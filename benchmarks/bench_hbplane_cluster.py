@@ -23,7 +23,10 @@ run's own records (`testbed.analysis`):
   ns per run and cores -- the plane's entry program (its tail calls included), the XDP fast path, and the
   testbed's fault programs on the bridge side of every veth, whose runs count the datagrams crossing the bridge --
   and the plane's run time per heartbeat it handled;
-- false deaths (the ``no_false_deaths`` check, and removals in the window), bring-up time and USS per node.
+- false deaths (the ``no_false_deaths`` check, and removals in the window), bring-up time and USS per node;
+- with the plane, the members a node has registered without a MAC (its neighbour table had none: the kernel passes
+  a heartbeat it would send to them), from every node's ``GET /stats`` polled every ``MAC_POLL_S`` during the run,
+  the polls inside the window averaged.
 
 Then the ratios off / on. Figures only, no pass/fail on them: the machine is shared and noisy. ``--quick`` (the CI
 smoke run): 8 nodes, a 3-s window, both modes.
@@ -32,11 +35,13 @@ smoke run): 8 nodes, a 3-s window, both modes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _steady import join_allowance_s, node_growth, steady_window  # noqa: E402
 from bpf._sys import bpf_stats_enabled  # noqa: E402
 from testbed import analysis  # noqa: E402
+from testbed.cluster import control  # noqa: E402
 from testbed.runner import run_scenario  # noqa: E402
 from testbed.scenario import parse  # noqa: E402
 
@@ -81,7 +87,40 @@ def host_busy_now(seconds: float) -> float | None:
     return cpu and cpu["busy"]
 
 
-def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_s: float) -> dict:
+MAC_POLL_S = 10.0  # 64 nodes answering /stats every 10 s: ~0.1 % of a core
+
+
+@contextlib.contextmanager
+def polling_macs(run_dir: Path):
+    """Poll every node's control socket under RUN_DIR for its plane's members with and without a MAC while the run
+    lasts; yields the list of (wall time, nodes answering, members, members without a MAC) it fills."""
+    samples: list[tuple[float, int, int, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(MAC_POLL_S):
+            answered = members = without = 0
+            for sock in sorted((run_dir / "control").glob("*.sock")):
+                with contextlib.suppress(control.ControlError):
+                    plane = control.call(str(sock), "GET", "/stats", timeout_s=1.0).get("hbplane")
+                    if plane and "members" in plane:
+                        answered += 1
+                        members += plane["members"]
+                        without += plane["members_without_mac"]
+            if answered:
+                samples.append((time.time(), answered, members, without))
+
+    t = threading.Thread(target=poll, name="mac-poll", daemon=True)
+    t.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        t.join()
+
+
+def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_s: float,
+            mac_samples: list | None = None) -> dict:
     h = analysis.load_history(run_dir)
     meta = h.meta
     a, b, converged_after = steady_window(h, cycle_s, join_s, steady_s)
@@ -102,6 +141,7 @@ def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_
     mem = list(meta.get("node_memory_bytes", {}).values())
     t = meta.get("timings", {})
     checks = {c["name"]: c["passed"] for c in summary["checks"]}
+    polled = [(n, m, w) for t, n, m, w in (mac_samples or ()) if a <= t <= b]
     return {
         "nodes": int(meta.get("nodes") or 0), "kernel_heartbeats": meta.get("kernel_heartbeats"),
         "window_s": b - a, "counted_s": span,
@@ -122,6 +162,8 @@ def measure(run_dir: Path, summary: dict, cycle_s: float, steady_s: float, join_
         "network_s": t.get("network_s"), "bpf_s": t.get("bpf_s"), "nodes_up_s": t.get("nodes_up_s"),
         "converged_after_s": converged_after, "teardown_s": t.get("teardown_s"),
         "uss_mib_mean": statistics.mean(mem) / 2**20 if mem else None,
+        "members_without_mac_per_node": statistics.mean(w / n for n, _, w in polled) if polled else None,
+        "members_per_node": statistics.mean(m / n for n, m, _ in polled) if polled else None,
     }
 
 
@@ -132,9 +174,9 @@ def run_case(n: int, mode: str, cycle_s: float, timeout_s: float, join_s: float,
     with tempfile.TemporaryDirectory(prefix="bench-hbplane-cluster-") as tmp:
         run_dir = (keep or Path(tmp)) / f"hb-{mode}-n{n}-{int(time.time())}"
         t = time.monotonic()
-        with bpf_stats_enabled():
+        with bpf_stats_enabled(), polling_macs(run_dir) as mac_samples:
             summary = run_scenario(s, run_dir)
-        r = measure(run_dir, summary, cycle_s, steady_s, join_s)
+        r = measure(run_dir, summary, cycle_s, steady_s, join_s, mac_samples)
         r.update(mode=mode, cycle_s=cycle_s, timeout_s=timeout_s, wall_s=time.monotonic() - t)
     after = host_busy_now(baseline_s) if baseline_s > 0 else None
     r.update(baseline_before_cores=before, baseline_after_cores=after)
@@ -198,7 +240,8 @@ def show(n: int, results: dict[str, dict]) -> str:
         lines.append(f"  {mode}: host cores by field: {cpu or '-'}")
         lines.append(f"  {mode}: up: net {_f(r['network_s'], '.1f')} s, bpf {_f(r['bpf_s'], '.1f')} s, nodes "
                      f"{_f(r['nodes_up_s'], '.1f')} s, full membership {_f(r['converged_after_s'], '.1f')} s after "
-                     f"the first start; USS {_f(r['uss_mib_mean'], '.1f')} MiB/node; removals (most in a round) {r['removals']} "
+                     f"the first start; USS {_f(r['uss_mib_mean'], '.1f')} MiB/node; members without a MAC "
+                     f"{_f(r['members_without_mac_per_node'], '.1f')} of {_f(r['members_per_node'], '.1f')} per node; removals (most in a round) {r['removals']} "
                      f"({r['removals_in_window']} in the window); checks "
                      f"{'all passed' if not failed else 'FAILED ' + ','.join(failed)}")
     return "\n".join(lines)

@@ -22,7 +22,8 @@ When `PlaneSync` reads and writes (all of it plain bpf(2) calls on the plane's m
   itself raises the member's sequence in the plane, so the kernel takes its copies as duplicates too; a sequence
   taken from the kernel goes on to the XDP fast path like any other.
 - `reconcile()`, after each timer step and after a drain that added or removed members: registers each member the
-  core lists (its Identity as the wire encodes it, address, port, MAC from the neighbour table, accepted seq),
+  core lists (its Identity as the wire encodes it, address, port, MAC from the namespace's neighbour table --
+  `gossip._neigh`, no pyroute2 --, accepted seq),
   rewrites one whose Identity or MAC changed, removes the ones the core dropped. A member whose MAC is not known
   yet is registered without one: a heartbeat the kernel would send to it passes to the node.
 
@@ -92,10 +93,10 @@ class PlaneSync:
         from bpf.hbplane import HbMember
 
         self._value = HbMember()
-        if self._neigh is None:
-            from bpf.broadcaster import _Neighbours  # the broadcaster's cached neighbour-table reader
+        if self._neigh is None:  # the namespace's neighbour table, read without pyroute2 (see gossip._neigh)
+            from ._neigh import NeighbourTable
 
-            self._neigh = _Neighbours(self.writer.ifindex, None, 30.0, 1.0)
+            self._neigh = NeighbourTable(self.writer.ifindex, NEIGH_TTL_S, NEIGH_RETRY_S)
         self.writer.reset()
         self.configure()
         self.reconcile()
@@ -210,7 +211,7 @@ class PlaneSync:
             if self._neigh.expired(mono):
                 self._neigh.refresh(mono)
             return self._neigh.mac(ip, mono)
-        except Exception:  # netlink trouble: no MAC, the kernel passes what would go to it
+        except Exception:  # the table could not be read: no MAC, the kernel passes what would go to it
             return None
 
     def stats(self) -> dict | None:
@@ -225,3 +226,4 @@ class PlaneSync:
 
 
 MAC_RECHECK_S = 10.0  # how often registered members' MACs are compared with the neighbour table
+NEIGH_TTL_S, NEIGH_RETRY_S = 30.0, 1.0  # the whole table reread after; a missing MAC asked again after

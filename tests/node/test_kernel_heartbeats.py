@@ -200,6 +200,31 @@ def test_the_same_cluster_with_the_plane_off_behaves_the_same(net, tmp_path):
         assert on["packets_in"] < 0.6 * figures["packets_in"], (on, figures)
 
 
+def test_a_plane_node_reads_its_neighbour_table_without_pyroute2(net, tmp_path, monkeypatch):
+    """Two nodes started as the testbed starts them (--xdp-pin, --hbplane-pin) register each other with a MAC,
+    and neither imports pyroute2 (~11 MiB a node): the import log of the whole run (PYTHONPROFILEIMPORTTIME) names
+    the plane's neighbour reader and no pyroute2 module."""
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # Proc passes the environment on
+    nodes = [0, 1]
+    c = Cluster(net, tmp_path)
+    try:
+        for i in nodes:
+            c.start(i, *c.plane_args(i))
+        converge(c, nodes)
+        c.wait(lambda: all(c.call(i, "/stats")["hbplane"]["members"] == 1 and
+                           c.call(i, "/stats")["hbplane"]["members_without_mac"] == 0 for i in nodes), 20,
+               "each node to register the other with its MAC")
+        time.sleep(2 * CYCLE_S)
+        assert all(c.call(i, "/stats")["counters"].get("kernel_refreshed", 0) > 0 for i in nodes)  # the kernel took
+    finally:
+        c.stop()
+    for i in nodes:
+        imported = {line.rsplit("|", 1)[1].strip() for line in c.procs[i].text().splitlines()
+                    if line.startswith("import time:") and "|" in line}
+        assert "gossip._neigh" in imported and "gossip._plane" in imported, sorted(imported)
+        assert not [m for m in imported if m.split(".")[0] == "pyroute2"], sorted(imported)
+
+
 def test_a_node_that_cannot_have_the_plane_runs_on_with_one_line(net, tmp_path):
     c = Cluster(net, tmp_path)
     a, b = NODES, 0  # the spare namespace, and one for a node without --xdp
