@@ -12,8 +12,9 @@ kernel takes it (handled, or accepted_no_targets).
 What the plane holds follows the node's sync points, as `PlaneSync` does, not the core's state at each instant:
 
 - members are registered (`reconcile`) after each timer step and after a drain that added or removed members,
-  with the sequence the core lists, and a MAC only if the node's neighbour table holds one (looked up through a
-  cached dump, refreshed at most every NEIGH_RETRY_S on a miss, as `bpf.broadcaster._Neighbours`);
+  with the sequence the core lists, and a MAC only if the node's neighbour table holds one (looked up as
+  `gossip._neigh.NeighbourTable` does: a cached read of the whole table, reread when older than NEIGH_TTL_S, and
+  a missing address asked of the kernel again at most every NEIGH_RETRY_S);
 - a heartbeat the core accepted itself raises the member's sequence when its drain hands it on (`accept`);
 - a heartbeat the kernel took raises the sequence at once (the program's compare-and-swap) and goes out to the
   targets the plane drew; the core hears of it only when the node reads it back, through the one call the node
@@ -36,12 +37,12 @@ from collections import Counter
 
 from gossip import _wire as gwire
 
-# the program's and the node's constants (bpf/tc_hbplane.c, gossip/_plane.py, bpf/broadcaster.py `_Neighbours`)
+# the program's and the node's constants (bpf/tc_hbplane.c, gossip/_plane.py, gossip/_neigh.py)
 HB_SCAN_MAX = 32  # clusters up to this many members get the exact scan when random probes find too few targets
 HB_IDENT_MAX = 64  # an Identity longer than this cannot be stored: its heartbeats pass (passed_identity)
 HB_PAYLOAD_MAX = 1400 - 28  # the largest UDP payload the program MACs (gossip._plane.MAX_PACKET_BYTES)
-NEIGH_TTL_S = 30.0  # the node's cached neighbour dump is reloaded when older than this
-NEIGH_RETRY_S = 1.0  # ... and on a miss, at most this often
+NEIGH_TTL_S = 30.0  # the node's cached neighbour table is reread when older than this
+NEIGH_RETRY_S = 1.0  # ... and a missing address asked again at most this often
 _IDENT_FIXED_BYTES = gwire._IDENT_FIXED.size
 
 COUNTERS = ("handled", "accepted_no_targets", "dropped_stale_or_dup", "passed_not_heartbeat",
@@ -63,7 +64,7 @@ class PlaneModel:
     holds for each, the kernel's accepts the node has not read back yet, and its counters."""
 
     __slots__ = ("self_id", "fanout", "max_payload", "neigh", "rng", "inner", "slots", "members", "seq", "unsynced",
-                 "dirty", "without_mac", "cache", "loaded_at", "counts", "chosen")
+                 "dirty", "without_mac", "cache", "missed", "loaded_at", "counts", "chosen")
 
     def __init__(self, self_id: int, fanout: int, max_packet_bytes: int, neigh: Neighbours, rng: random.Random,
                  inner) -> None:
@@ -76,7 +77,8 @@ class PlaneModel:
         self.unsynced: dict[int, tuple[int, float]] = {}  # node id -> (seq, when) the kernel took, not read back
         self.dirty = True
         self.without_mac: set[int] = set()
-        self.cache: frozenset[str] = frozenset()  # the node's cached dump of the neighbour table
+        self.cache: set[str] = set()  # the node's cached read of the neighbour table
+        self.missed: dict[str, float] = {}  # address -> when the node last asked the kernel for it in vain
         self.loaded_at = -float("inf")
         self.counts: Counter[str] = Counter()
         self.chosen: list[int] = []  # the targets of the heartbeat last taken
@@ -234,11 +236,21 @@ class PlaneModel:
                 self.without_mac.add(nid)
 
     def _mac(self, addr: str, now: float) -> bool:
-        """`_Neighbours.mac` (after `expired`): the cached dump, reloaded when stale or on a miss (at most every
-        NEIGH_RETRY_S)."""
-        if now - self.loaded_at > NEIGH_TTL_S or (addr not in self.cache and now - self.loaded_at > NEIGH_RETRY_S):
-            self.cache, self.loaded_at = frozenset(self.neigh.known), now
-        return addr in self.cache
+        """`NeighbourTable.mac` (after `expired` and `refresh`): the cached table, reread when stale; a missing
+        address asked of the kernel alone, at most every NEIGH_RETRY_S since the table's read or its last miss."""
+        if now - self.loaded_at > NEIGH_TTL_S:
+            self.cache, self.loaded_at = set(self.neigh.known), now
+            self.missed.clear()
+        if addr in self.cache:
+            return True
+        if now - max(self.loaded_at, self.missed.get(addr, -float("inf"))) <= NEIGH_RETRY_S:
+            return False
+        if addr in self.neigh.known:
+            self.cache.add(addr)
+            self.missed.pop(addr, None)
+            return True
+        self.missed[addr] = now
+        return False
 
     def stats(self) -> dict:
         out = {k: self.counts.get(k, 0) for k in COUNTERS}
