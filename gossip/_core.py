@@ -39,7 +39,7 @@ from . import _wire as wire
 from ._config import NodeConfig
 # the shared state and types live in _corebase; they are re-exported here, where they were defined first
 from ._corebase import (MAX_DIRECT_HOPS, MAX_REMEMBERED_ORIGINS, CoreBase, DurableState, MemberInfo,  # noqa: F401
-                        Version, _Entry, _ms)
+                        Version, _Entry, _us)
 from ._events import (Accepted, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed, MemberRemoved, MetadataSent,
                       Send)
 from .protocols import register
@@ -78,7 +78,7 @@ class GossipCore(CoreBase):
             return 0
         self.stop()
         self._left = True
-        self._hb_seq = max(self._hb_seq + 1, _ms(now))
+        self._hb_seq = max(self._hb_seq + 1, _us(now))
         msg = wire.Leave(cluster=self.cluster, origin=self.node_id, seq=self._hb_seq, identity=self.identity)
         before = len(self._sends)
         self._spread(msg, wire.Infected(ids=frozenset({self.node_id})))
@@ -278,7 +278,7 @@ class GossipCore(CoreBase):
         return (lost[self._rng.randrange(len(lost))],) if lost else ()
 
     def _send_heartbeat(self, now: float) -> None:
-        self._hb_seq = max(self._hb_seq + 1, _ms(now))
+        self._hb_seq = max(self._hb_seq + 1, _us(now))
         hb = wire.Heartbeat(cluster=self.cluster, origin=self.node_id, seq=self._hb_seq, identity=self.identity)
         self.stats["heartbeats_sent"] += 1
         self._spread(hb, wire.Infected(ids=frozenset({self.node_id})))

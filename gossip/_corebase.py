@@ -104,6 +104,11 @@ def _ms(now: float) -> int:
     return max(0, int(now * 1000))
 
 
+def _us(now: float) -> int:
+    """NOW in whole microseconds: a heartbeat's (and a leave's) sequence, its send time on the origin's clock."""
+    return max(0, int(now * 1_000_000))
+
+
 class CoreBase:
     """The state and behaviour every protocol core shares (see the module docstring). Subclasses call
     ``super().__init__`` first, set up their own state, then ``self._start_from(state)``."""
@@ -329,18 +334,17 @@ class CoreBase:
 
     def take_direct_hops(self) -> list[float]:
         """The delays (ms) of heartbeats taken straight from their origin since the last call, at most
-        `MAX_DIRECT_HOPS`: a heartbeat's sequence is its origin's clock in whole ms when it was sent, so on one host
-        (the testbed, the simulator) each is one hop up to the moment the receiver starts on it -- send, wire, the
-        receiver's wait for a core and for what it had queued before -- under the cluster's own load, at every
-        phase of the cycle. Each is up to 1 ms long (the sequence is truncated to the ms). The driver puts them in
-        the ``stats`` record (``hb_hop_ms``)."""
+        `MAX_DIRECT_HOPS`: a heartbeat's sequence is its origin's clock in microseconds when it was made, so on one
+        host (the testbed, the simulator) each is one hop up to the moment the receiver starts on it -- send, wire,
+        the receiver's wait for a core and for what it had queued before -- under the cluster's own load, at every
+        phase of the cycle. The driver puts them in the ``stats`` record (``hb_hop_ms``)."""
         hops, self._direct_hops = self._direct_hops, []
         return hops
 
     def _note_direct_hop(self, msg, now: float) -> None:
         """Keep MSG's hop delay when it came straight from its origin (see `take_direct_hops`)."""
         if len(self._direct_hops) < MAX_DIRECT_HOPS and self._src == "%s:%d" % msg.identity.endpoint:
-            self._direct_hops.append(now * 1000.0 - msg.seq)
+            self._direct_hops.append(now * 1000.0 - msg.seq / 1000.0)
 
     def encode(self, msg: wire.Message) -> bytes:
         return wire.encode(msg, key=self.config.secrets[0], max_packet_bytes=self.config.max_packet_bytes)

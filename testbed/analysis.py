@@ -708,7 +708,7 @@ def hop_latency_samples_ms(run_dir: Path | str) -> list[float]:
     """One-hop delivery latencies measured in a recorded run, in milliseconds.
 
     With heartbeat refreshes recorded (``record_refreshes``), every heartbeat rumor is a sample source: its
-    sequence is the origin's send time in ms (same machine, same clock), and the first ``fanout`` nodes to accept
+    sequence is the origin's send time in µs (same machine, same clock), and the first ``fanout`` nodes to accept
     it are its direct targets, so each of their delays is one hop end to end, measured under the cluster's
     ordinary load. Otherwise the first ``fanout`` adoptions after each publish give the samples.
     """
@@ -719,7 +719,7 @@ def hop_latency_samples_ms(run_dir: Path | str) -> list[float]:
         by_rumor.setdefault((e["node_id"], e["seq"]), []).append(e["t"])
     out = []
     for (_, seq), times in by_rumor.items():
-        out.extend(1000.0 * (t - seq / 1000.0) for t in sorted(times)[:fanout])
+        out.extend(1000.0 * (t - seq / 1e6) for t in sorted(times)[:fanout])
     if out:
         return [x for x in out if x >= 0]
     for r in rumors(history):
@@ -861,13 +861,18 @@ def direct_heartbeat_hops_ms(run_dir: Path | str, quantiles: int = 1000) -> list
     """One-hop delays of heartbeats taken straight from their origin on a recorded run (the stats records'
     ``hb_hop_ms``, see `gossip.GossipCore.take_direct_hops`), as QUANTILES equally likely values in ms.
 
-    A heartbeat's sequence is its send time truncated to the millisecond, so each raw delay is the true one plus
-    up to 1 ms; half a millisecond is taken off each (the mean of that error), never below zero. This is the
-    run's own idle traffic: every node's heartbeat, every cycle, at every phase, none of it a rumor.
+    A heartbeat's sequence is its send time in microseconds, so each delay is the hop itself. (Until heartbeat
+    sequences were microseconds they were whole milliseconds, each delay up to 1 ms long; taking the mean of that
+    error, 0.5 ms, off every sample kept the median but spread the distribution over ±0.5 ms, a sixth of it at
+    zero: the simulator's quickest hops ran far too fast.) This is the run's own idle traffic: every node's
+    heartbeat, every cycle, at every phase, none of it a rumor.
     """
-    history = _history(run_dir)
-    return _quantiles(sorted(max(h - 0.5, 0.0) for e in history.of_kind("stats") for h in e.get("hb_hop_ms", ())),
-                      quantiles)
+    return _quantiles(sorted(direct_heartbeat_hop_samples_ms(_history(run_dir))), quantiles)
+
+
+def direct_heartbeat_hop_samples_ms(history: History) -> list[float]:
+    """Every direct heartbeat hop delay the stats records of HISTORY list (``hb_hop_ms``), in record order."""
+    return [max(h, 0.0) for e in history.of_kind("stats") for h in e.get("hb_hop_ms", ())]
 
 
 def heartbeat_handling_s(run_dir: Path | str) -> float:

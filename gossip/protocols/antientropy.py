@@ -33,7 +33,7 @@ import random
 
 from .. import _wire as wire
 from .._config import NodeConfig
-from .._corebase import CoreBase, DurableState, Version, _Entry, _ms
+from .._corebase import CoreBase, DurableState, Version, _Entry, _us
 from .._events import Accepted, LeaveSent, MemberAdded, MemberLeft, MemberRefreshed, MemberRemoved, Send
 from ._registry import register
 
@@ -61,7 +61,7 @@ class AntiEntropyCore(CoreBase):
             return 0
         self.stop()
         self._left = True
-        self._hb_seq = max(self._hb_seq + 1, _ms(now))
+        self._hb_seq = max(self._hb_seq + 1, _us(now))
         targets = tuple(e.identity.endpoint for e in self._entries.values())
         if targets:
             self._emit(wire.Leave(cluster=self.cluster, origin=self.node_id, seq=self._hb_seq,
@@ -168,7 +168,7 @@ class AntiEntropyCore(CoreBase):
             return
         targets = tuple(targets)
         if self._heartbeats:
-            self._hb_seq = max(self._hb_seq + 1, _ms(now))
+            self._hb_seq = max(self._hb_seq + 1, _us(now))
             self.stats["heartbeats_sent"] += 1
             self._emit(wire.Heartbeat(cluster=self.cluster, origin=self.node_id, seq=self._hb_seq,
                                       identity=self.identity), targets)

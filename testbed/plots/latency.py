@@ -51,8 +51,7 @@ def latency(history: analysis.History, summary: dict, path: Path) -> None:
     left.set_title("per node", fontsize=9)
 
     meta_ms = [1000 * h.delay_s for h in analysis.rumor_hops(history) if h.won and h.delay_s > 0]
-    hb_ms = [h for e in history.of_kind("stats") for h in e.get("hb_hop_ms", ())]
-    hb_ms = [max(h - 0.5, 0.0) for h in hb_ms]  # sequences are truncated to the ms: see direct_heartbeat_hops_ms
+    hb_ms = analysis.direct_heartbeat_hop_samples_ms(history)
     every = meta_ms + hb_ms
     if every:
         lo = HIST_FLOOR_MS

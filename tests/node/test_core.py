@@ -402,9 +402,10 @@ def test_a_heartbeat_taken_straight_from_its_origin_is_a_hop_sample_and_a_forwar
     for x in (a, b, c):
         for y in (a, b, c):
             x.set(y.identity, 1000.0)
-    b.tick(1000.0004)  # b's heartbeat: sequence 1000000 (its clock, truncated to the ms)
+    b.tick(1000.0004)  # b's heartbeat: sequence 1000000400 (its clock in µs)
     hb = [s for s in b.take_sends() if isinstance(s.message, wire.Heartbeat)][0]
-    a.receive(hb.payload, 1000.0034, "%s:%d" % b.identity.endpoint)  # straight from b: 3.4 ms after its ms
+    assert hb.message.seq == 1_000_000_400
+    a.receive(hb.payload, 1000.0034, "%s:%d" % b.identity.endpoint)  # straight from b: 3.0 ms after it was sent
     c.receive(hb.payload, 1000.0050, "%s:%d" % a.identity.endpoint)  # forwarded by a: not one hop of b's
-    assert a.take_direct_hops() == [pytest.approx(3.4)] and a.take_direct_hops() == []
+    assert a.take_direct_hops() == [pytest.approx(3.0)] and a.take_direct_hops() == []
     assert c.take_direct_hops() == []

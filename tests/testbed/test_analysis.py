@@ -179,12 +179,13 @@ def test_the_marginal_cpu_per_datagram_leaves_the_fixed_work_of_a_cycle_out():
         A.cpu_marginal_per_packet_s(hist(ev[:2]))
 
 
-def test_direct_heartbeat_hops_lose_half_the_truncated_millisecond():
+def test_direct_heartbeat_hops_are_the_recorded_delays_themselves():
     h = hist([{"t": 1.0, "node": "n0", "kind": "stats", "hb_hop_ms": [0.2, 1.5, 3.0]},
               {"t": 2.0, "node": "n1", "kind": "stats", "hb_hop_ms": [10.5]},
               {"t": 2.0, "node": "n2", "kind": "stats"}])
     q = A.direct_heartbeat_hops_ms(h, quantiles=4)
-    assert q == [0.0, 1.0, 2.5, 10.0]  # each raw delay holds up to 1 ms of truncation: 0.5 off, never below 0
+    assert q == [0.2, 1.5, 3.0, 10.5]  # sequences are µs: nothing to correct (they were truncated ms once)
+    assert A.direct_heartbeat_hop_samples_ms(h) == [0.2, 1.5, 3.0, 10.5]
     assert A.direct_heartbeat_hops_ms(hist([{"t": 1.0, "node": "n0", "kind": "stats"}])) == []
 
 
