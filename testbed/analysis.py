@@ -25,6 +25,10 @@ PUBLISH_OP = "publish_op"
 KEYS_OP = "keys_op"     # the node was told a new key ring (keys: how many; never the keys)
 INJECTED = "injected"  # scapy injection: what, target, count, expect (the drop reason it must be counted under)
 XDP_STATS = "xdp_stats"
+# A node's namespace's UDP counters (/proc/net/snmp), sampled once per cycle on real hosts: ``rcvbuf_errors`` are
+# datagrams the kernel dropped because the node's socket buffer was full; the simulator's socket-buffer model counts
+# the same drops under the same name.
+UDP_STATS = "udp_stats"
 FINAL = "final"        # final read of a node at the end of the run
 NET_STATS = "net_stats"  # what the network dropped, cluster-wide, sampled once per cycle (node "network")
 NETWORK_DROP_REASONS = ("loss", "partition")  # what both backends' networks count, with the same meaning

@@ -356,10 +356,25 @@ class EmulatedCluster(Cluster):
                 "dropped": {k[len("dropped_"):]: v for k, v in st.items() if k.startswith("dropped_") and v},
                 "evicted": st.get("hb_evicted", 0)}  # nonzero: the heartbeat map was too small for the run
 
+    def _udp(self, name: str) -> dict:
+        """The node's namespace's UDP counters (`udp_counters`); empty if the namespace cannot be read."""
+        from bpf._netns import entered
+        from bpf.errors import BpfError
+        try:
+            with entered(self._hosts[name].netns_path):
+                with open("/proc/thread-self/net/snmp") as f:  # the calling thread's namespace's counters
+                    return udp_counters(f.read())
+        except (OSError, ValueError, KeyError, IndexError, BpfError):
+            return {}
+
     def sample(self, names: list[str]) -> list[dict]:
         t = round(time.time(), 6)
         out = [] if self.fastpath is None else [{"t": t, "node": n, "kind": "xdp_stats", **self._xdp(n)}
                                                  for n in names]
+        for n in names:
+            udp = self._udp(n)
+            if udp:
+                out.append({"t": t, "node": n, "kind": analysis.UDP_STATS, **udp})
         if self.faults is not None:
             out.append({"t": t, "node": "network", "kind": analysis.NET_STATS,
                         "dropped": analysis.network_drops(self.network_counters())})
@@ -389,6 +404,9 @@ class EmulatedCluster(Cluster):
                  "dropped": st.get("dropped", {})}
         if self.fastpath is not None:
             entry["xdp"] = self._xdp(name)
+        udp = self._udp(name)
+        if udp:
+            entry["udp"] = udp
         if self.faults is not None:
             entry["faults"] = self.faults.stats(self._root_ifindex[name])  # what the network did to its packets
         if self.broadcaster is not None:
@@ -425,6 +443,15 @@ class EmulatedCluster(Cluster):
         return {"run_id": self.run_id, "xdp": bool(self.fastpath), "broadcaster": bool(self.broadcaster),
                 "kernel_heartbeats": bool(self.plane),
                 "timings": self.timings, "node_memory_bytes": self.memory}
+
+
+def udp_counters(snmp: str) -> dict:
+    """The UDP counters of a /proc/net/snmp text: ``in_datagrams`` (delivered to sockets), ``rcvbuf_errors``
+    (dropped because the socket's receive buffer was full) and ``in_errors`` (those and the other receive errors)."""
+    rows = [line.split() for line in snmp.splitlines() if line.startswith("Udp:")]
+    fields = dict(zip(rows[0][1:], map(int, rows[1][1:])))
+    return {"in_datagrams": fields["InDatagrams"], "rcvbuf_errors": fields["RcvbufErrors"],
+            "in_errors": fields["InErrors"]}
 
 
 def _remove_empty_tree(path: str) -> None:
