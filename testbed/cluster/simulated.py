@@ -229,19 +229,26 @@ class SimulatedCluster(Cluster):
         plane = self.sim.plane_stats(name)
         if plane is not None:
             entry["hbplane"] = plane
+        udp = self.sim.socket_stats(name)
+        if udp is not None:
+            entry["udp"] = udp
         return entry
 
     def network_counters(self) -> dict:
         return self.sim.network_stats()
 
     def sample(self, names: list[str]) -> list[dict]:
-        """The XDP model's counters per node and the network's drops, as the emulated cluster samples them."""
+        """The XDP and socket-buffer models' counters per node and the network's drops, as the emulated cluster
+        samples them."""
         t = self.now()
         out = []
         for n in names:
             fastpath = self.sim.fastpath_stats(n)
             if fastpath is not None:
                 out.append({"t": t, "node": n, "kind": analysis.XDP_STATS, **fastpath})
+            udp = self.sim.socket_stats(n)
+            if udp is not None:
+                out.append({"t": t, "node": n, "kind": analysis.UDP_STATS, **udp})
         out.append({"t": t, "node": "network", "kind": analysis.NET_STATS,
                     "dropped": analysis.network_drops(self.sim.network_stats())})
         return out

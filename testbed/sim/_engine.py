@@ -23,7 +23,7 @@ import heapq
 import itertools
 import json
 import random
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import IO, Callable, Iterable
 
@@ -51,13 +51,51 @@ _DELIVER, _TICK, _CALL, _PROCESS, _DELIVER_CPU, _KERNEL = 0, 1, 2, 3, 4, 5
 KERNEL_HEARTBEAT_S = 3e-6
 _SEEDINGS = ("tree", "first", "all", "none")
 
+# The kernel's accounting of a node's UDP socket buffer (the socket-buffer model). A node asks for SO_RCVBUF =
+# ``buffer * 2048`` bytes (`gossip._node`) and the kernel doubles what it is given; every queued datagram is charged
+# its skb's truesize, and one that would take the charge past the buffer is dropped (RcvbufErrors) unless the queue
+# is empty. Truesize, measured on this kernel (6.18) with benchmarks/bench_rcvbuf.py for UDP payloads of 40-1472 B
+# over a veth from a socket in another namespace, is the sk_buff (256 B) plus the data buffer it came in:
+# - without XDP, the sender's buffer: its payload, UDP and IP headers, the device's reserved headroom (16) and 15 B
+#   of alignment slack (59 B in all) rounded up to 64 B, plus skb_shared_info (320 B), from the 576-B small-head
+#   cache when that fits, else the next power of two (kmalloc): 832, 1280 or 2304 B for 1-197, 198-645, 646-1472 B;
+# - with XDP on the receiving veth (native), the veth copies each frame into a page-pool fragment of its length
+#   (frame = payload + 42) rounded up to 64 B, plus 256 B of XDP headroom and skb_shared_info; a 4096-B page holds
+#   as many as fit, its last taking the rest, so on average a datagram is charged 4096 / (fragments per page), or a
+#   whole page when two do not fit: 1075, 1280, 1621, 2304 and 4352 B for 40, 182, 630, 1372 and 1472 B.
+SKB_BYTES = 256
+_SHINFO_BYTES = 320
+_SMALL_HEAD_BYTES = 576
+_PAGE_BYTES = 4096
+
+
+def _align64(n: int) -> int:
+    return (n + 63) & ~63
+
+
+def skb_truesize(payload_bytes: int, *, xdp: bool) -> float:
+    """The bytes the kernel charges a UDP socket for one queued datagram of PAYLOAD_BYTES (see above), with or
+    without an XDP program on the receiving veth; for a datagram that fits one Ethernet frame."""
+    if xdp:
+        frag = _align64(payload_bytes + 42) + 256 + _SHINFO_BYTES
+        per_page = _PAGE_BYTES // frag
+        return SKB_BYTES + (_PAGE_BYTES / per_page if per_page >= 2 else _PAGE_BYTES * -(-frag // _PAGE_BYTES))
+    head = _align64(payload_bytes + 59) + _SHINFO_BYTES
+    return SKB_BYTES + (_SMALL_HEAD_BYTES if head <= _SMALL_HEAD_BYTES else 1 << (head - 1).bit_length())
+
+
+def socket_buffer_bytes(config: NodeConfig) -> int:
+    """A node's socket buffer, as the kernel sets it from what the node asks (assuming net.core.rmem_max allows
+    the request; the testbed's hosts allow 16 MiB)."""
+    return 2 * config.buffer * 2048
+
 
 class _SimNode:
     """One simulated process: its fixed address and configuration, and the core of its current incarnation."""
 
     __slots__ = ("index", "name", "identity", "config", "seeds", "core", "driver", "state", "incarnation",
                  "token", "queue", "loss", "delay", "pending", "awake_at", "fastpath", "store", "src", "plane",
-                 "neigh")
+                 "neigh", "rcvbuf_bytes", "rcvbuf_used", "rcvbuf_queue", "rcvbuf_in", "rcvbuf_errors")
 
     def __init__(self, index: int, name: str, identity: Identity, config: NodeConfig) -> None:
         self.index, self.name, self.identity, self.config = index, name, identity, config
@@ -77,6 +115,12 @@ class _SimNode:
         self.plane: PlaneModel | None = None  # its in-kernel heartbeat plane (``kernel_heartbeats``), with XDP
         self.neigh = Neighbours()  # its namespace's neighbour table: outlives the process
         self.store: MemoryStore | None = None  # its durable state, kept across crashes (``durable=True``)
+        # its socket buffer (the socket-buffer model): capacity, bytes charged, what each datagram queued in it was
+        # charged (oldest first; the process reads them in order), datagrams queued and dropped so far
+        self.rcvbuf_bytes = socket_buffer_bytes(config)
+        self.rcvbuf_used = 0.0
+        self.rcvbuf_queue: deque[float] = deque()
+        self.rcvbuf_in = self.rcvbuf_errors = 0
 
 
 class _Deferred:
@@ -231,7 +275,7 @@ class Simulation:
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
                  record_refreshes: bool = False, cpu: tuple[int, float] | None = None,
                  wakeup: LatencyModel | None = None, service_s: float = 0.0, handling_s: float = 0.0,
-                 xdp: bool = False, durable: bool = False,
+                 xdp: bool = False, durable: bool = False, socket_buffer: bool = True,
                  progress: Callable[[float, int], float] | None = None) -> None:
         self.seed = seed
         self.progress = progress
@@ -257,6 +301,12 @@ class Simulation:
         if not (isinstance(handling_s, (int, float)) and 0.0 <= handling_s < 1.0):
             raise SimError(f"handling_s: expected seconds in [0, 1), got {handling_s!r}")
         self._handling_s = float(handling_s)
+        # Socket-buffer model (with any of the three per-process models above, which queue datagrams for a busy
+        # process): what waits for its process sits in its socket buffer, charged as the kernel charges it
+        # (`skb_truesize`); a datagram that does not fit is dropped and counted (``rcvbuf_errors``, as the
+        # namespace's RcvbufErrors). The process frees a datagram's charge when it starts on it.
+        self._socket_buffer = bool(socket_buffer)
+        self._truesize: dict[int, float] = {}  # payload bytes -> truesize
         self._send_delay = 0.0  # added to the departure of what _route sends now
         # the heartbeat plane's model: its MACs come from the nodes' neighbour tables, which a process's sends fill
         # (ARP) and the kernel's copies do not; _route learns while any plane exists and the kernel is not sending
@@ -525,6 +575,15 @@ class Simulation:
         plane = self._node(name).plane
         return None if plane is None else plane.stats()
 
+    def socket_stats(self, name: str) -> dict | None:
+        """What the node's socket buffer did (the socket-buffer model; None without it): datagrams queued in it
+        (``in_datagrams``) and dropped because it was full (``rcvbuf_errors``), as the testbed reads a namespace's
+        UDP counters (`testbed.cluster.emulated.udp_counters`)."""
+        node = self._node(name)
+        if not self._socket_buffer or not (self._wakeup is not None or self._service_s or self._handling_s):
+            return None
+        return {"in_datagrams": node.rcvbuf_in, "rcvbuf_errors": node.rcvbuf_errors}
+
     def network_stats(self) -> dict[str, int]:
         """What the network did: messages ``sent``; ``dropped_loss``, ``dropped_partition`` and ``dropped_unknown``
         (no node at that endpoint) on the way; ``arrived`` at their destination (what a testbed host's interface
@@ -566,6 +625,8 @@ class Simulation:
         handling_s = self._handling_s
         per_node = wakeup is not None or self._service_s > 0.0 or handling_s > 0.0
         node_service_s = self._service_s
+        rcvbuf = per_node and self._socket_buffer
+        truesizes, xdp = self._truesize, self._xdp
         try:
             while heap and heap[0][0] <= end:
                 when, _, kind, idx, item = pop(heap)
@@ -589,6 +650,18 @@ class Simulation:
                                 continue
                 if kind == _DELIVER and per_node:
                     node = nodes[idx]
+                    if rcvbuf:
+                        payload = len(item[0]) if wire else gwire.datagram_size(item[0])
+                        size = truesizes.get(payload)
+                        if size is None:
+                            size = truesizes[payload] = skb_truesize(payload, xdp=xdp)
+                        used = node.rcvbuf_used
+                        if used + size > node.rcvbuf_bytes and node.rcvbuf_queue:  # full: the kernel drops it
+                            node.rcvbuf_errors += 1
+                            continue
+                        node.rcvbuf_used = used + size
+                        node.rcvbuf_queue.append(size)
+                        node.rcvbuf_in += 1
                     if node.awake_at < when:  # idle: the process first waits to be scheduled
                         node.awake_at = when + (wakeup.sample(net_rng) if wakeup is not None else 0.0)
                     node.awake_at += node_service_s  # busy until this message is handled
@@ -602,6 +675,10 @@ class Simulation:
                     heapq.heappush(heap, (start + service_s, next(self._seq), _PROCESS, idx, item))
                 elif kind == _DELIVER or kind == _PROCESS:
                     node = nodes[idx]
+                    if rcvbuf:  # the process takes it out of its socket (every datagram here was charged)
+                        node.rcvbuf_used -= node.rcvbuf_queue.popleft()
+                        if not node.rcvbuf_queue:
+                            node.rcvbuf_used = 0.0  # no float drift across millions of charges
                     state = node.state
                     if state is _UP:
                         # `_receive`, inlined: this is the simulator's innermost loop
