@@ -447,11 +447,13 @@ class EmulatedCluster(Cluster):
 
 def udp_counters(snmp: str) -> dict:
     """The UDP counters of a /proc/net/snmp text: ``in_datagrams`` (delivered to sockets), ``rcvbuf_errors``
-    (dropped because the socket's receive buffer was full) and ``in_errors`` (those and the other receive errors)."""
+    (dropped because the socket's receive buffer was full), ``in_errors`` (those and the other receive errors),
+    ``mem_errors`` (dropped because UDP's memory across the host was exhausted, net.ipv4.udp_mem) and ``no_ports``
+    (no socket bound to the port: the node was not running)."""
     rows = [line.split() for line in snmp.splitlines() if line.startswith("Udp:")]
     fields = dict(zip(rows[0][1:], map(int, rows[1][1:])))
     return {"in_datagrams": fields["InDatagrams"], "rcvbuf_errors": fields["RcvbufErrors"],
-            "in_errors": fields["InErrors"]}
+            "in_errors": fields["InErrors"], "mem_errors": fields.get("MemErrors", 0), "no_ports": fields["NoPorts"]}
 
 
 def _remove_empty_tree(path: str) -> None:
