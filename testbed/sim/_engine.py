@@ -263,6 +263,9 @@ class Simulation:
         durable: give every node durable metadata, as ``NodeConfig.state_dir`` does on a real node: a store that
             outlives its crashes (written by the shared driver at the same points a node writes its state file),
             so a crashed node restarts with the version, value and HLC mark it last made durable, not empty.
+        socket_buffer: with the wake-up, service or handling model, hold what waits for a process in its socket
+            buffer as the kernel does (`skb_truesize`, `socket_buffer_bytes`) and drop what does not fit, counted
+            in `socket_stats`; off, that queue is unbounded.
         progress: a hook called between slices of every `run_until` with (time_s, messages arrived so far); it
             returns the simulated seconds to run before its next call (`testbed.progress.sim_pacer` sizes them by
             the wall clock, which this module never reads). Also settable later as the ``progress`` attribute.
