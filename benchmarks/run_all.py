@@ -27,6 +27,7 @@ BENCHMARKS = [
     ("bench_hbplane.py", [], ["--quick"], True),
     ("bench_hbplane_cluster.py", [], ["--quick"], True),
     ("bench_broadcast.py", [], ["--broadcasts", "200", "--rounds", "1"], True),
+    ("bench_rcvbuf.py", [], ["--sizes", "182,1372", "--rcvbuf", "262144"], True),
     ("bench_bringup.py", [], ["--repeat", "1", "--cases", "netns:16,netns:64"], True),
     ("bench_testbed.py", [], ["--quick"], True),
     ("bench_soak.py", [], ["--quick"], True),

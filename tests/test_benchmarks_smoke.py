@@ -55,6 +55,15 @@ def test_benchmark_smoke_run(script, quick, needs_root):
         assert re.search(rf"^{re.escape(figure)}\s.*\d", r.stdout, re.M), f"no {figure!r} figure:\n{r.stdout}"
 
 
+def test_every_benchmark_is_run_by_run_all_and_listed_in_the_readme():
+    """A benchmark nobody runs goes stale unseen: each script is in run_all.py (so `make bench` and this suite's smoke
+    runs take it) and in the README's table of benchmarks."""
+    scripts = {p.name for p in BENCH.glob("bench_*.py")}
+    assert scripts == {s for s, *_ in BENCHMARKS}, scripts ^ {s for s, *_ in BENCHMARKS}
+    readme = (BENCH.parent / "README.md").read_text()
+    assert not [s for s in sorted(scripts) if f"| `benchmarks/{s}` |" not in readme]
+
+
 def test_soak_benchmark_smoke_run():
     """bench_soak.py --quick: the soak campaign shortened to 16 nodes, 40 s and 40 publishes (the full one is 10
     minutes on 64 nodes, never part of the suite)."""
