@@ -72,6 +72,13 @@ def count_syscalls(send_once, broadcasts: int, bsend) -> dict[str, float]:
     return {name: n / broadcasts for name, n in calls.items() if n}
 
 
+def settle(socks, wait_s: float = 0.2) -> None:
+    """Let copies still in flight land (WAIT_S once, for all the sockets together), then empty every socket."""
+    time.sleep(wait_s)
+    for s in socks:
+        drain(s, timeout_s=0)
+
+
 def run_mode(net: Testnet, sender_sock, bsend, targets, socks, broadcasts: int, prog_fd: int | None = None,
              strace: bool = True) -> dict:
     """Send BROADCASTS broadcasts in batches small enough to be delivered without loss; time the sends only.
@@ -83,8 +90,7 @@ def run_mode(net: Testnet, sender_sock, bsend, targets, socks, broadcasts: int, 
 
     for _ in range(20):  # warm up: neighbour cache, slot lookup, code paths
         send_once()
-    for s in socks:
-        drain(s, timeout_s=0.2)
+    settle(socks)
 
     cpu = wall = user = system = 0.0
     received = 0
@@ -108,8 +114,7 @@ def run_mode(net: Testnet, sender_sock, bsend, targets, socks, broadcasts: int, 
     run_after = prog_run_stats(prog_fd) if prog_fd is not None else (0, 0)
     run_ns, runs = run_after[0] - run_before[0], run_after[1] - run_before[1]
     syscalls = count_syscalls(send_once, batch, bsend) if strace else {}
-    for s in socks:
-        drain(s, timeout_s=0.2)
+    settle(socks)
     return {"cpu_us": cpu / broadcasts * 1e6, "user_us": user / broadcasts * 1e6,
             "system_us": system / broadcasts * 1e6, "wall_us": wall / broadcasts * 1e6, "sendto": sendto_per,
             "syscalls": sum(syscalls.values()), "syscalls_by_name": syscalls,
