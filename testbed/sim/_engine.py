@@ -85,8 +85,8 @@ def skb_truesize(payload_bytes: int, *, xdp: bool) -> float:
 
 
 def socket_buffer_bytes(config: NodeConfig) -> int:
-    """A node's socket buffer, as the kernel sets it from what the node asks (assuming net.core.rmem_max allows
-    the request; the testbed's hosts allow 16 MiB)."""
+    """A node's socket buffer, as the kernel sets it from what the node asks (assuming the host's rmem_max sysctl
+    allows the request; the testbed's hosts allow 16 MiB)."""
     return 2 * config.buffer * 2048
 
 
