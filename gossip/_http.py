@@ -2,9 +2,10 @@
 
 GET /list, GET /metadata, GET /stats, POST /publish (body = data), POST /set (a node as JSON), POST /stop,
 POST /start, POST /secrets (the key ring as JSON, ``{"secrets": ["new", "old"]}``: the first signs, all verify;
-the answer tells only how many keys are in use). A bad request gets a 4xx with a JSON ``{"error": ...}`` naming what is wrong. A publish whose value
-the node could not make durable (``state_dir`` on a full or failing disk) gets 503 with the state file and the OS
-error: it was not acknowledged, and the same request can succeed once the disk takes writes again.
+the answer tells only how many keys are in use). A bad request gets a 4xx with a JSON ``{"error": ...}`` naming
+what is wrong. A publish whose value the node could not make durable (``state_dir`` on a full or failing disk) gets
+503 with the state file and the OS error: it was not acknowledged, and the same request can succeed once the disk
+takes writes again.
 
 HTTP/1.1 is parsed by h11, a sans-IO state machine (bytes in, events out): request framing (Content-Length or
 chunked bodies, pipelining, keep-alive, ``Expect: 100-continue``) is where a hand-written parser goes wrong, and h11
