@@ -191,6 +191,19 @@ class Testnet:
            "nud", "permanent")
 
 
+@contextlib.contextmanager
+def broadcast_testnet(receivers: int, port: int):
+    """A bridged testnet (offloads off) of a sender, node 0, that knows every other node's MAC, and RECEIVERS more
+    nodes: ``sender_sock`` is a UDP socket on PORT of node 0, ``socks`` one on PORT of each other node, by address."""
+    with Testnet(1 + receivers, bridge=True, offloads=False) as net:
+        sender = net.nodes[0]
+        for peer in net.nodes[1:]:
+            net.set_neighbour(sender, peer)
+        net.sender_sock = net.udp_socket(sender, port)
+        net.socks = {n.ip: net.udp_socket(n, port) for n in net.nodes[1:]}
+        yield net
+
+
 def drain(sock: socket.socket, *, expect: int | None = None, timeout_s: float = 1.0,
           quiet_s: float = 0.05) -> list[tuple[bytes, tuple[str, int]]]:
     """Read what is queued, then keep reading until EXPECT have come (and QUIET_S more for extras), or nothing

@@ -20,7 +20,7 @@ from scapy.layers.l2 import Ether
 from bpf import BroadcastSender
 from bpf._netns import entered
 from bpf._structs import BcTarget
-from bpf_testnet import Capture, Testnet, drain, sh
+from bpf_testnet import Capture, Testnet, broadcast_testnet, drain, sh
 from bpf_testnet import assert_valid_checksums as assert_checksums_match
 from gossip._wire import MetadataRumor, cluster_id, encode
 
@@ -38,12 +38,7 @@ assert len(FORGED) == len(PAYLOAD) and FORGED[:24] == PAYLOAD[:24]  # only the c
 
 @pytest.fixture(scope="module")
 def bridged():
-    with Testnet(1 + RECEIVERS + OUTSIDERS, bridge=True, offloads=False) as net:
-        sender = net.nodes[0]
-        for peer in net.nodes[1:]:
-            net.set_neighbour(sender, peer)
-        net.sender_sock = net.udp_socket(sender, PORT)
-        net.socks = {n.ip: net.udp_socket(n, PORT) for n in net.nodes[1:]}
+    with broadcast_testnet(RECEIVERS + OUTSIDERS, PORT) as net:
         yield net
 
 

@@ -22,7 +22,7 @@ import pytest
 import bpf
 from bpf import _attach, _sys
 from bpf.broadcaster import read_stats as broadcaster_stats
-from bpf_testnet import Capture, Testnet, assert_valid_checksums, drain
+from bpf_testnet import Capture, Testnet, assert_valid_checksums, broadcast_testnet, drain
 from gossip._wire import MetadataRumor, cluster_id, encode
 from test_node_xdp_cli import PORT, Proc, node_argv, stats, wait_for
 from testbed.cluster import control
@@ -105,12 +105,7 @@ def test_a_sigkilled_standalone_node_leaves_nothing_attached(tmp_path):
 
 @pytest.fixture(scope="module")
 def bridged():
-    with Testnet(1 + 8, bridge=True, offloads=False) as net:
-        sender = net.nodes[0]
-        for peer in net.nodes[1:]:
-            net.set_neighbour(sender, peer)
-        net.sender_sock = net.udp_socket(sender, PORT)
-        net.socks = {n.ip: net.udp_socket(n, PORT) for n in net.nodes[1:]}
+    with broadcast_testnet(8, PORT) as net:
         yield net
 
 
