@@ -27,7 +27,8 @@ from typing import IO, Callable, Protocol
 from ._config import NodeConfig
 from ._core import MemberInfo, Version
 from ._driver import CoreDriver
-from ._plane import KEYS_MAX, PlaneSync
+from ._plane import PlaneSync
+from ._plane import refusal as plane_refusal
 from ._events import Accepted, Event, Send
 from ._state import StateError
 from ._transport import TcpTransport, UdpTransport, errno_reason
@@ -227,19 +228,14 @@ class Node:
         first (``(new, old)``), drop the old one (``(new,)``). A bad ring is refused with `ConfigError` naming
         ``secrets``, and the old one stays in use; the kernel heartbeat plane, if on, gets the same ring."""
         config = replace(self.config, secrets=secrets)  # NodeConfig's rules, as for the ring it started with
-        if self._plane is not None and len(secrets) > KEYS_MAX:
-            raise ConfigError("secrets", f"the kernel heartbeat plane holds at most {KEYS_MAX} keys, got "
-                                         f"{len(secrets)}")
+        why = plane_refusal(config) if self._plane is not None else None  # the plane's own rules: its key count
+        if why is not None:
+            raise ConfigError("secrets", f"the kernel heartbeat plane {why.removeprefix('it ')}")
         self._trace_op("secrets", 0.0, keys=[k.hex() for k in secrets])
         self.core.set_secrets(secrets)
         self.config = config
-        if self._plane is not None:
-            try:
-                self._plane.configure()
-            except Exception as e:  # the kernel would verify with the old ring: the node takes over, as at start
-                log.warning("kernel heartbeat plane: the new key ring could not be written (%s); heartbeats "
-                            "handled in userspace", (str(e).strip().splitlines() or [type(e).__name__])[0])
-                self._stop_plane()
+        if self._plane is not None:  # the kernel must not go on with the old ring: failing, the node takes over
+            self._plane_step(self._plane.configure, "lost (the new key ring could not be written)")
 
     def read(self) -> tuple[Version, bytes]:
         return self.core.read()
@@ -267,12 +263,17 @@ class Node:
     # ---- plumbing --------------------------------------------------------------------------------------------
 
     def _start_plane(self) -> None:
+        self._plane_step(self._plane.start, "unavailable")
+
+    def _plane_step(self, step: Callable[[], None], failure: str) -> None:
+        """STEP on the plane; should it fail, the node runs on without it, heartbeats handled here as with the plane
+        off, after one warning line (FAILURE, and the error's first line)."""
         try:
-            self._plane.start()
-        except Exception as e:  # the node runs on without it, heartbeats handled here, as with the plane off
-            log.warning("kernel heartbeat plane unavailable: %s; heartbeats handled in userspace",
+            step()
+        except Exception as e:
+            log.warning("kernel heartbeat plane %s: %s; heartbeats handled in userspace", failure,
                         (str(e).strip().splitlines() or [type(e).__name__])[0])
-            log.debug("starting the heartbeat plane failed", exc_info=True)
+            log.debug("the heartbeat plane failed", exc_info=True)
             self._stop_plane()
 
     def _stop_plane(self) -> None:
