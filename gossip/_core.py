@@ -55,6 +55,9 @@ class GossipCore(CoreBase):
         super().__init__(config=config, identity=identity, rng=rng, now=now, record_refreshes=record_refreshes)
         self._live_ids: list[int] = []  # same ids as _entries, for O(1) random picks
         self._live_pos: dict[int, int] = {}
+        # Moves whenever `members` would list a member more or fewer, or one under another Identity (a refresh,
+        # which changes only seq and last_seen, leaves it): the heartbeat plane re-registers members only then.
+        self.roster = 0
         self._start_from(state)
 
     # ---- public operations -------------------------------------------------------------------------------
@@ -160,9 +163,12 @@ class GossipCore(CoreBase):
         if entry is None:
             self._add(msg.identity, msg.seq, now)
         else:
+            if entry.identity != msg.identity:  # the same address and port, another name or private field
+                self.roster += 1
             entry.identity, entry.seq, entry.last_seen = msg.identity, msg.seq, now
             if not entry.heard:  # a seed, heard from at last: a member from now on
                 entry.heard = True
+                self.roster += 1
                 self._events.append(MemberAdded(node_id=origin, name=msg.identity.name, addr=msg.identity.addr,
                                                 port=msg.identity.port))
             elif self._record_refreshes:
@@ -209,11 +215,14 @@ class GossipCore(CoreBase):
         self._live_pos[nid] = len(self._live_ids)
         self._live_ids.append(nid)
         if heard:
+            self.roster += 1
             self._events.append(MemberAdded(node_id=nid, name=identity.name, addr=identity.addr,
                                             port=identity.port))
 
     def _drop_entry(self, nid: int) -> _Entry:
         entry = self._entries.pop(nid)
+        if entry.heard:
+            self.roster += 1
         pos = self._live_pos.pop(nid)
         last = self._live_ids.pop()
         if last != nid:

@@ -113,7 +113,7 @@ class Node:
             self._plane = sink = PlaneSync(plane, self.core, clock=clock, record=self._record_at, inner=sink,
                                            trace=self._trace_op if trace is not None else None)
         self._driver = CoreDriver(self.core, name=name, send=self._send, write=self._write, now=now,
-                                  fastpath=sink, on_event=_log_event if plane is None else self._on_event,
+                                  fastpath=sink, on_event=_log_event,
                                   record_stats=stats_every_cycle, stats_extra=self._stats_extra)
         self._queue: collections.deque[tuple[bytes, str]] = collections.deque()
         self._handle_ms: list[float] = []  # see _stats_extra
@@ -279,7 +279,6 @@ class Node:
     def _stop_plane(self) -> None:
         plane, self._plane = self._plane, None
         self._driver.fastpath = plane._inner
-        self._driver.on_event = _log_event
         try:
             plane.close()
         except Exception:
@@ -291,16 +290,11 @@ class Node:
         if plane is not None and self._transport is not None:
             plane.sync()
             self._flush()
-            if plane.dirty:
+            if plane.changed:
                 plane.reconcile()
 
     def _record_at(self, events: list[Event], t: float) -> None:
         self._driver.record(events, t)
-
-    def _on_event(self, ev: Event) -> None:
-        _log_event(ev)
-        if ev.kind in ("member_added", "member_removed", "member_left"):
-            self._plane.dirty = True
 
     def _stats_extra(self) -> dict:
         """The process's own fields of a stats record (`_process_stats`), and ``hb_handle_ms``: how long handling
@@ -345,7 +339,7 @@ class Node:
                 pass
             if core.stats["accepted_heartbeat"] != accepted and len(self._handle_ms) < MAX_HANDLE_SAMPLES:
                 self._handle_ms.append(round((clock() - now) * 1000.0, 3))
-        if plane is not None and plane.dirty and self._plane is not None:
+        if plane is not None and self._plane is not None and plane.changed:
             plane.reconcile()
 
     def _on_transport_error(self, reason: str, detail: str) -> None:

@@ -21,11 +21,13 @@ When `PlaneSync` reads and writes (all of it plain bpf(2) calls on the plane's m
 - `accept(accepted)`, the driver's accepted sink (wrapping the fast path's): a heartbeat or leave the core accepted
   itself raises the member's sequence in the plane, so the kernel takes its copies as duplicates too; a sequence
   taken from the kernel goes on to the XDP fast path like any other.
-- `reconcile()`, after each timer step and after a drain that added or removed members: registers each member the
-  core lists (its Identity as the wire encodes it, address, port, MAC from the namespace's neighbour table --
-  `gossip._neigh`, no pyroute2 --, accepted seq),
-  rewrites one whose Identity or MAC changed, removes the ones the core dropped. A member whose MAC is not known
-  yet is registered without one: a heartbeat the kernel would send to it passes to the node.
+- `reconcile()`, after each timer step and after a drain that moved the core's ``roster`` (a member listed or
+  unlisted, or one under another Identity); a pass is skipped while the roster has not moved, every member is
+  registered with its MAC and the MACs are not due for their recheck (every MAC_RECHECK_S), so a steady node does
+  nothing here. A pass registers each member the core lists (its Identity as the wire encodes it, address, port,
+  MAC from the namespace's neighbour table -- `gossip._neigh`, no pyroute2 --, accepted seq), rewrites one whose
+  Identity or MAC changed, removes the ones the core dropped. A member whose MAC is not known yet is registered
+  without one: a heartbeat the kernel would send to it passes to the node.
 
 It must never decide anything the core decides, nor write a sequence the core has not accepted or the kernel has
 not recorded. It never compiles or attaches anything (`gossip._accel` does).
@@ -178,19 +180,28 @@ class PlaneSync:
             self._inner.accept(accepted)
 
     def reconcile(self) -> None:
-        """Register the members the core lists, rewrite changed ones, remove the ones it dropped."""
+        """Register the members the core lists, rewrite changed ones, remove the ones it dropped. Nothing to do
+        -- and nothing done -- while the core's roster has not moved since the last pass that registered all of
+        them with their MACs, and the MACs are not due for their recheck."""
+        core = self.core
+        mono = time.monotonic()
+        if not self.changed and self._complete and mono <= self._mac_checked:
+            return
         self.dirty = False
+        self._roster = core.roster
         writer, registered, known = self.writer, self._registered, self._known
-        listed = {m.node_id: m for m in self.core.members()[1:]}
+        listed = {m.node_id: m for m in core.members()[1:]}
         for nid in [n for n in registered if n not in listed]:
             writer.remove_member(nid)
             del registered[nid]
             known.pop(nid, None)
-        mono = time.monotonic()
+        complete = True  # every listed member registered, with its MAC
         for nid, m in listed.items():
             fields = (m.name, m.addr, m.port, m.private)
             old = registered.get(nid)
             mac = self._mac(m.addr, mono) if old is None or old[2] is None or mono > self._mac_checked else old[2]
+            if mac is None:
+                complete = False
             if old is not None and old[0] == fields and old[2] == mac:
                 continue
             ident = old[1] if old is not None and old[0] == fields else wire._identity_bytes(
@@ -198,13 +209,23 @@ class PlaneSync:
             try:
                 writer.set_member(ident, nid, m.addr, m.port, mac, m.seq, keep_higher_seq=True)
             except OSError:  # the map is full (a cluster bigger than the plane was sized for): its heartbeats pass
+                complete = False
                 continue
             registered[nid] = (fields, ident, mac)
             known[nid] = max(known.get(nid, -1), m.seq)
         if mono > self._mac_checked:
             self._mac_checked = mono + MAC_RECHECK_S
+        self._complete = complete  # if not, the next timer step's pass asks again
+
+    @property
+    def changed(self) -> bool:
+        """Whether the core's members may differ from what the plane holds (its roster moved since the last
+        pass): a drain that made it so reconciles at once, as a timer step does."""
+        return self.dirty or self.core.roster != self._roster
 
     _mac_checked = 0.0
+    _roster = -1
+    _complete = False
 
     def _mac(self, ip: str, mono: float) -> bytes | None:
         try:

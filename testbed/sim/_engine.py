@@ -230,15 +230,6 @@ class _FastPath:
                 self.swim[(a.type, a.origin)] = a.seq
 
 
-_MEMBER_EVENTS = frozenset({"member_added", "member_removed", "member_left"})
-
-
-def _members_changed(plane: PlaneModel, ev) -> None:
-    """The driver's on_event for a node with a plane: its members changed, so register them after this drain."""
-    if ev.kind in _MEMBER_EVENTS:
-        plane.dirty = True
-
-
 class Simulation:
     """A deterministic discrete-event run of many gossip nodes on one virtual network.
 
@@ -721,7 +712,7 @@ class Simulation:
                                 node.awake_at = when + handling_s  # busy handling it: later copies wait
                         else:
                             node.driver.drain(when)
-                        if plane is not None and plane.dirty:
+                        if plane is not None and plane.changed(core):
                             if handling_s:  # the node registers its new members when it is done handling
                                 heapq.heappush(heap, (when + handling_s, next(self._seq), _CALL, idx,
                                                       functools.partial(plane.reconcile, core, when + handling_s)))
@@ -917,7 +908,6 @@ class Simulation:
         sink = plane if plane is not None else node.fastpath  # the plane hands what the core accepted on to XDP
         node.driver = CoreDriver(node.core, name=node.name, send=functools.partial(self._route, node.index),
                                  write=self._write, now=timers_at, fastpath=sink,
-                                 on_event=None if plane is None else functools.partial(_members_changed, plane),
                                  record_stats=self._record_stats, store=node.store)
         # a real node also writes its pid; a simulated process has none
         started = {"kind": "started", "node_id": node.identity.node_id, "addr": node.identity.addr,

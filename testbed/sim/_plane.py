@@ -64,7 +64,7 @@ class PlaneModel:
     holds for each, the kernel's accepts the node has not read back yet, and its counters."""
 
     __slots__ = ("self_id", "fanout", "max_payload", "neigh", "rng", "inner", "slots", "members", "seq", "unsynced",
-                 "dirty", "without_mac", "cache", "missed", "loaded_at", "counts", "chosen")
+                 "dirty", "roster", "without_mac", "cache", "missed", "loaded_at", "counts", "chosen")
 
     def __init__(self, self_id: int, fanout: int, max_packet_bytes: int, neigh: Neighbours, rng: random.Random,
                  inner) -> None:
@@ -76,6 +76,7 @@ class PlaneModel:
         self.seq: dict[int, int] = {}  # node id -> the sequence the plane holds (hb_members.seq)
         self.unsynced: dict[int, tuple[int, float]] = {}  # node id -> (seq, when) the kernel took, not read back
         self.dirty = True
+        self.roster = -1  # the core's roster at the last full pass (see `changed`)
         self.without_mac: set[int] = set()
         self.cache: set[str] = set()  # the node's cached read of the neighbour table
         self.missed: dict[str, float] = {}  # address -> when the node last asked the kernel for it in vain
@@ -197,10 +198,15 @@ class PlaneModel:
             if events:
                 record(events, when)
 
+    def changed(self, core) -> bool:
+        """Whether CORE's members may differ from what the plane holds (`GossipCore.roster` moved since the last
+        full pass), as `gossip._plane.PlaneSync.changed` asks after a drain."""
+        return self.dirty or core.roster != self.roster
+
     def reconcile(self, core, now: float) -> None:
         """Register the members CORE lists (MAC from the neighbour table, if it has one), remove the ones it
         dropped; members registered without a MAC are looked up again."""
-        if not self.dirty:
+        if not self.changed(core):
             if self.without_mac:
                 for nid in list(self.without_mac):
                     if self._mac(self.members[nid][0][1], now):
@@ -209,6 +215,7 @@ class PlaneModel:
                         self.without_mac.discard(nid)
             return
         self.dirty = False
+        self.roster = core.roster
         listed = {m.node_id: m for m in core.members()[1:]}
         members, seq = self.members, self.seq
         for nid in [n for n in members if n not in listed]:

@@ -11,6 +11,7 @@ and their IPv4 and UDP checksums recomputed with scapy. Compiled once for the mo
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 
@@ -19,7 +20,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from bpf.hbplane import B2bKey, HbConfig, HbEvent, HbMember, HeartbeatPlane
-from bpf_testnet import Capture, Testnet, assert_valid_checksums, drain
+from bpf_testnet import Capture, Testnet, assert_valid_checksums, drain, entered
 from gossip import _wire as wire
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
@@ -290,3 +291,84 @@ def test_a_registered_members_old_heartbeat_is_dropped_in_the_kernel(net, plane,
     assert after["dropped_stale_or_dup"] - before["dropped_stale_or_dup"] == 1
     assert after["handled"] == before["handled"] and after["passed"] == before["passed"]
     assert plane.read_members(node.ifindex)[nid(origin)][0] == 500
+
+
+def test_the_node_rewrites_the_plane_only_when_its_core_roster_moves(bridged, plane):
+    """`gossip._plane.PlaneSync` on node 0's interface, with a real core: a pass registers every listed member in
+    the kernel's map; a timer step's pass while nothing changed reads no member list and writes nothing (the
+    node's steady state); a rename, an expiry or a member without a MAC yet makes the next pass do the work. The
+    neighbour table is a stand-in holding the testnet's MACs, so the test controls when one is known."""
+    from gossip import NodeConfig, protocols
+    from gossip._plane import PlaneSync
+
+    node = bridged.nodes[0]
+    others = bridged.nodes[1:5]
+    plane.unconfigure(node.ifindex)
+    macs = {n.ip: n.mac for n in others}
+
+    class Neighbours:  # NeighbourTable's three calls, over a dict the test changes
+        known = dict(macs)
+
+        def expired(self, now):
+            return False
+
+        def refresh(self, now):
+            pass
+
+        def mac(self, ip, now):
+            return self.known.get(ip)
+
+    neigh = Neighbours()
+    del neigh.known[others[3].ip]  # its MAC is not known yet
+    config = NodeConfig(listen_addr=node.ip, listen_port=PORT, cluster="hb-test", secrets=(KEY,), fanout=FANOUT,
+                        cycle_s=0.5, timeout_s=2.0, kernel_heartbeats=True)
+    core = protocols.create(config, ident(node), random.Random(1), now=100.0)
+    for n in others:
+        core.receive_message(wire.Heartbeat(cluster=CLUSTER, origin=nid(n), seq=1, identity=ident(n)), 100.0)
+    core.take_events(), core.take_sends()
+    sync = PlaneSync(plane.writer(node.ifindex), core, clock=lambda: 100.0, record=lambda ev, t: None,
+                     neighbours=neigh)
+    calls = {"members": 0, "set_member": 0}
+
+    def counted(name, fn):
+        def call(*a, **kw):
+            calls[name] += 1
+            return fn(*a, **kw)
+        return call
+    core.members = counted("members", core.members)
+    sync.writer.set_member = counted("set_member", sync.writer.set_member)
+    with entered(node.ns):  # where the node's interface is (PlaneSync reads its MAC there)
+        try:
+            sync.start()
+            assert set(sync.writer.read_members()) == {nid(n) for n in others}
+            assert [sync.writer.member(nid(n)).has_mac for n in others] == [1, 1, 1, 0]
+            assert calls == {"members": 1, "set_member": 4}
+            sync.reconcile()  # one member still has no MAC: the pass is done again, and writes nothing new
+            assert calls == {"members": 2, "set_member": 4}
+            neigh.known[others[3].ip] = macs[others[3].ip]
+            sync.reconcile()  # its MAC is in the table now: rewritten with it
+            assert calls == {"members": 3, "set_member": 5} and not sync.changed
+            assert sync.writer.member(nid(others[3])).has_mac == 1
+            for _ in range(5):  # steady: every member registered with its MAC, the roster still
+                core.receive_message(wire.Heartbeat(cluster=CLUSTER, origin=nid(others[0]), seq=2 + _,
+                                                    identity=ident(others[0])), 100.1)
+                sync.reconcile()
+            assert calls == {"members": 3, "set_member": 5}
+            renamed = wire.Identity(name="renamed", addr=others[1].ip, port=PORT)
+            core.receive_message(wire.Heartbeat(cluster=CLUSTER, origin=nid(others[1]), seq=5, identity=renamed), 100.2)
+            assert sync.changed
+            sync.reconcile()
+            assert calls == {"members": 4, "set_member": 6}
+            m = sync.writer.member(nid(others[1]))
+            assert bytes(m.ident)[:m.ident_len] == wire._identity_bytes(renamed)
+            core.tick(100.3)  # refreshes others[0] and others[1] only since 100.0 ...
+            core.receive_message(wire.Heartbeat(cluster=CLUSTER, origin=nid(others[0]), seq=9,
+                                                identity=ident(others[0])), 101.5)
+            core.receive_message(wire.Heartbeat(cluster=CLUSTER, origin=nid(others[1]), seq=9, identity=renamed), 101.5)
+            core.tick(102.5)  # ... so the other two expire
+            assert sync.changed
+            sync.reconcile()
+            assert set(sync.writer.read_members()) == {nid(others[0]), nid(others[1])}
+            assert calls["set_member"] == 6
+        finally:
+            sync.close()

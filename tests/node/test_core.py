@@ -409,3 +409,49 @@ def test_a_heartbeat_taken_straight_from_its_origin_is_a_hop_sample_and_a_forwar
     c.receive(hb.payload, 1000.0050, "%s:%d" % a.identity.endpoint)  # forwarded by a: not one hop of b's
     assert a.take_direct_hops() == [pytest.approx(3.0)] and a.take_direct_hops() == []
     assert c.take_direct_hops() == []
+
+
+def _listed(core) -> dict:
+    return {m.node_id: (m.name, m.addr, m.port, m.private) for m in core.members()[1:]}
+
+
+def test_the_roster_moves_exactly_when_the_listed_members_change():
+    """`GossipCore.roster` (what the heartbeat plane re-registers members on) moves on an added, heard, renamed,
+    left or expired member, and not on a refresh, a seed or a duplicate: over a random run of heartbeats, leaves,
+    renames and expiries, the listed identities changed if and only if the roster moved."""
+    import random
+
+    core = make_core(0, timeout_s=2.0, cycle_s=0.5)
+    rng = random.Random(7)
+    seqs: dict[int, int] = {}
+
+    def ident(i, name=None):
+        return Identity(name=name or f"n{i}", addr="127.0.0.1", port=9000 + i)
+
+    def hb(i, name=None):
+        seqs[i] = seqs.get(i, 0) + rng.choice([0, 1, 1, 2])  # sometimes a duplicate
+        return wire.Heartbeat(cluster=core.cluster, origin=ident(i).node_id, seq=seqs[i], identity=ident(i, name))
+
+    core.set(ident(5), 1000.0)  # a seed: contacted, not listed
+    assert core.roster == 0 and _listed(core) == {}
+    now, moved = 1000.0, 0
+    for _ in range(400):
+        now += rng.uniform(0.0, 0.3)
+        before, roster = _listed(core), core.roster
+        kind = rng.random()
+        i = rng.randrange(1, 7)
+        if kind < 0.75:
+            core.receive_message(hb(i), now)
+        elif kind < 0.85:
+            core.receive_message(hb(i, name=rng.choice([f"n{i}", f"renamed-{i}"])), now)
+        elif kind < 0.92:
+            seqs[i] = seqs.get(i, 0) + 1
+            core.receive_message(wire.Leave(cluster=core.cluster, origin=ident(i).node_id, seq=seqs[i],
+                                            identity=ident(i)), now)
+        else:
+            core.tick(now)
+        core.take_events(), core.take_sends()
+        changed = _listed(core) != before
+        assert (core.roster != roster) == changed, (kind, i, before, _listed(core))
+        moved += changed
+    assert moved > 20  # the run exercised it
