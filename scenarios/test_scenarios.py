@@ -152,6 +152,27 @@ def test_scale_96_nodes(tmp_path):
     assert summary["nodes"] == SCALE_NODES
 
 
+def test_every_node_measures_how_long_it_handles_heartbeats_and_rumors(shared_run):
+    """The stats records carry the handling times the simulator's host model reads (``hb_handle_ms``) and the
+    rumors' own (``md_handle_ms``, reported beside them by `testbed validate`): one sample per adoption by rumor,
+    up to 16 per record, each the time from starting on the datagram to its forwards being sent."""
+    _, out = run_shared("basic", shared_run)
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    stats = [e for e in events if e["kind"] == "stats"]
+    hb = [x for e in stats for x in e.get("hb_handle_ms", ())]
+    md: dict[str, list[float]] = {}
+    for e in stats:
+        md.setdefault(e["node"], []).extend(e.get("md_handle_ms", ()))
+    adopted: dict[str, int] = {}
+    for e in events:
+        if e["kind"] == "metadata_adopted" and e["via"] == "rumor":
+            adopted[e["node"]] = adopted.get(e["node"], 0) + 1
+    assert len(hb) > 100 and all(0.0 < x < 1000.0 for x in hb)
+    assert all(len(md.get(n, ())) <= k for n, k in adopted.items())  # never more samples than adoptions
+    assert sum(map(len, md.values())) >= 0.5 * sum(adopted.values()) > 0  # the last record's tail may be missing
+    assert all(0.0 < x < 1000.0 for xs in md.values() for x in xs)
+
+
 def test_same_scenario_without_xdp_converges_the_same(shared_run):
     on, _ = run_shared("basic", shared_run)
     off, _ = shared_run(parity_scenario("basic").with_overrides(backend="netns", xdp=False))

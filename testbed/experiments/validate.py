@@ -12,8 +12,9 @@ and reports per scenario and run:
   the pooled distance, ``TARGET_SEED`` for the median seed; the worst of five is reported, not held to it);
 - t50 and t90 (medians over the rumors) on both sides;
 - what the host model was given, all measured on the run itself and none of it on its rumor curves: the delay of
-  heartbeats taken straight from their origin (median and 90th percentile, ms), the marginal CPU per datagram
-  reaching a process (µs), and how busy the node processes kept the host's cores;
+  heartbeats taken straight from their origin (median and 90th percentile, ms), the median time a node took to
+  handle a heartbeat it forwarded (beside it, for comparison and not given to the model, a rumor's), the marginal
+  CPU per datagram reaching a process (µs), and how busy the node processes kept the host's cores;
 - the share of duplicate drops XDP made (of all duplicate and stale drops, by XDP or by the node), both sides.
 
 The same rows are written to ``OUT/validation.json``. Nothing here is tuned per scenario.
@@ -63,6 +64,7 @@ class Row:
     t90_ms: tuple[float | None, float | None]
     hb_hop_ms: tuple[float, float]  # direct heartbeat hops: median, 90th percentile
     cpu_us: float  # marginal, per datagram reaching a process
+    handle_ms: tuple[float | None, float | None]  # medians: a heartbeat's handling (the model's), a rumor's (not used)
     host_busy: float  # fraction of the host's cores the node processes kept busy
     xdp_share: tuple[float | None, float | None]  # of duplicate drops, testbed and simulator
     run_dir: str = ""
@@ -77,6 +79,11 @@ class Row:
 def _median_t(summaries: list[dict], key: str) -> float | None:
     xs = [r[key] for s in summaries for r in s["rumors"] if r.get(key) is not None]
     return round(1000 * statistics.median(xs), 1) if xs else None
+
+
+def _median_field(history: analysis.History, field: str) -> float | None:
+    xs = [x for e in history.of_kind("stats") for x in e.get(field, ())]
+    return round(statistics.median(xs), 3) if xs else None
 
 
 def xdp_share(run_dir: Path | str) -> float | None:
@@ -120,6 +127,7 @@ def row_for(name: str, index: int, run_dir: Path, mirror_result: dict) -> Row:
                t50_ms=(_median_t(a, "t50"), _median_t(b, "t50")), t90_ms=(_median_t(a, "t90"), _median_t(b, "t90")),
                hb_hop_ms=(round(hops[len(hops) // 2], 2), round(hops[int(0.9 * len(hops))], 2)),
                cpu_us=round(1e6 * analysis.cpu_marginal_per_packet_s(history), 1),
+               handle_ms=(_median_field(history, "hb_handle_ms"), _median_field(history, "md_handle_ms")),
                host_busy=host_busy(history), xdp_share=(xdp_share(run_dir), sim_share), run_dir=str(run_dir),
                sim_dirs=tuple(str(d) for d in sims))
 
@@ -164,7 +172,7 @@ def validate(out: Path | str, *, scenarios=SET, runs: int = 2, seeds: int = 5, m
 
 
 COLUMNS = ("scenario", "run", "N", "f", "cycle", "xdp", "KS", "seed med", "worst", "crit", "t50 tb/sim ms", "t90 tb/sim ms",
-           "hb hop p50/p90", "cpu us", "busy", "xdp share tb/sim", "ok")
+           "hb hop p50/p90", "handle hb/md ms", "cpu us", "busy", "xdp share tb/sim", "ok")
 
 
 def table(rows: list[Row], *, header: bool = True) -> str:
@@ -173,7 +181,7 @@ def table(rows: list[Row], *, header: bool = True) -> str:
 
     body = [(r.scenario, str(r.run), str(r.nodes), str(r.fanout), f"{r.cycle_s:g}", "on" if r.xdp else "off",
              f"{r.ks:.3f}", f"{r.ks_median_seed:.3f}", f"{r.ks_worst_seed:.3f}", f"{r.ks_critical:.3f}", pair(r.t50_ms), pair(r.t90_ms),
-             pair(r.hb_hop_ms), f"{r.cpu_us:.0f}", f"{r.host_busy:.2f}", pair(r.xdp_share),
+             pair(r.hb_hop_ms), pair(r.handle_ms), f"{r.cpu_us:.0f}", f"{r.host_busy:.2f}", pair(r.xdp_share),
              "yes" if r.passed else "NO") for r in rows]
     lines = [COLUMNS] + body if header else body
     widths = [max(len(line[i]) for line in ([COLUMNS] + body)) for i in range(len(COLUMNS))]

@@ -39,7 +39,7 @@ from gossip.protocols import Protocol as Core
 from gossip.protocols import create as create_core
 
 from ._errors import SimError
-from ._latency import DEFAULT_LATENCY, LatencyModel
+from ._latency import DEFAULT_LATENCY, Constant, Empirical, Exponential, LatencyModel, Uniform
 from ._plane import Neighbours, PlaneModel
 
 EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
@@ -268,7 +268,8 @@ class Simulation:
                  epoch_s: float = EPOCH_S, keep_events: bool = True, events_path: str | Path | None = None,
                  record_kinds: Iterable[str] | None = None, record_stats: bool = True,
                  record_refreshes: bool = False, cpu: tuple[int, float] | None = None,
-                 wakeup: LatencyModel | None = None, service_s: float = 0.0, handling_s: float = 0.0,
+                 wakeup: LatencyModel | None = None, service_s: float = 0.0,
+                 handling_s: float | LatencyModel = 0.0,
                  xdp: bool = False, durable: bool = False, socket_buffer: bool = True,
                  progress: Callable[[float, int], float] | None = None) -> None:
         self.seed = seed
@@ -290,11 +291,17 @@ class Simulation:
             raise SimError(f"service_s: expected seconds per message in [0, 1), got {service_s!r}")
         self._service_s = float(service_s)
         # Handling model: what handling a message the core forwards costs its process, from starting on it to its
-        # sends leaving (decode, MAC, accept, encode and sign the copies): its sends leave HANDLING_S after it
-        # starts, and the process is busy until then.
-        if not (isinstance(handling_s, (int, float)) and 0.0 <= handling_s < 1.0):
-            raise SimError(f"handling_s: expected seconds in [0, 1), got {handling_s!r}")
-        self._handling_s = float(handling_s)
+        # sends leaving (decode, MAC, accept, encode and sign the copies): its sends leave that long after it
+        # starts, and the process is busy until then. HANDLING_S is seconds (every message the same) or a model
+        # drawn once per message handled (a run's measured handling times: `analysis.heartbeat_handling_ms`).
+        if isinstance(handling_s, (int, float)) and not isinstance(handling_s, bool):
+            if not 0.0 <= handling_s < 1.0:
+                raise SimError(f"handling_s: expected seconds in [0, 1), got {handling_s!r}")
+            self._handling = Constant(delay_s=float(handling_s)) if handling_s > 0 else None
+        elif isinstance(handling_s, (Constant, Uniform, Exponential, Empirical)):
+            self._handling = handling_s
+        else:
+            raise SimError(f"handling_s: expected seconds in [0, 1) or a latency model, got {handling_s!r}")
         # Socket-buffer model (with any of the three per-process models above, which queue datagrams for a busy
         # process): what waits for its process sits in its socket buffer, charged as the kernel charges it
         # (`skb_truesize`); a datagram that does not fit is dropped and counted (``rcvbuf_errors``, as the
@@ -574,7 +581,7 @@ class Simulation:
         (``in_datagrams``) and dropped because it was full (``rcvbuf_errors``), as the testbed reads a namespace's
         UDP counters (`testbed.cluster.emulated.udp_counters`)."""
         node = self._node(name)
-        if not self._socket_buffer or not (self._wakeup is not None or self._service_s or self._handling_s):
+        if not self._socket_buffer or not (self._wakeup is not None or self._service_s or self._handling is not None):
             return None
         return {"in_datagrams": node.rcvbuf_in, "rcvbuf_errors": node.rcvbuf_errors}
 
@@ -616,8 +623,8 @@ class Simulation:
         cpu_model = self._cpu is not None
         service_s = self._cpu[1] if cpu_model else 0.0
         wakeup, net_rng = self._wakeup, self._net_rng
-        handling_s = self._handling_s
-        per_node = wakeup is not None or self._service_s > 0.0 or handling_s > 0.0
+        handling = self._handling
+        per_node = wakeup is not None or self._service_s > 0.0 or handling is not None
         node_service_s = self._service_s
         rcvbuf = per_node and self._socket_buffer
         truesizes, xdp = self._truesize, self._xdp
@@ -690,9 +697,10 @@ class Simulation:
                         else:
                             core.stats["packets_in"] += 1
                             core.receive_message(item[0], when, item[1])
-                        if handling_s:
+                        h = handling.sample(net_rng) if handling is not None else 0.0
+                        if h:
                             sent_before = self._net["sent"]
-                            self._send_delay = handling_s
+                            self._send_delay = h
                             driver = node.driver
                             fastpath = driver.fastpath
                             if fastpath is not None:  # the real node writes the drop state when it is done
@@ -705,17 +713,17 @@ class Simulation:
                             if fastpath is not None:
                                 accepted = deferred.accepted
                                 if accepted:
-                                    heapq.heappush(heap, (when + handling_s, next(self._seq), _CALL, idx,
+                                    heapq.heappush(heap, (when + h, next(self._seq), _CALL, idx,
                                                           functools.partial(fastpath.accept, accepted)))
                             self._send_delay = 0.0
-                            if self._net["sent"] != sent_before and node.awake_at < when + handling_s:
-                                node.awake_at = when + handling_s  # busy handling it: later copies wait
+                            if self._net["sent"] != sent_before and node.awake_at < when + h:
+                                node.awake_at = when + h  # busy handling it: later copies wait
                         else:
                             node.driver.drain(when)
                         if plane is not None and plane.changed(core):
-                            if handling_s:  # the node registers its new members when it is done handling
-                                heapq.heappush(heap, (when + handling_s, next(self._seq), _CALL, idx,
-                                                      functools.partial(plane.reconcile, core, when + handling_s)))
+                            if h:  # the node registers its new members when it is done handling
+                                heapq.heappush(heap, (when + h, next(self._seq), _CALL, idx,
+                                                      functools.partial(plane.reconcile, core, when + h)))
                             else:
                                 plane.reconcile(core, when)
                     elif state is _PAUSED:

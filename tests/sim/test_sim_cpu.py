@@ -4,7 +4,7 @@ process (wake-up), as on an emulation host."""
 import pytest
 
 from gossip import NodeConfig
-from testbed.sim import Constant, SimError, Simulation, first_times
+from testbed.sim import Constant, Empirical, SimError, Simulation, first_times
 
 
 def spread_ms(nodes: int, seed: int, **models) -> list[float]:
@@ -75,3 +75,20 @@ def test_a_forwarded_copy_leaves_after_the_receivers_handling_time():
     assert handled[1] < 1.0 and median(handled) >= 2.0
     with pytest.raises(SimError, match="handling_s"):
         spread_ms(4, 1, handling_s=2.0)
+    with pytest.raises(SimError, match="handling_s"):
+        spread_ms(4, 1, handling_s="2 ms")
+
+
+def test_measured_handling_is_drawn_per_message_not_averaged():
+    """handling_s as a model (what the mirror gives: the run's measured handling times): each message draws its
+    own, 1 ms or 9 ms here. The first forwarded copies then land at 1 ms plus the wire, which their 5-ms mean
+    never gives, and the parallel copies race, so the fast draws carry the rumor: it reaches everyone sooner than
+    with every hop held to the mean."""
+    fast = Constant(delay_s=0.0001)
+    drawn = spread_ms(16, 4, latency=fast, handling_s=Empirical.of([0.001, 0.009]))
+    mean = spread_ms(16, 4, latency=fast, handling_s=0.005)
+    assert len(drawn) == len(mean) == 16
+    forwarded = [t for t in drawn if t > 0.5]  # past the publisher's own sends (0.1 ms)
+    assert min(forwarded) == pytest.approx(1.2, abs=0.05)  # wire + 1 ms + wire
+    assert min(t for t in mean if t > 0.5) == pytest.approx(5.2, abs=0.05)
+    assert max(drawn) < max(mean)
