@@ -5,7 +5,9 @@
 - `BroadcastSender`, in a node: `send(sock, payload, targets)` writes the target list and the datagram's identity
   into the slot and makes ONE sendto; the program emits the other copies. Without the program (not attached,
   not available, a target whose MAC is not known yet) it falls back to one sendto per target; both paths put
-  identical datagrams on the wire. It never compiles anything and needs no bcc.
+  identical datagrams on the wire. It never compiles anything and needs no bcc. The targets' MACs come from the
+  namespace's neighbour table through `bpf._neigh`, the heartbeat plane's reader too, so a node that sends
+  through the broadcaster does not import pyroute2 (~11 MiB).
 
 Arming is one slice assignment into the mmap'd slot and three word stores, whatever the fanout; the only work
 per target is one dict lookup inside `bytes.join` (in C, no Python object made): the targets are kept packed
@@ -16,7 +18,6 @@ block and the three words written into the mapping, so the mmap stays (the kerne
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import ctypes
 import mmap
@@ -27,7 +28,8 @@ import sys
 import threading
 import time
 
-from . import _attach, _sys
+from . import _sys  # _attach (netlink) is imported where used: a node's sender never needs it
+from ._neigh import NeighbourTable
 from ._compile import PinnedProgram
 from ._structs import BC_ID_HEAD, BC_ID_TAG, BC_MAX_SLOTS, BC_MAX_TARGETS, BC_STAT_NAMES, BcSlot, BcStats, BcTarget
 from .errors import AttachError, BpfError
@@ -55,8 +57,6 @@ def _owner_word(ifindex: int, enabled: int) -> int:
 
 
 _OWNER_MASK = _owner_word(0xFFFFFFFF, 0xFFFF)
-# neighbour states whose link-layer address can be used: reachable, stale, delay, probe, noarp, permanent
-_NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80
 
 assert _SLOT_BYTES % 8 == 0, "array map values are 8-byte aligned in the mmap: BcSlot must be a multiple of 8"
 
@@ -108,6 +108,8 @@ class Broadcaster(PinnedProgram):
         try:
             _sys.percpu_update(self.map_fds["bc_stats"], key, BcStats())
             _sys.map_update(self.map_fds["bc_ifslot"], key, ctypes.c_uint32(index))
+            from . import _attach
+
             with _attach.tc_attached({"egress": self.prog_fd}, ifindex, netns=netns,
                                      prio=_attach.PRIO_BROADCAST, name=PROGRAM, link=link):
                 slot.enabled = 1
@@ -151,60 +153,6 @@ class Broadcaster(PinnedProgram):
                                         ifslot_fd=self.map_fds["bc_ifslot"], netns=netns, **options)
 
 
-class _Neighbours:
-    """IPv4 -> MAC on one interface, from the kernel's neighbour table, cached.
-
-    pyroute2's synchronous API cannot run inside a running asyncio loop (the node's), so lookups run on one
-    helper thread, placed in the sender's namespace. A miss refreshes the whole table, at most every RETRY_S.
-    """
-
-    def __init__(self, ifindex: int, netns: str | None, ttl_s: float, retry_s: float) -> None:
-        self.ifindex, self.netns, self.ttl_s, self.retry_s = ifindex, netns, ttl_s, retry_s
-        self._macs: dict[str, bytes] = {}
-        self.loaded_at = -float("inf")
-        self.generation = 0  # bumped on every reload
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._ipr = None
-        self.lookups = 0  # netlink dumps done (each a few syscalls)
-
-    def expired(self, now: float) -> bool:
-        return now - self.loaded_at > self.ttl_s
-
-    def mac(self, ip: str, now: float) -> bytes | None:
-        if ip not in self._macs and now - self.loaded_at > self.retry_s:
-            self.refresh(now)
-        return self._macs.get(ip)
-
-    def refresh(self, now: float) -> None:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neigh")
-        try:
-            self._macs = self._pool.submit(self._dump).result()
-        except Exception:  # netlink trouble must not break sending: no MAC known means plain sendto
-            self._macs = {}
-            self._ipr = None
-        self.loaded_at = now
-        self.generation += 1
-        self.lookups += 1
-
-    def _dump(self) -> dict[str, bytes]:
-        if self._ipr is None:
-            self._ipr = _attach.open_iproute(self.netns)
-        out = {}
-        for n in self._ipr.get_neighbours(ifindex=self.ifindex, family=socket.AF_INET):
-            dst, lladdr = n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")
-            if dst and lladdr and n["state"] & _NUD_USABLE:
-                out[dst] = bytes.fromhex(lladdr.replace(":", ""))
-        return out
-
-    def close(self) -> None:
-        if self._pool is not None:
-            if self._ipr is not None:
-                self._pool.submit(self._ipr.close).result()
-            self._pool.shutdown()
-            self._pool = None
-
-
 class BroadcastSender:
     """Sends one payload to many UDP targets with one syscall when the broadcaster is attached to IFINDEX.
 
@@ -246,7 +194,7 @@ class BroadcastSender:
         self._fast = None  # what the fast path needs of the slot (see _usable_slot), or None
         self._slot_checked_at = -float("inf")
         self._fresh_until = -float("inf")  # the packed records are good until the neighbour table expires
-        self._neigh = _Neighbours(ifindex, netns, mac_ttl_s, mac_retry_s)
+        self._neigh = NeighbourTable(ifindex, mac_ttl_s, mac_retry_s, netns=netns)
         self._records: dict[tuple[str, int], bytes] = {}  # (ip, port) -> packed BcTarget, for the current MACs
         self._records_gen = None
         self._sports: dict[int, bytes] = {}  # socket fd -> its bound port, packed
@@ -319,9 +267,6 @@ class BroadcastSender:
             mac = self._neigh.mac(target[0], now)
             if mac is None:
                 return None
-            if self._records_gen != self._neigh.generation:  # reloaded for this miss: older records may be stale
-                self._records.clear()
-                self._records_gen = self._neigh.generation
             self._fresh_until = self._neigh.loaded_at + self._neigh.ttl_s
             record = self._records[target] = bytes(BcTarget(
                 addr=(ctypes.c_uint8 * 4)(*socket.inet_aton(target[0])),

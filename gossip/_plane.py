@@ -25,7 +25,7 @@ When `PlaneSync` reads and writes (all of it plain bpf(2) calls on the plane's m
   unlisted, or one under another Identity); a pass is skipped while the roster has not moved, every member is
   registered with its MAC and the MACs are not due for their recheck (every MAC_RECHECK_S), so a steady node does
   nothing here. A pass registers each member the core lists (its Identity as the wire encodes it, address, port,
-  MAC from the namespace's neighbour table -- `gossip._neigh`, no pyroute2 --, accepted seq), rewrites one whose
+  MAC from the namespace's neighbour table -- `bpf._neigh`, no pyroute2 --, accepted seq), rewrites one whose
   Identity or MAC changed, removes the ones the core dropped. A member whose MAC is not known yet is registered
   without one: a heartbeat the kernel would send to it passes to the node.
 
@@ -95,8 +95,8 @@ class PlaneSync:
         from bpf.hbplane import HbMember
 
         self._value = HbMember()
-        if self._neigh is None:  # the namespace's neighbour table, read without pyroute2 (see gossip._neigh)
-            from ._neigh import NeighbourTable
+        if self._neigh is None:  # the namespace's neighbour table, read without pyroute2 (see bpf._neigh)
+            from bpf._neigh import NeighbourTable
 
             self._neigh = NeighbourTable(self.writer.ifindex, NEIGH_TTL_S, NEIGH_RETRY_S)
         self.writer.reset()

@@ -13,7 +13,7 @@ What the plane holds follows the node's sync points, as `PlaneSync` does, not th
 
 - members are registered (`reconcile`) after each timer step and after a drain that added or removed members,
   with the sequence the core lists, and a MAC only if the node's neighbour table holds one (looked up as
-  `gossip._neigh.NeighbourTable` does: a cached read of the whole table, reread when older than NEIGH_TTL_S, and
+  `bpf._neigh.NeighbourTable` does: a cached read of the whole table, reread when older than NEIGH_TTL_S, and
   a missing address asked of the kernel again at most every NEIGH_RETRY_S);
 - a heartbeat the core accepted itself raises the member's sequence when its drain hands it on (`accept`);
 - a heartbeat the kernel took raises the sequence at once (the program's compare-and-swap) and goes out to the
@@ -37,7 +37,7 @@ from collections import Counter
 
 from gossip import _wire as gwire
 
-# the program's and the node's constants (bpf/tc_hbplane.c, gossip/_plane.py, gossip/_neigh.py)
+# the program's and the node's constants (bpf/tc_hbplane.c, gossip/_plane.py, bpf/_neigh.py)
 HB_SCAN_MAX = 32  # clusters up to this many members get the exact scan when random probes find too few targets
 HB_IDENT_MAX = 64  # an Identity longer than this cannot be stored: its heartbeats pass (passed_identity)
 HB_PAYLOAD_MAX = 1400 - 28  # the largest UDP payload the program MACs (gossip._plane.MAX_PACKET_BYTES)

@@ -221,7 +221,7 @@ def test_a_plane_node_reads_its_neighbour_table_without_pyroute2(net, tmp_path, 
     for i in nodes:
         imported = {line.rsplit("|", 1)[1].strip() for line in c.procs[i].text().splitlines()
                     if line.startswith("import time:") and "|" in line}
-        assert "gossip._neigh" in imported and "gossip._plane" in imported, sorted(imported)
+        assert "bpf._neigh" in imported and "gossip._plane" in imported, sorted(imported)
         assert not [m for m in imported if m.split(".")[0] == "pyroute2"], sorted(imported)
 
 

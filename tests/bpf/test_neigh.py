@@ -1,5 +1,5 @@
-"""`gossip._neigh`: the heartbeat plane's neighbour-table reader. The parser on /proc/net/arp text as the kernel
-writes it, the netlink answer parser, the cache's retry and TTL semantics (on a fake table file), and, as root, the
+"""`bpf._neigh`: the neighbour-table reader of the heartbeat plane's node side and the broadcaster's sender. The
+parser on /proc/net/arp text as the kernel writes it, the netlink answer parser, the cache's retry and TTL semantics (on a fake table file), and, as root, the
 reader in a real namespace seeing an entry once the node's side has sent to a peer, never an incomplete one."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gossip._neigh import NeighbourTable, getneigh_request, parse_arp, parse_neigh_reply
+from bpf._neigh import NeighbourTable, getneigh_request, parse_arp, parse_neigh_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ def test_an_unreadable_table_gives_no_mac(tmp_path):
 
 _PROBE = """
 import json, socket, sys, time
-from gossip._neigh import NeighbourTable
+from bpf._neigh import NeighbourTable
 ifname, peer, absent = sys.argv[1:4]
 t = NeighbourTable(socket.if_nametoindex(ifname), 30.0, 1.0)
 out = {}
@@ -158,3 +158,14 @@ def test_the_reader_sees_a_peer_after_a_send_to_it_and_never_an_incomplete_entry
     finally:
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_the_node_side_of_the_accelerators_never_imports_pyroute2():
+    """A node opens the fast path's writer, the plane's sync and the broadcaster's sender, all of which read the
+    neighbour table through this module, never through pyroute2 (the testbed's side, which attaches, does)."""
+    code = "import bpf.fastpath, bpf.broadcaster, bpf.hbplane, gossip._plane, bpf._neigh"
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.splitlines() if "|" in line}
+    assert "bpf.broadcaster" in imported and "bpf._neigh" in imported
+    assert not [m for m in imported if m.split(".")[0] == "pyroute2"], sorted(imported)

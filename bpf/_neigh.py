@@ -1,5 +1,6 @@
-"""The node's neighbour table on one interface (IPv4 -> link-layer address), read without pyroute2: what the
-heartbeat plane (`gossip._plane`) registers a member's MAC with.
+"""The node's neighbour table on one interface (IPv4 -> link-layer address), read without pyroute2: the one reader
+of it, for both programs that address frames themselves -- the heartbeat plane (`gossip._plane` registers a
+member's MAC with it) and the TC broadcaster (`bpf.broadcaster.BroadcastSender` packs each target's MAC).
 
 Written here rather than through pyroute2 because measured cost says so: a pyroute2 dump runs on a helper thread
 (its synchronous API cannot run inside the node's asyncio loop), and importing pyroute2 alone costs a node ~11 MiB.
@@ -7,7 +8,7 @@ Two reads, both on the calling thread:
 
 - the whole table, from ``/proc/net/arp``: the node runs inside its namespace, so that is its namespace's table.
   Only complete entries count (ATF_COM: the kernel sets it for every NUD_VALID state -- reachable, stale, delay,
-  probe, noarp, permanent -- the states `bpf.broadcaster._Neighbours` takes as usable). The kernel walks its whole
+  probe, noarp, permanent: NUD_VALID, what a single-address request takes as usable too). The kernel walks its whole
   neighbour hash for it, every namespace's entries and all the buckets a past big run grew it to, as for a netlink
   dump: measured with 64 / 512 entries in the namespace, 0.85 / 2.8 ms against pyroute2's 3.0 / 18 ms, and
   ~0.6 ms with none (that host's hash had 524,288 buckets for 2 entries: big runs grow it, nothing shrinks it);
@@ -21,6 +22,7 @@ sends made the kernel resolve (the simulator models exactly that, `testbed.sim._
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 
@@ -89,14 +91,16 @@ def parse_neigh_reply(data: bytes, seq: int) -> bytes | None:
 
 
 class NeighbourTable:
-    """IPv4 -> MAC on interface IFINDEX of this process's namespace, cached, with `bpf.broadcaster._Neighbours`'s
-    interface and semantics: `mac` answers from the cache, and on a miss asks the kernel again, at most every
-    RETRY_S (here for that address alone: one RTM_GETNEIGH); `expired` says when the whole cache is older than TTL_S,
-    and the caller then `refresh`es it (one read of /proc/net/arp, which also drops entries the kernel dropped)."""
+    """IPv4 -> MAC on interface IFINDEX, cached: `mac` answers from the cache, and on a miss asks the kernel
+    again, at most every RETRY_S, for that address alone (one RTM_GETNEIGH); `expired` says when the whole cache is
+    older than TTL_S, and the caller then `refresh`es it (one read of /proc/net/arp, which also drops entries the
+    kernel dropped; `generation` counts these reloads). The table is this process's namespace's, or NETNS's (a
+    name or path, entered for each read: for a sender in a process outside the namespace, as in tests)."""
 
-    def __init__(self, ifindex: int, ttl_s: float, retry_s: float, *, path: str = ARP_TABLE) -> None:
-        self.ifindex, self.ttl_s, self.retry_s, self.path = ifindex, ttl_s, retry_s, path
-        self.ifname = socket.if_indextoname(ifindex)
+    def __init__(self, ifindex: int, ttl_s: float, retry_s: float, *, path: str = ARP_TABLE,
+                 netns: str | None = None) -> None:
+        self.ifindex, self.ttl_s, self.retry_s, self.path, self.netns = ifindex, ttl_s, retry_s, path, netns
+        self.ifname: str | None = None  # looked up at the first read (the interface may not be there yet)
         self._macs: dict[str, bytes] = {}
         self._missed: dict[str, float] = {}  # ip -> when the kernel last had no usable entry for it
         self.loaded_at = -float("inf")
@@ -121,11 +125,23 @@ class NeighbourTable:
             self._missed.pop(ip, None)
         return mac
 
+    def _inside(self):
+        if self.netns is None:
+            return contextlib.nullcontext()
+        from ._netns import entered
+
+        return entered(self.netns)
+
     def refresh(self, now: float) -> None:
         try:
-            with open(self.path, "rb") as f:
-                self._macs = parse_arp(f.read().decode("ascii", "replace"), self.ifname)
-        except OSError:  # no table to read: no MAC known, the plane passes what would go to these members
+            with self._inside():
+                if self.ifname is None:
+                    self.ifname = socket.if_indextoname(self.ifindex)
+                with open(self.path, "rb") as f:
+                    text = f.read()
+            self._macs = parse_arp(text.decode("ascii", "replace"), self.ifname)
+        except OSError:  # no table or no such interface: no MAC known (the plane passes what would go to these
+            # members, the broadcaster sends them one sendto each)
             self._macs = {}
         self._missed.clear()
         self.loaded_at = now
@@ -136,8 +152,9 @@ class NeighbourTable:
         """IP's MAC from the kernel now (one request, no cache), or None if it has no usable entry."""
         try:
             if self._nl is None:
-                self._nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                         socket.NETLINK_ROUTE)
+                with self._inside():  # a netlink socket answers for the namespace it was made in
+                    self._nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                             socket.NETLINK_ROUTE)
                 self._nl.bind((0, 0))
             self._seq = (self._seq + 1) & 0xFFFFFFFF
             self._nl.send(getneigh_request(self.ifindex, ip, self._seq))
@@ -155,7 +172,7 @@ class NeighbourTable:
             self._nl = None
 
 
-def _main() -> None:  # python -m gossip._neigh IFNAME [IP...]: the table as this reader sees it, then each IP's get
+def _main() -> None:  # python -m bpf._neigh IFNAME [IP...]: the table as this reader sees it, then each IP's get
     import sys
 
     table = NeighbourTable(socket.if_nametoindex(sys.argv[1]), 30.0, 1.0)
