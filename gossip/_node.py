@@ -118,6 +118,7 @@ class Node:
         self._queue: collections.deque[tuple[bytes, str]] = collections.deque()
         self._handle_ms: list[float] = []  # see _stats_extra
         self._rumor_ms: list[float] = []
+        self._cpu_ms: dict[str, list[float]] = {"hb_cpu_ms": [], "other_cpu_ms": []}
         self._drain_scheduled = False
         self._transport: UdpTransport | TcpTransport | None = None
         self._timer: asyncio.Task | None = None
@@ -302,12 +303,17 @@ class Node:
         each of up to 16 accepted heartbeats since the last record took, from starting on the datagram to its
         forwards being sent (the simulator's handling model reads them: work a hop costs besides the wait); and
         ``md_handle_ms``, the same for up to 16 metadata rumors adopted (measured, for comparison: the model reads
-        heartbeats only)."""
+        heartbeats only); ``hb_cpu_ms`` and ``other_cpu_ms``, the process's CPU time (thread_time) on up to 16
+        heartbeats it took and on up to 16 other datagrams (duplicates and stale copies mostly; swaps, leaves, bad
+        ones; rumors it adopted left out): the simulator's CPU model charges each datagram what its kind cost here."""
         out = _process_stats()
         if self._handle_ms:
             out["hb_handle_ms"], self._handle_ms = self._handle_ms, []
         if self._rumor_ms:
             out["md_handle_ms"], self._rumor_ms = self._rumor_ms, []
+        for field, xs in self._cpu_ms.items():
+            if xs:
+                out[field], self._cpu_ms[field] = xs, []
         return out
 
     def _on_datagram(self, data: bytes, src: str = "") -> None:
@@ -329,6 +335,9 @@ class Node:
         while queue:
             data, src = queue.popleft()
             now = clock()
+            costs = self._cpu_ms
+            sample = len(costs["hb_cpu_ms"]) < MAX_HANDLE_SAMPLES or len(costs["other_cpu_ms"]) < MAX_HANDLE_SAMPLES
+            cpu0 = time.thread_time() if sample else 0.0
             if self._trace is not None:
                 self._trace_op("rx", now, data=data.hex(), src=src)
             accepted, rumors = core.stats["accepted_heartbeat"], core.stats["adopted_rumor"]
@@ -342,10 +351,17 @@ class Node:
                 # the failure; there is no caller to tell, and raising into the event loop would only add a
                 # traceback
                 pass
-            if core.stats["accepted_heartbeat"] != accepted and len(self._handle_ms) < MAX_HANDLE_SAMPLES:
+            took = core.stats["accepted_heartbeat"] != accepted
+            if took and len(self._handle_ms) < MAX_HANDLE_SAMPLES:
                 self._handle_ms.append(round((clock() - now) * 1000.0, 3))
-            elif core.stats["adopted_rumor"] != rumors and len(self._rumor_ms) < MAX_HANDLE_SAMPLES:
-                self._rumor_ms.append(round((clock() - now) * 1000.0, 3))
+            elif core.stats["adopted_rumor"] != rumors:
+                if len(self._rumor_ms) < MAX_HANDLE_SAMPLES:
+                    self._rumor_ms.append(round((clock() - now) * 1000.0, 3))
+                continue
+            if sample:  # this process's CPU time on it: a heartbeat it took, or any other datagram but a rumor
+                xs = costs["hb_cpu_ms" if took else "other_cpu_ms"]
+                if len(xs) < MAX_HANDLE_SAMPLES:
+                    xs.append(round((time.thread_time() - cpu0) * 1000.0, 3))
         if plane is not None and self._plane is not None and plane.changed:
             plane.reconcile()
 

@@ -153,9 +153,9 @@ def test_scale_96_nodes(tmp_path):
 
 
 def test_every_node_measures_how_long_it_handles_heartbeats_and_rumors(shared_run):
-    """The stats records carry the handling times the simulator's host model reads (``hb_handle_ms``) and the
-    rumors' own (``md_handle_ms``, reported beside them by `testbed validate`): one sample per adoption by rumor,
-    up to 16 per record, each the time from starting on the datagram to its forwards being sent."""
+    """The stats records carry the handling times (``hb_handle_ms``) and the rumors' own (``md_handle_ms``,
+    reported beside them by `testbed validate`): one sample per adoption by rumor, up to 16 per record, each the
+    time from starting on the datagram to its forwards being sent; and the CPU times the host model reads."""
     _, out = run_shared("basic", shared_run)
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     stats = [e for e in events if e["kind"] == "stats"]
@@ -171,6 +171,13 @@ def test_every_node_measures_how_long_it_handles_heartbeats_and_rumors(shared_ru
     assert all(len(md.get(n, ())) <= k for n, k in adopted.items())  # never more samples than adoptions
     assert sum(map(len, md.values())) >= 0.5 * sum(adopted.values()) > 0  # the last record's tail may be missing
     assert all(0.0 < x < 1000.0 for xs in md.values() for x in xs)
+    # and the process's CPU time (thread_time) on heartbeats it took and on other datagrams, which the host model
+    # charges: handling is CPU work (its CPU at most its wall time), and a duplicate costs less than a forward
+    hb_cpu = sorted(x for e in stats for x in e.get("hb_cpu_ms", ()))
+    other_cpu = sorted(x for e in stats for x in e.get("other_cpu_ms", ()))
+    assert len(hb_cpu) > 100 and len(other_cpu) > 100
+    assert 0.0 < hb_cpu[len(hb_cpu) // 2] <= sorted(hb)[len(hb) // 2] * 1.05
+    assert other_cpu[len(other_cpu) // 2] < hb_cpu[len(hb_cpu) // 2]
 
 
 def test_same_scenario_without_xdp_converges_the_same(shared_run):

@@ -879,6 +879,12 @@ def direct_heartbeat_hop_samples_ms(history: History) -> list[float]:
     return [max(h, 0.0) for e in history.of_kind("stats") for h in e.get("hb_hop_ms", ())]
 
 
+def stats_samples_ms(run_dir: Path | str, field: str) -> list[float]:
+    """Every value of the list FIELD in the stats records of a recorded run, sorted (``hb_cpu_ms``,
+    ``other_cpu_ms``, ``md_handle_ms``, ...: see `gossip.Node`); empty if none has it."""
+    return sorted(x for e in _history(run_dir).of_kind("stats") for x in e.get(field, ()))
+
+
 def heartbeat_handling_ms(run_dir: Path | str) -> list[float]:
     """How long the node processes took to handle the heartbeats they accepted, from starting on the datagram to
     its forwards being sent (the stats records' ``hb_handle_ms``, up to 16 per node and record), sorted: the work
