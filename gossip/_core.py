@@ -55,10 +55,14 @@ class GossipCore(CoreBase):
         super().__init__(config=config, identity=identity, rng=rng, now=now, record_refreshes=record_refreshes)
         self._live_ids: list[int] = []  # same ids as _entries, for O(1) random picks
         self._live_pos: dict[int, int] = {}
-        # Moves whenever `members` would list a member more or fewer, or one under another Identity (a refresh,
-        # which changes only seq and last_seen, leaves it): the heartbeat plane re-registers members only then.
-        self.roster = 0
+        self._roster = 0  # see `roster`
         self._start_from(state)
+
+    @property
+    def roster(self) -> int:
+        """See `gossip.protocols.Protocol.roster`: counted here, so a refresh (which changes only a member's seq
+        and last_seen) leaves it, and the heartbeat plane re-registers members only when it moved."""
+        return self._roster
 
     # ---- public operations -------------------------------------------------------------------------------
 
@@ -164,11 +168,11 @@ class GossipCore(CoreBase):
             self._add(msg.identity, msg.seq, now)
         else:
             if entry.identity != msg.identity:  # the same address and port, another name or private field
-                self.roster += 1
+                self._roster += 1
             entry.identity, entry.seq, entry.last_seen = msg.identity, msg.seq, now
             if not entry.heard:  # a seed, heard from at last: a member from now on
                 entry.heard = True
-                self.roster += 1
+                self._roster += 1
                 self._events.append(MemberAdded(node_id=origin, name=msg.identity.name, addr=msg.identity.addr,
                                                 port=msg.identity.port))
             elif self._record_refreshes:
@@ -215,14 +219,14 @@ class GossipCore(CoreBase):
         self._live_pos[nid] = len(self._live_ids)
         self._live_ids.append(nid)
         if heard:
-            self.roster += 1
+            self._roster += 1
             self._events.append(MemberAdded(node_id=nid, name=identity.name, addr=identity.addr,
                                             port=identity.port))
 
     def _drop_entry(self, nid: int) -> _Entry:
         entry = self._entries.pop(nid)
         if entry.heard:
-            self.roster += 1
+            self._roster += 1
         pos = self._live_pos.pop(nid)
         last = self._live_ids.pop()
         if last != nid:
@@ -282,8 +286,8 @@ class GossipCore(CoreBase):
 
     def _lost_seed(self) -> tuple[tuple[str, int], ...]:
         """One seed that is not live, if any: it gets our heartbeat too, so partitions and lone nodes rejoin."""
-        live = {e.identity.endpoint for e in self._entries.values()}
-        lost = [s for s in self._seeds if s not in live]
+        entries = self._entries  # keyed by node id, the hash of the endpoint (_take_origin holds them equal)
+        lost = [s for s in self._seeds if wire.node_id(*s) not in entries]
         return (lost[self._rng.randrange(len(lost))],) if lost else ()
 
     def _send_heartbeat(self, now: float) -> None:

@@ -307,6 +307,15 @@ class CoreBase:
         """See `gossip.protocols.Protocol.set_secrets`; checked by NodeConfig's own rules."""
         self.config = replace(self.config, secrets=secrets)
 
+    _roster_reads = 0
+
+    @property
+    def roster(self) -> int:
+        """See `gossip.protocols.Protocol.roster`. A core that does not count its roster changes gives a new value
+        at every read: nothing ruled out, so a caller that asks whether the members changed always hears yes."""
+        self._roster_reads += 1
+        return -self._roster_reads
+
     def kernel_refreshed(self, origin: int, seq: int, last_seen: float) -> bool:
         """See `gossip.protocols.Protocol.kernel_refreshed`: only the heartbeat protocol has heartbeats to take."""
         return False

@@ -70,6 +70,10 @@ class Protocol(typing.Protocol):
     node_id: int  # the node's id (`gossip.node_id` of its listen address and port)
     cluster: int  # the cluster id every packet carries (`gossip.cluster_id(config.cluster)`)
     stats: Counter[str]  # counters: packets_in, packets_out, sent_<type>, dropped, dropped_<reason>, ...
+    # Moves whenever `members` may list a member more or fewer, or one under another Identity, and stays while it
+    # cannot (a refresh changes only seq and last_seen): the heartbeat plane re-registers members only when it
+    # moved. A core that does not count it gives a new value at every read (`CoreBase`); the heartbeat core counts.
+    roster: int
 
     # ---- inputs -----------------------------------------------------------------------------------------------
 
