@@ -305,7 +305,8 @@ class Node:
         ``md_handle_ms``, the same for up to 16 metadata rumors adopted (measured, for comparison: the model reads
         heartbeats only); ``hb_cpu_ms`` and ``other_cpu_ms``, the process's CPU time (thread_time) on up to 16
         heartbeats it took and on up to 16 other datagrams (duplicates and stale copies mostly; swaps, leaves, bad
-        ones; rumors it adopted left out): the simulator's CPU model charges each datagram what its kind cost here."""
+        ones; rumors it adopted left out), measured beside the slope of CPU on datagrams the simulator's CPU model
+        charges (`testbed.analysis.cpu_marginal_per_packet_s`), which `testbed validate` compares them with."""
         out = _process_stats()
         if self._handle_ms:
             out["hb_handle_ms"], self._handle_ms = self._handle_ms, []

@@ -14,8 +14,9 @@ emulation host and runs the scenario under several seeds. Three models:
   (`analysis.cpu_marginal_per_packet_s`) on one of the host's cores, shared by every node: that is where the
   load a spreading rumor adds comes from. A copy the receiver forwards leaves after a time drawn, per message,
   from those the nodes took to handle the heartbeats they accepted (``hb_handle_ms``: from starting on it to its
-  forwards being sent; drawn, not their mean, which a few slow ones pull up), and the receiver is busy meanwhile. The simulator drops what the XDP program would (if the run had XDP);
-  copies that arrive before their process has taken the first pass it, as on the host.
+  forwards being sent; drawn, not their mean, which a few slow ones pull up), and the receiver is busy meanwhile.
+  The simulator drops what the XDP program would (if the run had XDP); copies that arrive before their process
+  has taken the first pass it, as on the host.
 - ``wakeup``: the whole delay belongs to the receiving process, drawn from the delays of the copies the nodes took
   (``source: adoptions``); no CPU model.
 - ``link``: the delay belongs to each copy, drawn from the Kaplan–Meier estimate over all copies

@@ -1,6 +1,7 @@
 """`bpf._neigh`: the neighbour-table reader of the heartbeat plane's node side and the broadcaster's sender. The
-parser on /proc/net/arp text as the kernel writes it, the netlink answer parser, the cache's retry and TTL semantics (on a fake table file), and, as root, the
-reader in a real namespace seeing an entry once the node's side has sent to a peer, never an incomplete one."""
+parser on /proc/net/arp text as the kernel writes it, the netlink answer parser, the cache's retry and TTL
+semantics (on a fake table file), and, as root, the reader in a real namespace seeing an entry once the node's
+side has sent to a peer, never an incomplete one."""
 
 from __future__ import annotations
 
