@@ -32,7 +32,7 @@ from ._plane import refusal as plane_refusal
 from ._events import Accepted, Event, Send
 from ._state import StateError
 from ._transport import TcpTransport, UdpTransport, errno_reason
-from ._wire import Identity, MsgType
+from ._wire import OFF_TYPE, Identity, MsgType
 from .protocols import create as create_core
 from .errors import ConfigError, UsageError
 
@@ -115,10 +115,12 @@ class Node:
         self._driver = CoreDriver(self.core, name=name, send=self._send, write=self._write, now=now,
                                   fastpath=sink, on_event=_log_event,
                                   record_stats=stats_every_cycle, stats_extra=self._stats_extra)
-        self._queue: collections.deque[tuple[bytes, str]] = collections.deque()
+        # (datagram, source, when the kernel received it or None): see _on_datagram
+        self._queue: collections.deque[tuple[bytes, str, float | None]] = collections.deque()
         self._handle_ms: list[float] = []  # see _stats_extra
         self._rumor_ms: list[float] = []
         self._cpu_ms: dict[str, list[float]] = {"hb_cpu_ms": [], "other_cpu_ms": []}
+        self._wait_ms: dict[str, list[float]] = {"hb_wait_ms": [], "md_wait_ms": []}
         self._drain_scheduled = False
         self._transport: UdpTransport | TcpTransport | None = None
         self._timer: asyncio.Task | None = None
@@ -306,15 +308,18 @@ class Node:
         heartbeats only); ``hb_cpu_ms`` and ``other_cpu_ms``, the process's CPU time (thread_time) on up to 16
         heartbeats it took and on up to 16 other datagrams (duplicates and stale copies mostly; swaps, leaves, bad
         ones; rumors it adopted left out), measured beside the slope of CPU on datagrams the simulator's CPU model
-        charges (`testbed.analysis.cpu_marginal_per_packet_s`), which `testbed validate` compares them with."""
+        charges (`testbed.analysis.cpu_marginal_per_packet_s`), which `testbed validate` compares them with; and
+        ``hb_wait_ms`` and ``md_wait_ms``, how long up to 16 heartbeats it took and 16 rumors it adopted waited
+        from the kernel's receipt (SIOCGSTAMPNS, UDP) to the process starting on them."""
         out = _process_stats()
         if self._handle_ms:
             out["hb_handle_ms"], self._handle_ms = self._handle_ms, []
         if self._rumor_ms:
             out["md_handle_ms"], self._rumor_ms = self._rumor_ms, []
-        for field, xs in self._cpu_ms.items():
-            if xs:
-                out[field], self._cpu_ms[field] = xs, []
+        for samples in (self._cpu_ms, self._wait_ms):
+            for field, xs in samples.items():
+                if xs:
+                    out[field], samples[field] = xs, []
         return out
 
     def _on_datagram(self, data: bytes, src: str = "") -> None:
@@ -322,7 +327,12 @@ class Node:
             self._trace_op("drop", 0.0, reason="queue_full", detail=f"{len(data)} bytes")
             self.core.note_drop("queue_full", f"{len(data)} bytes")
             return
-        self._queue.append((data, src))
+        stamp = None
+        if len(data) > OFF_TYPE and data[OFF_TYPE] in _STAMPED:  # a heartbeat or a rumor, while sampling
+            waits = self._wait_ms["hb_wait_ms" if data[OFF_TYPE] == MsgType.HEARTBEAT else "md_wait_ms"]
+            if len(waits) < MAX_HANDLE_SAMPLES and isinstance(self._transport, UdpTransport):
+                stamp = self._transport.rx_stamp()
+        self._queue.append((data, src, stamp))
         if not self._drain_scheduled:
             self._drain_scheduled = True
             self._loop.call_soon(self._drain)
@@ -334,7 +344,7 @@ class Node:
         self._drain_scheduled = False
         queue, core, driver, clock, plane = self._queue, self.core, self._driver, self._clock, self._plane
         while queue:
-            data, src = queue.popleft()
+            data, src, stamp = queue.popleft()
             now = clock()
             costs = self._cpu_ms
             sample = len(costs["hb_cpu_ms"]) < MAX_HANDLE_SAMPLES or len(costs["other_cpu_ms"]) < MAX_HANDLE_SAMPLES
@@ -353,9 +363,14 @@ class Node:
                 # traceback
                 pass
             took = core.stats["accepted_heartbeat"] != accepted
+            adopted = not took and core.stats["adopted_rumor"] != rumors
+            if stamp is not None and (took or adopted):  # from the kernel's receipt to starting on it
+                waits = self._wait_ms["hb_wait_ms" if took else "md_wait_ms"]
+                if len(waits) < MAX_HANDLE_SAMPLES:
+                    waits.append(round(max(now - stamp, 0.0) * 1000.0, 3))
             if took and len(self._handle_ms) < MAX_HANDLE_SAMPLES:
                 self._handle_ms.append(round((clock() - now) * 1000.0, 3))
-            elif core.stats["adopted_rumor"] != rumors:
+            elif adopted:
                 if len(self._rumor_ms) < MAX_HANDLE_SAMPLES:
                     self._rumor_ms.append(round((clock() - now) * 1000.0, 3))
                 continue
@@ -459,6 +474,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 MAX_HANDLE_SAMPLES = 16  # per stats record
+_STAMPED = frozenset({int(MsgType.HEARTBEAT), int(MsgType.METADATA)})  # kinds whose wait from the kernel is sampled
 
 
 def _process_stats() -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import ipaddress
 import logging
 import socket
@@ -24,6 +25,8 @@ from functools import lru_cache
 from typing import Callable
 
 FRAME = struct.Struct("!I")
+SIOCGSTAMPNS = 0x8907  # include/uapi/asm-generic/sockios.h: the last datagram's receive time, a timespec
+_TIMESPEC = struct.Struct("=qq")
 MAX_FRAME_BYTES = 65535
 REOPEN_RETRY_S = 1.0
 
@@ -121,6 +124,19 @@ class UdpTransport(asyncio.DatagramProtocol):
     def socket(self) -> socket.socket | None:
         t = self.transport
         return None if t is None or t.is_closing() else t.get_extra_info("socket")
+
+    def rx_stamp(self) -> float | None:
+        """When the kernel received the datagram last read from the socket (SIOCGSTAMPNS, wall-clock seconds):
+        call it from within `datagram_received`. None if the kernel has no stamp for it (the first datagram after
+        the first call: the call is what turns stamping on) or the socket is gone."""
+        sock = self.socket
+        if sock is None:
+            return None
+        try:
+            sec, nsec = _TIMESPEC.unpack(fcntl.ioctl(sock.fileno(), SIOCGSTAMPNS, bytes(_TIMESPEC.size)))
+        except OSError:
+            return None
+        return sec + nsec * 1e-9
 
     def send(self, payload: bytes, endpoint: tuple[str, int]) -> None:
         t = self.transport

@@ -178,6 +178,16 @@ def test_every_node_measures_how_long_it_handles_heartbeats_and_rumors(shared_ru
     assert len(hb_cpu) > 100 and len(other_cpu) > 100
     assert 0.0 < hb_cpu[len(hb_cpu) // 2] <= sorted(hb)[len(hb) // 2] * 1.05
     assert other_cpu[len(other_cpu) // 2] < hb_cpu[len(hb_cpu) // 2]
+    # and how long heartbeats taken and rumors adopted waited from the kernel's receipt to the process starting on
+    # them (SIOCGSTAMPNS): one wait per rumor adopted at most, each under a second on a 16-node run
+    hb_wait = [x for e in stats for x in e.get("hb_wait_ms", ())]
+    md_wait: dict[str, int] = {}
+    for e in stats:
+        md_wait[e["node"]] = md_wait.get(e["node"], 0) + len(e.get("md_wait_ms", ()))
+    assert len(hb_wait) > 100 and all(0.0 <= x < 1000.0 for x in hb_wait)
+    assert all(k <= adopted.get(n, 0) for n, k in md_wait.items()) and sum(md_wait.values()) > 0
+    from testbed import analysis  # the simulator's wake-up can be drawn from them (sim.wakeup source)
+    assert analysis.HOP_SOURCES["heartbeat_waits"][1](out) == sorted(hb_wait)
 
 
 def test_same_scenario_without_xdp_converges_the_same(shared_run):

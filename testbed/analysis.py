@@ -905,6 +905,8 @@ HOP_SOURCES = {
     "first_hops": ("first hops from a publisher", lambda d: rumor_hop_latency_ms(d, per="publisher")),
     "timer_lateness": ("how late the nodes' timers ran", timer_lateness_ms),
     "direct_heartbeats": ("heartbeats taken straight from their origin", direct_heartbeat_hops_ms),
+    "heartbeat_waits": ("waits of heartbeats taken, from the kernel's receipt to the process starting on them",
+                        lambda d: stats_samples_ms(d, "hb_wait_ms")),
 }
 
 
