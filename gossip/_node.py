@@ -117,10 +117,7 @@ class Node:
                                   record_stats=stats_every_cycle, stats_extra=self._stats_extra)
         # (datagram, source, when the kernel received it or None): see _on_datagram
         self._queue: collections.deque[tuple[bytes, str, float | None]] = collections.deque()
-        self._handle_ms: list[float] = []  # see _stats_extra
-        self._rumor_ms: list[float] = []
-        self._cpu_ms: dict[str, list[float]] = {"hb_cpu_ms": [], "other_cpu_ms": []}
-        self._wait_ms: dict[str, list[float]] = {"hb_wait_ms": [], "md_wait_ms": []}
+        self._samples: dict[str, list[float]] = {f: [] for f in SAMPLED}  # see _stats_extra
         self._drain_scheduled = False
         self._transport: UdpTransport | TcpTransport | None = None
         self._timer: asyncio.Task | None = None
@@ -312,15 +309,21 @@ class Node:
         ``hb_wait_ms`` and ``md_wait_ms``, how long up to 16 heartbeats it took and 16 rumors it adopted waited
         from the kernel's receipt (SIOCGSTAMPNS, UDP) to the process starting on them."""
         out = _process_stats()
-        if self._handle_ms:
-            out["hb_handle_ms"], self._handle_ms = self._handle_ms, []
-        if self._rumor_ms:
-            out["md_handle_ms"], self._rumor_ms = self._rumor_ms, []
-        for samples in (self._cpu_ms, self._wait_ms):
-            for field, xs in samples.items():
-                if xs:
-                    out[field], samples[field] = xs, []
+        samples = self._samples
+        for field, xs in samples.items():
+            if xs:
+                out[field], samples[field] = xs, []
         return out
+
+    def _wants(self, field: str) -> bool:
+        return len(self._samples[field]) < MAX_HANDLE_SAMPLES
+
+    def _sample(self, field: str, seconds: float) -> None:
+        """One more SECONDS-long sample of FIELD for the next stats record, in ms, if it holds fewer than
+        MAX_HANDLE_SAMPLES."""
+        xs = self._samples[field]
+        if len(xs) < MAX_HANDLE_SAMPLES:
+            xs.append(round(seconds * 1000.0, 3))
 
     def _on_datagram(self, data: bytes, src: str = "") -> None:
         if len(self._queue) >= self.config.buffer:
@@ -329,8 +332,8 @@ class Node:
             return
         stamp = None
         if len(data) > OFF_TYPE and data[OFF_TYPE] in _STAMPED:  # a heartbeat or a rumor, while sampling
-            waits = self._wait_ms["hb_wait_ms" if data[OFF_TYPE] == MsgType.HEARTBEAT else "md_wait_ms"]
-            if len(waits) < MAX_HANDLE_SAMPLES and isinstance(self._transport, UdpTransport):
+            wants = self._wants("hb_wait_ms" if data[OFF_TYPE] == MsgType.HEARTBEAT else "md_wait_ms")
+            if wants and isinstance(self._transport, UdpTransport):
                 stamp = self._transport.rx_stamp()
         self._queue.append((data, src, stamp))
         if not self._drain_scheduled:
@@ -346,8 +349,7 @@ class Node:
         while queue:
             data, src, stamp = queue.popleft()
             now = clock()
-            costs = self._cpu_ms
-            sample = len(costs["hb_cpu_ms"]) < MAX_HANDLE_SAMPLES or len(costs["other_cpu_ms"]) < MAX_HANDLE_SAMPLES
+            sample = self._wants("hb_cpu_ms") or self._wants("other_cpu_ms")
             cpu0 = time.thread_time() if sample else 0.0
             if self._trace is not None:
                 self._trace_op("rx", now, data=data.hex(), src=src)
@@ -365,19 +367,14 @@ class Node:
             took = core.stats["accepted_heartbeat"] != accepted
             adopted = not took and core.stats["adopted_rumor"] != rumors
             if stamp is not None and (took or adopted):  # from the kernel's receipt to starting on it
-                waits = self._wait_ms["hb_wait_ms" if took else "md_wait_ms"]
-                if len(waits) < MAX_HANDLE_SAMPLES:
-                    waits.append(round(max(now - stamp, 0.0) * 1000.0, 3))
-            if took and len(self._handle_ms) < MAX_HANDLE_SAMPLES:
-                self._handle_ms.append(round((clock() - now) * 1000.0, 3))
+                self._sample("hb_wait_ms" if took else "md_wait_ms", max(now - stamp, 0.0))
+            if took:
+                self._sample("hb_handle_ms", clock() - now)
             elif adopted:
-                if len(self._rumor_ms) < MAX_HANDLE_SAMPLES:
-                    self._rumor_ms.append(round((clock() - now) * 1000.0, 3))
+                self._sample("md_handle_ms", clock() - now)
                 continue
             if sample:  # this process's CPU time on it: a heartbeat it took, or any other datagram but a rumor
-                xs = costs["hb_cpu_ms" if took else "other_cpu_ms"]
-                if len(xs) < MAX_HANDLE_SAMPLES:
-                    xs.append(round((time.thread_time() - cpu0) * 1000.0, 3))
+                self._sample("hb_cpu_ms" if took else "other_cpu_ms", time.thread_time() - cpu0)
         if plane is not None and self._plane is not None and plane.changed:
             plane.reconcile()
 
@@ -474,6 +471,7 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 MAX_HANDLE_SAMPLES = 16  # per stats record
+SAMPLED = ("hb_handle_ms", "md_handle_ms", "hb_cpu_ms", "other_cpu_ms", "hb_wait_ms", "md_wait_ms")  # _stats_extra
 _STAMPED = frozenset({int(MsgType.HEARTBEAT), int(MsgType.METADATA)})  # kinds whose wait from the kernel is sampled
 
 

@@ -889,8 +889,7 @@ def heartbeat_handling_ms(run_dir: Path | str) -> list[float]:
     """How long the node processes took to handle the heartbeats they accepted, from starting on the datagram to
     its forwards being sent (the stats records' ``hb_handle_ms``, up to 16 per node and record), sorted: the work
     a hop costs its receiver besides the wait for a core. Heartbeats only: no rumor is looked at."""
-    history = _history(run_dir)
-    xs = sorted(h for e in history.of_kind("stats") for h in e.get("hb_handle_ms", ()))
+    xs = stats_samples_ms(run_dir, "hb_handle_ms")
     if not xs:
         raise ValueError(f"{run_dir}: no hb_handle_ms in its stats records (recorded by an older version)")
     return xs

@@ -39,7 +39,7 @@ from gossip.protocols import Protocol as Core
 from gossip.protocols import create as create_core
 
 from ._errors import SimError
-from ._latency import DEFAULT_LATENCY, Constant, Empirical, Exponential, LatencyModel, Uniform
+from ._latency import DEFAULT_LATENCY, Constant, LatencyModel
 from ._plane import Neighbours, PlaneModel
 
 EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
@@ -298,7 +298,7 @@ class Simulation:
             if not 0.0 <= handling_s < 1.0:
                 raise SimError(f"handling_s: expected seconds in [0, 1), got {handling_s!r}")
             self._handling = Constant(delay_s=float(handling_s)) if handling_s > 0 else None
-        elif isinstance(handling_s, (Constant, Uniform, Exponential, Empirical)):
+        elif isinstance(handling_s, LatencyModel):
             self._handling = handling_s
         else:
             raise SimError(f"handling_s: expected seconds in [0, 1) or a latency model, got {handling_s!r}")
