@@ -125,6 +125,8 @@ class CoreBase:
         self._record_refreshes = record_refreshes
         self._src = ""  # where the message being handled came from (recorded only)
         self._direct_hops: list[float] = []  # see take_direct_hops
+        # heartbeats taken straight from their origin so far, and the last one's send time (s): see _note_direct_hop
+        self.direct_taken, self.direct_sent_s = 0, 0.0
         self._entries: dict[int, _Entry] = {}  # members, and seeds not heard from yet (not listed)
         self._accepted_seq: dict[int, int] = {}  # highest heartbeat seq accepted per origin, kept after removal
         self._seeds: dict[tuple[str, int], None] = {}
@@ -351,9 +353,14 @@ class CoreBase:
         return hops
 
     def _note_direct_hop(self, msg, now: float) -> None:
-        """Keep MSG's hop delay when it came straight from its origin (see `take_direct_hops`)."""
-        if len(self._direct_hops) < MAX_DIRECT_HOPS and self._src == "%s:%d" % msg.identity.endpoint:
-            self._direct_hops.append(now * 1000.0 - msg.seq / 1000.0)
+        """Keep MSG's hop delay when it came straight from its origin (see `take_direct_hops`), and count it in
+        ``direct_taken`` with its send time in ``direct_sent_s`` (a node with the kernel's receipt time of the
+        datagram measures the hop's part before the receiver's wait from them: ``hb_wire_ms``)."""
+        if self._src == "%s:%d" % msg.identity.endpoint:
+            self.direct_taken += 1
+            self.direct_sent_s = msg.seq / 1e6
+            if len(self._direct_hops) < MAX_DIRECT_HOPS:
+                self._direct_hops.append(now * 1000.0 - msg.seq / 1000.0)
 
     def encode(self, msg: wire.Message) -> bytes:
         return wire.encode(msg, key=self.config.secrets[0], max_packet_bytes=self.config.max_packet_bytes)

@@ -118,7 +118,13 @@ class Node:
         # (datagram, source, when the kernel received it or None): see _on_datagram
         self._queue: collections.deque[tuple[bytes, str, float | None]] = collections.deque()
         self._samples: dict[str, list[float]] = {f: [] for f in SAMPLED}  # see _stats_extra
+        # events of each kind since the last record, and the probability of measuring one: see _pick
+        self._seen = dict.fromkeys(("took", "adopted", "drained", "first"), 0)
+        self._rate = dict.fromkeys(self._seen, 1.0)
+        self._sampler = random.Random()  # not the core's: what is measured must not change what the core draws
         self._drain_scheduled = False
+        self._idle_since = 0.0  # when the last drain ended
+        self._wake_stamp: float | None = None  # the kernel's receipt of a datagram that found the process idle
         self._transport: UdpTransport | TcpTransport | None = None
         self._timer: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -298,31 +304,49 @@ class Node:
         self._driver.record(events, t)
 
     def _stats_extra(self) -> dict:
-        """The process's own fields of a stats record (`_process_stats`), and ``hb_handle_ms``: how long handling
-        each of up to 16 accepted heartbeats since the last record took, from starting on the datagram to its
-        forwards being sent (the simulator's handling model reads them: work a hop costs besides the wait); and
-        ``md_handle_ms``, the same for up to 16 metadata rumors adopted (measured, for comparison: the model reads
-        heartbeats only); ``hb_cpu_ms`` and ``other_cpu_ms``, the process's CPU time (thread_time) on up to 16
-        heartbeats it took and on up to 16 other datagrams (duplicates and stale copies mostly; swaps, leaves, bad
-        ones; rumors it adopted left out), measured beside the slope of CPU on datagrams the simulator's CPU model
-        charges (`testbed.analysis.cpu_marginal_per_packet_s`), which `testbed validate` compares them with; and
-        ``hb_wait_ms`` and ``md_wait_ms``, how long up to 16 heartbeats it took and 16 rumors it adopted waited
-        from the kernel's receipt (SIOCGSTAMPNS, UDP) to the process starting on them."""
+        """The process's own fields of a stats record (`_process_stats`), and samples of what its datagrams cost it
+        since the last record, in ms, about `MAX_HANDLE_SAMPLES` of each, drawn evenly over the interval (see
+        `_pick`):
+
+        - ``hb_handle_ms``: handling a heartbeat it accepted, from starting on the datagram to its forwards being
+          sent (the simulator's handling model reads them: work a hop costs besides the wait); ``md_handle_ms``, the
+          same for a metadata rumor it adopted (measured, for comparison: the model reads heartbeats only);
+        - ``hb_cpu_ms`` and ``other_cpu_ms``: the process's CPU time (thread_time) on a heartbeat it took and on any
+          other datagram (duplicates and stale copies mostly; swaps, leaves, bad ones; rumors it adopted left out),
+          measured beside the slope of CPU on datagrams the simulator's CPU model charges
+          (`testbed.analysis.cpu_marginal_per_packet_s`), which `testbed validate` compares them with;
+        - ``hb_wait_ms`` and ``md_wait_ms``: how long a heartbeat it took and a rumor it adopted waited from the
+          kernel's receipt (SIOCGSTAMPNS, UDP) to the process starting on it; ``wake_ms``, the same wait for a
+          datagram of any kind that found the process idle (arrived after it had last finished handling, with
+          nothing queued): its wake-up, the simulator's wake-up model, without waiting behind its own backlog;
+        - ``hb_wire_ms``: for a heartbeat taken straight from its origin (``hb_hop_ms``) whose wait was sampled, the
+          hop's part before that wait: from the origin making it (its sequence) to the kernel's receipt here --
+          signing, the origin's sends before this copy's, the veths and the bridge."""
         out = _process_stats()
         samples = self._samples
         for field, xs in samples.items():
             if xs:
                 out[field], samples[field] = xs, []
+        # the next interval measures each kind of event with the probability that gives about MAX_HANDLE_SAMPLES at
+        # this interval's count of them
+        seen, rate = self._seen, self._rate
+        for kind, n in seen.items():
+            rate[kind], seen[kind] = (MAX_HANDLE_SAMPLES / n if n > MAX_HANDLE_SAMPLES else 1.0), 0
         return out
 
-    def _wants(self, field: str) -> bool:
-        return len(self._samples[field]) < MAX_HANDLE_SAMPLES
+    def _pick(self, kind: str) -> bool:
+        """Whether to measure this event of KIND (``took``, ``adopted``, ``drained``, ``first``): with the
+        probability that gives about MAX_HANDLE_SAMPLES of them per record at the last record's rate. Every event is
+        as likely to be measured as any other of its interval, wherever in the cycle it falls (the first few after a
+        record, which is written at the node's timer step, all fall at one phase of its cycle)."""
+        r = self._rate[kind]
+        return r >= 1.0 or self._sampler.random() < r
 
     def _sample(self, field: str, seconds: float) -> None:
-        """One more SECONDS-long sample of FIELD for the next stats record, in ms, if it holds fewer than
-        MAX_HANDLE_SAMPLES."""
+        """One more SECONDS-long sample of FIELD for the next stats record, in ms, if it holds fewer than twice
+        MAX_HANDLE_SAMPLES (the probabilities are set from the last interval's rate: a busier one gives more)."""
         xs = self._samples[field]
-        if len(xs) < MAX_HANDLE_SAMPLES:
+        if len(xs) < 2 * MAX_HANDLE_SAMPLES:
             xs.append(round(seconds * 1000.0, 3))
 
     def _on_datagram(self, data: bytes, src: str = "") -> None:
@@ -331,10 +355,21 @@ class Node:
             self.core.note_drop("queue_full", f"{len(data)} bytes")
             return
         stamp = None
-        if len(data) > OFF_TYPE and data[OFF_TYPE] in _STAMPED:  # a heartbeat or a rumor, while sampling
-            wants = self._wants("hb_wait_ms" if data[OFF_TYPE] == MsgType.HEARTBEAT else "md_wait_ms")
-            if wants and isinstance(self._transport, UdpTransport):
+        if isinstance(self._transport, UdpTransport):
+            # the first datagram since the process last finished handling (a wake-up if it came after that: see
+            # _stats_extra), or a heartbeat or a rumor (a wait, if the process takes it)
+            first = not self._queue and not self._drain_scheduled
+            if first:
+                self._seen["first"] += 1
+            wake = first and self._pick("first")
+            kind = data[OFF_TYPE] if len(data) > OFF_TYPE else -1
+            wait = kind in _STAMPED and self._pick("took" if kind == MsgType.HEARTBEAT else "adopted")
+            if wake or wait:
                 stamp = self._transport.rx_stamp()
+                if wake and stamp is not None and stamp > self._idle_since:  # it found the process idle
+                    self._wake_stamp = stamp
+                if not wait:
+                    stamp = None
         self._queue.append((data, src, stamp))
         if not self._drain_scheduled:
             self._drain_scheduled = True
@@ -346,14 +381,20 @@ class Node:
         hold a rumor's forwards back until everything queued behind it had been handled)."""
         self._drain_scheduled = False
         queue, core, driver, clock, plane = self._queue, self.core, self._driver, self._clock, self._plane
+        seen, pick = self._seen, self._pick
+        if self._wake_stamp is not None:
+            self._sample("wake_ms", max(clock() - self._wake_stamp, 0.0))
+            self._wake_stamp = None
         while queue:
             data, src, stamp = queue.popleft()
             now = clock()
-            sample = self._wants("hb_cpu_ms") or self._wants("other_cpu_ms")
+            seen["drained"] += 1
+            sample = pick("drained")
             cpu0 = time.thread_time() if sample else 0.0
             if self._trace is not None:
                 self._trace_op("rx", now, data=data.hex(), src=src)
             accepted, rumors = core.stats["accepted_heartbeat"], core.stats["adopted_rumor"]
+            direct = core.direct_taken
             if plane is not None:  # the kernel may have taken this heartbeat's origin further: the core first
                 plane.before_datagram(data)
             core.receive(data, now, src)
@@ -368,15 +409,22 @@ class Node:
             adopted = not took and core.stats["adopted_rumor"] != rumors
             if stamp is not None and (took or adopted):  # from the kernel's receipt to starting on it
                 self._sample("hb_wait_ms" if took else "md_wait_ms", max(now - stamp, 0.0))
+                if took and core.direct_taken != direct:  # straight from its origin
+                    self._sample("hb_wire_ms", max(stamp - core.direct_sent_s, 0.0))  # its send time to the receipt
             if took:
-                self._sample("hb_handle_ms", clock() - now)
+                seen["took"] += 1
+                if pick("took"):
+                    self._sample("hb_handle_ms", clock() - now)
             elif adopted:
-                self._sample("md_handle_ms", clock() - now)
+                seen["adopted"] += 1
+                if pick("adopted"):
+                    self._sample("md_handle_ms", clock() - now)
                 continue
             if sample:  # this process's CPU time on it: a heartbeat it took, or any other datagram but a rumor
                 self._sample("hb_cpu_ms" if took else "other_cpu_ms", time.thread_time() - cpu0)
         if plane is not None and self._plane is not None and plane.changed:
             plane.reconcile()
+        self._idle_since = clock()
 
     def _on_transport_error(self, reason: str, detail: str) -> None:
         """A transport's error: a send error (``send_error_<cause>``, ``send_queue_full``: the payload is gone),
@@ -471,7 +519,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 MAX_HANDLE_SAMPLES = 16  # per stats record
-SAMPLED = ("hb_handle_ms", "md_handle_ms", "hb_cpu_ms", "other_cpu_ms", "hb_wait_ms", "md_wait_ms")  # _stats_extra
+SAMPLED = ("hb_handle_ms", "md_handle_ms", "hb_cpu_ms", "other_cpu_ms", "hb_wait_ms", "md_wait_ms",
+           "wake_ms", "hb_wire_ms")  # _stats_extra
 _STAMPED = frozenset({int(MsgType.HEARTBEAT), int(MsgType.METADATA)})  # kinds whose wait from the kernel is sampled
 
 

@@ -127,8 +127,9 @@ def cmd_plot(args) -> int:
     from .interpreter import output_dir
     out = output_dir(args.out, "plot directory") if args.out else run_dir
     history = analysis.load_history(run_dir)
-    for p in plots.draw_all(out, history, summary, summary.get("plots") and
-                            [Path(n).stem for n in summary["plots"]]):
+    # the run's own plots; all of them for a run that drew none (a mirror's seeds: `experiments.mirror`)
+    for p in plots.draw_all(out, history, summary, [Path(n).stem for n in summary["plots"]]
+                            if summary.get("plots") else None):
         print(p)
     return 0
 

@@ -887,7 +887,7 @@ def stats_samples_ms(run_dir: Path | str, field: str) -> list[float]:
 
 def heartbeat_handling_ms(run_dir: Path | str) -> list[float]:
     """How long the node processes took to handle the heartbeats they accepted, from starting on the datagram to
-    its forwards being sent (the stats records' ``hb_handle_ms``, up to 16 per node and record), sorted: the work
+    its forwards being sent (the stats records' ``hb_handle_ms``, ~16 per node and record), sorted: the work
     a hop costs its receiver besides the wait for a core. Heartbeats only: no rumor is looked at."""
     xs = stats_samples_ms(run_dir, "hb_handle_ms")
     if not xs:
@@ -906,6 +906,10 @@ HOP_SOURCES = {
     "direct_heartbeats": ("heartbeats taken straight from their origin", direct_heartbeat_hops_ms),
     "heartbeat_waits": ("waits of heartbeats taken, from the kernel's receipt to the process starting on them",
                         lambda d: stats_samples_ms(d, "hb_wait_ms")),
+    "wakeups": ("waits of datagrams that found their process idle, from the kernel's receipt to it starting on "
+                "them", lambda d: stats_samples_ms(d, "wake_ms")),
+    "heartbeat_wires": ("heartbeats taken straight from their origin, from its making them to the kernel's "
+                        "receipt", lambda d: stats_samples_ms(d, "hb_wire_ms")),
 }
 
 

@@ -74,6 +74,11 @@ class Protocol(typing.Protocol):
     # cannot (a refresh changes only seq and last_seen): the heartbeat plane re-registers members only when it
     # moved. A core that does not count it gives a new value at every read (`CoreBase`); the heartbeat core counts.
     roster: int
+    # How many messages were taken straight from their origin so far, and the last one's send time (s, from its
+    # sequence; see `take_direct_hops`): the node measures the hop's part before its own wait from them
+    # (``hb_wire_ms``). A protocol that cannot tell leaves both 0 (`CoreBase`).
+    direct_taken: int
+    direct_sent_s: float
 
     # ---- inputs -----------------------------------------------------------------------------------------------
 

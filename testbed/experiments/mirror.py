@@ -83,6 +83,8 @@ def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 5, model: str =
            wire_ms: float = WIRE_MS, progress=False) -> dict:
     """Run the scenario of RUN_DIR on the simulator under SEEDS seeds (into OUT/seed-K), with the host model
     measured on RUN_DIR; return the comparison (`analysis.compare_runs` over every rumor, seeds pooled).
+    The seeds' runs are checked but not plotted: what a mirror is read by is the comparison (``testbed mirror``
+    draws it), and ``testbed plot OUT/seed-K`` draws one seed's plots from its history.
     PROGRESS (see `testbed.progress.as_progress`): each simulator run's phases, labelled with its seed."""
     from ..progress import as_progress
     from ..runner import run_scenario as run_sim
@@ -91,7 +93,7 @@ def mirror(run_dir: Path | str, out: Path | str, *, seeds: int = 5, model: str =
         raise UsageError(f"seeds: must be >= 1, got {seeds}")
     p = as_progress(progress, "mirror")
     p.phase("measuring the host model on the run")
-    s = sim_scenario(run_dir, model=model, wire_ms=wire_ms)
+    s = replace(sim_scenario(run_dir, model=model, wire_ms=wire_ms), plots=())
     p.end()
     out = Path(out)
     runs = []

@@ -16,8 +16,9 @@ and reports per scenario and run:
   handle a heartbeat it forwarded, the marginal CPU per datagram reaching a process (µs), and how busy the node
   processes kept the host's cores; beside them, for comparison and not given to the model, the median handling
   of a rumor, the median CPU time (thread_time) a process spent on a heartbeat it took and on any other
-  datagram, and the median wait of a heartbeat taken and of a rumor adopted from the kernel's receipt to the
-  process starting on it;
+  datagram, and the median wait of a heartbeat taken, of a rumor adopted and of a datagram that found its
+  process idle (its wake-up), from the kernel's receipt to the process starting on it, and the median time from
+  a direct heartbeat's making to its receipt by the kernel at the receiver (the hop's part before that wait);
 - the share of duplicate drops XDP made (of all duplicate and stale drops, by XDP or by the node), both sides.
 
 The same rows are written to ``OUT/validation.json``. Nothing here is tuned per scenario.
@@ -69,7 +70,9 @@ class Row:
     cpu_us: float  # marginal, per datagram reaching a process
     handle_ms: tuple[float | None, float | None]  # medians, wall: a heartbeat's handling, a rumor's (not used)
     cpu_ms: tuple[float | None, float | None]  # medians, CPU time: a heartbeat taken, any other datagram (not used)
-    wait_ms: tuple[float | None, float | None]  # medians, kernel receipt to handling: a heartbeat taken, a rumor
+    # medians, kernel receipt to handling: a heartbeat taken, a rumor adopted, a datagram that found its process idle
+    wait_ms: tuple[float | None, float | None, float | None]
+    wire_ms: float | None  # median, a direct heartbeat's making to its kernel receipt at the receiver
     host_busy: float  # fraction of the host's cores the node processes kept busy
     xdp_share: tuple[float | None, float | None]  # of duplicate drops, testbed and simulator
     run_dir: str = ""
@@ -134,7 +137,9 @@ def row_for(name: str, index: int, run_dir: Path, mirror_result: dict) -> Row:
                cpu_us=round(1e6 * analysis.cpu_marginal_per_packet_s(history), 1),
                handle_ms=(_median_field(history, "hb_handle_ms"), _median_field(history, "md_handle_ms")),
                cpu_ms=(_median_field(history, "hb_cpu_ms"), _median_field(history, "other_cpu_ms")),
-               wait_ms=(_median_field(history, "hb_wait_ms"), _median_field(history, "md_wait_ms")),
+               wait_ms=(_median_field(history, "hb_wait_ms"), _median_field(history, "md_wait_ms"),
+                        _median_field(history, "wake_ms")),
+               wire_ms=_median_field(history, "hb_wire_ms"),
                host_busy=host_busy(history), xdp_share=(xdp_share(run_dir), sim_share), run_dir=str(run_dir),
                sim_dirs=tuple(str(d) for d in sims))
 
@@ -179,8 +184,8 @@ def validate(out: Path | str, *, scenarios=SET, runs: int = 2, seeds: int = 5, m
 
 
 COLUMNS = ("scenario", "run", "N", "f", "cycle", "xdp", "KS", "seed med", "worst", "crit", "t50 tb/sim ms",
-           "t90 tb/sim ms", "hb hop p50/p90", "handle hb/md ms", "cpu hb/other ms", "wait hb/md ms", "cpu us",
-           "busy", "xdp share tb/sim", "ok")
+           "t90 tb/sim ms", "hb hop p50/p90", "handle hb/md ms", "cpu hb/other ms", "wait hb/md/idle ms",
+           "wire ms", "cpu us", "busy", "xdp share tb/sim", "ok")
 
 
 def table(rows: list[Row], *, header: bool = True) -> str:
@@ -190,7 +195,7 @@ def table(rows: list[Row], *, header: bool = True) -> str:
     body = [(r.scenario, str(r.run), str(r.nodes), str(r.fanout), f"{r.cycle_s:g}", "on" if r.xdp else "off",
              f"{r.ks:.3f}", f"{r.ks_median_seed:.3f}", f"{r.ks_worst_seed:.3f}", f"{r.ks_critical:.3f}",
              pair(r.t50_ms), pair(r.t90_ms), pair(r.hb_hop_ms), pair(r.handle_ms), pair(r.cpu_ms), pair(r.wait_ms),
-             f"{r.cpu_us:.0f}", f"{r.host_busy:.2f}", pair(r.xdp_share), "yes" if r.passed else "NO") for r in rows]
+             pair((r.wire_ms,)), f"{r.cpu_us:.0f}", f"{r.host_busy:.2f}", pair(r.xdp_share), "yes" if r.passed else "NO") for r in rows]
     lines = [COLUMNS] + body if header else body
     widths = [max(len(line[i]) for line in ([COLUMNS] + body)) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
