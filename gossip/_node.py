@@ -334,20 +334,26 @@ class Node:
             rate[kind], seen[kind] = (MAX_HANDLE_SAMPLES / n if n > MAX_HANDLE_SAMPLES else 1.0), 0
         return out
 
-    def _pick(self, kind: str) -> bool:
-        """Whether to measure this event of KIND (``took``, ``adopted``, ``drained``, ``first``): with the
-        probability that gives about MAX_HANDLE_SAMPLES of them per record at the last record's rate. Every event is
-        as likely to be measured as any other of its interval, wherever in the cycle it falls (the first few after a
-        record, which is written at the node's timer step, all fall at one phase of its cycle)."""
+    def _pick(self, kind: str, field: str, *fields: str) -> bool:
+        """Whether to measure this event of KIND (``took``, ``adopted``, ``drained``, ``first``) for FIELD (or any of
+        FIELDS): with the probability that gives about MAX_HANDLE_SAMPLES of them per record at the last record's
+        rate. Every event is as likely to be measured as any other of its interval, wherever in the cycle it falls
+        (the first few after a record, which is written at the node's timer step, all fall at one phase of its
+        cycle). Never while all of them are full: a sample `_sample` would drop costs no syscall or clock read (a
+        node that writes no stats records keeps the first rate, and fills them once)."""
+        samples = self._samples
+        if all(len(samples[f]) >= MAX_SAMPLES_KEPT for f in (field, *fields)):
+            return False
         r = self._rate[kind]
         return r >= 1.0 or self._sampler.random() < r
 
     def _sample(self, field: str, seconds: float) -> None:
-        """One more SECONDS-long sample of FIELD for the next stats record, in ms, if it holds fewer than twice
-        MAX_HANDLE_SAMPLES (the probabilities are set from the last interval's rate: a busier one gives more)."""
+        """One more SECONDS-long sample of FIELD for the next stats record, in ms, if it holds fewer than
+        MAX_SAMPLES_KEPT (the probabilities are set from the last interval's rate: a busier one gives more)."""
         xs = self._samples[field]
-        if len(xs) < 2 * MAX_HANDLE_SAMPLES:
+        if len(xs) < MAX_SAMPLES_KEPT:
             xs.append(round(seconds * 1000.0, 3))
+
 
     def _on_datagram(self, data: bytes, src: str = "") -> None:
         if len(self._queue) >= self.config.buffer:
@@ -361,9 +367,10 @@ class Node:
             first = not self._queue and not self._drain_scheduled
             if first:
                 self._seen["first"] += 1
-            wake = first and self._pick("first")
+            wake = first and self._pick("first", "wake_ms")
             kind = data[OFF_TYPE] if len(data) > OFF_TYPE else -1
-            wait = kind in _STAMPED and self._pick("took" if kind == MsgType.HEARTBEAT else "adopted")
+            wait = kind in _STAMPED and (self._pick("took", "hb_wait_ms") if kind == MsgType.HEARTBEAT
+                                         else self._pick("adopted", "md_wait_ms"))
             if wake or wait:
                 stamp = self._transport.rx_stamp()
                 if wake and stamp is not None and stamp > self._idle_since:  # it found the process idle
@@ -389,7 +396,7 @@ class Node:
             data, src, stamp = queue.popleft()
             now = clock()
             seen["drained"] += 1
-            sample = pick("drained")
+            sample = pick("drained", "hb_cpu_ms", "other_cpu_ms")
             cpu0 = time.thread_time() if sample else 0.0
             if self._trace is not None:
                 self._trace_op("rx", now, data=data.hex(), src=src)
@@ -413,11 +420,11 @@ class Node:
                     self._sample("hb_wire_ms", max(stamp - core.direct_sent_s, 0.0))  # its send time to the receipt
             if took:
                 seen["took"] += 1
-                if pick("took"):
+                if pick("took", "hb_handle_ms"):
                     self._sample("hb_handle_ms", clock() - now)
             elif adopted:
                 seen["adopted"] += 1
-                if pick("adopted"):
+                if pick("adopted", "md_handle_ms"):
                     self._sample("md_handle_ms", clock() - now)
                 continue
             if sample:  # this process's CPU time on it: a heartbeat it took, or any other datagram but a rumor
@@ -518,7 +525,8 @@ def _log_event(ev: Event) -> None:
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-MAX_HANDLE_SAMPLES = 16  # per stats record
+MAX_HANDLE_SAMPLES = 16  # per stats record, about: see Node._pick
+MAX_SAMPLES_KEPT = 2 * MAX_HANDLE_SAMPLES  # at most (the rate is the last record's: a busier interval gives more)
 SAMPLED = ("hb_handle_ms", "md_handle_ms", "hb_cpu_ms", "other_cpu_ms", "hb_wait_ms", "md_wait_ms",
            "wake_ms", "hb_wire_ms")  # _stats_extra
 _STAMPED = frozenset({int(MsgType.HEARTBEAT), int(MsgType.METADATA)})  # kinds whose wait from the kernel is sampled

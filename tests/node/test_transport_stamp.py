@@ -83,18 +83,22 @@ def test_the_samples_are_drawn_evenly_over_the_interval_not_from_its_start():
     import random
 
     from gossip import NodeConfig
-    from gossip._node import MAX_HANDLE_SAMPLES, Node
+    from gossip._node import MAX_HANDLE_SAMPLES, MAX_SAMPLES_KEPT, Node
 
     node = Node(NodeConfig(listen_port=7946, cycle_s=1.0, timeout_s=5.0), name="s0")
     node._sampler = random.Random(4)
-    assert all(node._pick("took") for _ in range(100))  # no rate known yet: every event
+    assert all(node._pick("took", "hb_handle_ms") for _ in range(100))  # no rate known yet: every event
     node._seen["took"] = 10 * MAX_HANDLE_SAMPLES  # an interval with ten times as many events as samples
     node._seen["first"] = MAX_HANDLE_SAMPLES  # and one with no more than that
     node._stats_extra()
     assert node._seen["took"] == 0 and node._rate["first"] == 1.0
-    picks = [node._pick("took") for _ in range(20 * MAX_HANDLE_SAMPLES)]  # two intervals' worth
+    picks = [node._pick("took", "hb_handle_ms") for _ in range(20 * MAX_HANDLE_SAMPLES)]  # two intervals' worth
     early, late = sum(picks[:len(picks) // 2]), sum(picks[len(picks) // 2:])
     assert 0.6 * MAX_HANDLE_SAMPLES < early < 1.5 * MAX_HANDLE_SAMPLES and 0.6 * MAX_HANDLE_SAMPLES < late
     for _ in range(5 * MAX_HANDLE_SAMPLES):  # a burst beyond the rate: bounded
         node._sample("hb_handle_ms", 0.001)
-    assert node._stats_extra()["hb_handle_ms"] == [1.0] * (2 * MAX_HANDLE_SAMPLES)
+    # and once a field is full nothing is measured for it (no syscall or clock read for a sample it would drop),
+    # while an event that also feeds a field with room still is
+    node._rate["took"] = 1.0
+    assert not node._pick("took", "hb_handle_ms") and node._pick("took", "hb_handle_ms", "hb_wait_ms")
+    assert node._stats_extra()["hb_handle_ms"] == [1.0] * MAX_SAMPLES_KEPT == [1.0] * (2 * MAX_HANDLE_SAMPLES)
