@@ -310,11 +310,11 @@ class Node:
 
         - ``hb_handle_ms``: handling a heartbeat it accepted, from starting on the datagram to its forwards being
           sent (the simulator's handling model reads them: work a hop costs besides the wait); ``md_handle_ms``, the
-          same for a metadata rumor it adopted (measured, for comparison: the model reads heartbeats only);
-        - ``hb_cpu_ms`` and ``other_cpu_ms``: the process's CPU time (thread_time) on a heartbeat it took and on any
-          other datagram (duplicates and stale copies mostly; swaps, leaves, bad ones; rumors it adopted left out),
-          measured beside the slope of CPU on datagrams the simulator's CPU model charges
-          (`testbed.analysis.cpu_marginal_per_packet_s`), which `testbed validate` compares them with;
+          same for a metadata rumor it adopted;
+        - ``hb_cpu_ms``, ``md_cpu_ms`` and ``other_cpu_ms``: the process's CPU time (thread_time) on a heartbeat it
+          took, on a rumor it adopted (its state file written, when it has one) and on any other datagram
+          (duplicates and stale copies mostly; swaps, leaves, bad ones): what each kind holds a core for in the
+          simulator's CPU model with ``cost: kind``;
         - ``hb_wait_ms`` and ``md_wait_ms``: how long a heartbeat it took and a rumor it adopted waited from the
           kernel's receipt (SIOCGSTAMPNS, UDP) to the process starting on it; ``wake_ms``, the same wait for a
           datagram of any kind that found the process idle (arrived after it had last finished handling, with
@@ -397,7 +397,9 @@ class Node:
             now = clock()
             seen["drained"] += 1
             sample = pick("drained", "hb_cpu_ms", "other_cpu_ms")
-            cpu0 = time.thread_time() if sample else 0.0
+            # a rumor is measured apart, every one while its field has room: a node adopts a few per interval
+            rumor = len(data) > OFF_TYPE and data[OFF_TYPE] == _METADATA and pick("adopted", "md_cpu_ms")
+            cpu0 = time.thread_time() if sample or rumor else 0.0
             if self._trace is not None:
                 self._trace_op("rx", now, data=data.hex(), src=src)
             accepted, rumors = core.stats["accepted_heartbeat"], core.stats["adopted_rumor"]
@@ -426,6 +428,8 @@ class Node:
                 seen["adopted"] += 1
                 if pick("adopted", "md_handle_ms"):
                     self._sample("md_handle_ms", clock() - now)
+                if rumor:
+                    self._sample("md_cpu_ms", time.thread_time() - cpu0)
                 continue
             if sample:  # this process's CPU time on it: a heartbeat it took, or any other datagram but a rumor
                 self._sample("hb_cpu_ms" if took else "other_cpu_ms", time.thread_time() - cpu0)
@@ -527,8 +531,9 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 MAX_HANDLE_SAMPLES = 16  # per stats record, about: see Node._pick
 MAX_SAMPLES_KEPT = 2 * MAX_HANDLE_SAMPLES  # at most (the rate is the last record's: a busier interval gives more)
-SAMPLED = ("hb_handle_ms", "md_handle_ms", "hb_cpu_ms", "other_cpu_ms", "hb_wait_ms", "md_wait_ms",
+SAMPLED = ("hb_handle_ms", "md_handle_ms", "hb_cpu_ms", "md_cpu_ms", "other_cpu_ms", "hb_wait_ms", "md_wait_ms",
            "wake_ms", "hb_wire_ms")  # _stats_extra
+_METADATA = int(MsgType.METADATA)
 _STAMPED = frozenset({int(MsgType.HEARTBEAT), int(MsgType.METADATA)})  # kinds whose wait from the kernel is sampled
 
 

@@ -178,6 +178,16 @@ def test_every_node_measures_how_long_it_handles_heartbeats_and_rumors(shared_ru
     assert len(hb_cpu) > 100 and len(other_cpu) > 100
     assert 0.0 < hb_cpu[len(hb_cpu) // 2] <= sorted(hb)[len(hb) // 2] * 1.05
     assert other_cpu[len(other_cpu) // 2] < hb_cpu[len(hb_cpu) // 2]
+    # and on each rumor adopted (its state file written and synced besides a heartbeat's work): one at most per
+    # adoption, each at most its handling's wall time
+    md_cpu: dict[str, list[float]] = {}
+    for e in stats:
+        md_cpu.setdefault(e["node"], []).extend(e.get("md_cpu_ms", ()))
+    assert all(len(md_cpu.get(n, ())) <= k for n, k in adopted.items())
+    assert sum(map(len, md_cpu.values())) >= 0.5 * sum(adopted.values())
+    assert all(0.0 < x < 1000.0 for xs in md_cpu.values() for x in xs)
+    assert sorted(x for xs in md_cpu.values() for x in xs)[sum(map(len, md_cpu.values())) // 2] <= \
+        sorted(x for xs in md.values() for x in xs)[sum(map(len, md.values())) // 2] * 1.05
     # and how long heartbeats taken and rumors adopted waited from the kernel's receipt to the process starting on
     # them (SIOCGSTAMPNS): one wait per rumor adopted at most, each under a second on a 16-node run
     hb_wait = [x for e in stats for x in e.get("hb_wait_ms", ())]

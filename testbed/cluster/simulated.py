@@ -18,7 +18,7 @@ from gossip import _wire as wire
 
 from .. import analysis
 from ..errors import ScenarioError
-from ..sim import Constant, Empirical, Simulation, disseminate, latency_from_spec
+from ..sim import Constant, Empirical, KindCost, Simulation, disseminate, latency_from_spec
 from .base import Cluster, Read
 
 GOSSIP_PORT = 7946
@@ -36,15 +36,31 @@ def _latency(s, key: str = "latency"):
     return latency_from_spec(spec)
 
 
-def _cpu(s) -> tuple[int, float]:
-    """(cores, seconds per message) from ``sim.cpu``: given, or measured on a recorded testbed run (per datagram
-    reaching the process when the simulator models XDP too, else per datagram arriving)."""
+def _cpu(s) -> tuple[int, float | KindCost]:
+    """(cores, seconds per message or a `KindCost`) from ``sim.cpu``: given, or measured on a recorded testbed run
+    (per datagram reaching the process when the simulator models XDP too, else per datagram arriving; with
+    ``cost: kind``, drawn per datagram from the CPU times the processes measured on their datagrams by kind)."""
     spec = s.sim["cpu"]
     if "run" in spec:
         if spec["cost"] == "marginal":
             return spec["cores"], analysis.cpu_marginal_per_packet_s(spec["run"])
+        if spec["cost"] == "kind":
+            taken, other = (_samples_s(s, spec["run"], f, "sim.cpu.cost") for f in ("hb_cpu_ms", "other_cpu_ms"))
+            rumor = (_samples_s(s, spec["run"], "md_cpu_ms", "sim.cpu.cost")
+                     if analysis.stats_samples_ms(spec["run"], "md_cpu_ms") else None)
+            return spec["cores"], KindCost(taken=taken, other=other, rumor=rumor)
         return spec["cores"], analysis.cpu_per_packet_s(spec["run"], "userspace" if s.node["xdp"] else "arrival")
     return spec["cores"], float(spec["service_us"]) / 1e6
+
+
+def _samples_s(s, run_dir: str, field: str, where: str) -> Empirical:
+    """The run's stats-record samples of FIELD (ms) as a model drawn in seconds; a run without them is a
+    `ScenarioError` naming the scenario's field WHERE that asked for them."""
+    xs = analysis.stats_samples_ms(run_dir, field)
+    if not xs:
+        raise ScenarioError(s.file, None, where, f"{run_dir}: no {field} in its stats records (recorded by an "
+                            "older version)")
+    return Empirical.of([x / 1000.0 for x in xs])
 
 
 def measured_latency_ms(run_dir: str, source: str = "heartbeats", *, file: str = "<scenario>",
@@ -77,6 +93,9 @@ class SimulatedCluster(Cluster):
             # mean of a skewed sample holds every hop to a time most of them beat)
             kw["handling_s"] = (Empirical.of([x / 1000.0 for x in analysis.heartbeat_handling_ms(spec["run"])])
                                 if "run" in spec else float(spec["ms"]) / 1000.0)
+            if spec.get("rumors"):  # a rumor adopted draws from the rumors' own handling times
+                kw["handling_s"] = KindCost(taken=kw["handling_s"], other=kw["handling_s"],
+                                            rumor=_samples_s(s, spec["run"], "md_handle_ms", "sim.handling.rumors"))
         if s.sim.get("wakeup"):
             kw["wakeup"] = _latency(s, "wakeup")
         self.sim = Simulation(seed=s.seed, config=self.config, xdp=bool(s.node["xdp"]),

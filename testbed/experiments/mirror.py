@@ -13,8 +13,10 @@ emulation host and runs the scenario under several seeds. Three models:
   datagram takes the marginal CPU time one more datagram cost a process on the run
   (`analysis.cpu_marginal_per_packet_s`) on one of the host's cores, shared by every node: that is where the
   load a spreading rumor adds comes from. A copy the receiver forwards leaves after a time drawn, per message,
-  from those the nodes took to handle the heartbeats they accepted (``hb_handle_ms``: from starting on it to its
-  forwards being sent; drawn, not their mean, which a few slow ones pull up), and the receiver is busy meanwhile.
+  from those the nodes took to handle that kind of message: the heartbeats they accepted (``hb_handle_ms``: from
+  starting on it to its forwards being sent; drawn, not their mean, which a few slow ones pull up), or, for a
+  rumor, the rumors they adopted (``md_handle_ms``: a rumor's state is written before its forwards leave, so it
+  takes longer; the time each node spent, not when anything arrived), and the receiver is busy meanwhile.
   The simulator drops what the XDP program would (if the run had XDP); copies that arrive before their process
   has taken the first pass it, as on the host.
 - ``wakeup``: the whole delay belongs to the receiving process, drawn from the delays of the copies the nodes took
@@ -66,7 +68,7 @@ def sim_scenario(run_dir: Path | str, *, model: str = "host", wire_ms: float = W
                              "run it again, or mirror it with --model wakeup")
         cores = int(meta.get("host_cpus") or 1)
         sim = {"latency": wire, "wakeup": _measured(run_dir, "direct_heartbeats"),
-               "handling": MappingProxyType({"run": str(run_dir)}),
+               "handling": MappingProxyType({"run": str(run_dir), "rumors": True}),
                "cpu": MappingProxyType({"cores": cores, "run": str(run_dir), "cost": "marginal", "shared": True})}
         xdp = bool(meta.get("xdp"))
     elif model == "wakeup":

@@ -78,6 +78,7 @@ SIM_FIELDS = {
 HANDLING_FIELDS = {
     "ms": (NUM, False, None, non_negative),
     "run": (str, False, None, None),
+    "rumors": (bool, False, False, None),
 }
 
 CPU_FIELDS = {
@@ -85,7 +86,7 @@ CPU_FIELDS = {
     "service_us": (NUM, False, None, positive),
     "run": (str, False, None, None),
     "shared": (bool, False, True, None),
-    "cost": (str, False, "average", one_of("average", "marginal")),
+    "cost": (str, False, "average", one_of("average", "marginal", "kind")),
 }
 
 
@@ -363,6 +364,11 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
                 raise doc.error(("sim", key), f"needs exactly one of {given} or run (a testbed run to measure)")
             if "run" in sim[key]:
                 _check_run(doc, ("sim", key, "run"), sim[key]["run"])
+    cpu = sim.get("cpu")
+    if cpu is not None and cpu["cost"] != "average" and "run" not in cpu:
+        raise doc.error(("sim", "cpu", "cost"), f"cost {cpu['cost']} is measured on a run: give run, not service_us")
+    if cpu is not None and cpu["cost"] == "kind" and not cpu["shared"]:
+        raise doc.error(("sim", "cpu", "cost"), "cost kind charges the host's shared cores: it needs shared: true")
     dissemination = v["backend"] == "sim" and sim.get("fidelity") == "dissemination"
     duration = float(v["duration_s"])
     timeline = tuple(sorted((_step(doc, raw, i, duration) for i, raw in enumerate(v["timeline"])),

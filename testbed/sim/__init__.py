@@ -14,7 +14,7 @@ protocol variant against the real cores.
 
 from . import theory
 from ._dissemination import VARIANTS, DisseminationResult, disseminate
-from ._engine import EPOCH_S, Simulation, first_times
+from ._engine import EPOCH_S, KindCost, Simulation, first_times
 from ._errors import SimError
 from ._latency import (DEFAULT_LATENCY, Constant, Empirical, Exponential, Latency, LatencyModel, Uniform,
                        latency_from_spec)
@@ -22,6 +22,6 @@ from ._validate import Comparison, compare_with_engine
 
 __all__ = [
     "DEFAULT_LATENCY", "EPOCH_S", "VARIANTS", "Comparison", "Constant", "DisseminationResult", "Empirical",
-    "Exponential", "Latency", "LatencyModel", "SimError", "Simulation", "Uniform", "compare_with_engine",
+    "Exponential", "KindCost", "Latency", "LatencyModel", "SimError", "Simulation", "Uniform", "compare_with_engine",
     "disseminate", "first_times", "latency_from_spec", "theory",
 ]

@@ -45,7 +45,7 @@ from ._plane import Neighbours, PlaneModel
 EPOCH_S = 1_000_000.0  # virtual clock at simulation time 0: large enough that ms-based sequences look real
 
 _UP, _PAUSED, _DOWN = "up", "paused", "down"
-_DELIVER, _TICK, _CALL, _PROCESS, _DELIVER_CPU, _KERNEL = 0, 1, 2, 3, 4, 5
+_DELIVER, _TICK, _CALL, _PROCESS, _DELIVER_CPU, _KERNEL, _PROCESS_CORE, _CORE_DONE = 0, 1, 2, 3, 4, 5, 6, 7
 # the in-kernel heartbeat plane's time per heartbeat it takes (verify, record, rewrite, sign, clone), measured with
 # kernel.bpf_stats_enabled by benchmarks/bench_hbplane.py: 2.2 us at fanout 3, 3.7 us with a Bloom filter
 KERNEL_HEARTBEAT_S = 3e-6
@@ -88,6 +88,22 @@ def socket_buffer_bytes(config: NodeConfig) -> int:
     """A node's socket buffer, as the kernel sets it from what the node asks (assuming the host's rmem_max sysctl
     allows the request; the testbed's hosts allow 16 MiB)."""
     return 2 * config.buffer * 2048
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KindCost:
+    """What a message costs the process that handles it, by what its core does with it: TAKEN for one it takes (a
+    heartbeat it accepts; a rumor it adopts too, unless RUMOR is given), OTHER for anything else (a duplicate, a
+    swap, a drop). Each is a model drawn once per message: the CPU time it holds a core (`Simulation`'s ``cpu``),
+    or the time from starting on it to its sends leaving (``handling_s``, which draws only TAKEN and RUMOR)."""
+
+    taken: LatencyModel
+    other: LatencyModel
+    rumor: LatencyModel | None = None  # a rumor it adopts, if not as TAKEN
+
+    def __post_init__(self) -> None:
+        if self.rumor is None:
+            object.__setattr__(self, "rumor", self.taken)
 
 
 class _SimNode:
@@ -290,6 +306,7 @@ class Simulation:
         if not (isinstance(service_s, (int, float)) and 0.0 <= service_s < 1.0):
             raise SimError(f"service_s: expected seconds per message in [0, 1), got {service_s!r}")
         self._service_s = float(service_s)
+        self._rumor_handling: LatencyModel | None = None
         # Handling model: what handling a message the core forwards costs its process, from starting on it to its
         # sends leaving (decode, MAC, accept, encode and sign the copies): its sends leave that long after it
         # starts, and the process is busy until then. HANDLING_S is seconds (every message the same) or a model
@@ -300,8 +317,12 @@ class Simulation:
             self._handling = Constant(delay_s=float(handling_s)) if handling_s > 0 else None
         elif isinstance(handling_s, LatencyModel):
             self._handling = handling_s
+        elif isinstance(handling_s, KindCost):  # a rumor the core adopts draws from .rumor, any other from .taken
+            self._handling = handling_s.taken
+            self._rumor_handling = handling_s.rumor
         else:
-            raise SimError(f"handling_s: expected seconds in [0, 1) or a latency model, got {handling_s!r}")
+            raise SimError(f"handling_s: expected seconds in [0, 1), a latency model or a KindCost, "
+                           f"got {handling_s!r}")
         # Socket-buffer model (with any of the three per-process models above, which queue datagrams for a busy
         # process): what waits for its process sits in its socket buffer, charged as the kernel charges it
         # (`skb_truesize`); a datagram that does not fit is dropped and counted (``rcvbuf_errors``, as the
@@ -316,10 +337,19 @@ class Simulation:
         # CPU model of the emulation host: (cores, seconds per message). Every delivered message must be processed
         # on one of `cores` shared cores, FIFO: when the cluster is busy, messages wait for a core, as the real
         # node processes of a testbed wait for the machine's CPUs.
-        if cpu is not None and (not isinstance(cpu[0], int) or cpu[0] < 1 or not cpu[1] >= 0):
-            raise SimError(f"cpu: expected (cores >= 1, seconds per message >= 0), got {cpu!r}")
+        # With a KindCost instead of seconds, a message holds its core from the moment it gets one for the CPU time
+        # its kind costs (drawn per message: one the core takes, a heartbeat accepted or a rumor adopted, or any
+        # other), and the core starts on it right away: its sends leave after the handling model's time, the core
+        # is free again after its CPU time, and messages that find every core busy wait in one FIFO queue.
+        if cpu is not None and (not isinstance(cpu, tuple) or len(cpu) != 2 or not isinstance(cpu[0], int)
+                                or cpu[0] < 1 or not (isinstance(cpu[1], KindCost)
+                                                      or isinstance(cpu[1], (int, float)) and cpu[1] >= 0)):
+            raise SimError(f"cpu: expected (cores >= 1, seconds per message >= 0 or a KindCost), got {cpu!r}")
         self._cpu = cpu
         self._core_free = [0.0] * cpu[0] if cpu is not None else []
+        self._kind_cost = cpu[1] if cpu is not None and isinstance(cpu[1], KindCost) else None
+        self._cores_busy = 0
+        self._core_queue: deque = deque()
         self.config = config if config is not None else NodeConfig()
         self.wire = wire
         # Decoded messages carry no MAC: once a key ring has changed, each one carries the key its sender signed it
@@ -621,9 +651,10 @@ class Simulation:
         wire = self.wire
         arrived = delivered = queued_over = down = 0
         cpu_model = self._cpu is not None
-        service_s = self._cpu[1] if cpu_model else 0.0
+        kind_cost = self._kind_cost
+        service_s = self._cpu[1] if cpu_model and kind_cost is None else 0.0
         wakeup, net_rng = self._wakeup, self._net_rng
-        handling = self._handling
+        handling, rumor_handling = self._handling, self._rumor_handling
         per_node = wakeup is not None or self._service_s > 0.0 or handling is not None
         node_service_s = self._service_s
         rcvbuf = per_node and self._socket_buffer
@@ -668,14 +699,31 @@ class Simulation:
                     node.awake_at += node_service_s  # busy until this message is handled
                     heapq.heappush(heap, (node.awake_at, next(self._seq),
                                           _DELIVER_CPU if cpu_model else _PROCESS, idx, item))
+                elif (kind == _DELIVER or kind == _DELIVER_CPU) and kind_cost is not None:
+                    if self._cores_busy < len(self._core_free):  # a core is free: it starts on it now
+                        self._cores_busy += 1
+                        heapq.heappush(heap, (when, next(self._seq), _PROCESS_CORE, idx, item))
+                    else:
+                        self._core_queue.append((idx, item))
+                elif kind == _CORE_DONE:
+                    if self._core_queue:
+                        idx, item = self._core_queue.popleft()
+                        heapq.heappush(heap, (when, next(self._seq), _PROCESS_CORE, idx, item))
+                    else:
+                        self._cores_busy -= 1
                 elif (kind == _DELIVER or kind == _DELIVER_CPU) and cpu_model:
                     # the message waits for the first free core, then takes service_s of it
                     free = self._core_free
                     start = max(when, free[0])
                     heapq.heapreplace(free, start + service_s)
                     heapq.heappush(heap, (start + service_s, next(self._seq), _PROCESS, idx, item))
-                elif kind == _DELIVER or kind == _PROCESS:
+                elif kind == _DELIVER or kind == _PROCESS or kind == _PROCESS_CORE:
                     node = nodes[idx]
+                    if kind == _PROCESS_CORE:  # what the core takes costs more than what it drops
+                        stats = node.core.stats if node.core is not None else None
+                        took_before = (stats["accepted_heartbeat"] + stats["adopted_rumor"]
+                                       if stats is not None and node.state is _UP else None)
+                        rumors_taken = stats["adopted_rumor"] if took_before is not None else 0
                     if rcvbuf:  # the process takes it out of its socket (every datagram here was charged)
                         node.rcvbuf_used -= node.rcvbuf_queue.popleft()
                         if not node.rcvbuf_queue:
@@ -689,6 +737,7 @@ class Simulation:
                         if plane is not None and type(item[0]) is gwire.Heartbeat:
                             # the node reads the kernel's take of that member back first
                             plane.sync_member(core, node.driver.record, item[0].origin)
+                        rumors_before = core.stats["adopted_rumor"]
                         if wire:
                             core.receive(item[0], when, item[1])
                         elif len(item) > 2 and item[2] not in core.config.secrets:
@@ -697,7 +746,10 @@ class Simulation:
                         else:
                             core.stats["packets_in"] += 1
                             core.receive_message(item[0], when, item[1])
-                        h = handling.sample(net_rng) if handling is not None else 0.0
+                        if rumor_handling is not None and core.stats["adopted_rumor"] != rumors_before:
+                            h = rumor_handling.sample(net_rng)
+                        else:
+                            h = handling.sample(net_rng) if handling is not None else 0.0
                         if h:
                             sent_before = self._net["sent"]
                             self._send_delay = h
@@ -733,6 +785,18 @@ class Simulation:
                             queued_over += 1
                     else:
                         down += 1
+                    if kind == _PROCESS_CORE:
+                        if took_before is None:  # a stopped process spends nothing on it
+                            cost = 0.0
+                        else:
+                            stats = node.core.stats
+                            if stats["adopted_rumor"] != rumors_taken:
+                                cost = kind_cost.rumor.sample(net_rng)
+                            elif stats["accepted_heartbeat"] + stats["adopted_rumor"] != took_before:
+                                cost = kind_cost.taken.sample(net_rng)
+                            else:
+                                cost = kind_cost.other.sample(net_rng)
+                        heapq.heappush(heap, (when + cost, next(self._seq), _CORE_DONE, idx, None))
                 elif kind == _KERNEL:
                     node = nodes[idx]
                     if node.state is not _DOWN:  # its copies go out (a paused process's plane runs on too); the

@@ -102,3 +102,39 @@ def test_the_samples_are_drawn_evenly_over_the_interval_not_from_its_start():
     node._rate["took"] = 1.0
     assert not node._pick("took", "hb_handle_ms") and node._pick("took", "hb_handle_ms", "hb_wait_ms")
     assert node._stats_extra()["hb_handle_ms"] == [1.0] * MAX_SAMPLES_KEPT == [1.0] * (2 * MAX_HANDLE_SAMPLES)
+
+
+def test_a_node_measures_the_cpu_of_every_rumor_it_adopts_and_of_no_duplicate():
+    """``md_cpu_ms`` (the simulator's CPU cost of a rumor with ``cost: kind``): the process's CPU time on each
+    rumor it adopted, one sample per adoption, each at most the handling's wall time plus a little; a copy of a
+    version it already holds is a duplicate, not a rumor adopted, and gives none."""
+    from gossip import NodeConfig
+    from gossip._local import free_port
+    from gossip._node import Node
+
+    async def main():
+        a = Node(NodeConfig(listen_port=free_port(), cycle_s=0.2, timeout_s=5.0, fanout=1), name="a")
+        await a.join()
+        b = Node(NodeConfig(listen_port=free_port(), cycle_s=0.2, timeout_s=5.0, fanout=1), name="b",
+                 seeds=(("127.0.0.1", a.config.listen_port),), stats_every_cycle=False)  # the test reads them
+        await b.join()
+        try:
+            for _ in range(50):  # until each lists the other
+                if len(a.get()) == 2 and len(b.get()) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            b._stats_extra()  # empties the samples
+            for i in range(4):
+                a.publish(b"v%d" % i)
+                await asyncio.sleep(0.1)
+            got = b._stats_extra()
+            return got, b.core.stats["adopted_rumor"]
+        finally:
+            await b.close(leave=False)
+            await a.close(leave=False)
+
+    got, adopted = asyncio.run(main())
+    cpu, handle = got.get("md_cpu_ms", []), got.get("md_handle_ms", [])
+    assert adopted >= 1 and 1 <= len(cpu) <= adopted, (got, adopted)
+    assert all(0.0 < x < 1000.0 for x in cpu)
+    assert sorted(cpu)[len(cpu) // 2] <= sorted(handle)[len(handle) // 2] + 0.5

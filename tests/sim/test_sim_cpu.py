@@ -4,7 +4,7 @@ process (wake-up), as on an emulation host."""
 import pytest
 
 from gossip import NodeConfig
-from testbed.sim import Constant, Empirical, SimError, Simulation, first_times
+from testbed.sim import Constant, Empirical, KindCost, SimError, Simulation, first_times
 
 
 def spread_ms(nodes: int, seed: int, **models) -> list[float]:
@@ -92,3 +92,38 @@ def test_measured_handling_is_drawn_per_message_not_averaged():
     assert min(forwarded) == pytest.approx(1.2, abs=0.05)  # wire + 1 ms + wire
     assert min(t for t in mean if t > 0.5) == pytest.approx(5.2, abs=0.05)
     assert max(drawn) < max(mean)
+
+
+def test_by_kind_each_message_holds_a_core_for_its_kinds_cost():
+    """cpu=(cores, KindCost): what the core takes (a heartbeat accepted, a rumor adopted) holds a core for TAKEN,
+    anything else for OTHER, and the core starts on a message as soon as a core is free, in arrival order. On one
+    core, 1 ms per message taken, or per duplicate, makes a rumor's copies wait behind the heartbeat traffic; on 64
+    cores nothing waits, and the spread is the one without a CPU model."""
+    fast = Constant(delay_s=0.0001)
+    cheap, costly = Constant(delay_s=0.00001), Constant(delay_s=0.001)
+    neither = spread_ms(16, 4, latency=fast, cpu=(1, KindCost(taken=cheap, other=cheap)))
+    taken = spread_ms(16, 4, latency=fast, cpu=(1, KindCost(taken=costly, other=cheap)))
+    other = spread_ms(16, 4, latency=fast, cpu=(1, KindCost(taken=cheap, other=costly)))
+    wide = spread_ms(16, 4, latency=fast, cpu=(64, KindCost(taken=costly, other=costly)))
+    base = spread_ms(16, 4, latency=fast)
+    assert len(neither) == len(taken) == len(other) == len(wide) == len(base) == 16
+    assert median(taken) > median(neither) + 0.2 and median(other) > median(neither) + 0.2
+    assert wide == base
+    with pytest.raises(SimError, match="cpu"):
+        spread_ms(4, 1, cpu=(1, "1 ms"))
+
+
+def test_a_rumor_adopted_draws_its_own_handling_and_cpu():
+    """KindCost.rumor: a rumor the core adopts leaves after the rumors' handling time (and holds a core for their
+    CPU), not the heartbeats'; without it, a rumor draws what a heartbeat taken does."""
+    fast = Constant(delay_s=0.0001)
+    hb, md = Constant(delay_s=0.0005), Constant(delay_s=0.003)
+    same = spread_ms(16, 4, latency=fast, handling_s=KindCost(taken=hb, other=hb))
+    own = spread_ms(16, 4, latency=fast, handling_s=KindCost(taken=hb, other=hb, rumor=md))
+    assert len(same) == len(own) == 16
+    forwarded = [t for t in own if t > 0.5]
+    assert min(forwarded) == pytest.approx(3.2, abs=0.05)  # wire + the rumor's 3 ms + wire
+    assert min(t for t in same if t > 0.5) < 0.75  # wire + 0.5 ms + wire
+    slow = spread_ms(16, 4, latency=fast, cpu=(1, KindCost(taken=hb, other=Constant(delay_s=0.00001), rumor=md)))
+    quick = spread_ms(16, 4, latency=fast, cpu=(1, KindCost(taken=hb, other=Constant(delay_s=0.00001))))
+    assert median(slow) > median(quick)

@@ -206,3 +206,18 @@ def test_latency_keys_are_checked_per_kind(latency, field, words):
     ok = parse(GOOD + "backend: sim\nsim: {latency: {kind: uniform, low_ms: 1, high_ms: 5}}\n", "s.yaml")
     assert dict(ok.sim["latency"]) == {"kind": "uniform", "low_ms": 1, "high_ms": 5, "floor_ms": 0.0,
                                        "source": "heartbeats"}
+
+
+@pytest.mark.parametrize("cpu,words", [
+    ("{service_us: 80, cost: kind}", "cost kind is measured on a run: give run, not service_us"),
+    ("{service_us: 80, cost: marginal}", "cost marginal is measured on a run"),
+    ("{run: RUN, cost: kind, shared: false}", "cost kind charges the host's shared cores: it needs shared: true"),
+    ("{run: RUN, cost: by_kind}", "must be one of average, marginal, kind"),
+])
+def test_a_cpu_cost_the_simulator_cannot_measure_is_refused_at_its_line(cpu, words, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "events.jsonl").write_text("")
+    (run / "meta.json").write_text("{}")
+    e = err(GOOD + f"backend: sim\nsim: {{cpu: {cpu.replace('RUN', str(run))}}}\n")
+    assert e.line == 18 and e.field.startswith("sim.cpu") and words in e.message, str(e)
