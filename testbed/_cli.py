@@ -110,12 +110,34 @@ def cmd_run(args) -> int:
     if s.backend != "sim" and os.geteuid() != 0:
         raise UsageError(f"the {s.backend} backend needs root (namespaces, veth, BPF); try --backend sim")
     out = Path(args.out) if args.out else Path("runs") / f"{s.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.trace_sched:
+        return _run_traced(args, s, out)
     from .runner import run_scenario
     summary = run_scenario(s, out, progress=not args.quiet)
     print(_table(summary))
     written = summary.get("plots", [])
     print(f"\nrun directory: {out}  (plots: {', '.join(written) if written else 'none'})")
     return 0 if summary["passed"] else 1
+
+
+def _run_traced(args, s, out: Path) -> int:
+    """`run --trace-sched`: the same run in a child process, with the scheduler traced from this one (see
+    `testbed.schedtrace`); the trace goes into the run directory and its report is printed after the run's."""
+    if s.backend == "sim":
+        raise UsageError("--trace-sched traces real node processes: not with the sim backend")
+    from . import schedtrace
+    from .interpreter import prepare_out
+    prepare_out(out)  # refused here if it holds a run, before anything is traced
+    argv = [sys.executable, "-m", "testbed", "run", args.scenario, "--out", str(out)]
+    for flag, value in (("--backend", args.backend), ("--nodes", args.nodes), ("--seed", args.seed)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--no-xdp"] * bool(args.no_xdp) + ["--quiet"] * bool(args.quiet)
+    rc = schedtrace.record(out / schedtrace.TRACE_FILE, argv)
+    if (out / "events.jsonl").is_file():
+        print()
+        print(schedtrace.format_report(schedtrace.report(out)))
+    return rc
 
 
 def cmd_plot(args) -> int:
@@ -253,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     r.add_argument("--no-xdp", action="store_true", help="run the nodes without the XDP fast path")
     r.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    r.add_argument("--trace-sched", action="store_true",
+                   help="trace the kernel's scheduler while the nodes run (root, bcc): RUN_DIR/sched.jsonl, and "
+                        "where their waits for a CPU went")
     r.set_defaults(fn=cmd_run)
     pl = sub.add_parser("plot", help="redraw the plots of a run directory")
     pl.add_argument("run_dir")
