@@ -96,7 +96,7 @@ def record(out: Path | str, argv: list[str]) -> int:
     """Run ARGV with the scheduler traced; write the trace to OUT (JSON lines) and return ARGV's exit status.
 
     ARGV runs in its own child process, in this one's process group (a Ctrl-C reaches both: the child cleans up,
-    this one waits for it and keeps the trace). Needs root."""
+    this one waits for it and keeps the trace; a SIGTERM to this one is passed on). Needs root."""
     if os.geteuid() != 0:
         raise UsageError("--trace-sched needs root (BPF programs on the scheduler's tracepoints)")
     try:
@@ -122,13 +122,17 @@ def record(out: Path | str, argv: list[str]) -> int:
         bpf["events"].open_perf_buffer(on_event, page_cnt=1024, lost_cb=lambda n: lost.__setitem__(0, lost[0] + n))
         offset = time.time() - time.monotonic()  # bpf_ktime_get_ns is CLOCK_MONOTONIC
         child = subprocess.Popen(argv)
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child has it too: wait for its cleanup
+        # A Ctrl-C reaches the child too: wait for its cleanup. A SIGTERM sent to this process alone is passed on
+        # to it (it stops as a terminated run does), and the trace is still written.
+        previous = (signal.signal(signal.SIGINT, signal.SIG_IGN),
+                    signal.signal(signal.SIGTERM, lambda *_: child.terminate()))
         try:
             while child.poll() is None:
                 bpf.perf_buffer_poll(timeout=200)
             bpf.perf_buffer_poll(timeout=100)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
             if child.poll() is None:
                 child.terminate()
                 child.wait()
@@ -185,15 +189,22 @@ def report(run_dir: Path | str) -> dict:
         return by_node[node][i][1]
 
     node_woken = [w for w in wakes if w["waker"] in pids]
-    stats = [e for e in history.of_kind("stats") if "cpu_s" in e]
-    first: dict[str, dict] = {}
-    last: dict[str, dict] = {}
-    for e in stats:
-        first.setdefault(e["node"], e)
-        last[e["node"]] = e
-    t0 = min((e["t"] for e in first.values()), default=0.0)
-    t1 = max((e["t"] for e in last.values()), default=0.0)
-    window = [r for r in runs if t0 <= r["ts_ns"] / 1e9 + off <= t1]
+    # each process's CPU between its first and last stats record, and its bursts in that window (a restarted
+    # node is another process: its clock starts again)
+    spans: dict[int, list[dict]] = defaultdict(list)
+    current: dict[str, int] = {}
+    for e in history.events:
+        if e["kind"] == "started" and "pid" in e:
+            current[e["node"]] = e["pid"]
+        elif e["kind"] == "stats" and "cpu_s" in e and e["node"] in current:
+            spans[current[e["node"]]].append(e)
+    window: list[dict] = []
+    cpu_s = 0.0
+    for pid, recs in spans.items():
+        t0, t1 = recs[0]["t"], recs[-1]["t"]
+        cpu_s += recs[-1]["cpu_s"] - recs[0]["cpu_s"]
+        window.extend(r for r in runs if r["pid"] == pid and t0 <= r["ts_ns"] / 1e9 + off
+                      and r["ts_ns"] / 1e9 + off + r["dur_us"] / 1e6 <= t1)
     out: dict = {
         "wakeups": len(wakes), "lost_events": header.get("lost", 0),
         "wake_median_us": _median([w["lat_us"] for w in wakes]),
@@ -201,7 +212,7 @@ def report(run_dir: Path | str) -> dict:
                                              / len(node_woken), 3) if node_woken else None),
         "burst_asleep_median_us": _median([r["dur_us"] for r in window if r["asleep"]]),
         "bursts_cpu_s": round(sum(r["dur_us"] for r in window) / 1e6, 3),
-        "nodes_cpu_s": round(sum(last[n]["cpu_s"] - first[n]["cpu_s"] for n in last), 3),
+        "nodes_cpu_s": round(cpu_s, 3),
     }
     # the copies taken, with how far their wave had gone
     taken: list[tuple[str, float, dict]] = []  # kind, elapsed s, wake
