@@ -364,6 +364,8 @@ def parse(text: str, file: str = "<scenario>") -> Scenario:
                 raise doc.error(("sim", key), f"needs exactly one of {given} or run (a testbed run to measure)")
             if "run" in sim[key]:
                 _check_run(doc, ("sim", key, "run"), sim[key]["run"])
+    if "handling" in sim and sim["handling"]["rumors"] and "run" not in sim["handling"]:
+        raise doc.error(("sim", "handling", "rumors"), "the rumors' handling times are measured on a run: give run")
     cpu = sim.get("cpu")
     if cpu is not None and cpu["cost"] != "average" and "run" not in cpu:
         raise doc.error(("sim", "cpu", "cost"), f"cost {cpu['cost']} is measured on a run: give run, not service_us")

@@ -737,7 +737,7 @@ class Simulation:
                         if plane is not None and type(item[0]) is gwire.Heartbeat:
                             # the node reads the kernel's take of that member back first
                             plane.sync_member(core, node.driver.record, item[0].origin)
-                        rumors_before = core.stats["adopted_rumor"]
+                        rumors_before = core.stats["adopted_rumor"] if rumor_handling is not None else 0
                         if wire:
                             core.receive(item[0], when, item[1])
                         elif len(item) > 2 and item[2] not in core.config.secrets:

@@ -215,9 +215,16 @@ def test_latency_keys_are_checked_per_kind(latency, field, words):
     ("{run: RUN, cost: by_kind}", "must be one of average, marginal, kind"),
 ])
 def test_a_cpu_cost_the_simulator_cannot_measure_is_refused_at_its_line(cpu, words, tmp_path):
+    """``sim.cpu.cost`` other than average is measured on a recorded run, and ``kind`` needs the shared cores; the
+    rumors' own handling times, too, come from a run."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "events.jsonl").write_text("")
     (run / "meta.json").write_text("{}")
     e = err(GOOD + f"backend: sim\nsim: {{cpu: {cpu.replace('RUN', str(run))}}}\n")
     assert e.line == 18 and e.field.startswith("sim.cpu") and words in e.message, str(e)
+
+
+def test_the_rumors_handling_needs_a_run_to_measure_it_on():
+    e = err(GOOD + "backend: sim\nsim: {handling: {ms: 0.2, rumors: true}}\n")
+    assert (e.line, e.field) == (18, "sim.handling.rumors") and "give run" in e.message, str(e)
