@@ -29,12 +29,12 @@ REDUCED = {"validation/n16-f2-c05.yaml": True, "validation/n24-f2-c1-loss-noxdp.
 
 # n16-f2-c05 missed the bound on a quiet host (pooled 0.155-0.157) while heartbeat sequences were whole ms (the
 # model's quickest hops were drawn from samples with up to 1 ms of truncation; see README). Since they are
-# microseconds seven of nine pooled judgements in full-suite runs passed (the fourth and the eighth failed; so did
-# one run of this test alone; the ninth was the first with the rumors' own handling times), and single runs still
-# reach 0.145-0.207 with the model's t50 0.1-0.5 ms fast: kept an expected failure (non-strict: a pass shows as
-# XPASS) until more quiet runs show it holds.
+# microseconds eight of ten pooled judgements in full-suite runs passed (the fourth and the eighth failed; so did
+# one run of this test alone; the ninth and tenth, both passed, had the rumors' own handling times), and single
+# runs still reach 0.145-0.207 with the model's t50 0.1-0.5 ms fast: kept an expected failure (non-strict: a pass
+# shows as XPASS) until more quiet runs show it holds.
 N16_MISS = pytest.mark.xfail(reason="the host model on n16: pooled KS 0.155 on a quiet host before the microsecond "
-                                    "sequences, within the bound in 7 of 9 full-suite judgements since; single "
+                                    "sequences, within the bound in 8 of 10 full-suite judgements since; single "
                                     "runs still up to 0.21 (see README, The simulator against the testbed)",
                               strict=False)
 
