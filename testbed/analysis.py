@@ -885,16 +885,6 @@ def stats_samples_ms(run_dir: Path | str, field: str) -> list[float]:
     return sorted(x for e in _history(run_dir).of_kind("stats") for x in e.get(field, ()))
 
 
-def heartbeat_handling_ms(run_dir: Path | str) -> list[float]:
-    """How long the node processes took to handle the heartbeats they accepted, from starting on the datagram to
-    its forwards being sent (the stats records' ``hb_handle_ms``, ~16 per node and record), sorted: the work
-    a hop costs its receiver besides the wait for a core. Heartbeats only: no rumor is looked at."""
-    xs = stats_samples_ms(run_dir, "hb_handle_ms")
-    if not xs:
-        raise ValueError(f"{run_dir}: no hb_handle_ms in its stats records (recorded by an older version)")
-    return xs
-
-
 # Where a simulated delay can be measured from in a recorded run: name -> (what it measures, its reader).
 # The scenario format's ``source`` field takes these names.
 HOP_SOURCES = {

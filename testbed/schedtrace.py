@@ -198,12 +198,15 @@ def report(run_dir: Path | str) -> dict:
             current[e["node"]] = e["pid"]
         elif e["kind"] == "stats" and "cpu_s" in e and e["node"] in current:
             spans[current[e["node"]]].append(e)
+    runs_of: dict[int, list[dict]] = defaultdict(list)
+    for r in runs:
+        runs_of[r["pid"]].append(r)
     window: list[dict] = []
     cpu_s = 0.0
     for pid, recs in spans.items():
         t0, t1 = recs[0]["t"], recs[-1]["t"]
         cpu_s += recs[-1]["cpu_s"] - recs[0]["cpu_s"]
-        window.extend(r for r in runs if r["pid"] == pid and t0 <= r["ts_ns"] / 1e9 + off
+        window.extend(r for r in runs_of[pid] if t0 <= r["ts_ns"] / 1e9 + off
                       and r["ts_ns"] / 1e9 + off + r["dur_us"] / 1e6 <= t1)
     out: dict = {
         "wakeups": len(wakes), "lost_events": header.get("lost", 0),

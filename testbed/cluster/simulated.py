@@ -46,9 +46,9 @@ def _cpu(s) -> tuple[int, float | KindCost]:
             return spec["cores"], analysis.cpu_marginal_per_packet_s(spec["run"])
         if spec["cost"] == "kind":
             taken, other = (_samples_s(s, spec["run"], f, "sim.cpu.cost") for f in ("hb_cpu_ms", "other_cpu_ms"))
-            rumor = (_samples_s(s, spec["run"], "md_cpu_ms", "sim.cpu.cost")
-                     if analysis.stats_samples_ms(spec["run"], "md_cpu_ms") else None)
-            return spec["cores"], KindCost(taken=taken, other=other, rumor=rumor)
+            rumor = analysis.stats_samples_ms(spec["run"], "md_cpu_ms")  # a run recorded before them: as taken
+            return spec["cores"], KindCost(taken=taken, other=other,
+                                           rumor=Empirical.of([x / 1000.0 for x in rumor]) if rumor else None)
         return spec["cores"], analysis.cpu_per_packet_s(spec["run"], "userspace" if s.node["xdp"] else "arrival")
     return spec["cores"], float(spec["service_us"]) / 1e6
 
@@ -91,7 +91,7 @@ class SimulatedCluster(Cluster):
             spec = s.sim["handling"]
             # measured: each message handled draws one of the run's handling times (their spread matters: the
             # mean of a skewed sample holds every hop to a time most of them beat)
-            kw["handling_s"] = (Empirical.of([x / 1000.0 for x in analysis.heartbeat_handling_ms(spec["run"])])
+            kw["handling_s"] = (_samples_s(s, spec["run"], "hb_handle_ms", "sim.handling.run")
                                 if "run" in spec else float(spec["ms"]) / 1000.0)
             if spec.get("rumors"):  # a rumor adopted draws from the rumors' own handling times
                 kw["handling_s"] = KindCost(taken=kw["handling_s"], other=kw["handling_s"],

@@ -197,7 +197,8 @@ def table(rows: list[Row], *, header: bool = True) -> str:
     body = [(r.scenario, str(r.run), str(r.nodes), str(r.fanout), f"{r.cycle_s:g}", "on" if r.xdp else "off",
              f"{r.ks:.3f}", f"{r.ks_median_seed:.3f}", f"{r.ks_worst_seed:.3f}", f"{r.ks_critical:.3f}",
              pair(r.t50_ms), pair(r.t90_ms), pair(r.hb_hop_ms), pair(r.handle_ms), pair(r.cpu_ms), pair(r.wait_ms),
-             pair((r.wire_ms,)), f"{r.cpu_us:.0f}", f"{r.host_busy:.2f}", pair(r.xdp_share), "yes" if r.passed else "NO") for r in rows]
+             pair((r.wire_ms,)), f"{r.cpu_us:.0f}", f"{r.host_busy:.2f}", pair(r.xdp_share),
+             "yes" if r.passed else "NO") for r in rows]
     lines = [COLUMNS] + body if header else body
     widths = [max(len(line[i]) for line in ([COLUMNS] + body)) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)

@@ -310,7 +310,7 @@ class Simulation:
         # Handling model: what handling a message the core forwards costs its process, from starting on it to its
         # sends leaving (decode, MAC, accept, encode and sign the copies): its sends leave that long after it
         # starts, and the process is busy until then. HANDLING_S is seconds (every message the same) or a model
-        # drawn once per message handled (a run's measured handling times: `analysis.heartbeat_handling_ms`).
+        # drawn once per message handled (a run's measured handling times, ``hb_handle_ms``: `analysis.stats_samples_ms`).
         if isinstance(handling_s, (int, float)) and not isinstance(handling_s, bool):
             if not 0.0 <= handling_s < 1.0:
                 raise SimError(f"handling_s: expected seconds in [0, 1), got {handling_s!r}")
@@ -655,6 +655,7 @@ class Simulation:
         service_s = self._cpu[1] if cpu_model and kind_cost is None else 0.0
         wakeup, net_rng = self._wakeup, self._net_rng
         handling, rumor_handling = self._handling, self._rumor_handling
+        count_rumors = rumor_handling is not None or kind_cost is not None  # whether a message's verdict matters
         per_node = wakeup is not None or self._service_s > 0.0 or handling is not None
         node_service_s = self._service_s
         rcvbuf = per_node and self._socket_buffer
@@ -700,7 +701,7 @@ class Simulation:
                     heapq.heappush(heap, (node.awake_at, next(self._seq),
                                           _DELIVER_CPU if cpu_model else _PROCESS, idx, item))
                 elif (kind == _DELIVER or kind == _DELIVER_CPU) and kind_cost is not None:
-                    if self._cores_busy < len(self._core_free):  # a core is free: it starts on it now
+                    if self._cores_busy < self._cpu[0]:  # a core is free: it starts on it now
                         self._cores_busy += 1
                         heapq.heappush(heap, (when, next(self._seq), _PROCESS_CORE, idx, item))
                     else:
@@ -719,11 +720,7 @@ class Simulation:
                     heapq.heappush(heap, (start + service_s, next(self._seq), _PROCESS, idx, item))
                 elif kind == _DELIVER or kind == _PROCESS or kind == _PROCESS_CORE:
                     node = nodes[idx]
-                    if kind == _PROCESS_CORE:  # what the core takes costs more than what it drops
-                        stats = node.core.stats if node.core is not None else None
-                        took_before = (stats["accepted_heartbeat"] + stats["adopted_rumor"]
-                                       if stats is not None and node.state is _UP else None)
-                        rumors_taken = stats["adopted_rumor"] if took_before is not None else 0
+                    cost_model = None  # with costs by kind: what the core's verdict costs it (a stopped one nothing)
                     if rcvbuf:  # the process takes it out of its socket (every datagram here was charged)
                         node.rcvbuf_used -= node.rcvbuf_queue.popleft()
                         if not node.rcvbuf_queue:
@@ -737,7 +734,9 @@ class Simulation:
                         if plane is not None and type(item[0]) is gwire.Heartbeat:
                             # the node reads the kernel's take of that member back first
                             plane.sync_member(core, node.driver.record, item[0].origin)
-                        rumors_before = core.stats["adopted_rumor"] if rumor_handling is not None else 0
+                        stats = core.stats
+                        rumors_before = stats["adopted_rumor"] if count_rumors else 0
+                        heartbeats_before = stats["accepted_heartbeat"] if kind_cost is not None else 0
                         if wire:
                             core.receive(item[0], when, item[1])
                         elif len(item) > 2 and item[2] not in core.config.secrets:
@@ -746,7 +745,11 @@ class Simulation:
                         else:
                             core.stats["packets_in"] += 1
                             core.receive_message(item[0], when, item[1])
-                        if rumor_handling is not None and core.stats["adopted_rumor"] != rumors_before:
+                        adopted = count_rumors and stats["adopted_rumor"] != rumors_before
+                        if kind == _PROCESS_CORE:  # what the core takes costs more than what it drops
+                            cost_model = (kind_cost.rumor if adopted else kind_cost.taken
+                                          if stats["accepted_heartbeat"] != heartbeats_before else kind_cost.other)
+                        if rumor_handling is not None and adopted:
                             h = rumor_handling.sample(net_rng)
                         else:
                             h = handling.sample(net_rng) if handling is not None else 0.0
@@ -786,16 +789,7 @@ class Simulation:
                     else:
                         down += 1
                     if kind == _PROCESS_CORE:
-                        if took_before is None:  # a stopped process spends nothing on it
-                            cost = 0.0
-                        else:
-                            stats = node.core.stats
-                            if stats["adopted_rumor"] != rumors_taken:
-                                cost = kind_cost.rumor.sample(net_rng)
-                            elif stats["accepted_heartbeat"] + stats["adopted_rumor"] != took_before:
-                                cost = kind_cost.taken.sample(net_rng)
-                            else:
-                                cost = kind_cost.other.sample(net_rng)
+                        cost = cost_model.sample(net_rng) if cost_model is not None else 0.0
                         heapq.heappush(heap, (when + cost, next(self._seq), _CORE_DONE, idx, None))
                 elif kind == _KERNEL:
                     node = nodes[idx]
